@@ -1,0 +1,1 @@
+"""The ``spikeprep`` command line (thin: parse, call library functions, print)."""

@@ -1,0 +1,47 @@
+"""``spikeprep``: the command-line entry point (DESIGN section 2).
+
+Each subcommand lives in its own module and is registered here. Errors that spikeprep raises on
+purpose (bad input files, bad configs) are printed as one clear message with exit status 2, never as a
+traceback; unexpected exceptions still show their traceback, because those are bugs.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from schemas.config import ConfigError
+from spikeprep.errors import SpikeprepError
+
+EPILOG = """\b
+Examples:
+  spikeprep synth data/raw --preset demo          # realistic synthetic raw data
+  spikeprep synth data/raw --layout per-frame-dat --misalign seq_000:3
+"""
+
+
+class _FriendlyGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (SpikeprepError, ConfigError) as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_FriendlyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="spikeprep")
+def main() -> None:
+    """Spike-camera-guided video deblurring: raw spikes -> audited store -> VRT(+spike) training."""
+
+
+def _register() -> None:
+    from cli.synth import synth
+
+    main.add_command(synth)
+
+
+_register()
+
+if __name__ == "__main__":
+    main()

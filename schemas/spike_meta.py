@@ -1,0 +1,108 @@
+"""``spike/meta.json``: how a sequence's raw spike data is stored (DESIGN section 4).
+
+One record per sequence, next to the spike files. Frozen and validated: a reader never guesses a
+missing field. Version 1::
+
+    {
+      "version": 1,
+      "format": "dat",                 # dat | npy-binary | npz-binary | npy-events | npz-events
+      "layout": "stream",              # stream: one continuous file; per-frame: one file per blur frame
+      "height": 250, "width": 400,     # spike sensor resolution (rows, columns)
+      "rate_hz": 20000.0,              # spike frames (ticks) per second
+      "flipud": true,                  # .dat only: the file stores the image upside down
+      "start_s": 0.0,                  # binary stream: time of spike frame 0 on the spike clock
+      "stream_file": "stream.dat",     # stream layout: the file holding the stream
+      "file_start_s": {"000000": 0.0}  # binary per-frame: time of each file's frame 0, by file stem
+    }
+
+Spike frame j of a binary stream starting at s has time ``s + j / rate_hz`` (DESIGN section 3).
+Event formats carry their own times; ``rate_hz`` still gives the tick length used for intensities.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SPIKE_META_VERSION = 1
+SPIKE_META_FILENAME = "meta.json"
+
+SpikeFormat = Literal["dat", "npy-binary", "npz-binary", "npy-events", "npz-events"]
+FORMAT_SUFFIX: dict[str, str] = {
+    "dat": ".dat",
+    "npy-binary": ".npy",
+    "npz-binary": ".npz",
+    "npy-events": ".npy",
+    "npz-events": ".npz",
+}
+
+
+class SpikeMeta(BaseModel):
+    """Validated content of ``spike/meta.json`` (see the module docstring for the fields)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = SPIKE_META_VERSION
+    format: SpikeFormat
+    layout: Literal["stream", "per-frame"]
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    rate_hz: float = Field(gt=0)
+    flipud: bool = True
+    start_s: float | None = None
+    stream_file: str | None = None
+    file_start_s: dict[str, float] | None = None
+
+    @property
+    def is_events(self) -> bool:
+        return self.format.endswith("events")
+
+    @property
+    def suffix(self) -> str:
+        return FORMAT_SUFFIX[self.format]
+
+    @field_validator("rate_hz", "start_s")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @model_validator(mode="after")
+    def _layout_fields(self) -> "SpikeMeta":
+        if self.format == "dat" and (self.height * self.width) % 8:
+            raise ValueError(
+                f"height*width = {self.height * self.width} is not a multiple of 8; "
+                ".dat frames are whole bytes"
+            )
+        if self.layout == "stream":
+            if self.stream_file is None:
+                raise ValueError("layout 'stream' needs 'stream_file' (the file holding the stream)")
+            if not self.is_events and self.start_s is None:
+                raise ValueError("a binary stream needs 'start_s' (time of spike frame 0, seconds)")
+            if self.file_start_s is not None:
+                raise ValueError("'file_start_s' belongs to layout 'per-frame', not 'stream'")
+        else:
+            if self.stream_file is not None:
+                raise ValueError("'stream_file' belongs to layout 'stream', not 'per-frame'")
+            if not self.is_events and not self.file_start_s:
+                raise ValueError(
+                    "binary per-frame files need 'file_start_s': {file stem: time of its frame 0}"
+                )
+            for stem, start in (self.file_start_s or {}).items():
+                if not math.isfinite(start):
+                    raise ValueError(f"file_start_s[{stem!r}] must be a finite number")
+        return self
+
+    def frame_time(self, start_s: float, index):
+        """Time of spike frame ``index`` of a binary file whose frame 0 is at ``start_s``.
+
+        The one place this formula lives (DESIGN section 3): ``start_s + index / rate_hz``.
+        ``index`` may be an int or an integer numpy array; the result is float64.
+        """
+        return start_s + index / self.rate_hz
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(exclude_none=True), indent=2, sort_keys=True) + "\n"

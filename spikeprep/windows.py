@@ -1,0 +1,141 @@
+"""Exposure windows and the spike ticks inside them (DESIGN section 3).
+
+A blur frame's exposure window is the half-open interval ``[t0, t1)`` in seconds on the spike camera's
+clock. Spike frame ``j`` of a binary stream whose frame 0 is at ``start_s`` has time
+``start_s + j / rate_hz`` (``SpikeMeta.frame_time``) and belongs to the window iff ``t0 <= t_j < t1``. Nothing here interpolates or
+rescales time. ``tick_range`` gives the exact index range by evaluating that same float expression at
+the boundary, so it agrees with a brute-force scan of every frame time.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spikeprep.errors import InputError
+
+EXPOSURE_COLUMNS = ("frame_idx", "t0", "t1")
+
+
+def _first_at_or_after(bound: float, start_s: float, rate_hz: float, n_frames: int) -> int:
+    """Smallest j in [0, n_frames] with start_s + j / rate_hz >= bound (n_frames if none).
+
+    Frame times are non-decreasing in j (correctly rounded division and addition are monotone), so a
+    guess from the real-number solution is corrected by stepping while the float comparison disagrees.
+    """
+    guess = (bound - start_s) * rate_hz
+    if not math.isfinite(guess):
+        return 0 if guess < 0 else n_frames
+    j = min(max(math.ceil(guess), 0), n_frames)
+    while j > 0 and start_s + (j - 1) / rate_hz >= bound:
+        j -= 1
+    while j < n_frames and start_s + j / rate_hz < bound:
+        j += 1
+    return j
+
+
+def tick_range(t0: float, t1: float, start_s: float, rate_hz: float, n_frames: int) -> tuple[int, int]:
+    """Index range ``[lo, hi)`` of the frames of a binary stream that fall inside ``[t0, t1)``.
+
+    ``n_frames`` is the stream length; the range is clipped to ``[0, n_frames]`` and empty (lo == hi)
+    when the window misses the stream. Raises ``ValueError`` when ``t1 <= t0`` or a bound is not finite.
+    """
+    if not (math.isfinite(t0) and math.isfinite(t1)):
+        raise ValueError(f"window bounds must be finite, got [{t0!r}, {t1!r})")
+    if not t1 > t0:
+        raise ValueError(f"window must have t1 > t0, got [{t0!r}, {t1!r})")
+    if rate_hz <= 0 or n_frames < 0:
+        raise ValueError(f"rate_hz must be > 0 and n_frames >= 0, got {rate_hz!r}, {n_frames!r}")
+    lo = _first_at_or_after(t0, start_s, rate_hz, n_frames)
+    hi = _first_at_or_after(t1, start_s, rate_hz, n_frames)
+    return lo, max(lo, hi)
+
+
+@dataclass(frozen=True)
+class ExposureTable:
+    """The exposure windows of one sequence: ``frame_idx`` int64 [N], ``t0``, ``t1`` float64 [N]."""
+
+    path: Path
+    frame_idx: np.ndarray
+    t0: np.ndarray
+    t1: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.frame_idx.shape[0])
+
+    def problems(self) -> dict[int, str]:
+        """Per-frame window sanity (DESIGN section 6): {frame_idx: reason} for every bad window.
+
+        Checks: t0 < t1; in frame order, a window neither starts before nor overlaps the last good
+        window before it.
+        """
+        bad: dict[int, str] = {}
+        prev: tuple[float, float] | None = None  # the last good window; a bad one is no reference
+        for f, a, b in zip(self.frame_idx.tolist(), self.t0.tolist(), self.t1.tolist()):
+            if not b > a:
+                bad[f] = f"empty or reversed exposure window: t1 {b!r} <= t0 {a!r}"
+            elif prev is not None and a < prev[0]:
+                bad[f] = f"windows out of order: t0 {a!r} is before the previous frame's t0 {prev[0]!r}"
+            elif prev is not None and a < prev[1]:
+                bad[f] = f"window overlaps the previous frame's window (t0 {a!r} < previous t1 {prev[1]!r})"
+            else:
+                prev = (a, b)
+        return bad
+
+
+def read_exposure_csv(path: str | Path) -> ExposureTable:
+    """Read ``exposure.csv`` (header ``frame_idx,t0,t1``; one row per blur frame).
+
+    Structural problems (missing file, wrong header, non-numeric or non-finite values, duplicate or
+    negative frame indices) raise ``InputError``; per-frame window problems are left to
+    ``ExposureTable.problems`` so that ingest can drop those frames with a logged reason.
+    Times are parsed with Python's float(), so values written with repr() round-trip exactly.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "exposure file not found",
+                         fix="write exposure.csv with columns frame_idx,t0,t1 (one row per blur frame)")
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(path, f"unreadable ({err})", fix="rewrite it as UTF-8 CSV") from None
+    lines = [ln for ln in lines if ln.strip()]
+    header = tuple(c.strip() for c in lines[0].split(",")) if lines else ()
+    if header != EXPOSURE_COLUMNS:
+        raise InputError(path, f"header is {','.join(header) or '(empty file)'}, expected frame_idx,t0,t1",
+                         fix="put the header line frame_idx,t0,t1 first, then one row per blur frame")
+    idx, t0, t1 = [], [], []
+    for lineno, line in enumerate(lines[1:], start=2):
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) != 3:
+            raise InputError(path, f"line {lineno} has {len(cells)} fields, expected 3",
+                             fix="each row is frame_idx,t0,t1")
+        try:
+            f, a, b = int(cells[0]), float(cells[1]), float(cells[2])
+        except ValueError:
+            raise InputError(path, f"line {lineno} is not numbers: {line!r}",
+                             fix="frame_idx is an integer, t0 and t1 are seconds") from None
+        if f < 0 or not (math.isfinite(a) and math.isfinite(b)):
+            raise InputError(path, f"line {lineno} has a negative index or a non-finite time: {line!r}",
+                             fix="frame_idx >= 0 and finite t0, t1")
+        idx.append(f), t0.append(a), t1.append(b)
+    if not idx:
+        raise InputError(path, "no rows after the header", fix="one row per blur frame")
+    frame_idx = np.asarray(idx, dtype=np.int64)
+    order = np.argsort(frame_idx, kind="stable")
+    if np.any(np.diff(frame_idx[order]) == 0):
+        dup = int(frame_idx[order][np.argmax(np.diff(frame_idx[order]) == 0)])
+        raise InputError(path, f"frame_idx {dup} appears twice", fix="one row per blur frame")
+    return ExposureTable(path, frame_idx[order], np.asarray(t0, np.float64)[order],
+                         np.asarray(t1, np.float64)[order])
+
+
+def write_exposure_csv(path: str | Path, frame_idx, t0, t1) -> Path:
+    """Write ``exposure.csv`` with times in repr() form, so reading gives back the same floats."""
+    path = Path(path)
+    rows = ["frame_idx,t0,t1"]
+    rows += [f"{int(f)},{float(a)!r},{float(b)!r}" for f, a, b in zip(frame_idx, t0, t1)]
+    path.write_text("\n".join(rows) + "\n")
+    return path

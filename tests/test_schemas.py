@@ -1,0 +1,140 @@
+"""Contracts in schemas/: the config, the spike meta record and the manifest schema."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from schemas.config import Config, ConfigError, load_config, parse_config
+from schemas.manifest import (MANIFEST_COLUMNS, MANIFEST_SCHEMA, ManifestSchemaError,
+                              validate_manifest_table)
+from schemas.spike_meta import SpikeMeta
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = ROOT / "configs" / "deblur" / "vrt_spike_baseline.yaml"
+
+
+def test_baseline_config_is_the_original_document_section_7():
+    cfg = load_config(BASELINE)
+    assert cfg.SEED == 123
+    assert (cfg.DATA.CROP_SIZE, cfg.DATA.CLIP_LEN, cfg.DATA.K) == (256, 5, 32)
+    assert (cfg.DATA.NORM.MEAN, cfg.DATA.NORM.STD) == (0.0, 1.0)
+    assert cfg.MODEL.CHANNELS_PER_SCALE == [96, 96, 96, 96] and cfg.MODEL.LAYERS == 4
+    assert cfg.MODEL.SPIKE_TSA.HEADS == 4 and cfg.MODEL.FUSE.HEADS == 4
+    assert cfg.MODEL.FUSE.TYPE == "TemporalCrossAttn"
+    assert (cfg.TRAIN.BATCH_SIZE, cfg.TRAIN.EPOCHS, cfg.TRAIN.OPTIM.LR) == (8, 80, 2e-4)
+    assert cfg.TRAIN.SCHED.WARMUP_STEPS == 5000
+    assert cfg.LOG.TENSORBOARD is True and cfg.LOG.SAVE_DIR == "outputs"
+
+
+def test_config_round_trip():
+    cfg = load_config(BASELINE)
+    again = parse_config(yaml.safe_load(yaml.safe_dump(cfg.model_dump())))
+    assert again == cfg
+
+
+@pytest.mark.parametrize("path, key", [
+    (("DATA", "NORM"), "MEEN"),
+    (("TRAIN",), "BATCH"),
+    ((), "EXTRA_TOP"),
+    (("MODEL", "FUSE"), "GATE"),
+])
+def test_unknown_key_is_named(path, key):
+    raw = yaml.safe_load(BASELINE.read_text())
+    node = raw
+    for p in path:
+        node = node[p]
+    node[key] = 1
+    dotted = ".".join((*path, key))
+    with pytest.raises(ConfigError, match=dotted.replace(".", r"\.")):
+        parse_config(raw, "cfg.yaml")
+
+
+@pytest.mark.parametrize("path, value", [
+    (("DATA", "NORM", "STD"), 1e-7),
+    (("DATA", "K"), 0),
+    (("MODEL", "CHANNELS_PER_SCALE"), []),
+    (("MODEL", "FUSE", "TYPE"), "Concat1x1"),
+])
+def test_invalid_values_are_named(path, value):
+    raw = yaml.safe_load(BASELINE.read_text())
+    node = raw
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError, match=r"\.".join(path)):
+        parse_config(raw)
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("DATA: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_config_is_frozen():
+    cfg = load_config(BASELINE)
+    with pytest.raises(Exception):
+        cfg.SEED = 1
+    assert isinstance(cfg.model_copy(update={"SEED": 7}), Config)
+
+
+@pytest.mark.parametrize("record", [
+    dict(format="dat", layout="stream", height=250, width=400, rate_hz=20000.0, start_s=0.0,
+         stream_file="stream.dat"),
+    dict(format="npz-events", layout="per-frame", height=180, width=320, rate_hz=40000.0),
+    dict(format="npy-binary", layout="per-frame", height=3, width=5, rate_hz=1.5, flipud=False,
+         file_start_s={"000000": 0.25, "000001": 0.5}),
+])
+def test_spike_meta_round_trip(record):
+    meta = SpikeMeta.model_validate(record)
+    assert SpikeMeta.model_validate_json(meta.to_json()) == meta
+    assert meta.to_json() == SpikeMeta.model_validate_json(meta.to_json()).to_json()
+
+
+def test_spike_meta_frame_time_formula():
+    meta = SpikeMeta(format="dat", layout="stream", height=8, width=8, rate_hz=20000.0, start_s=1.5,
+                     stream_file="s.dat")
+    assert meta.frame_time(1.5, 7) == 1.5 + 7 / 20000.0
+
+
+def _row(**over):
+    row = dict(split="train", seq="seq_000", frame_idx=0, t0=0.0, t1=0.01, n_ticks=200, event_count=5,
+               H=256, W=320, Hs=128, Ws=160, blur="train/seq_000/blur/000000.png",
+               sharp="train/seq_000/sharp/000000.png", spike_source="raw/train/seq_000/spike/stream.dat",
+               vox_index=0, status="ok", reason=None, audit_corr=0.9, audit_best_offset_ticks=0,
+               audit_best_offset_s=0.0, audit_verdict="aligned", vox_checksum="ab" * 32)
+    row.update(over)
+    return row
+
+
+def test_manifest_parquet_round_trip(tmp_path):
+    table = pa.Table.from_pylist([_row(), _row(frame_idx=1, status="dropped", reason="empty window",
+                                               vox_index=None, audit_corr=None)], schema=MANIFEST_SCHEMA)
+    validate_manifest_table(table)
+    pq.write_table(table, tmp_path / "manifest.parquet")
+    back = pq.read_table(tmp_path / "manifest.parquet")
+    validate_manifest_table(back)
+    assert back.equals(table)
+    assert tuple(back.schema.names) == MANIFEST_COLUMNS
+
+
+def test_manifest_rejects_drift():
+    table = pa.Table.from_pylist([_row()], schema=MANIFEST_SCHEMA)
+    with pytest.raises(ManifestSchemaError, match="version"):
+        validate_manifest_table(table.replace_schema_metadata({}))
+    with pytest.raises(ManifestSchemaError, match="missing"):
+        validate_manifest_table(table.drop_columns(["reason"]))
+    wrong = table.set_column(2, pa.field("frame_idx", pa.int32(), nullable=False),
+                             table.column("frame_idx").cast(pa.int32()))
+    with pytest.raises(ManifestSchemaError, match="frame_idx"):
+        validate_manifest_table(wrong)
