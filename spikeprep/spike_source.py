@@ -1,0 +1,114 @@
+"""One sequence's raw spikes, voxelized per exposure window.
+
+``SpikeSource(spike_dir)`` reads ``spike/meta.json`` once, opens the spike files lazily (``.dat`` and
+``.npy`` are memory-mapped, so a window reads only its own bytes) and turns an exposure window
+``[t0, t1)`` into voxel counts ``[K, Hs, Ws]`` with the Numba voxelizer. It is the single place where
+the five raw formats and the two layouts (one continuous stream, or one file per blur frame) meet.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from schemas.spike_meta import SpikeMeta
+from spikeprep.errors import InputError
+from spikeprep.formats.arrays import binary_array_num_frames, read_binary_array
+from spikeprep.formats.dat import open_dat
+from spikeprep.formats.events import Events, read_events
+from spikeprep.formats.meta import read_spike_meta
+from spikeprep.voxelizer import voxelize_binary, voxelize_events, voxelize_packed
+from spikeprep.windows import tick_range
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """Voxel counts of one exposure window.
+
+    counts: uint32 [K, Hs, Ws]; n_ticks: spike frames (binary formats) or clock ticks (events,
+    ``round((t1 - t0) * rate_hz)``) inside the window; event_count: spikes counted;
+    covered: whether the spike data spans the whole window (None where the format cannot tell:
+    event lists); source: the raw file the spikes came from.
+    """
+
+    counts: np.ndarray
+    n_ticks: int
+    event_count: int
+    covered: bool | None
+    source: Path
+
+
+class SpikeSource:
+    """Raw spikes of one sequence (the ``spike/`` directory of the native layout, DESIGN section 4)."""
+
+    def __init__(self, spike_dir: str | Path, meta: SpikeMeta | None = None):
+        self.spike_dir = Path(spike_dir)
+        self.meta = meta if meta is not None else read_spike_meta(self.spike_dir)
+        if self.meta.layout == "stream":
+            self.stream_path = self.spike_dir / self.meta.stream_file
+            if not self.stream_path.is_file():
+                raise InputError(self.stream_path, "spike stream file named in meta.json not found",
+                                 fix="put the stream file there or correct 'stream_file' in meta.json")
+
+    # ---- file access (lazy, cached per process: workers open their own) ---------------------------
+    def frame_file(self, frame_idx: int) -> Path:
+        """The per-frame spike file of blur frame ``frame_idx`` (``NNNNNN`` + the format's suffix)."""
+        return self.spike_dir / f"{frame_idx:06d}{self.meta.suffix}"
+
+    @cached_property
+    def _stream(self):
+        return self._open(self.stream_path)
+
+    def _open(self, path: Path):
+        m = self.meta
+        if m.format == "dat":
+            return open_dat(path, m.height, m.width)
+        if m.is_events:
+            return read_events(path, m.height, m.width)
+        if m.format == "npz-binary":
+            return read_binary_array(path, m.height, m.width)  # npz cannot be memory-mapped: load once
+        return None  # npy-binary: memory-mapped per window by read_binary_array
+
+    # ---- voxelization -------------------------------------------------------------------------------
+    def window(self, t0: float, t1: float, num_bins: int, frame_idx: int | None = None) -> WindowCounts:
+        """Counts of the spikes with ``t0 <= t < t1`` in ``num_bins`` equal time bins.
+
+        ``frame_idx`` selects the file in the per-frame layout (required there, ignored for a stream).
+        """
+        m = self.meta
+        if m.layout == "stream":
+            path, data, start_s = self.stream_path, self._stream, m.start_s
+        else:
+            if frame_idx is None:
+                raise ValueError("per-frame layout: pass the blur frame index")
+            path = self.frame_file(frame_idx)
+            if not path.is_file():
+                raise InputError(path, f"no spike file for blur frame {frame_idx}",
+                                 fix="per-frame layouts need one spike file per blur frame")
+            data = self._open(path)
+            start_s = None
+            if not m.is_events:
+                start_s = (m.file_start_s or {}).get(path.stem)
+                if start_s is None:
+                    raise InputError(self.spike_dir / "meta.json", f"file_start_s has no entry {path.stem!r}",
+                                     fix="give the time of frame 0 of every per-frame spike file")
+
+        if m.is_events:
+            events: Events = data.select(t0, t1)
+            counts = voxelize_events(events.t, events.y, events.x, t0, t1, m.height, m.width, num_bins)
+            n_ticks = int(round((t1 - t0) * m.rate_hz))
+            return WindowCounts(counts, n_ticks, len(events), None, path)
+
+        n_frames = binary_array_num_frames(path, m.height, m.width) if data is None else len(data)
+        lo, hi = tick_range(t0, t1, start_s, m.rate_hz, n_frames)
+        times = m.frame_time(start_s, np.arange(lo, hi, dtype=np.int64))
+        first, last = m.frame_time(start_s, 0), m.frame_time(start_s, n_frames - 1)
+        covered = bool(t0 >= first and t1 <= last + 1.0 / m.rate_hz)
+        if m.format == "dat":
+            counts = voxelize_packed(data[lo:hi], times, t0, t1, m.height, m.width, num_bins, flipud=m.flipud)
+        else:
+            frames = read_binary_array(path, m.height, m.width, lo, hi) if data is None else data[lo:hi]
+            counts = voxelize_binary(frames, times, t0, t1, num_bins)
+        return WindowCounts(counts, hi - lo, int(counts.sum(dtype=np.int64)), covered, path)

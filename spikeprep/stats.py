@@ -1,0 +1,95 @@
+"""Normalisation statistics of the served voxels: exact MEAN/STD of ``log1p(count)`` (DESIGN section 3).
+
+Counts are small non-negative integers, so a histogram of count values over all voxels of all kept
+training frames determines the moments exactly: mean = sum_c n_c log1p(c) / N and
+var = sum_c n_c (log1p(c) - mean)^2 / N (population variance), each sum taken with ``math.fsum``
+(correctly rounded), so the result does not depend on frame order or chunking.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from schemas.config import load_config
+from spikeprep.errors import InputError
+
+MIN_STD = 1e-6
+
+
+def count_histogram(counts: np.ndarray) -> np.ndarray:
+    """Histogram of count values of one array (int64, index = count value)."""
+    return np.bincount(np.asarray(counts).ravel()).astype(np.int64)
+
+
+def add_histograms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    n = max(len(a), len(b))
+    out = np.zeros(n, dtype=np.int64)
+    out[: len(a)] += a
+    out[: len(b)] += b
+    return out
+
+
+def histogram_moments(hist) -> tuple[float, float, int]:
+    """(mean, std, n) of ``log1p(c)`` over a histogram of count values; float64, exact summation."""
+    hist = [int(h) for h in hist]
+    n = sum(hist)
+    if n == 0:
+        raise ValueError("no voxels to compute statistics from (no kept training frame)")
+    values = [math.log1p(c) for c in range(len(hist))]
+    mean = math.fsum(h * v for h, v in zip(hist, values)) / n
+    var = math.fsum(h * (v - mean) ** 2 for h, v in zip(hist, values)) / n
+    return mean, math.sqrt(var), n
+
+
+def check_std(std: float, where: str) -> None:
+    if not std >= MIN_STD:
+        raise InputError(where, f"voxel STD {std!r} < {MIN_STD}: the training spikes are (nearly) constant",
+                         fix="check that the spike files hold spikes inside the exposure windows")
+
+
+_NORM_LINE = re.compile(r"^(\s*)(MEAN|STD)(\s*:\s*)([^#\n]*?)(\s*(#.*)?)$")
+
+
+def write_config_norm(config_path: Path, mean: float, std: float) -> Path:
+    """Write MEAN/STD into ``DATA.NORM`` of a YAML config, leaving every other line as it was.
+
+    Edits the two value fields in place (comments and formatting stay), then reloads the file and checks
+    that it parses to exactly these numbers; refuses a file whose DATA.NORM block it cannot find.
+    """
+    config_path = Path(config_path)
+    lines = config_path.read_text().splitlines(keepends=True)
+    section: list[str] = []  # the chain of mapping keys enclosing the current line
+    indents: list[int] = []
+    done = set()
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        while indents and indent <= indents[-1]:
+            indents.pop(), section.pop()
+        m = _NORM_LINE.match(line.rstrip("\n"))
+        if m and section[-2:] == ["DATA", "NORM"]:
+            key = m.group(2)
+            value = repr(float(mean if key == "MEAN" else std))
+            newline = "\n" if line.endswith("\n") else ""
+            lines[i] = f"{m.group(1)}{key}{m.group(3)}{value}{m.group(5) or ''}{newline}"
+            done.add(key)
+            continue
+        if stripped.endswith(":"):
+            section.append(stripped[:-1].strip())
+            indents.append(indent)
+    if done != {"MEAN", "STD"}:
+        raise InputError(config_path, "no DATA: NORM: MEAN/STD block found to update",
+                         fix="start from configs/deblur/vrt_spike_baseline.yaml")
+    tmp = config_path.with_name(f".{config_path.name}.tmp")
+    tmp.write_text("".join(lines))
+    cfg = load_config(tmp)
+    if (cfg.DATA.NORM.MEAN, cfg.DATA.NORM.STD) != (float(mean), float(std)):
+        tmp.unlink()
+        raise InputError(config_path, "updating DATA.NORM did not round-trip", fix="edit MEAN/STD by hand")
+    tmp.replace(config_path)
+    return config_path
