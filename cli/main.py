@@ -17,6 +17,8 @@ EPILOG = """\b
 Examples:
   spikeprep synth data/raw --preset demo          # realistic synthetic raw data
   spikeprep synth data/raw --layout per-frame-dat --misalign seq_000:3
+  spikeprep ingest data/raw --out data/store --write-config configs/deblur/vrt_spike_baseline.yaml
+  spikeprep audit data/store --overlays 8
 """
 
 
@@ -36,9 +38,13 @@ def main() -> None:
 
 
 def _register() -> None:
+    from cli.store_cmds import audit_cmd, ingest_cmd, stats_cmd
     from cli.synth import synth
 
     main.add_command(synth)
+    main.add_command(ingest_cmd, "ingest")
+    main.add_command(audit_cmd, "audit")
+    main.add_command(stats_cmd, "stats")
 
 
 _register()

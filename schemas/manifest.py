@@ -36,7 +36,7 @@ _FIELDS = [
     pa.field("audit_corr", pa.float64(), nullable=True),    # spike intensity vs blur luma at zero shift
     pa.field("audit_best_offset_ticks", pa.int64(), nullable=True),
     pa.field("audit_best_offset_s", pa.float64(), nullable=True),
-    pa.field("audit_verdict", pa.string(), nullable=True),  # aligned | misaligned | undetermined
+    pa.field("audit_verdict", pa.string(), nullable=True),  # aligned | misaligned | mismatch | undetermined
     pa.field("vox_checksum", pa.string(), nullable=True),   # sha256 of the frame's stored counts
 ]
 

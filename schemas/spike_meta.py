@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -62,6 +63,23 @@ class SpikeMeta(BaseModel):
     @property
     def suffix(self) -> str:
         return FORMAT_SUFFIX[self.format]
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_not_bool(cls, value):
+        if isinstance(value, bool):  # True == 1 would otherwise pass as version 1
+            raise ValueError("version must be the integer 1")
+        return value
+
+    @field_validator("stream_file")
+    @classmethod
+    def _plain_file_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        pure = PurePosixPath(value.replace("\\", "/"))
+        if not value.strip() or pure.is_absolute() or ".." in pure.parts or PureWindowsPath(value).drive:
+            raise ValueError(f"must be a file name relative to the spike directory, got {value!r}")
+        return value
 
     @field_validator("rate_hz", "start_s")
     @classmethod

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas.spike_meta import SpikeMeta
+
 STORE_VERSION = 1
 DATASET_FILENAME = "dataset.json"
 VOX_DIRNAME = "spike_vox.zarr"
@@ -55,6 +57,7 @@ class SequenceInfo(_Record):
     dtype: Literal["uint8", "uint16"]
     rate_hz: float = Field(gt=0)
     spike_dir: str                        # raw spike directory (absolute), reopened by the audit
+    spike_meta: SpikeMeta                 # how those spikes are stored (presets have no meta.json)
     checksum: str                         # sha256 over the sequence's per-frame voxel checksums
 
 

@@ -41,6 +41,8 @@ from spikeprep.store import (atomic_write_bytes, counts_checksum, create_vox_arr
 
 log = logging.getLogger("spikeprep.ingest")
 SEQ_RECORD = "ingest.json"
+# Bump when what a sequence build writes changes: old builds then no longer match and are rebuilt.
+SEQ_RECORD_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,8 @@ def _scale(rgb: tuple[int, int], spike: tuple[int, int]) -> tuple[int, int] | No
 # ---- one sequence ----------------------------------------------------------------------------------
 def sequence_fingerprint(spec: SequenceSpec, options: IngestOptions) -> str:
     """sha256 over the options and the sequence's inputs (names, sizes, mtimes, windows, meta)."""
-    h = hashlib.sha256(json.dumps(asdict(options), sort_keys=True, default=str).encode())
+    h = hashlib.sha256(f"spikeprep-seq-record-{SEQ_RECORD_VERSION}".encode())
+    h.update(json.dumps(asdict(options), sort_keys=True, default=str).encode())
     h.update(spec.spike_meta.to_json().encode())
     h.update(spec.exposure.frame_idx.tobytes() + spec.exposure.t0.tobytes() + spec.exposure.t1.tobytes())
     files = [*spec.blur.values(), *spec.sharp.values()]
@@ -193,7 +196,7 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
     info = SequenceInfo(split=spec.split, n_frames=len(voxels), H=rgb[0] if rgb else 1,
                         W=rgb[1] if rgb else 1, Hs=meta.height, Ws=meta.width,
                         scale=scale or (1, 1), dtype=dtype.name, rate_hz=meta.rate_hz,
-                        spike_dir=str(spec.spike_dir.resolve()), checksum=seq_checksum)
+                        spike_dir=str(spec.spike_dir.resolve()), spike_meta=meta, checksum=seq_checksum)
     return dict(rows=rows, histograms={str(k): v for k, v in hists.items()}, info=info.model_dump(mode="json"))
 
 

@@ -1,0 +1,142 @@
+"""``spikeprep ingest``, ``spikeprep audit`` and ``spikeprep stats``: build, check and describe a store."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from schemas.config import load_config
+from spikeprep.audit import AuditOptions, audit
+from spikeprep.ingest import IngestOptions, ingest
+from spikeprep.raw_layout import PRESETS
+from spikeprep.stats import write_config_norm
+from spikeprep.store import read_store_info
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+
+
+@click.command(epilog="""\b
+Examples:
+  spikeprep ingest data/raw --out data/store
+  spikeprep ingest data/raw --out data/store --config configs/deblur/vrt_spike_baseline.yaml \\
+      --write-config configs/deblur/vrt_spike_baseline.yaml
+  spikeprep ingest GOPRO --out data/gopro --layout s-sdm --exposure-start 20 --exposure-stop 117
+""")
+@click.argument("raw", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="DATA_ROOT: the store to write (a rerun resumes)")
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="take K (DATA.K) and the crop size (DATA.CROP_SIZE) from this config")
+@click.option("--k", "num_bins", type=click.IntRange(min=1), help="time bins per exposure [config or 32]")
+@click.option("--crop", "crop_size", type=click.IntRange(min=1),
+              help="training frames need a short side >= this [config or 256]")
+@click.option("--layout", type=click.Choice(["native", *sorted(PRESETS)]), default="native", show_default=True,
+              help="raw layout: native, or a published per-frame .dat set")
+@click.option("--height", type=int, help="preset override: spike rows")
+@click.option("--width", type=int, help="preset override: spike columns")
+@click.option("--rate-hz", type=float, help="preset override: spike frames per second")
+@click.option("--frames-per-file", type=int, help="preset override: spike frames in each .dat")
+@click.option("--exposure-start", type=int, help="preset override: first exposure frame in each .dat")
+@click.option("--exposure-stop", type=int, help="preset override: one past the last exposure frame")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="sequences ingested in parallel")
+@click.option("--copy", "copy_images", is_flag=True, help="copy PNGs instead of hard-linking them")
+@click.option("--log-dir", default=Path("outputs/logs"), show_default=True, type=click.Path(path_type=Path),
+              help="where align_<time>.txt goes")
+@click.option("--write-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="write the voxel MEAN/STD into this config's DATA.NORM (other lines unchanged)")
+@click.option("--progress/--no-progress", default=True)
+@click.option("-v", "--verbose", is_flag=True, help="log every dropped frame")
+def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rate_hz, frames_per_file,
+               exposure_start, exposure_stop, workers, copy_images, log_dir, write_config, progress, verbose):
+    """Turn raw sequences into a store: Zarr voxel counts, manifest.parquet, dataset.json (with stats)."""
+    _setup_logging(verbose)
+    cfg = load_config(config) if config else None
+    overrides = {k: v for k, v in dict(height=height, width=width, rate_hz=rate_hz,
+                                       frames_per_file=frames_per_file, exposure_start=exposure_start,
+                                       exposure_stop=exposure_stop).items() if v is not None}
+    if overrides and layout == "native":
+        raise click.BadParameter("preset overrides apply to --layout s-sdm only; native data describe "
+                                 "themselves in spike/meta.json and exposure.csv", param_hint="--layout")
+    options = IngestOptions(num_bins=num_bins or (cfg.DATA.K if cfg else 32),
+                            crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else 256),
+                            layout=layout, copy_images=copy_images, preset_overrides=overrides)
+    result = ingest(raw, out, options, workers=workers, log_dir=log_dir, progress=progress)
+    click.echo(f"wrote {out}: {len(result.rows)} frames, {result.n_ok} ok, {result.n_dropped} dropped; "
+               f"K={options.num_bins}")
+    for r in result.rows:
+        if r["status"] != "ok":
+            click.echo(f"  dropped {r['split']}/{r['seq']}/{r['frame_idx']:06d}: {r['reason']}")
+    if result.stats is not None:
+        click.echo(f"voxel stats over {result.stats.n_frames} training frames: MEAN={result.stats.mean!r} "
+                   f"STD={result.stats.std!r}")
+    if result.align_log is not None:
+        click.echo(f"align log: {result.align_log}")
+    if write_config is not None:
+        if result.stats is None:
+            raise click.ClickException("no kept training frame: no stats to write")
+        write_config_norm(write_config, result.stats.mean, result.stats.std)
+        click.echo(f"wrote DATA.NORM.MEAN/STD into {write_config}")
+    click.echo("next: spikeprep audit " + str(out))
+
+
+@click.command(epilog="""\b
+Examples:
+  spikeprep audit data/store
+  spikeprep audit data/store --overlays 20 --crop 256 --max-shift 16
+""")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--crop", "crop_size", type=click.IntRange(min=1), help="training short side >= this [config or 256]")
+@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="take the crop size from this config")
+@click.option("--max-shift", "max_shift_ticks", type=click.IntRange(min=1),
+              help="scan window shifts of +-this many ticks [a quarter of the window]")
+@click.option("--min-corr", default=AuditOptions.min_corr, show_default=True, type=float,
+              help="peak correlation below this = spikes do not show this frame")
+@click.option("--overlays", default=8, show_default=True, type=click.IntRange(min=0),
+              help="write overlay PNGs for this many random frames (DATA_ROOT/audit/overlays)")
+@click.option("--seed", default=0, show_default=True, help="which frames get overlays")
+@click.option("--progress/--no-progress", default=True)
+def audit_cmd(root, crop_size, config, max_shift_ticks, min_corr, overlays, seed, progress):
+    """Check exposure alignment of spikes and blur frames; drop failing frames; exit 1 if any frame fails."""
+    cfg = load_config(config) if config else None
+    options = AuditOptions(max_shift_ticks=max_shift_ticks, min_corr=min_corr,
+                           crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else 256))
+    report = audit(root, options, overlays=overlays, seed=seed, progress=progress)
+    header = f"{'sequence':<24}{'frames':>7}{'ok':>5}{'drop':>6}{'align':>7}{'misal':>7}{'mism':>6}{'undet':>7}  offset"
+    click.echo(header)
+    for s in report.summary():
+        off = "-" if s["median_offset_ticks"] is None else f"{s['median_offset_ticks']:+.1f} ticks"
+        click.echo(f"{s['split'] + '/' + s['seq']:<24}{s['frames']:>7}{s['ok']:>5}{s['dropped']:>6}"
+                   f"{s['aligned']:>7}{s['misaligned']:>7}{s['mismatch']:>6}{s['undetermined']:>7}  {off}")
+    for r in report.failed:
+        click.echo(f"  FAIL {r['split']}/{r['seq']}/{r['frame_idx']:06d}: {r['reason']}")
+    if report.overlays:
+        click.echo(f"overlays: {report.overlays[0].parent} ({len(report.overlays)} PNG)")
+    info = read_store_info(root)
+    if info.stats is not None:
+        click.echo(f"voxel stats over kept training frames: MEAN={info.stats.mean!r} STD={info.stats.std!r}")
+    sys.exit(1 if report.failed else 0)
+
+
+@click.command(epilog="""\b
+Example:
+  spikeprep stats data/store --write-config configs/deblur/vrt_spike_baseline.yaml
+""")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--write-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="write MEAN/STD into this config's DATA.NORM (other lines unchanged)")
+def stats_cmd(root, write_config):
+    """Print the store's voxel normalisation stats (kept training frames); optionally write them to a config."""
+    info = read_store_info(root)
+    if info.stats is None:
+        raise click.ClickException(f"{root}: no kept training frame, so no stats")
+    click.echo(f"K={info.K} frames={info.stats.n_frames} voxels={info.stats.n_voxels} "
+               f"MEAN={info.stats.mean!r} STD={info.stats.std!r}")
+    if write_config is not None:
+        write_config_norm(write_config, info.stats.mean, info.stats.std)
+        click.echo(f"wrote DATA.NORM.MEAN/STD into {write_config}")

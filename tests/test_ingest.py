@@ -1,0 +1,294 @@
+"""Ingest: raw tree -> Zarr voxels + manifest + dataset.json; atomic, resumable, exact stats."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from cli.main import main
+from schemas.config import load_config
+from spikeprep.errors import InputError
+from spikeprep.ingest import IngestOptions, ingest
+from spikeprep.spike_source import SpikeSource
+from spikeprep.stats import histogram_moments, write_config_norm
+from spikeprep.store import open_vox, read_manifest, read_store_info
+from spikeprep.windows import read_exposure_csv, write_exposure_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTS = IngestOptions(num_bins=8, crop_size=32)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_ingest_stream_layout(synth_tree, tmp_path):
+    raw = synth_tree()
+    result = ingest(raw, tmp_path / "store", OPTS, log_dir=tmp_path / "logs", progress=False)
+    table = read_manifest(tmp_path / "store").to_pylist()
+    assert len(table) == 12 and all(r["status"] == "ok" for r in table)
+    info = read_store_info(tmp_path / "store")
+    assert info.K == 8 and set(info.sequences) == {"train/seq_000", "train/seq_001", "val/seq_002"}
+    for r in table:
+        key = f"{r['split']}/{r['seq']}"
+        vox = open_vox(tmp_path / "store" / key / "spike_vox.zarr")
+        assert vox.shape[1:] == (8, 48, 64) and vox.dtype == np.uint8
+        stored = np.asarray(vox[r["vox_index"]])
+        source = SpikeSource(raw / key / "spike")
+        expected = source.window(r["t0"], r["t1"], 8).counts
+        assert np.array_equal(stored, expected)
+        assert r["event_count"] == int(expected.sum()) and r["n_ticks"] == 16
+        assert (tmp_path / "store" / r["blur"]).is_file() and (tmp_path / "store" / r["sharp"]).is_file()
+    log_lines = result.align_log.read_text().splitlines()
+    assert log_lines[0] == "# train/seq_000"
+    first = table[0]
+    assert log_lines[1] == f"{first['frame_idx']}, {first['t0']!r}, {first['t1']!r}, {first['event_count']}"
+
+
+def test_stats_equal_brute_force(synth_tree, tmp_path):
+    result = ingest(synth_tree(), tmp_path / "store", OPTS, log_dir=None, progress=False)
+    values = []
+    for r in read_manifest(tmp_path / "store").to_pylist():
+        if r["split"] == "train" and r["status"] == "ok":
+            vox = open_vox(tmp_path / "store" / "train" / r["seq"] / "spike_vox.zarr")
+            values.append(np.log1p(np.asarray(vox[r["vox_index"]], dtype=np.float64)).ravel())
+    v = np.concatenate(values)
+    assert result.stats.n_voxels == v.size and result.stats.n_frames == 8
+    assert result.stats.mean == pytest.approx(v.mean(), rel=1e-12)
+    assert result.stats.std == pytest.approx(v.std(), rel=1e-12)
+    assert read_store_info(tmp_path / "store").stats == result.stats
+
+
+def test_histogram_moments_exact():
+    hist = [10, 5, 2, 1]
+    v = np.log1p(np.repeat(np.arange(4), hist).astype(np.float64))
+    mean, std, n = histogram_moments(hist)
+    assert n == 18 and mean == pytest.approx(v.mean(), rel=1e-15) and std == pytest.approx(v.std(), rel=1e-14)
+    with pytest.raises(ValueError):
+        histogram_moments([0, 0])
+
+
+def test_zero_std_is_an_error(synth_tree, tmp_path):
+    raw = copy_tree(synth_tree(), tmp_path / "raw")
+    for seq in ("seq_000", "seq_001"):  # silence every training spike
+        dat = raw / "train" / seq / "spike" / "stream.dat"
+        dat.write_bytes(bytes(dat.stat().st_size))
+    with pytest.raises(InputError, match="STD"):
+        ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
+    assert not (tmp_path / "store" / "dataset.json").exists()
+
+
+def test_per_frame_dat_layout_equals_stream(synth_tree, tmp_path):
+    stream = ingest(synth_tree(), tmp_path / "a", OPTS, log_dir=None, progress=False)
+    per_frame = ingest(synth_tree(layout="per-frame-dat"), tmp_path / "b", OPTS, log_dir=None, progress=False)
+    assert [r["vox_checksum"] for r in stream.rows] == [r["vox_checksum"] for r in per_frame.rows]
+    assert all(r["spike_source"].endswith(".dat") and "stream" not in r["spike_source"]
+               for r in per_frame.rows)
+    assert stream.stats == per_frame.stats
+
+
+@pytest.mark.parametrize("fmt", ["npy-binary", "npz-events"])
+def test_other_formats_give_the_same_store(synth_tree, tmp_path, fmt):
+    a = ingest(synth_tree(), tmp_path / "a", OPTS, log_dir=None, progress=False)
+    b = ingest(synth_tree(spike_format=fmt), tmp_path / "b", OPTS, log_dir=None, progress=False)
+    assert [r["vox_checksum"] for r in a.rows] == [r["vox_checksum"] for r in b.rows]
+
+
+def test_s_sdm_preset_layout(synth_tree, tmp_path):
+    """A published-style tree (blur_data/sharp_data/spike_data, one .dat per frame) built from synth."""
+    src = synth_tree(layout="per-frame-dat")
+    raw = tmp_path / "GOPRO"
+    meta = json.loads((src / "train" / "seq_000" / "spike" / "meta.json").read_text())
+    frames_per_file = (src / "train" / "seq_000" / "spike" / "000000.dat").stat().st_size // (48 * 64 // 8)
+    for split, target in (("train", "train"), ("val", "test")):
+        for seq_dir in sorted((src / split).iterdir()):
+            for kind, dst in (("blur", "blur_data"), ("sharp", "sharp_data"), ("spike", "spike_data")):
+                shutil.copytree(seq_dir / kind, raw / target / dst / seq_dir.name,
+                                ignore=shutil.ignore_patterns("meta.json"))
+    margin = 6  # the tiny preset's margin: exposure ticks [6, 22) of each 28-tick file
+    result = ingest(raw, tmp_path / "store", IngestOptions(
+        num_bins=8, crop_size=32, layout="s-sdm",
+        preset_overrides=dict(height=48, width=64, frames_per_file=frames_per_file,
+                              exposure_start=margin, exposure_stop=margin + 16, rate_hz=meta["rate_hz"])),
+        log_dir=None, progress=False)
+    assert len(result.rows) == 12 and result.n_ok == 12
+    assert {r["split"] for r in result.rows} == {"train", "val"}
+    # same spikes as the native per-frame ingest, on the preset's own clock
+    native = ingest(src, tmp_path / "native", OPTS, log_dir=None, progress=False)
+    assert [r["vox_checksum"] for r in result.rows] == [r["vox_checksum"] for r in native.rows]
+
+
+def test_interrupted_ingest_resumes_byte_identical(synth_tree, tmp_path):
+    raw = synth_tree(frames=6, height=96, width=128)
+    clean = tmp_path / "clean"
+    ingest(raw, clean, OPTS, log_dir=None, progress=False)
+    store = tmp_path / "store"
+    code = ("import sys; from spikeprep.ingest import ingest, IngestOptions;"
+            f"ingest({str(raw)!r}, {str(store)!r}, IngestOptions(num_bins=8, crop_size=32), log_dir=None,"
+            " progress=False)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    killed = False
+    for delay in (0.0, 0.05, 0.2):  # kill at the first sign of work, then a little later
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None:
+            if store.exists() and any(p.name.endswith(".partial") for p in store.glob("*/.*")):
+                time.sleep(delay)
+                proc.send_signal(signal.SIGKILL)
+                killed = True
+                break
+            time.sleep(0.002)
+        proc.wait()
+        if killed and not (store / "dataset.json").exists():
+            break
+    assert killed, "ingest finished before it could be interrupted"
+    assert not (store / "dataset.json").exists()  # nothing that looks complete
+    with pytest.raises(InputError, match="incomplete"):
+        read_store_info(store)
+    ingest(raw, store, OPTS, log_dir=None, progress=False)
+    assert not list(store.glob("*/.*.partial"))
+    assert tree_digest(store) == tree_digest(clean)
+
+
+def test_rerun_reuses_complete_sequences(synth_tree, tmp_path):
+    raw = synth_tree()
+    ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
+    vox = tmp_path / "store" / "train" / "seq_000" / "spike_vox.zarr" / "zarr.json"
+    before = vox.stat().st_mtime_ns
+    ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
+    assert vox.stat().st_mtime_ns == before
+    ingest(raw, tmp_path / "store", IngestOptions(num_bins=4, crop_size=32), log_dir=None, progress=False)
+    assert read_store_info(tmp_path / "store").K == 4
+    assert open_vox(vox.parent).shape[1] == 4
+
+
+def test_workers_give_the_same_store(synth_tree, tmp_path):
+    raw = synth_tree()
+    ingest(raw, tmp_path / "a", OPTS, workers=1, log_dir=None, progress=False)
+    ingest(raw, tmp_path / "b", OPTS, workers=2, log_dir=None, progress=False)
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
+
+
+# ---- malformed raw trees: a clear error, or a logged drop with the reason ----------------------------
+def _edit_exposure(seq_dir: Path, fn):
+    table = read_exposure_csv(seq_dir / "exposure.csv")
+    t0, t1 = table.t0.copy(), table.t1.copy()
+    fn(t0, t1)
+    write_exposure_csv(seq_dir / "exposure.csv", table.frame_idx, t0, t1)
+
+
+def _swap_rows(t0, t1):
+    t0[1], t0[2] = t0[2], t0[1]
+    t1[1], t1[2] = t1[2], t1[1]
+
+
+DROP_CASES = {
+    "missing sharp frame": (lambda s: (s / "sharp" / "000001.png").unlink(), 1, "missing sharp frame"),
+    "unreadable PNG": (lambda s: (s / "blur" / "000002.png").write_bytes(b"not a png"), 2, "unreadable"),
+    "size mismatch": (lambda s: cv2.imwrite(str(s / "sharp" / "000000.png"), np.zeros((40, 64, 3), np.uint8)),
+                      0, "blur is 48x64 but sharp is 40x64"),
+    "t1 <= t0": (lambda s: _edit_exposure(s, lambda t0, t1: t1.__setitem__(3, t0[3])), 3, "t1"),
+    "unsorted windows": (lambda s: _edit_exposure(s, _swap_rows), 2, "out of order"),
+    "window past the stream": (lambda s: _edit_exposure(s, lambda t0, t1: (t0.__setitem__(3, t0[3] + 0.01),
+                                                                         t1.__setitem__(3, t1[3] + 0.01))),
+                               3, "past the spike data"),
+    "empty window": (lambda s: _edit_exposure(s, lambda t0, t1: t1.__setitem__(2, t0[2] + 0.2 / 20000)),
+                     2, "empty window"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DROP_CASES))
+def test_malformed_frames_are_dropped_with_reason(synth_tree, tmp_path, case, caplog):
+    raw = copy_tree(synth_tree(), tmp_path / "raw")
+    damage, frame, fragment = DROP_CASES[case]
+    damage(raw / "train" / "seq_000")
+    with caplog.at_level("INFO", logger="spikeprep.ingest"):
+        result = ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
+    dropped = {(r["seq"], r["frame_idx"]): r["reason"] for r in result.rows if r["status"] == "dropped"}
+    assert ("seq_000", frame) in dropped, dropped
+    assert fragment in dropped[("seq_000", frame)]
+    assert fragment in caplog.text
+    assert all(seq != "seq_001" for seq, _ in dropped)  # other sequences untouched
+    assert (tmp_path / "store" / "dataset.json").is_file()
+
+
+def test_short_side_below_crop_drops_training_frames_only(synth_tree, tmp_path):
+    result = ingest(synth_tree(), tmp_path / "store", IngestOptions(num_bins=8, crop_size=64), log_dir=None,
+                    progress=False)
+    for r in result.rows:
+        assert (r["status"] == "dropped") == (r["split"] == "train")
+        if r["split"] == "train":
+            assert "short side 48 < crop size 64" in r["reason"]
+    assert result.stats is None
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda s: (s / "exposure.csv").unlink(), "exposure.csv"),
+    (lambda s: (s / "spike" / "meta.json").unlink(), "meta.json"),
+    (lambda s: (s / "spike" / "meta.json").write_text('{"format": "dat"}'), "layout"),
+    (lambda s: (s / "spike" / "stream.dat").unlink(), "stream.dat"),
+])
+def test_structural_errors_name_the_file(synth_tree, tmp_path, damage, fragment):
+    raw = copy_tree(synth_tree(), tmp_path / "raw")
+    damage(raw / "train" / "seq_001")
+    with pytest.raises(InputError, match=fragment) as err:
+        ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
+    assert "Fix:" in str(err.value)
+    assert not (tmp_path / "store" / "dataset.json").exists()
+
+
+def test_write_config_norm_keeps_other_lines(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    original = (ROOT / "configs" / "deblur" / "vrt_spike_baseline.yaml").read_text()
+    cfg.write_text(original)
+    write_config_norm(cfg, 0.123456789012345, 0.3)
+    new = cfg.read_text()
+    loaded = load_config(cfg)
+    assert (loaded.DATA.NORM.MEAN, loaded.DATA.NORM.STD) == (0.123456789012345, 0.3)
+    changed = [(a, b) for a, b in zip(original.splitlines(), new.splitlines()) if a != b]
+    assert len(changed) == 2 and all("# written by ingest" in b for _, b in changed)
+    assert len(original.splitlines()) == len(new.splitlines())
+
+
+def test_cli_ingest_and_errors(synth_tree, tmp_path):
+    runner = CliRunner()
+    cfg = tmp_path / "cfg.yaml"
+    raw_cfg = yaml.safe_load((ROOT / "configs" / "deblur" / "vrt_spike_baseline.yaml").read_text())
+    raw_cfg["DATA"].update(K=8, CROP_SIZE=32)
+    cfg.write_text(yaml.safe_dump(raw_cfg))
+    res = runner.invoke(main, ["ingest", str(synth_tree()), "--out", str(tmp_path / "store"), "--config", str(cfg),
+                               "--write-config", str(cfg), "--log-dir", str(tmp_path / "logs"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "12 ok, 0 dropped; K=8" in res.output
+    stats = read_store_info(tmp_path / "store").stats
+    assert load_config(cfg).DATA.NORM.MEAN == stats.mean
+    res = runner.invoke(main, ["stats", str(tmp_path / "store")])
+    assert res.exit_code == 0 and repr(stats.std) in res.output
+
+    raw_cfg["DATA"]["KK"] = 3
+    cfg.write_text(yaml.safe_dump(raw_cfg))
+    res = runner.invoke(main, ["ingest", str(synth_tree()), "--out", str(tmp_path / "s2"), "--config", str(cfg)])
+    assert res.exit_code == 2 and "DATA.KK: unknown key" in res.output and "Traceback" not in res.output
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = runner.invoke(main, ["ingest", str(empty), "--out", str(tmp_path / "s3")])
+    assert res.exit_code == 2 and "no sequences found" in res.output and "Fix:" in res.output
