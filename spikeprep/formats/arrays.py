@@ -5,8 +5,8 @@ array, under the key ``spikes`` or as its only entry. Loading uses ``allow_pickl
 """
 from __future__ import annotations
 
+import operator
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,28 +16,76 @@ from spikeprep.errors import InputError
 NPZ_SPIKES_KEY = "spikes"
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members / an empty zip
+
+
 def _load_single_array(path: Path, key: str, what: str) -> np.ndarray:
-    """Load a ``.npy`` (memory-mapped) or the one array of an ``.npz``; errors name the file."""
+    """Load a ``.npy`` (memory-mapped) or the one array of an ``.npz``; errors name the file.
+
+    Every failure is an ``InputError``: missing or empty file, wrong magic bytes (e.g. a pickle or a
+    zip named ``.npy``), a damaged header or archive, object arrays (never unpickled), an ``.npz``
+    with several arrays and none named ``key``, or an archive member that is not a ``.npy``.
+    """
     if not path.is_file():
-        raise InputError(path, f"{what} file not found", fix="check the path and spike/meta.json")
-    if path.stat().st_size == 0:
-        raise InputError(path, "empty file (0 bytes)", fix=f"re-export the {what}")
+        raise InputError(path, f"{what} file not found" + (" (it is a directory)" if path.is_dir() else ""),
+                         fix="check the path and spike/meta.json")
+    kind = "npz" if path.suffix == ".npz" else "npy"
+    fix = f"re-export the {what} with numpy.save (.npy) or numpy.savez (.npz)"
     try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as err:
+        raise InputError(path, f"cannot read the {what} file ({err.strerror or err})",
+                         fix="check the path and its permissions") from None
+    if size == 0:
+        raise InputError(path, "empty file (0 bytes)", fix=f"re-export the {what}")
+    if kind == "npz" and not head.startswith(_ZIP_MAGICS):
+        raise InputError(path, f"not an .npz (zip) archive: it starts with {head!r}", fix=fix)
+    if kind == "npy" and not head.startswith(_NPY_MAGIC):
+        looks = " (it is a zip archive: name it .npz)" if head.startswith(_ZIP_MAGICS) else ""
+        raise InputError(path, f"not a .npy file: it starts with {head!r}{looks}", fix=fix)
+    try:
+        if kind == "npz":
+            # Our own handle: np.load leaks the one it opens when the zip directory is damaged.
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
                 names = list(npz.files)
                 if key in names:
-                    return npz[key]
-                if len(names) == 1:
-                    return npz[names[0]]
-                raise InputError(path, f"holds arrays {names} but none named {key!r}",
-                                 fix=f"save the {what} under the key {key!r}")
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+                    name = key
+                elif len(names) == 1:
+                    name = names[0]
+                else:
+                    raise InputError(path, f"holds arrays {names} but none named {key!r}",
+                                     fix=f"save the {what} under the key {key!r} (or as the only array)")
+                arr = npz[name]
+                if not isinstance(arr, np.ndarray):
+                    raise InputError(path, f"archive member {name!r} is not a .npy array",
+                                     fix=fix)
+                return arr
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        if not isinstance(arr, np.ndarray):  # cannot happen after the magic check; keep it total
+            raise InputError(path, f"not a single array ({type(arr).__name__})", fix=fix)
+        return arr
     except InputError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise InputError(path, f"not a readable NumPy file ({err})",
-                         fix=f"re-export the {what} with numpy.save / numpy.savez") from None
+    except Exception as err:  # numpy / zipfile / zlib raise many types on damaged files
+        problem = str(err)
+        if "allow_pickle" in problem or "Python objects" in problem:
+            raise InputError(path, "holds an object (pickled) array, which is never loaded",
+                             fix=f"save the {what} as a plain numeric array") from None
+        raise InputError(path, f"not a readable NumPy {kind} file ({type(err).__name__}: {err})",
+                         fix=fix) from None
+
+
+def _check_binary(path: Path, arr: np.ndarray, height: int, width: int) -> None:
+    """Shape ``[N, H, W]`` and dtype bool/uint8 (values are checked on the frames actually read)."""
+    if arr.dtype.names is not None or arr.dtype not in (np.bool_, np.uint8):
+        raise InputError(path, f"spike array has dtype {arr.dtype}, expected bool or uint8 (0/1)",
+                         fix="save binary spikes as bool or uint8; event lists use format *-events")
+    if arr.ndim != 3 or arr.shape[1:] != (height, width):
+        raise InputError(path, f"spike array has shape {arr.shape}, expected [N, {height}, {width}]",
+                         fix="check height/width in spike/meta.json, or save frames as [N, H, W]")
 
 
 def read_binary_array(path: str | Path, height: int, width: int, start: int = 0,
@@ -49,33 +97,26 @@ def read_binary_array(path: str | Path, height: int, width: int, start: int = 0,
     """
     path = Path(path)
     arr = _load_single_array(path, NPZ_SPIKES_KEY, "spike array")
-    if arr.ndim != 3 or arr.shape[1:] != (height, width):
-        raise InputError(path, f"spike array has shape {arr.shape}, expected [N, {height}, {width}]",
-                         fix="check height/width in spike/meta.json, or save frames as [N, H, W]")
-    if arr.dtype not in (np.bool_, np.uint8):
-        raise InputError(path, f"spike array has dtype {arr.dtype}, expected bool or uint8 (0/1)",
-                         fix="save binary spikes as bool or uint8; event lists use format *-events")
+    _check_binary(path, arr, height, width)
     n = arr.shape[0]
-    stop = n if stop is None else stop
+    start = operator.index(start)
+    stop = n if stop is None else operator.index(stop)
     if not 0 <= start <= stop <= n:
         raise InputError(path, f"frame range [{start}, {stop}) is outside the file's {n} frames",
                          fix="check the exposure windows against the stream length")
-    part = np.asarray(arr[start:stop])
-    if part.dtype == np.uint8:
-        if part.size and part.max() > 1:
-            raise InputError(path, f"spike array holds value {int(part.max())}; binary spikes are 0/1",
-                             fix="store one frame per tick with 0/1 values (counts are not spikes)")
-        part = part.astype(np.bool_)
-    return np.array(part, dtype=np.bool_, copy=True)
+    raw = np.asarray(arr[start:stop]).view(np.uint8)
+    if arr.dtype == np.uint8 and raw.size and raw.max() > 1:
+        raise InputError(path, f"spike array holds value {int(raw.max())}; binary spikes are 0/1",
+                         fix="store one frame per tick with 0/1 values (counts are not spikes)")
+    # A new, writable, canonical bool array (a bool file may hold bytes other than 0/1; they mean True).
+    return raw != 0
 
 
 def binary_array_num_frames(path: str | Path, height: int, width: int) -> int:
     """Number of spike frames in a binary array file (validates shape and dtype, reads no frames)."""
     path = Path(path)
     arr = _load_single_array(path, NPZ_SPIKES_KEY, "spike array")
-    if arr.ndim != 3 or arr.shape[1:] != (height, width):
-        raise InputError(path, f"spike array has shape {arr.shape}, expected [N, {height}, {width}]",
-                         fix="check height/width in spike/meta.json, or save frames as [N, H, W]")
+    _check_binary(path, arr, height, width)
     return int(arr.shape[0])
 
 
@@ -85,6 +126,8 @@ def write_binary_array(path: str | Path, frames: np.ndarray) -> Path:
     frames = np.asarray(frames)
     if frames.ndim != 3:
         raise ValueError(f"frames must be [N, H, W], got shape {frames.shape}")
+    if frames.dtype != np.bool_ and not (frames.dtype.kind in "iu" and np.isin(frames, (0, 1)).all()):
+        raise ValueError(f"frames must be bool or integers 0/1, got {frames.dtype}")
     if path.suffix not in (".npy", ".npz"):
         raise ValueError(f"{path}: suffix must be .npy or .npz")
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")

@@ -10,6 +10,7 @@ Packed frames: ``[N, H*W/8]`` uint8, exactly the file's bytes.
 """
 from __future__ import annotations
 
+import operator
 import os
 from pathlib import Path
 
@@ -56,9 +57,11 @@ def unpack_frames(packed: np.ndarray, height: int, width: int, flipud: bool = Tr
 
 
 def write_dat(path: str | Path, frames: np.ndarray, flipud: bool = True) -> Path:
-    """Write binary frames ``[N, H, W]`` as a ``.dat`` file, atomically (temp file + rename)."""
+    """Write binary frames ``[N, H, W]`` (``N >= 1``) as a ``.dat`` file, atomically (temp file + rename)."""
     path = Path(path)
     packed = pack_frames(frames, flipud=flipud)
+    if packed.shape[0] == 0:  # readers reject an empty .dat, so never write one
+        raise ValueError(f"{path}: no frames to write (a .dat file needs at least one frame)")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
@@ -69,16 +72,31 @@ def write_dat(path: str | Path, frames: np.ndarray, flipud: bool = True) -> Path
     return path
 
 
+def _frame_nbytes_for(path: Path, height: int, width: int) -> int:
+    """``frame_nbytes`` whose error names the file being read (an ``InputError``)."""
+    try:
+        return frame_nbytes(operator.index(height), operator.index(width))
+    except (TypeError, ValueError) as err:
+        raise InputError(path, f"cannot read as {height!r}x{width!r} .dat frames: {err}",
+                         fix="set height and width in spike/meta.json to the sensor size "
+                             "(height*width must be a multiple of 8)") from None
+
+
 def dat_num_frames(path: str | Path, height: int, width: int) -> int:
     """Number of frames in a ``.dat`` file; a size that is not whole frames is an ``InputError``."""
     path = Path(path)
-    nbytes = frame_nbytes(height, width)
+    nbytes = _frame_nbytes_for(path, height, width)
     try:
+        if not path.is_file():
+            raise InputError(path, "spike file not found" + (" (it is a directory)" if path.is_dir() else ""),
+                             fix="check the path and spike/meta.json")
         size = path.stat().st_size
-    except FileNotFoundError:
-        raise InputError(path, "spike file not found", fix="check the path and spike/meta.json") from None
+    except OSError as err:
+        raise InputError(path, f"cannot read the spike file ({err.strerror or err})",
+                         fix="check the path and its permissions") from None
     if size == 0:
-        raise InputError(path, "empty .dat file (0 bytes)", fix="re-export the spike stream")
+        raise InputError(path, f"empty .dat file (0 bytes; a {height}x{width} frame is {nbytes} bytes)",
+                         fix="re-export the spike stream")
     if size % nbytes:
         raise InputError(
             path,
@@ -92,7 +110,7 @@ def dat_num_frames(path: str | Path, height: int, width: int) -> int:
 def open_dat(path: str | Path, height: int, width: int) -> np.ndarray:
     """Memory-map a ``.dat`` file as packed frames ``[N, H*W/8]`` uint8 (read-only, nothing loaded)."""
     n = dat_num_frames(path, height, width)
-    return np.memmap(path, dtype=np.uint8, mode="r", shape=(n, frame_nbytes(height, width)))
+    return np.memmap(path, dtype=np.uint8, mode="r", shape=(n, _frame_nbytes_for(Path(path), height, width)))
 
 
 def read_dat_packed(path: str | Path, height: int, width: int, start: int = 0,
@@ -100,14 +118,23 @@ def read_dat_packed(path: str | Path, height: int, width: int, start: int = 0,
     """Read packed frames ``[start, stop)`` (``[n, H*W/8]`` uint8), seeking past the rest of the file."""
     path = Path(path)
     n = dat_num_frames(path, height, width)
-    stop = n if stop is None else stop
+    start = operator.index(start)
+    stop = n if stop is None else operator.index(stop)
     if not 0 <= start <= stop <= n:
         raise InputError(path, f"frame range [{start}, {stop}) is outside the file's {n} frames",
                          fix="check the exposure windows against the stream length")
-    nbytes = frame_nbytes(height, width)
-    with open(path, "rb") as fh:
-        fh.seek(start * nbytes)
-        data = fh.read((stop - start) * nbytes)
+    nbytes = _frame_nbytes_for(path, height, width)
+    want = (stop - start) * nbytes
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start * nbytes)
+            data = fh.read(want)
+    except OSError as err:
+        raise InputError(path, f"cannot read the spike file ({err.strerror or err})",
+                         fix="check the path and its permissions") from None
+    if len(data) != want:  # the file shrank after it was sized
+        raise InputError(path, f"short read: got {len(data)} of {want} bytes for frames [{start}, {stop})",
+                         fix="do not modify spike files while they are read")
     return np.frombuffer(data, dtype=np.uint8).reshape(stop - start, nbytes)
 
 
