@@ -42,6 +42,7 @@ Examples:
 @click.option("--frames-per-file", type=int, help="preset override: spike frames in each .dat")
 @click.option("--exposure-start", type=int, help="preset override: first exposure frame in each .dat")
 @click.option("--exposure-stop", type=int, help="preset override: one past the last exposure frame")
+@click.option("--exposure-length", type=int, help="preset override: exposure = this many frames centred in each .dat")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="sequences ingested in parallel")
 @click.option("--copy", "copy_images", is_flag=True, help="copy PNGs instead of hard-linking them")
@@ -52,15 +53,22 @@ Examples:
 @click.option("--progress/--no-progress", default=True)
 @click.option("-v", "--verbose", is_flag=True, help="log every dropped frame")
 def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rate_hz, frames_per_file,
-               exposure_start, exposure_stop, workers, copy_images, log_dir, write_config, progress, verbose):
+               exposure_start, exposure_stop, exposure_length, workers, copy_images, log_dir, write_config, progress, verbose):
     """Turn raw sequences into a store: Zarr voxel counts, manifest.parquet, dataset.json (with stats)."""
     _setup_logging(verbose)
     cfg = load_config(config) if config else None
     overrides = {k: v for k, v in dict(height=height, width=width, rate_hz=rate_hz,
                                        frames_per_file=frames_per_file, exposure_start=exposure_start,
-                                       exposure_stop=exposure_stop).items() if v is not None}
+                                       exposure_stop=exposure_stop, exposure_length=exposure_length,
+                                       ).items() if v is not None}
+    if exposure_length is not None and exposure_start is None and exposure_stop is None:
+        # switch a span preset to a centred one, measuring each file unless told its length
+        overrides.update(exposure_start=None, exposure_stop=None)
+        overrides.setdefault("frames_per_file", None)
+    if exposure_start is not None or exposure_stop is not None:
+        overrides.setdefault("exposure_length", None)
     if overrides and layout == "native":
-        raise click.BadParameter("preset overrides apply to --layout s-sdm only; native data describe "
+        raise click.BadParameter("preset overrides apply to --layout s-sdm / spk-gopro only; native data describe "
                                  "themselves in spike/meta.json and exposure.csv", param_hint="--layout")
     options = IngestOptions(num_bins=num_bins or (cfg.DATA.K if cfg else 32),
                             crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else 256),

@@ -4,19 +4,19 @@ Layouts:
 
 - ``native``: ``RAW/{train,val}/<seq>/{blur,sharp}/NNNNNN.png``, ``<seq>/exposure.csv`` and
   ``<seq>/spike/`` with ``meta.json`` (a continuous stream or one file per blur frame).
-- per-frame ``.dat`` presets, as the public sets are published: ``RAW/<split>/{blur_data,sharp_data,
-  spike_data}/<seq>/NNNNNN.{png,dat}``, one ``.dat`` per blur frame holding ``frames_per_file`` spike
-  frames of which ``[exposure_start, exposure_stop)`` is the exposure. These sets carry no clock, so
-  each file gets its own stretch of a per-sequence clock: file of blur frame i starts at
-  ``i * frames_per_file / rate_hz`` (files never overlap), and the window is exactly the exposure frames
-  (bounds half a tick outside them, so no rounding can move a frame in or out).
+- per-frame ``.dat`` presets, as the public sets are published (``PRESETS``): S-SDM's GOPRO
+  (``<split>/{blur_data,sharp_data,spike_data}/<seq>/NNNNNN.{png,dat}``) and SpkDeblurNet's Spk-GoPro
+  (``GOPRO_Large[_spike_seq]/<split>/<seq>/...``): one ``.dat`` per blur frame holding the exposure and
+  margins. These sets carry no clock, so each file gets its own stretch of a per-sequence clock and the
+  window is exactly the exposure frames (bounds half a tick outside them, so no rounding can move a
+  frame in or out).
 
 Every number of a preset can be overridden. Anything else: write the native layout (the error says so).
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,33 +32,65 @@ NATIVE_SPLITS = ("train", "val")
 
 @dataclass(frozen=True)
 class PerFramePreset:
-    """Geometry of a published per-frame ``.dat`` set; every field can be overridden."""
+    """Geometry of a published per-frame ``.dat`` set; every field can be overridden.
+
+    Folder templates take ``{split}`` and ``{seq}``. The exposure inside each ``.dat`` is either the
+    explicit frame span ``[exposure_start, exposure_stop)`` or, with ``exposure_length``, that many frames
+    centred in the file (``n // 2 - L // 2`` onwards, ``n`` read from the file's size).
+    ``frames_per_file`` None means "read each file's length from its size".
+    """
 
     name: str
     height: int
     width: int
     rate_hz: float
-    frames_per_file: int
-    exposure_start: int           # first exposure frame inside each file
-    exposure_stop: int            # one past the last exposure frame
+    blur_dir: str
+    sharp_dir: str
+    spike_dir: str
+    frames_per_file: int | None = None
+    exposure_start: int | None = None
+    exposure_stop: int | None = None
+    exposure_length: int | None = None
     flipud: bool = True
-    blur_dir: str = "blur_data"
-    sharp_dir: str = "sharp_data"
-    spike_dir: str = "spike_data"
-    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "test": "val"})
+    splits: tuple[tuple[str, str], ...] = (("train", "train"), ("test", "val"))
 
     def __post_init__(self):
-        if not 0 <= self.exposure_start < self.exposure_stop <= self.frames_per_file:
-            raise ValueError(f"preset {self.name}: need 0 <= exposure_start < exposure_stop <= "
-                             f"frames_per_file, got {self.exposure_start}, {self.exposure_stop}, "
-                             f"{self.frames_per_file}")
+        explicit = self.exposure_start is not None or self.exposure_stop is not None
+        if explicit == (self.exposure_length is not None):
+            raise ValueError(f"preset {self.name}: give either exposure_start/exposure_stop or exposure_length")
+        if explicit:
+            if self.exposure_start is None or self.exposure_stop is None or \
+                    not 0 <= self.exposure_start < self.exposure_stop:
+                raise ValueError(f"preset {self.name}: need 0 <= exposure_start < exposure_stop, got "
+                                 f"{self.exposure_start}, {self.exposure_stop}")
+            if self.frames_per_file is not None and self.exposure_stop > self.frames_per_file:
+                raise ValueError(f"preset {self.name}: exposure_stop {self.exposure_stop} > frames_per_file "
+                                 f"{self.frames_per_file}")
+        elif self.exposure_length < 1:
+            raise ValueError(f"preset {self.name}: exposure_length must be >= 1")
+
+    def exposure_span(self, n_frames: int) -> tuple[int, int]:
+        """First and one-past-last exposure frame in a file of ``n_frames`` frames."""
+        if self.exposure_length is None:
+            return self.exposure_start, self.exposure_stop
+        first = n_frames // 2 - self.exposure_length // 2
+        return first, first + self.exposure_length
 
 
 PRESETS: dict[str, PerFramePreset] = {
-    # S-SDM (SpikeReveal) GOPRO: 180x320 spikes for 720x1280 RGB, 137 spike frames per blur frame,
-    # the middle 97 (frames 20..116 inclusive) being the exposure.
-    "s-sdm": PerFramePreset("s-sdm", height=180, width=320, rate_hz=20000.0, frames_per_file=137,
+    # S-SDM (SpikeReveal) GOPRO: {train,test}/{blur_data,sharp_data,spike_data}/<seq>/NNNNNN.{png,dat};
+    # 180x320 spikes for 720x1280 RGB, 137 spike frames per blur frame, frames 20..116 the exposure.
+    "s-sdm": PerFramePreset("s-sdm", height=180, width=320, rate_hz=20000.0,
+                            blur_dir="{split}/blur_data/{seq}", sharp_dir="{split}/sharp_data/{seq}",
+                            spike_dir="{split}/spike_data/{seq}", frames_per_file=137,
                             exposure_start=20, exposure_stop=117),
+    # SpkDeblurNet Spk-GoPro: GOPRO_Large/{train,test}/<seq>/{blur_gamma,sharp}/NNNNNN.png and
+    # GOPRO_Large_spike_seq/{train,test}/<seq>/spike/NNNNNN.dat; 360x640 spikes for 720x1280 RGB; the
+    # official loader takes the 56 spike frames centred in each file as the exposure.
+    "spk-gopro": PerFramePreset("spk-gopro", height=360, width=640, rate_hz=20000.0,
+                                blur_dir="GOPRO_Large/{split}/{seq}/blur_gamma",
+                                sharp_dir="GOPRO_Large/{split}/{seq}/sharp",
+                                spike_dir="GOPRO_Large_spike_seq/{split}/{seq}/spike", exposure_length=56),
 }
 
 
@@ -112,47 +144,68 @@ def discover_native(raw: Path) -> list[SequenceSpec]:
     if not specs:
         raise InputError(raw, "no sequences found (expected train/<seq>/ or val/<seq>/ folders)",
                          fix="arrange the data in the native layout (README: 'Raw data'), or pass "
-                             "--layout s-sdm for the S-SDM GOPRO per-frame .dat set")
+                             "--layout s-sdm / spk-gopro for the published per-frame .dat sets")
     return specs
 
 
+def _dat_frames(path: Path, nbytes: int) -> int | None:
+    try:
+        return path.stat().st_size // nbytes
+    except FileNotFoundError:
+        return None
+
+
 def discover_per_frame(raw: Path, preset: PerFramePreset) -> list[SequenceSpec]:
-    """Sequences of a published per-frame ``.dat`` tree, described with a synthesized clock."""
+    """Sequences of a published per-frame ``.dat`` tree, described with a synthesized clock.
+
+    These sets carry no timestamps, so each sequence gets its own clock on which the file of blur
+    frame i starts at ``i * period`` (``period`` = the longest file, so files never overlap) and the
+    window is exactly the file's exposure frames, bounds half a tick outside them. Only ticks are real
+    here; ``rate_hz`` just sets the unit of seconds.
+    """
     raw = Path(raw)
     specs = []
-    for src_split, split in preset.splits.items():
-        blur_root = raw / src_split / preset.blur_dir
-        if not blur_root.is_dir():
-            continue
-        for seq_dir in sorted(p for p in blur_root.iterdir() if p.is_dir()):
-            name = seq_dir.name
+    nbytes = preset.height * preset.width // 8
+    for src_split, split in preset.splits:
+        pattern = preset.blur_dir.format(split=src_split, seq="*")
+        for seq_dir in sorted(p for p in raw.glob(pattern) if p.is_dir()):
+            name = seq_dir.relative_to(raw).parts[pattern.split("/").index("*")]
             blur = _frames(seq_dir)
-            spike_dir = raw / src_split / preset.spike_dir / name
-            period = preset.frames_per_file / preset.rate_hz
+            spike_dir = raw / preset.spike_dir.format(split=src_split, seq=name)
             idx = np.array(sorted(blur), dtype=np.int64)
-            file_start = {f"{i:06d}": float(i * period) for i in idx.tolist()}
-            starts = idx * period
-            t0 = starts + (preset.exposure_start - 0.5) / preset.rate_hz
-            t1 = starts + (preset.exposure_stop - 0.5) / preset.rate_hz
+            lengths = {i: preset.frames_per_file or _dat_frames(spike_dir / f"{i:06d}.dat", nbytes)
+                       for i in idx.tolist()}
+            period = max([n for n in lengths.values() if n] or [1])
+            t0, t1, file_start = [], [], {}
+            for i in idx.tolist():
+                first, stop = preset.exposure_span(lengths[i] or period)
+                start = i * period / preset.rate_hz
+                file_start[f"{i:06d}"] = start
+                t0.append(start + (first - 0.5) / preset.rate_hz)
+                t1.append(start + (stop - 0.5) / preset.rate_hz)
             meta = SpikeMeta(format="dat", layout="per-frame", height=preset.height, width=preset.width,
                              rate_hz=preset.rate_hz, flipud=preset.flipud,
                              file_start_s=file_start or {"000000": 0.0})
             specs.append(SequenceSpec(
                 split=split, name=name, seq_dir=seq_dir, blur=blur,
-                sharp=_frames(raw / src_split / preset.sharp_dir / name),
-                exposure=ExposureTable(seq_dir, idx, t0, t1), spike_dir=spike_dir, spike_meta=meta))
+                sharp=_frames(raw / preset.sharp_dir.format(split=src_split, seq=name)),
+                exposure=ExposureTable(seq_dir, idx, np.asarray(t0, np.float64), np.asarray(t1, np.float64)),
+                spike_dir=spike_dir, spike_meta=meta))
     if not specs:
-        raise InputError(raw, f"no sequences found for layout {preset.name} (expected "
-                              f"<split>/{preset.blur_dir}/<seq>/NNNNNN.png with splits {list(preset.splits)})",
+        where = " or ".join(preset.blur_dir.format(split=s, seq="<seq>") for s, _ in preset.splits)
+        raise InputError(raw, f"no sequences found for layout {preset.name} (expected {where}/NNNNNN.png)",
                          fix="check the path and --layout, or convert the data to the native layout")
     return specs
 
 
 def resolve_preset(name: str, **overrides) -> PerFramePreset:
-    """A preset with the given fields overridden (None values are ignored)."""
+    """A preset with the given fields replaced (a None value clears an optional field)."""
     if name not in PRESETS:
         raise ValueError(f"unknown layout {name!r}; choose native or one of {sorted(PRESETS)}")
-    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(overrides) - set(PerFramePreset.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown preset fields {unknown}")
+    return replace(PRESETS[name], **overrides)
 
 
 def discover(raw: Path, layout: str = "native", **overrides) -> list[SequenceSpec]:

@@ -112,28 +112,57 @@ def test_other_formats_give_the_same_store(synth_tree, tmp_path, fmt):
     assert [r["vox_checksum"] for r in a.rows] == [r["vox_checksum"] for r in b.rows]
 
 
-def test_s_sdm_preset_layout(synth_tree, tmp_path):
-    """A published-style tree (blur_data/sharp_data/spike_data, one .dat per frame) built from synth."""
-    src = synth_tree(layout="per-frame-dat")
-    raw = tmp_path / "GOPRO"
-    meta = json.loads((src / "train" / "seq_000" / "spike" / "meta.json").read_text())
-    frames_per_file = (src / "train" / "seq_000" / "spike" / "000000.dat").stat().st_size // (48 * 64 // 8)
+def _published_tree(src: Path, raw: Path, templates: dict[str, str]) -> None:
+    """Rearrange a synth per-frame-dat tree into a published layout (folder templates per kind)."""
     for split, target in (("train", "train"), ("val", "test")):
         for seq_dir in sorted((src / split).iterdir()):
-            for kind, dst in (("blur", "blur_data"), ("sharp", "sharp_data"), ("spike", "spike_data")):
-                shutil.copytree(seq_dir / kind, raw / target / dst / seq_dir.name,
+            for kind, template in templates.items():
+                shutil.copytree(seq_dir / kind, raw / template.format(split=target, seq=seq_dir.name),
                                 ignore=shutil.ignore_patterns("meta.json"))
-    margin = 6  # the tiny preset's margin: exposure ticks [6, 22) of each 28-tick file
+
+
+PUBLISHED = {
+    "s-sdm": {"blur": "{split}/blur_data/{seq}", "sharp": "{split}/sharp_data/{seq}",
+              "spike": "{split}/spike_data/{seq}"},
+    "spk-gopro": {"blur": "GOPRO_Large/{split}/{seq}/blur_gamma", "sharp": "GOPRO_Large/{split}/{seq}/sharp",
+                  "spike": "GOPRO_Large_spike_seq/{split}/{seq}/spike"},
+}
+
+
+@pytest.mark.parametrize("layout", sorted(PUBLISHED))
+def test_published_per_frame_layouts(synth_tree, tmp_path, layout):
+    """Published-style trees built from a synth per-frame tree give the native ingest's voxels."""
+    src = synth_tree(layout="per-frame-dat")
+    raw = tmp_path / "GOPRO"
+    _published_tree(src, raw, PUBLISHED[layout])
+    rate = json.loads((src / "train" / "seq_000" / "spike" / "meta.json").read_text())["rate_hz"]
+    frames_per_file = (src / "train" / "seq_000" / "spike" / "000000.dat").stat().st_size // (48 * 64 // 8)
+    margin = 6  # the tiny preset: exposure ticks [6, 22) of each 28-tick file
+    assert frames_per_file == 2 * margin + 16
+    if layout == "s-sdm":
+        overrides = dict(frames_per_file=frames_per_file, exposure_start=margin, exposure_stop=margin + 16)
+    else:  # the exposure is centred in each file; lengths come from the file sizes
+        overrides = dict(exposure_length=16)
     result = ingest(raw, tmp_path / "store", IngestOptions(
-        num_bins=8, crop_size=32, layout="s-sdm",
-        preset_overrides=dict(height=48, width=64, frames_per_file=frames_per_file,
-                              exposure_start=margin, exposure_stop=margin + 16, rate_hz=meta["rate_hz"])),
-        log_dir=None, progress=False)
+        num_bins=8, crop_size=32, layout=layout,
+        preset_overrides=dict(height=48, width=64, rate_hz=rate, **overrides)), log_dir=None, progress=False)
     assert len(result.rows) == 12 and result.n_ok == 12
     assert {r["split"] for r in result.rows} == {"train", "val"}
-    # same spikes as the native per-frame ingest, on the preset's own clock
     native = ingest(src, tmp_path / "native", OPTS, log_dir=None, progress=False)
     assert [r["vox_checksum"] for r in result.rows] == [r["vox_checksum"] for r in native.rows]
+
+
+def test_cli_preset_overrides(synth_tree, tmp_path):
+    src = synth_tree(layout="per-frame-dat")
+    _published_tree(src, tmp_path / "GOPRO", PUBLISHED["s-sdm"])
+    args = ["ingest", str(tmp_path / "GOPRO"), "--out", str(tmp_path / "store"), "--layout", "s-sdm",
+            "--height", "48", "--width", "64", "--exposure-length", "16", "--k", "8", "--crop", "32",
+            "--log-dir", str(tmp_path / "logs"), "--no-progress"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "12 ok, 0 dropped" in res.output
+    res = CliRunner().invoke(main, ["ingest", str(src), "--out", str(tmp_path / "s2"), "--height", "48"])
+    assert res.exit_code == 2 and "preset overrides apply" in res.output
 
 
 def test_interrupted_ingest_resumes_byte_identical(synth_tree, tmp_path):
