@@ -20,8 +20,13 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# synthetic raw data -> audited store (later issues add training and the comparison)
 demo: $(STAMP)
-	$(VENV)/bin/spikeprep synth $(DEMO)/raw --preset demo --overwrite
+	$(VENV)/bin/spikeprep synth $(DEMO)/raw --preset demo --overwrite --workers $(JOBS)
+	$(VENV)/bin/spikeprep ingest $(DEMO)/raw --out $(DEMO)/store --k 32 --crop 128 --workers $(JOBS) \
+		--log-dir $(DEMO)/logs
+	$(VENV)/bin/spikeprep audit $(DEMO)/store --crop 128 --overlays 6
+	@echo "demo done: store in $(DEMO)/store, overlays in $(DEMO)/store/audit/overlays, align log in $(DEMO)/logs"
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -q

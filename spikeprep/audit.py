@@ -84,21 +84,44 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation of two equally shaped arrays; nan when either is constant."""
     a = a.ravel() - a.mean()
     b = b.ravel() - b.mean()
-    den = math.sqrt(float(a @ a) * float(b @ b))
-    return float(a @ b) / den if den > 0 else math.nan
+    den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum()) / den if den > 0 else math.nan
+
+
+class LumaCorrelator:
+    """Pearson correlation of spike-grid intensities, replicated onto the RGB grid, with one luma image.
+
+    Exactly ``pearson(spike_intensity(counts, n, scale), luma)`` without building the replicated image:
+    replicating a spike pixel s_y x s_x times multiplies its terms, so the sums reduce to the spike grid
+    with the luma summed per block. The luma terms are computed once per frame, not once per shift.
+    """
+
+    def __init__(self, luma: np.ndarray, scale: tuple[int, int]):
+        sy, sx = scale
+        h, w = luma.shape
+        centred = luma - luma.mean()
+        self.block_sums = centred.reshape(h // sy, sy, w // sx, sx).sum(axis=(1, 3))
+        self.luma_norm2 = float((centred * centred).sum())
+        self.area = sy * sx
+
+    def __call__(self, intensity: np.ndarray) -> float:
+        centred = intensity - intensity.mean()
+        den = math.sqrt(self.area * float((centred * centred).sum()) * self.luma_norm2)
+        return float((centred * self.block_sums).sum()) / den if den > 0 else math.nan
 
 
 def shift_curve(source: SpikeSource, t0: float, t1: float, frame_idx: int, luma: np.ndarray,
                 scale: tuple[int, int], max_shift: int) -> tuple[np.ndarray, np.ndarray]:
     """Correlation of blur luma with spike intensity over ``[t0 + d/r, t1 + d/r)``, d = -D..D ticks."""
     rate = source.meta.rate_hz
+    correlate = LumaCorrelator(luma, scale)
     shifts = np.arange(-max_shift, max_shift + 1)
     corr = np.full(shifts.shape, np.nan)
     for i, d in enumerate(shifts.tolist()):
         wc = source.window(t0 + d / rate, t1 + d / rate, 1, frame_idx=frame_idx)
         if wc.covered is False or wc.n_ticks == 0:
             continue  # the shifted window leaves the spike data: no point on the curve
-        corr[i] = pearson(spike_intensity(wc.counts[0], wc.n_ticks, scale), luma)
+        corr[i] = correlate(wc.counts[0] / wc.n_ticks)
     return shifts, corr
 
 
