@@ -1,0 +1,46 @@
+"""Spike-branch temporal self-attention (original section 5.2 and 10.1).
+
+At every pixel (h, w) the spike features attend only along time: ``[B, T, C, H, W]`` is regrouped as
+``[B*H*W, T, C]`` sequences. One pre-LN block: LN -> MultiheadAttention(C, heads, dropout 0) -> residual,
+LN -> MLP(C -> 2C -> C, GELU) -> residual. No positional encoding, no gating (original section 0.3).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def to_pixel_sequences(x: torch.Tensor) -> torch.Tensor:
+    """``[B, T, C, H, W]`` -> ``[B*H*W, T, C]``: one length-T sequence per pixel."""
+    b, t, c, h, w = x.shape
+    return x.permute(0, 3, 4, 1, 2).reshape(b * h * w, t, c)
+
+
+def from_pixel_sequences(x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Inverse of ``to_pixel_sequences`` for an original ``shape`` ``(B, T, C, H, W)``."""
+    b, t, c, h, w = shape
+    return x.reshape(b, h, w, t, c).permute(0, 3, 4, 1, 2).contiguous()
+
+
+class TemporalSelfAttentionBlock(nn.Module):
+    """Per-pixel self-attention along T; input and output ``[B, T, C, H, W]``.
+
+    Args:
+        dim: C, the channels of this scale (the attention's embed_dim).
+        heads: attention heads (MODEL.SPIKE_TSA.HEADS, 4 by default).
+    """
+
+    def __init__(self, dim: int, heads: int = 4):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(embed_dim=dim, num_heads=heads, batch_first=True, dropout=0.0)
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim * 2), nn.GELU(), nn.Linear(dim * 2, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = to_pixel_sequences(x)
+        y = self.ln1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        x = x + self.mlp(self.ln2(x))
+        return from_pixel_sequences(x, shape)
