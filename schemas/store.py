@@ -16,6 +16,7 @@ from schemas.spike_meta import SpikeMeta
 STORE_VERSION = 1
 DATASET_FILENAME = "dataset.json"
 VOX_DIRNAME = "spike_vox.zarr"
+RGB_DIRNAME = "rgb.zarr"             # group with arrays blur, sharp: uint8 [N, 3, H, W] (RGB)
 VOX_AXES = ("frame", "bin", "y", "x")
 
 
@@ -48,7 +49,7 @@ class SequenceInfo(_Record):
     """One sequence of the store."""
 
     split: str
-    n_frames: int = Field(ge=0)           # rows of spike_vox.zarr (frames with stored voxels)
+    n_frames: int = Field(ge=0)           # rows of spike_vox.zarr and rgb.zarr (frames kept at ingest)
     H: int = Field(gt=0)                  # RGB grid
     W: int = Field(gt=0)
     Hs: int = Field(gt=0)                 # spike grid

@@ -2,8 +2,9 @@
 
 Per sequence (in parallel with ``workers`` > 1): check every blur frame (window sanity, blur/sharp pair
 present and readable, sizes, spike grid ratio, short side >= crop for training), voxelize the exposure
-window's spikes into ``K`` bins, store the counts in ``{split}/{seq}/spike_vox.zarr``, link (or copy) the
-PNGs. Frames that fail a check are kept in the manifest with ``status = dropped`` and the reason.
+window's spikes into ``K`` bins, store the counts in ``{split}/{seq}/spike_vox.zarr`` and the decoded
+blur/sharp frames in ``{split}/{seq}/rgb.zarr`` (chunked, so a training crop reads only its tiles instead
+of decoding two whole PNGs per frame), and link (or copy) the PNGs. Frames that fail a check are kept in the manifest with ``status = dropped`` and the reason.
 Then, in the parent: exact normalisation stats over kept training frames, ``manifest.parquet``, the
 align log, and ``dataset.json`` last.
 
@@ -21,6 +22,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import struct
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -31,18 +33,18 @@ import numpy as np
 from tqdm import tqdm
 
 from schemas.manifest import STATUS_DROPPED, STATUS_OK
-from schemas.store import VOX_DIRNAME, NormStats, SequenceInfo, StoreInfo
+from schemas.store import RGB_DIRNAME, VOX_DIRNAME, NormStats, SequenceInfo, StoreInfo
 from spikeprep.errors import InputError
 from spikeprep.raw_layout import SequenceSpec, discover
 from spikeprep.spike_source import SpikeSource
 from spikeprep.stats import add_histograms, check_std, count_histogram, histogram_moments
-from spikeprep.store import (atomic_write_bytes, counts_checksum, create_vox_array, vox_dtype_for,
+from spikeprep.store import (atomic_write_bytes, counts_checksum, create_rgb_arrays, create_vox_array,
                              write_manifest, write_store_info)
 
 log = logging.getLogger("spikeprep.ingest")
 SEQ_RECORD = "ingest.json"
 # Bump when what a sequence build writes changes: old builds then no longer match and are rebuilt.
-SEQ_RECORD_VERSION = 1
+SEQ_RECORD_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -65,14 +67,33 @@ class _Overflow(Exception):
 
 
 # ---- per-frame checks ------------------------------------------------------------------------------
-def _image_size(path: Path) -> tuple[int, int]:
-    """(H, W) of a PNG, or InputError if it cannot be decoded as a 3-channel image."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(H, W) of an RGB(A) PNG from its IHDR header (no decode); InputError if it is not one."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(26)
+    except OSError as err:
+        raise InputError(path, f"unreadable image ({err})", fix="re-export the frame as PNG") from None
+    if len(head) < 26 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise InputError(path, "unreadable image (not a PNG)", fix="re-export the frame as PNG")
+    width, height = struct.unpack(">II", head[16:24])
+    if head[25] not in (2, 6):  # colour types RGB, RGBA
+        raise InputError(path, f"expected an RGB PNG, got PNG colour type {head[25]}", fix="save RGB frames")
+    return int(height), int(width)
+
+
+def decode_rgb(path: Path, hw: tuple[int, int]) -> np.ndarray:
+    """Decode a PNG as uint8 ``[3, H, W]`` (RGB, channels first); InputError if it fails or is not ``hw``."""
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
-        raise InputError(path, "unreadable image", fix="re-export the frame as PNG")
-    if img.ndim != 3 or img.shape[2] not in (3, 4):
-        raise InputError(path, f"expected an RGB image, got shape {img.shape}", fix="save RGB PNG frames")
-    return int(img.shape[0]), int(img.shape[1])
+        raise InputError(path, "unreadable image (PNG data does not decode)", fix="re-export the frame")
+    if img.shape[:2] != hw:
+        raise InputError(path, f"decodes to {img.shape[0]}x{img.shape[1]}, header says {hw[0]}x{hw[1]}",
+                         fix="re-export the frame")
+    return np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))
 
 
 def _frame_image_problem(spec: SequenceSpec, idx: int, grid: dict) -> str | None:
@@ -83,8 +104,8 @@ def _frame_image_problem(spec: SequenceSpec, idx: int, grid: dict) -> str | None
     if sharp is None:
         return f"missing sharp frame {idx:06d}.png"
     try:
-        hb, wb = _image_size(blur)
-        hs, ws = _image_size(sharp)
+        hb, wb = png_size(blur)
+        hs, ws = png_size(sharp)
     except InputError as err:
         return str(err)
     if (hb, wb) != (hs, ws):
@@ -129,22 +150,32 @@ def _link_or_copy(src: Path, dst: Path, copy: bool) -> None:
 
 
 def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtype: np.dtype) -> dict:
-    """Build one sequence into ``work``; returns its record (rows, histograms, info)."""
+    """Build one sequence into ``work``; returns its record (rows, histograms, info).
+
+    Rows of ``spike_vox.zarr`` and ``rgb.zarr`` are written as frames pass every check, so memory
+    holds one frame at a time; the arrays start at one row per exposure window and are trimmed to the
+    rows written (rows never written hold no chunks).
+    """
     source = SpikeSource(spec.spike_dir, spec.spike_meta)
     meta = spec.spike_meta
     window_problems = spec.exposure.problems()
     grid: dict = {}
-    rows, hists, voxels = [], {}, []
+    rows, hists = [], {}
     image_problems = {int(i): _frame_image_problem(spec, int(i), grid) for i in spec.exposure.frame_idx}
     rgb = grid.get("rgb")
     scale = _scale(rgb, (meta.height, meta.width)) if rgb else None
     for blur_idx in sorted(set(spec.blur) - set(spec.exposure.frame_idx.tolist())):
         log.warning("%s: blur frame %06d has no row in exposure.csv; not ingested", spec.key, blur_idx)
 
+    n_max = len(spec.exposure)
+    vox = create_vox_array(work / VOX_DIRNAME, n_max, options.num_bins, meta.height, meta.width,
+                           dtype, attributes={"K": options.num_bins, "seq": spec.key})
+    frames = create_rgb_arrays(work / RGB_DIRNAME, n_max, *rgb) if rgb else None
+    n_rows = 0
     for idx, t0, t1 in zip(spec.exposure.frame_idx.tolist(), spec.exposure.t0.tolist(),
                            spec.exposure.t1.tolist()):
         reason = window_problems.get(idx) or image_problems[idx]
-        if reason is None and rgb is not None and scale is None:
+        if reason is None and scale is None:
             reason = (f"RGB grid {rgb[0]}x{rgb[1]} is not an integer multiple of the spike grid "
                       f"{meta.height}x{meta.width}")
         if reason is None and spec.split == "train" and min(rgb) < options.crop_size:
@@ -163,13 +194,21 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
                     reason = reason or f"window [{t0!r}, {t1!r}) extends past the spike data"
                 elif n_ticks == 0 or (meta.is_events and event_count == 0):
                     reason = reason or "empty window: no spike data inside [t0, t1)"
-                else:
-                    if int(wc.counts.max(initial=0)) > np.iinfo(dtype).max:
-                        raise _Overflow(int(wc.counts.max()))
-                    stored = wc.counts.astype(dtype)
-                    vox_index, checksum = len(voxels), counts_checksum(stored)
-                    voxels.append(stored)
-                    hists[idx] = count_histogram(stored).tolist()
+        if reason is None:
+            try:
+                images = {kind: decode_rgb(getattr(spec, kind)[idx], rgb) for kind in ("blur", "sharp")}
+            except InputError as err:
+                reason = str(err)
+        if reason is None:
+            if int(wc.counts.max(initial=0)) > np.iinfo(dtype).max:
+                raise _Overflow(int(wc.counts.max()))
+            stored = wc.counts.astype(dtype)
+            vox_index, checksum = n_rows, counts_checksum(stored)
+            vox[n_rows] = stored
+            for kind, image in images.items():
+                frames[kind][n_rows] = image
+            hists[idx] = count_histogram(stored).tolist()
+            n_rows += 1
         rows.append(dict(
             split=spec.split, seq=spec.name, frame_idx=idx, t0=t0, t1=t1, n_ticks=n_ticks,
             event_count=event_count, H=rgb[0] if rgb else 0, W=rgb[1] if rgb else 0,
@@ -183,17 +222,16 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
         if reason:
             log.info("%s frame %06d dropped: %s", spec.key, idx, reason)
 
-    vox = create_vox_array(work / VOX_DIRNAME, len(voxels), options.num_bins, meta.height, meta.width,
-                           dtype, attributes={"K": options.num_bins, "seq": spec.key})
-    for i, counts in enumerate(voxels):
-        vox[i] = counts
-    for kind, frames in (("blur", spec.blur), ("sharp", spec.sharp)):
+    vox.resize((n_rows, *vox.shape[1:]))
+    for array in (frames or {}).values():
+        array.resize((n_rows, *array.shape[1:]))
+    for kind, files in (("blur", spec.blur), ("sharp", spec.sharp)):
         (work / kind).mkdir(exist_ok=True)
-        for idx, src in frames.items():
+        for idx, src in files.items():
             _link_or_copy(src, work / kind / f"{idx:06d}.png", options.copy_images)
 
     seq_checksum = hashlib.sha256("".join(r["vox_checksum"] or "-" for r in rows).encode()).hexdigest()
-    info = SequenceInfo(split=spec.split, n_frames=len(voxels), H=rgb[0] if rgb else 1,
+    info = SequenceInfo(split=spec.split, n_frames=n_rows, H=rgb[0] if rgb else 1,
                         W=rgb[1] if rgb else 1, Hs=meta.height, Ws=meta.width,
                         scale=scale or (1, 1), dtype=dtype.name, rate_hz=meta.rate_hz,
                         spike_dir=str(spec.spike_dir.resolve()), spike_meta=meta, checksum=seq_checksum)

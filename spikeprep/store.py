@@ -1,6 +1,7 @@
 """The store under ``DATA_ROOT`` (DESIGN section 5): Zarr voxel arrays, the manifest, ``dataset.json``.
 
-Voxel counts of a sequence live in ``{split}/{seq}/spike_vox.zarr``: shape ``[N, K, Hs, Ws]`` (frame,
+Voxel counts of a sequence live in ``{split}/{seq}/spike_vox.zarr`` (and its decoded blur/sharp frames in
+``{split}/{seq}/rgb.zarr``, uint8 ``[N, 3, H, W]``, chunks ``(1, 3, 128, 128)``): shape ``[N, K, Hs, Ws]`` (frame,
 time bin, spike row, spike column), uint8 or uint16, at the spike sensor's native resolution. Chunks are
 ``(1, K, 64, 64)`` so a random crop reads only the tiles under it; chunks are grouped into one shard per
 frame so a sequence is a handful of files, not thousands. Every file is written atomically (temp file +
@@ -23,6 +24,7 @@ from schemas.store import DATASET_FILENAME, VOX_AXES, StoreInfo
 from spikeprep.errors import InputError
 
 VOX_TILE = 64  # spike pixels per chunk side
+RGB_TILE = 128  # RGB pixels per chunk side of the decoded frames
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
@@ -40,15 +42,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
-def vox_dtype_for(max_count: int) -> np.dtype:
-    """Narrowest stored dtype for counts up to ``max_count`` (uint8, else uint16; larger is an error)."""
-    if max_count <= np.iinfo(np.uint8).max:
-        return np.dtype(np.uint8)
-    if max_count <= np.iinfo(np.uint16).max:
-        return np.dtype(np.uint16)
-    raise ValueError(f"a voxel holds {max_count} spikes, more than uint16 can store; use more bins (K)")
-
-
 def create_vox_array(path: Path, n_frames: int, num_bins: int, height: int, width: int,
                      dtype: np.dtype, attributes: dict | None = None) -> zarr.Array:
     """Create an empty voxel array ``[n_frames, K, Hs, Ws]`` chunked for crop reads."""
@@ -62,8 +55,23 @@ def create_vox_array(path: Path, n_frames: int, num_bins: int, height: int, widt
         attributes=attrs, overwrite=True)
 
 
+def create_rgb_arrays(path: Path, n_frames: int, height: int, width: int) -> dict[str, zarr.Array]:
+    """Create the group of decoded frames: arrays ``blur`` and ``sharp``, uint8 ``[n, 3, H, W]`` (RGB).
+
+    Chunks ``(1, 3, 128, 128)`` in one shard per frame, like the voxels, so a crop reads its tiles only.
+    """
+    group = zarr.open_group(str(path), mode="w", attributes={"axes": ["frame", "channel", "y", "x"],
+                                                               "channels": "RGB"})
+    tile_h, tile_w = min(RGB_TILE, height), min(RGB_TILE, width)
+    shard = (1, 3, -(-height // tile_h) * tile_h, -(-width // tile_w) * tile_w)
+    return {kind: group.create_array(kind, shape=(n_frames, 3, height, width), dtype=np.uint8,
+                                     chunks=(1, 3, tile_h, tile_w), shards=shard, fill_value=0,
+                                     compressors=BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle"))
+            for kind in ("blur", "sharp")}
+
+
 def open_vox(path: Path) -> zarr.Array:
-    """Open a voxel array read-only (cheap: reads only its metadata)."""
+    """Open a voxel (or frame) array read-only (cheap: reads only its metadata)."""
     try:
         return zarr.open_array(str(path), mode="r")
     except (FileNotFoundError, ValueError, KeyError) as err:

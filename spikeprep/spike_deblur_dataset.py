@@ -1,0 +1,629 @@
+"""The training/validation Dataset over a spikeprep store (original document section 4; DESIGN 3, 5, 8).
+
+One item is a clip of ``clip_len`` consecutive blur frames of one sequence, all ``status == ok`` in the
+manifest (a dropped frame never appears and breaks a run)::
+
+    {'blur':      FloatTensor[T, 3, H, W]   RGB in [0, 1]
+     'sharp':     FloatTensor[T, 3, H, W]
+     'spike_vox': FloatTensor[T, K, H, W]   (log1p(count) - MEAN) / STD on the RGB grid
+     'meta':      {'seq': str, 'frame_idx': [int]*T, 't0': [float]*T, 't1': [float]*T,
+                   'crop': (y, x)}          # top-left of the crop in RGB pixels ((0, 0) at full size)
+    }
+
+Train (``train=True``): one random ``crop_size`` x ``crop_size`` crop per clip, its top-left a multiple
+of the spike-grid scale ``s`` (so RGB and spike pixels line up), the same for every frame and for blur,
+sharp and spike; clips start at every frame (stride 1). Val (``train=False``): full frames, no crop, no
+augmentation; clips do not overlap, and the last clip of a run is aligned to the run's end so every kept
+frame is covered.
+
+"Memory-mapped" (DESIGN section 5): nothing is read up front. Each worker opens the arrays lazily on
+first use (no handle is pickled into a worker) and reads only the chunks under the crop: the
+``(1, K, 64, 64)`` voxel chunks at spike resolution and the ``(1, 3, 128, 128)`` chunks of the frames
+ingest decoded into ``rgb.zarr`` (decoding two whole PNGs per frame for a 256 crop was most of the
+time of an item); the OS page cache keeps hot chunks. For the store's own layout (one
+``sharding_indexed`` shard per frame, blosc inside, crc32c-checked index at the end: the zarr v3
+sharding format) the chunks are read straight from the shard file (one ``pread`` for the index and one
+per chunk, then a blosc decode), which is several times faster than zarr-python's asynchronous path for
+small reads; any other layout goes through ``zarr`` itself. Both give identical values (tested).
+
+A sample that cannot be read (a damaged or missing chunk, an array whose shape disagrees with
+``dataset.json``) is logged on ``logging.getLogger('spikeprep.dataset')`` and returned as ``None``;
+``collate_drop_bad`` drops it (and any sample whose tensor shapes disagree with the batch majority) with
+a logged reason and a counter, and returns ``None`` for an all-bad batch (the trainer skips it).
+
+Randomness: with ``seed=None`` the crop comes from torch's global generator, which a DataLoader seeds in
+each worker (``base_seed + worker_id``), so seeding the DataLoader (``generator=``) or torch makes a run
+reproducible for a given ``num_workers``. With ``seed=<int>`` the crop of item ``i`` is a pure function of
+``(seed, epoch, i)``: identical in the main process and under any number of workers, and repeatable for
+a bit-for-bit resume; call ``set_epoch(epoch)`` each epoch so crops change between epochs.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numba
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torch.utils.data._utils.collate import default_collate
+
+from schemas.manifest import STATUS_OK
+from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_DIRNAME, StoreInfo
+from spikeprep.errors import InputError
+from spikeprep.store import open_vox, read_manifest, read_store_info
+
+log = logging.getLogger("spikeprep.dataset")
+
+TENSOR_KEYS = ("blur", "sharp", "spike_vox")
+_MAX_U64 = np.uint64(2**64 - 1)
+
+
+class SampleError(Exception):
+    """A sample that cannot be served (logged and returned as None by ``__getitem__``)."""
+
+
+# ---- normalisation -------------------------------------------------------------------------------
+def norm_lut(mean: float, std: float, dtype: np.dtype | str = np.uint8) -> np.ndarray:
+    """float32 table ``lut[c] = (log1p(c) - mean) / std`` for every value of ``dtype`` (float64 maths)."""
+    n = np.iinfo(np.dtype(dtype)).max + 1
+    return ((np.log1p(np.arange(n, dtype=np.float64)) - float(mean)) / float(std)).astype(np.float32)
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _lut_upsample(counts, lut, sy, sx, out):  # pragma: no cover - compiled
+    """``out[k, y*sy+dy, x*sx+dx] = lut[counts[k, y, x]]``: normalise and replicate each pixel sy x sx."""
+    n_bins, h, w = counts.shape
+    for k in range(n_bins):
+        for y in range(h):
+            row = out[k, y * sy]
+            src = counts[k, y]
+            if sx == 1:
+                for x in range(w):
+                    row[x] = lut[src[x]]
+            else:
+                for x in range(w):
+                    v = lut[src[x]]
+                    for dx in range(sx):
+                        row[x * sx + dx] = v
+            for dy in range(1, sy):
+                out[k, y * sy + dy, :] = row
+
+
+def normalise_upsample(counts: np.ndarray, lut: np.ndarray, scale: tuple[int, int],
+                       out: np.ndarray | None = None) -> np.ndarray:
+    """Counts ``[K, h, w]`` -> normalised float32 ``[K, h*sy, w*sx]`` (into ``out`` when given)."""
+    sy, sx = scale
+    n_bins, h, w = counts.shape
+    if out is None:
+        out = np.empty((n_bins, h * sy, w * sx), np.float32)
+    if out.shape != (n_bins, h * sy, w * sx) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous float32 {(n_bins, h * sy, w * sx)}, got {out.shape}")
+    _lut_upsample(np.ascontiguousarray(counts), lut, int(sy), int(sx), out)
+    return out
+
+
+# ---- voxel reads -----------------------------------------------------------------------------------
+class ChunkReader:
+    """Reads ``array[n, :, y0:y1, x0:x1]`` of one store array (``spike_vox.zarr`` counts, or the ``blur`` /
+    ``sharp`` frames of ``rgb.zarr``), touching only the chunks under it.
+
+    Opened lazily (per process). ``fast`` tells whether the direct shard path is used (the store's own
+    layout) or zarr's generic path.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.array = open_vox(self.path)
+        self.shape = tuple(int(n) for n in self.array.shape)
+        self.dtype = np.dtype(self.array.dtype)
+        self.fast = False
+        try:
+            self._setup_fast()
+        except (AttributeError, IndexError, TypeError, ValueError) as err:  # unknown layout
+            log.debug("%s: generic zarr reads (%s)", self.path, err)
+            self.fast = False
+
+    def _setup_fast(self) -> None:
+        from numcodecs import Blosc
+        from numcodecs import blosc as numcodecs_blosc
+        from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
+        from zarr.codecs.sharding import ShardingCodecIndexLocation
+
+        meta = self.array.metadata
+        codecs = meta.codecs
+        if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
+            raise ValueError("not one sharding codec")
+        shard = codecs[0]
+        inner, index = shard.codecs, shard.index_codecs
+        if (len(inner) != 2 or not isinstance(inner[0], BytesCodec) or not isinstance(inner[1], BloscCodec)
+                or len(index) != 2 or not isinstance(index[0], BytesCodec)
+                or not isinstance(index[1], Crc32cCodec)
+                or shard.index_location != ShardingCodecIndexLocation.end):
+            raise ValueError("codecs other than bytes+blosc / bytes+crc32c index at the end")
+        n, k, h, w = self.shape
+        shard_shape = tuple(int(s) for s in self.array.shards)
+        chunk = tuple(int(c) for c in shard.chunk_shape)
+        if shard_shape[:2] != (1, k) or shard_shape[2] < h or shard_shape[3] < w or chunk[:2] != (1, k):
+            raise ValueError(f"shards {shard_shape} / chunks {chunk} are not one frame per shard")
+        if shard_shape[2] % chunk[2] or shard_shape[3] % chunk[3]:
+            raise ValueError("shard not a whole number of chunks")
+        endian = getattr(inner[0], "endian", None)
+        order = {None: "<", "little": "<", "big": ">"}[getattr(endian, "value", endian)]
+        if index[0].endian is not None and getattr(index[0].endian, "value", index[0].endian) != "little":
+            raise ValueError("big-endian shard index")
+        self._item = self.dtype.newbyteorder(order) if self.dtype.itemsize > 1 else self.dtype
+        self._tile = chunk[2:]
+        self._grid = (shard_shape[2] // chunk[2], shard_shape[3] // chunk[3])
+        self._index_bytes = 16 * self._grid[0] * self._grid[1] + 4
+        self._key = meta.chunk_key_encoding.encode_chunk_key
+        self._fill = self.array.fill_value
+        self._blosc = Blosc()
+        # numcodecs decodes with blosc's own thread pool when called from a main thread. For ~100 KB
+        # chunks that gains nothing and its spinning threads fight torch's intra-op threads and the
+        # other DataLoader workers for the cores (3x slower items measured on 2 cores). zarr decodes
+        # in its thread pool, where numcodecs is single-threaded already; do the same here.
+        if numcodecs_blosc.use_threads is None:
+            numcodecs_blosc.use_threads = False
+        self.fast = True
+
+    def shard_path(self, n: int) -> str:
+        return str(self.path / self._key((int(n), 0, 0, 0)))
+
+    def shard_index(self, n: int) -> np.ndarray:
+        """``[grid_y, grid_x, 2]`` uint64 (offset, nbytes) of frame ``n``'s chunks (crc32c checked)."""
+        path = self.shard_path(n)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return self._read_index(fd, path)[0]
+        finally:
+            os.close(fd)
+
+    def _read_index(self, fd: int, path: str) -> tuple[np.ndarray, int]:
+        size = os.fstat(fd).st_size
+        if size < self._index_bytes:
+            raise OSError(f"{path}: shard of {size} bytes is smaller than its index")
+        raw = os.pread(fd, self._index_bytes, size - self._index_bytes)
+        if len(raw) != self._index_bytes:
+            raise OSError(f"{path}: short read of the shard index")
+        return self._parse_index(path, raw, size), size
+
+    def _parse_index(self, path: str, raw: bytes, size: int) -> np.ndarray:
+        import google_crc32c
+
+        body, crc = raw[:-4], int.from_bytes(raw[-4:], "little")
+        if google_crc32c.value(body) != crc:
+            raise OSError(f"{path}: shard index checksum mismatch (damaged file)")
+        idx = np.frombuffer(body, "<u8").reshape(*self._grid, 2)
+        stored = idx[..., 0] != _MAX_U64
+        if np.any(idx[..., 0][stored] + idx[..., 1][stored] > np.uint64(size)):
+            raise OSError(f"{path}: shard index points past the end of the file")
+        return idx
+
+    def read(self, n: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """``[C, y1-y0, x1-x0]`` of frame ``n`` (the array's own grid: spike grid for counts)."""
+        n_frames, k, h, w = self.shape
+        if not (0 <= n < n_frames and 0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
+            raise SampleError(f"{self.path}: read [{n}, :, {y0}:{y1}, {x0}:{x1}] outside shape {self.shape}")
+        if not self.fast:
+            return np.asarray(self.array[n, :, y0:y1, x0:x1])
+        out = np.empty((k, y1 - y0, x1 - x0), self.dtype)
+        path = self.shard_path(n)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # zarr writes no shard for an all-fill frame
+            out[...] = self._fill
+            return out
+        th, tw = self._tile
+        tiles = [(ty, tx) for ty in range(y0 // th, (y1 - 1) // th + 1)
+                 for tx in range(x0 // tw, (x1 - 1) // tw + 1)]
+        try:
+            idx, _ = self._read_index(fd, path)
+            for ty, tx in tiles:
+                offset, nbytes = (int(v) for v in idx[ty, tx])
+                ys, xs = max(y0, ty * th), max(x0, tx * tw)
+                ye, xe = min(y1, (ty + 1) * th), min(x1, (tx + 1) * tw)
+                dst = out[:, ys - y0:ye - y0, xs - x0:xe - x0]
+                if offset == 2**64 - 1:  # chunk not stored: all fill value
+                    dst[...] = self._fill
+                    continue
+                data = os.pread(fd, nbytes, offset)
+                if len(data) != nbytes:
+                    raise OSError(f"{path}: short read of chunk ({ty}, {tx})")
+                tile = np.frombuffer(self._blosc.decode(data), self._item).reshape(k, th, tw)
+                dst[...] = tile[:, ys - ty * th:ye - ty * th, xs - tx * tw:xe - tx * tw]
+        finally:
+            os.close(fd)
+        return out
+
+
+# ---- the clip index --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Sequence:
+    """What the Dataset needs of one sequence (kept frames only, sorted by frame_idx). Picklable."""
+
+    name: str
+    vox_path: str
+    rgb_path: str           # the sequence's rgb.zarr group (arrays blur, sharp)
+    H: int
+    W: int
+    Hs: int
+    Ws: int
+    scale: tuple[int, int]
+    frame_idx: np.ndarray   # int64 [n]
+    t0: np.ndarray          # float64 [n]
+    t1: np.ndarray
+    vox_index: np.ndarray   # int64 [n]
+    blur: tuple[str, ...]   # absolute paths
+    sharp: tuple[str, ...]
+
+
+def _runs(frame_idx: np.ndarray) -> list[tuple[int, int]]:
+    """``[(start, length)]`` of runs of consecutive frame indices (positions into ``frame_idx``)."""
+    if len(frame_idx) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(frame_idx) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(frame_idx)]])
+    return [(int(s), int(e - s)) for s, e in zip(starts, ends)]
+
+
+def clip_starts(length: int, clip_len: int, train: bool) -> list[int]:
+    """Clip start offsets within a run of ``length`` frames: stride 1 (train) or tiling with the last
+    clip aligned to the run's end (val); none when the run is shorter than ``clip_len``."""
+    if length < clip_len:
+        return []
+    if train:
+        return list(range(length - clip_len + 1))
+    starts = list(range(0, length - clip_len + 1, clip_len))
+    if starts[-1] + clip_len < length:
+        starts.append(length - clip_len)
+    return starts
+
+
+def _mix_seed(*values: int) -> int:
+    """A 63-bit seed from integers (stable across processes and runs)."""
+    h = hashlib.blake2b(b"spikeprep.dataset", digest_size=8)
+    for v in values:
+        h.update(int(v).to_bytes(16, "little", signed=True))
+    return int.from_bytes(h.digest(), "little") >> 1
+
+
+class SpikeDeblurDataset(Dataset):
+    """Clips of a spikeprep store; see the module docstring for items, crops and randomness.
+
+    Args:
+        root: DATA_ROOT (with ``dataset.json`` and ``manifest.parquet``).
+        split: the split to serve (``train`` / ``val`` or whatever the store holds).
+        clip_len: T, frames per clip (5 in the original config).
+        crop_size: train crop side in RGB pixels, a multiple of the spike-grid scale; ``None`` serves full
+            frames. Ignored when ``train`` is False (validation is always full size).
+        num_bins: K the caller expects (``DATA.K``); checked against ``dataset.json``. ``None``: the store's.
+        norm_mean, norm_std: normalisation of ``log1p(count)``; ``None``: the store's exact stats.
+        train: random crops + stride-1 clips (True) or full-size tiling clips (False). ``None``:
+            ``split == "train"``.
+        seed: ``None`` (torch's worker-seeded generator) or an int (crops a function of seed, epoch, item).
+    """
+
+    def __init__(self, root: str | Path, split: str, clip_len: int = 5, crop_size: int | None = None,
+                 num_bins: int | None = None, norm_mean: float | None = None, norm_std: float | None = None,
+                 train: bool | None = None, seed: int | None = None):
+        super().__init__()
+        self.root = Path(root)
+        self.split = split
+        self.train = (split == "train") if train is None else bool(train)
+        if clip_len < 1:
+            raise ValueError(f"clip_len must be >= 1, got {clip_len}")
+        self.clip_len = int(clip_len)
+        self.seed = seed
+        self.epoch = 0
+        info = read_store_info(self.root)
+        self.info: StoreInfo = info
+        json_path = self.root / DATASET_FILENAME
+        if num_bins is not None and int(num_bins) != info.K:
+            raise InputError(json_path, f"the store holds K={info.K} time bins but K={num_bins} was "
+                             "requested (DATA.K)",
+                             fix=f"re-run ingest with K={num_bins} or set DATA.K={info.K}")
+        self.num_bins = info.K
+        self.norm_mean, self.norm_std = self._resolve_norm(norm_mean, norm_std, json_path)
+
+        self.sequences = self._load_sequences()
+        self.crop_size = None if not self.train or crop_size is None else int(crop_size)
+        if self.crop_size is not None:
+            self._check_crop(json_path)
+        self._clips = self._index_clips()
+        dtypes = {info.sequences[f"{split}/{s.name}"].dtype for s in self.sequences}
+        self._lut = norm_lut(self.norm_mean, self.norm_std, "uint16" if "uint16" in dtypes else "uint8")
+        self._readers: dict[int, ChunkReader] = {}
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg, split_kind: str = "train", seed: int | None = None) -> "SpikeDeblurDataset":
+        """The train (random crops of DATA.CROP_SIZE) or val (full size) Dataset of a ``Config``."""
+        if split_kind not in ("train", "val"):
+            raise ValueError(f"split_kind must be 'train' or 'val', got {split_kind!r}")
+        data = cfg.DATA
+        train = split_kind == "train"
+        return cls(data.ROOT, data.TRAIN_SPLIT if train else data.VAL_SPLIT, clip_len=data.CLIP_LEN,
+                   crop_size=data.CROP_SIZE if train else None, num_bins=data.K,
+                   norm_mean=data.NORM.MEAN, norm_std=data.NORM.STD, train=train, seed=seed)
+
+    def _resolve_norm(self, mean, std, json_path) -> tuple[float, float]:
+        stats = self.info.stats
+        if mean is None or std is None:
+            if stats is None:
+                raise InputError(json_path, "the store has no normalisation stats (no kept training frame) "
+                                 "and no MEAN/STD was given",
+                                 fix="pass norm_mean/norm_std (DATA.NORM.MEAN/STD) or ingest training data")
+            mean = stats.mean if mean is None else mean
+            std = stats.std if std is None else std
+        mean, std = float(mean), float(std)
+        if not (math.isfinite(mean) and math.isfinite(std)) or std < 1e-6:
+            raise InputError(json_path,
+                             f"normalisation MEAN={mean}, STD={std}: STD must be finite and >= 1e-6",
+                             fix="use the stats of dataset.json (`spikeprep ingest ... --write-config CFG`)")
+        if stats is not None and (abs(mean - stats.mean) > 1e-6 * max(1.0, abs(stats.mean))
+                                  or abs(std - stats.std) > 1e-6 * max(1.0, abs(stats.std))):
+            log.warning("normalisation MEAN=%r STD=%r differs from the store's training stats MEAN=%r "
+                        "STD=%r (%s); fix: write them into the config with `spikeprep ingest ... "
+                        "--write-config CFG`", mean, std, stats.mean, stats.std, json_path)
+        return mean, std
+
+    def _load_sequences(self) -> list[_Sequence]:
+        table = read_manifest(self.root)
+        cols = ["split", "seq", "frame_idx", "t0", "t1", "H", "W", "blur", "sharp", "vox_index", "status"]
+        rows = table.select(cols).to_pydict()
+        by_seq: dict[str, list[int]] = {}
+        splits = set()
+        for i, split in enumerate(rows["split"]):
+            splits.add(split)
+            if split == self.split:
+                by_seq.setdefault(rows["seq"][i], []).append(i)
+        if not by_seq:
+            raise InputError(self.root / "manifest.parquet",
+                             f"split {self.split!r} has no frames (the store has {sorted(splits)})",
+                             fix="set DATA.TRAIN_SPLIT / DATA.VAL_SPLIT to a split of the store")
+        sequences = []
+        for name in sorted(by_seq):
+            key = f"{self.split}/{name}"
+            seq_info = self.info.sequences.get(key)
+            if seq_info is None:
+                raise InputError(self.root / DATASET_FILENAME, f"sequence {key} is in the manifest but not "
+                                 "in dataset.json", fix="re-run `spikeprep ingest`")
+            keep = [i for i in by_seq[name]
+                    if rows["status"][i] == STATUS_OK and rows["vox_index"][i] is not None]
+            keep.sort(key=lambda i: rows["frame_idx"][i])
+            n_drop = len(by_seq[name]) - len(keep)
+            if n_drop:
+                log.info("%s: %d of %d frames dropped in the manifest; clips skip them", key, n_drop,
+                         len(by_seq[name]))
+            col = lambda c, dt: np.asarray([rows[c][i] for i in keep], dt).reshape(-1)  # noqa: E731
+            sequences.append(_Sequence(
+                name=name, vox_path=str(self.root / self.split / name / VOX_DIRNAME),
+                rgb_path=str(self.root / self.split / name / RGB_DIRNAME),
+                H=seq_info.H, W=seq_info.W, Hs=seq_info.Hs, Ws=seq_info.Ws,
+                scale=(int(seq_info.scale[0]), int(seq_info.scale[1])),
+                frame_idx=col("frame_idx", np.int64), t0=col("t0", np.float64), t1=col("t1", np.float64),
+                vox_index=col("vox_index", np.int64),
+                blur=tuple(str(self.root / rows["blur"][i]) for i in keep),
+                sharp=tuple(str(self.root / rows["sharp"][i]) for i in keep)))
+        return sequences
+
+    def _check_crop(self, json_path: Path) -> None:
+        c = self.crop_size
+        if c <= 0:
+            raise InputError(json_path, f"crop size {c} must be positive", fix="set DATA.CROP_SIZE > 0")
+        for s in self.sequences:
+            sy, sx = s.scale
+            if c % sy or c % sx:
+                raise InputError(json_path, f"crop size {c} is not a multiple of the spike-grid scale "
+                                 f"{sy}x{sx} of {self.split}/{s.name} (RGB {s.H}x{s.W}, "
+                                 f"spikes {s.Hs}x{s.Ws})",
+                                 fix=f"set DATA.CROP_SIZE to a multiple of {math.lcm(sy, sx)}")
+            if len(s.frame_idx) and c > min(s.H, s.W):
+                raise InputError(json_path, f"crop size {c} is larger than the frames of "
+                                 f"{self.split}/{s.name} ({s.H}x{s.W})",
+                                 fix=f"set DATA.CROP_SIZE <= {min(s.H, s.W)} or use larger frames")
+
+    def _index_clips(self) -> np.ndarray:
+        clips = []
+        uncovered = 0
+        for si, s in enumerate(self.sequences):
+            for start, length in _runs(s.frame_idx):
+                starts = clip_starts(length, self.clip_len, self.train)
+                clips += [(si, start + o) for o in starts]
+                if not starts:
+                    uncovered += length
+        if uncovered:
+            log.warning("%s: %d kept frames sit in runs shorter than clip_len=%d and appear in no clip",
+                        self.split, uncovered, self.clip_len)
+        if not clips:
+            longest = max((n for s in self.sequences for _, n in _runs(s.frame_idx)), default=0)
+            raise InputError(self.root / "manifest.parquet",
+                             f"split {self.split!r} has no run of {self.clip_len} consecutive kept frames "
+                             f"(longest run: {longest})",
+                             fix="lower DATA.CLIP_LEN or fix the dropped frames (see the manifest's reason)")
+        return np.asarray(clips, np.int64).reshape(-1, 2)
+
+    # -- pickling: no open handles into workers -----------------------------------------------------
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_readers"] = {}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._readers = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch for ``seed``-mode crops (like DistributedSampler.set_epoch); no effect with seed=None."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self._clips)
+
+    # -- items ---------------------------------------------------------------------------------------
+    def clip_frames(self, index: int) -> tuple[str, list[int]]:
+        """(sequence name, frame indices) of clip ``index``, without reading anything."""
+        si, pos = (int(v) for v in self._clips[index])
+        s = self.sequences[si]
+        return s.name, s.frame_idx[pos:pos + self.clip_len].tolist()
+
+    def _reader(self, si: int, kind: str = "vox") -> ChunkReader:
+        """The (lazily opened, per process) reader of sequence ``si``'s ``vox``, ``blur`` or ``sharp``."""
+        reader = self._readers.get((si, kind))
+        if reader is None:
+            s = self.sequences[si]
+            if kind == "vox":
+                reader, expected = ChunkReader(s.vox_path), (self.num_bins, s.Hs, s.Ws)
+            else:
+                reader, expected = ChunkReader(Path(s.rgb_path) / kind), (3, s.H, s.W)
+            if tuple(reader.shape[1:]) != expected or reader.shape[0] <= int(s.vox_index.max(initial=0)):
+                raise SampleError(f"{reader.path}: shape {reader.shape} disagrees with dataset.json "
+                                  f"(rows > {int(s.vox_index.max(initial=0))}, {expected} per row)")
+            self._readers[(si, kind)] = reader
+        return reader
+
+    def _crop_origin(self, index: int, s: _Sequence) -> tuple[int, int]:
+        if self.crop_size is None:
+            return 0, 0
+        sy, sx = s.scale
+        ny = (s.H - self.crop_size) // sy + 1
+        nx = (s.W - self.crop_size) // sx + 1
+        if self.seed is not None:
+            gen = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch, index))
+        else:
+            gen = None  # torch's global generator (seeded per worker by the DataLoader)
+        y = int(torch.randint(ny, (1,), generator=gen))
+        x = int(torch.randint(nx, (1,), generator=gen))
+        return y * sy, x * sx
+
+    def __getitem__(self, index: int):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"clip {index} out of range ({len(self)} clips)")
+        index = index % len(self)
+        si, pos = (int(v) for v in self._clips[index])
+        s = self.sequences[si]
+        crop = self._crop_origin(index, s)
+        try:
+            return self._load(si, pos, crop)
+        except (SampleError, OSError, ValueError, RuntimeError, KeyError) as err:
+            frames = s.frame_idx[pos:pos + self.clip_len].tolist()
+            log.warning("dropping clip %d (%s/%s frames %s): %s", index, self.split, s.name, frames, err)
+            return None
+
+    def _load(self, si: int, pos: int, crop: tuple[int, int]) -> dict:
+        s = self.sequences[si]
+        sl = slice(pos, pos + self.clip_len)
+        y, x = crop
+        h, w = (s.H, s.W) if self.crop_size is None else (self.crop_size, self.crop_size)
+        spike = self._read_spike(si, pos, (y, x, h, w))
+        images = self._read_images(si, pos, (y, x, h, w))
+        meta = {"seq": s.name, "frame_idx": s.frame_idx[sl].tolist(), "t0": s.t0[sl].tolist(),
+                "t1": s.t1[sl].tolist(), "crop": (y, x)}
+        return {"blur": torch.from_numpy(images["blur"]), "sharp": torch.from_numpy(images["sharp"]),
+                "spike_vox": torch.from_numpy(spike), "meta": meta}
+
+    def _read_images(self, si: int, pos: int, box: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
+        """Blur and sharp ``[T, 3, h, w]`` float32 RGB in [0, 1] under the RGB box ``(y, x, h, w)``:
+        only the ``rgb.zarr`` chunks under it are read."""
+        # numpy, not torch ops, for the per-pixel work: single-threaded whatever torch's thread count
+        # (torch's intra-op threads make these small ops 100x slower on a busy 2-core machine).
+        s = self.sequences[si]
+        y, x, h, w = box
+        images = {}
+        for kind in ("blur", "sharp"):
+            reader = self._reader(si, kind)
+            out = np.empty((self.clip_len, 3, h, w), np.float32)
+            for t, n in enumerate(s.vox_index[pos:pos + self.clip_len].tolist()):
+                np.copyto(out[t], reader.read(n, y, y + h, x, x + w))
+            np.divide(out, np.float32(255.0), out=out)
+            images[kind] = out
+        return images
+
+    def _read_spike(self, si: int, pos: int, box: tuple[int, int, int, int]) -> np.ndarray:
+        """Normalised voxels ``[T, K, h, w]`` (float32, RGB grid) of the clip at ``pos`` of sequence
+        ``si`` under the RGB box ``(y, x, h, w)`` (aligned to the scale): only its chunks are read."""
+        s = self.sequences[si]
+        sy, sx = s.scale
+        y, x, h, w = box
+        reader = self._reader(si)
+        spike = np.empty((self.clip_len, self.num_bins, h, w), np.float32)
+        ys, xs = y // sy, x // sx
+        for t, n in enumerate(s.vox_index[pos:pos + self.clip_len].tolist()):
+            counts = reader.read(n, ys, ys + h // sy, xs, xs + w // sx)
+            normalise_upsample(counts, self._lut, s.scale, out=spike[t])
+        return spike
+
+
+# ---- collate ---------------------------------------------------------------------------------------
+class DropCounter:
+    """Samples dropped by ``collate_drop_bad`` in this process, by reason kind (``None``, ``shape``).
+
+    With DataLoader workers the collate runs in the workers, so each batch also carries
+    ``meta['n_dropped']`` for the trainer to add up.
+    """
+
+    def __init__(self):
+        self.total = 0
+        self.by_reason: Counter = Counter()
+        self.batches_skipped = 0
+
+    def reset(self) -> None:
+        self.__init__()
+
+    def __repr__(self) -> str:
+        return (f"DropCounter(total={self.total}, by_reason={dict(self.by_reason)}, "
+                f"batches_skipped={self.batches_skipped})")
+
+
+DROPPED = DropCounter()
+
+
+def _signature(sample: dict) -> tuple:
+    return tuple((k, tuple(sample[k].shape), sample[k].dtype) for k in TENSOR_KEYS)
+
+
+def collate_drop_bad(batch: list) -> dict | None:
+    """Collate Dataset items, dropping ``None`` samples and samples whose tensor shapes disagree with
+    the batch majority (each with a logged reason, counted in ``DROPPED``). Tensors are stacked
+    (``[B, T, ...]``), meta becomes lists per key plus ``n_dropped``. ``None`` when nothing is left."""
+    good, dropped = [], 0
+    for i, sample in enumerate(batch):
+        if sample is None or not isinstance(sample, dict) or any(k not in sample for k in TENSOR_KEYS):
+            log.warning("collate: dropping sample %d of %d: unreadable (see the warning above)", i,
+                        len(batch))
+            DROPPED.by_reason["unreadable"] += 1
+            dropped += 1
+        else:
+            good.append(sample)
+    if good:
+        sigs = [_signature(s) for s in good]
+        majority = Counter(sigs).most_common(1)[0][0]
+        kept = []
+        for s, sig in zip(good, sigs):
+            if sig == majority:
+                kept.append(s)
+                continue
+            shapes = {k: tuple(s[k].shape) for k in TENSOR_KEYS}
+            want = {k: shape for k, shape, _ in majority}
+            log.warning("collate: dropping %s frames %s: shapes %s disagree with the batch majority %s",
+                        s["meta"].get("seq"), s["meta"].get("frame_idx"), shapes, want)
+            DROPPED.by_reason["shape"] += 1
+            dropped += 1
+        good = kept
+    DROPPED.total += dropped
+    if not good:
+        DROPPED.batches_skipped += 1
+        log.warning("collate: all %d samples of the batch are bad; batch skipped", len(batch))
+        return None
+    out = {k: default_collate([s[k] for s in good]) for k in TENSOR_KEYS}
+    meta = {key: [s["meta"][key] for s in good] for key in good[0]["meta"]}
+    meta["n_dropped"] = dropped
+    out["meta"] = meta
+    return out
