@@ -1,0 +1,169 @@
+"""Benchmark our VRT: forward and forward+backward time and peak memory.
+
+    python benchmarks/vrt.py                       # tiny 5x64x64 + official 5x256x256 forward,
+                                                   # official fwd+bwd at 5x128x128 (checkpointed)
+    python benchmarks/vrt.py --cases tiny:fwd:5x64x64 deblur:fwdbwd-ckpt:5x256x256 --repeats 1 --warmup 0
+
+Each case runs in a fresh subprocess so that its peak memory is its own.
+
+Memory method:
+  * CPU: peak resident set size of the worker process (``resource.getrusage(RUSAGE_SELF).ru_maxrss``)
+    minus its resident size just before the first timed call (after building the model, weights and
+    input), i.e. the extra memory the call needed at its peak. tracemalloc does not see torch's
+    allocations, hence RSS. Includes allocator caching / fragmentation, so it is an upper bound.
+  * CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation before the call.
+Time: median wall time of ``--repeats`` calls after ``--warmup`` untimed calls (same workload).
+On a shared machine the times depend on what else runs; compare rows from one invocation.
+Modes: ``fwd`` = inference forward under ``torch.no_grad()``; ``fwdbwd`` = training-mode forward plus
+``loss.backward()`` with the constructor defaults (as in the official Stage, residual_group2's
+attention is always checkpointed); ``fwdbwd-ckpt`` = the same with ``use_checkpoint_attn`` and
+``use_checkpoint_ffn`` on for every block.
+Sizes: the official preset's forward+backward at 5x256x256 needs far more than this machine's
+24 GiB even with checkpointing (5x128x128 checkpointed peaks at ~11 GiB), hence 5x128x128 by default.
+Weights are random (timing and memory do not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+DEFAULT_CASES = [
+    "tiny:fwd:5x64x64",
+    "tiny:fwdbwd:5x64x64",
+    "deblur:fwd:5x64x64",
+    "deblur:fwdbwd:5x64x64",
+    "deblur:fwd:5x256x256",
+    "deblur:fwdbwd-ckpt:5x128x128",
+]
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def worker(preset: str, mode: str, size: str, repeats: int, device: str, threads: int,
+           warmup: int = 1) -> dict:
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from model.vrt import vrt_deblur, vrt_tiny
+
+    torch.set_num_threads(threads)
+    t, h, w = (int(v) for v in size.split("x"))
+    ckpt = mode.endswith("-ckpt")
+    kwargs = dict(use_checkpoint_attn=ckpt, use_checkpoint_ffn=ckpt)
+    build = {"tiny": vrt_tiny, "deblur": vrt_deblur}[preset]
+    torch.manual_seed(0)
+    model = build(**kwargs).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    x = torch.rand(1, t, 3, h, w, device=device)
+    cuda = device.startswith("cuda")
+
+    def step() -> None:
+        if mode == "fwd":
+            model.eval()
+            with torch.no_grad():
+                model(x)
+        else:
+            model.train()
+            model.zero_grad(set_to_none=True)
+            model(x).square().mean().backward()
+        if cuda:
+            torch.cuda.synchronize()
+
+    if cuda:
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        base = _rss_kib() * 1024
+    for _ in range(warmup):
+        step()                                          # warm-up (counts towards the peak)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() - base
+        method = "cuda max_memory_allocated"
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        method = "ru_maxrss - rss before"
+    return dict(preset=preset, mode=mode, size=size, params=n_params, device=device, threads=threads,
+                time_s=statistics.median(times), times=times, peak_mib=peak / 2 ** 20, method=method)
+
+
+def run_case(case: str, repeats: int, device: str, threads: int, timeout: float, warmup: int) -> dict:
+    preset, mode, size = case.split(":")
+    cmd = [sys.executable, __file__, "--worker", case, "--repeats", str(repeats), "--device", device,
+           "--threads", str(threads), "--warmup", str(warmup)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return dict(preset=preset, mode=mode, size=size, error=f"timeout after {timeout:.0f} s")
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        if proc.returncode < 0:
+            tail = [f"killed by signal {-proc.returncode} (out of memory?)"]
+        return dict(preset=preset, mode=mode, size=size, error=tail[0][:120])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict]) -> str:
+    head = "| preset | params | input (TxHxW) | mode | time (s, median) | peak extra memory (MiB) | device |"
+    lines = [head, "|---|---:|---|---|---:|---:|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['preset']} | | {r['size']} | {r['mode']} | {r['error']} | | |")
+        else:
+            lines.append(f"| {r['preset']} | {r['params']:,} | {r['size']} | {r['mode']} | {r['time_s']:.2f} | "
+                         f"{r['peak_mib']:.0f} | {r['device']} x{r['threads']} threads |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="+", default=DEFAULT_CASES,
+                    help="preset:mode:TxHxW with preset tiny|deblur, mode fwd|fwdbwd|fwdbwd-ckpt")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed calls before the timed ones")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per case")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        preset, mode, size = args.worker.split(":")
+        print(json.dumps(worker(preset, mode, size, args.repeats, args.device, args.threads, args.warmup)))
+        return
+    import torch
+
+    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs visible; memory: CPU = ru_maxrss minus RSS before the call, "
+          f"CUDA = max_memory_allocated minus allocation before the call", flush=True)
+    rows = []
+    for case in args.cases:
+        r = run_case(case, args.repeats, args.device, args.threads, args.timeout, args.warmup)
+        rows.append(r)
+        print(f"# done {case}: {r.get('time_s', r.get('error'))}", flush=True)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
