@@ -1,0 +1,140 @@
+"""The model the trainer builds: VRT fused with the spike branch (DESIGN section 7, original section 5.5).
+
+    Fr_1..Fr_4 = VRT encoder (conv_first, stages 1-4: TMSA + parallel warping), RGB only
+    Fs_1..Fs_4 = SpikeEncoder3D(spike_vox), each of Fr_i's shape
+    Fs'_i      = TemporalSelfAttentionBlock_i(Fs_i)
+    Ff_i       = TemporalCrossAttnFuse_i(Fr_i, Fs'_i)
+    recon      = VRT decoder (stages 5-8, head) on Ff_1..Ff_4 where it used x1..x4
+
+The integration point is ``fuse_features``, a function, so ablations can swap it. With
+``use_spike=False`` the spike modules are not built and Ff_i = Fr_i: the output is plain VRT's, exactly.
+VRT's layers are not touched.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from model.fusion.cross_attn_temporal import TemporalCrossAttnFuse
+from model.spike_encoder3d import ScaleGeometry, SpikeEncoder3D, check_same_shapes
+from model.spike_temporal_sa import TemporalSelfAttentionBlock
+from model.vrt import VRT, load_official, vrt_deblur, vrt_from_config, vrt_tiny
+from model.vrt_tiling import padded_forward, tiled_forward
+
+VRT_PRESETS = {"deblur": vrt_deblur, "tiny": vrt_tiny}
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def vrt_geometry(vrt: VRT) -> list[ScaleGeometry]:
+    """Per-scale geometry of VRT's Fr_1..Fr_4: T kept, H and W halved per scale."""
+    return [ScaleGeometry(c, 1, 2 ** i, 2 ** i) for i, c in enumerate(vrt.feature_dims())]
+
+
+def fuse_features(fr: Sequence[Tensor], fs: Sequence[Tensor], tsa: nn.ModuleList,
+                  fuse: nn.ModuleList) -> list[Tensor]:
+    """Ff_i = fuse_i(Fr_i, TSA_i(Fs_i)) per scale (original section 10.3)."""
+    check_same_shapes(list(fr), list(fs))
+    return [f(r, t(s)) for f, t, r, s in zip(fuse, tsa, fr, fs)]
+
+
+class SpikeVRT(nn.Module):
+    """VRT + spike branch; ``forward(blur [B,T,3,H,W], spike_vox [B,T,K,H,W]) -> recon [B,T,3,H,W]``.
+
+    Args:
+        vrt: the backbone (its state_dict keys stay under ``vrt.``).
+        num_bins: K of the spike voxels.
+        channels_per_scale: MODEL.CHANNELS_PER_SCALE, checked against the backbone's Fr_i channels.
+        tsa_heads, fuse_heads: MODEL.SPIKE_TSA.HEADS and MODEL.FUSE.HEADS (4 in the original).
+        use_spike: False builds the spike-free arm (no spike modules; spike_vox is ignored).
+    """
+
+    def __init__(self, vrt: VRT, *, num_bins: int, channels_per_scale: Sequence[int], tsa_heads: int = 4,
+                 fuse_heads: int = 4, use_spike: bool = True):
+        super().__init__()
+        self.vrt = vrt
+        self.use_spike = use_spike
+        self.num_bins = num_bins
+        geometry = vrt_geometry(vrt)
+        if use_spike:
+            self.spike_encoder = SpikeEncoder3D(num_bins=num_bins, channels_per_scale=list(channels_per_scale),
+                                                geometry=geometry)
+            self.spike_tsa = nn.ModuleList(TemporalSelfAttentionBlock(g.channels, tsa_heads) for g in geometry)
+            self.fuse = nn.ModuleList(TemporalCrossAttnFuse(g.channels, fuse_heads) for g in geometry)
+
+    def encode_scales(self, blur: Tensor, spike_vox: Tensor | None):
+        """(VRT encoder state, Fr list, Fs list or None): for --dry-run reports and tests."""
+        state = self.vrt.encode(blur)
+        fs = self.spike_encoder(self._check_spike(blur, spike_vox)) if self.use_spike else None
+        return state, state.feats, fs
+
+    def _check_spike(self, blur: Tensor, spike_vox: Tensor | None) -> Tensor:
+        if spike_vox is None:
+            raise ValueError("the spike arm needs spike_vox [B, T, K, H, W]")
+        b, t, _, h, w = blur.shape
+        if tuple(spike_vox.shape) != (b, t, self.num_bins, h, w):
+            raise ValueError(f"spike_vox is {tuple(spike_vox.shape)}, expected {(b, t, self.num_bins, h, w)}")
+        return spike_vox
+
+    def forward(self, blur: Tensor, spike_vox: Tensor | None = None) -> Tensor:
+        state, fr, fs = self.encode_scales(blur, spike_vox)
+        if not self.use_spike:
+            return self.vrt.decode(state)
+        return self.vrt.decode(state, fuse_features(fr, fs, self.spike_tsa, self.fuse))
+
+    def spike_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the spike branch and the fusion (empty for the spike-free arm)."""
+        if not self.use_spike:
+            return []
+        return [*self.spike_encoder.parameters(), *self.spike_tsa.parameters(), *self.fuse.parameters()]
+
+    def load_official_vrt(self, path: str | os.PathLike) -> "SpikeVRT":
+        """Strictly load official VRT weights into the backbone; the spike branch keeps its init."""
+        load_official(path, self.vrt)
+        return self
+
+
+def build_vrt(vrt_cfg: str) -> VRT:
+    """MODEL.VRT_CFG: a preset name (``deblur``, ``tiny``) or a ``configs/vrt/*.yaml`` file."""
+    if vrt_cfg in VRT_PRESETS:
+        return VRT_PRESETS[vrt_cfg]()
+    path = Path(vrt_cfg)
+    if not path.is_absolute() and not path.exists():
+        path = REPO_ROOT / path
+    if not path.is_file():
+        raise FileNotFoundError(f"MODEL.VRT_CFG {vrt_cfg!r}: no such preset or file. Fix: use 'deblur', "
+                                f"'tiny' or a file like configs/vrt/deblur.yaml")
+    return vrt_from_config(path)
+
+
+def build_model(cfg, use_spike: bool = True) -> SpikeVRT:
+    """The trainer's model from a ``schemas.config.Config`` (MODEL.* and DATA.K)."""
+    m = cfg.MODEL
+    vrt = build_vrt(m.VRT_CFG)
+    if m.LAYERS != len(vrt.feature_dims()):
+        raise ValueError(f"MODEL.LAYERS is {m.LAYERS} but VRT's encoder has {len(vrt.feature_dims())} scales; "
+                         f"set MODEL.LAYERS: {len(vrt.feature_dims())}")
+    return SpikeVRT(vrt, num_bins=cfg.DATA.K, channels_per_scale=m.CHANNELS_PER_SCALE,
+                    tsa_heads=m.SPIKE_TSA.HEADS, fuse_heads=m.FUSE.HEADS, use_spike=use_spike)
+
+
+def _inputs(model: SpikeVRT, blur: Tensor, spike_vox: Tensor | None) -> list[Tensor]:
+    return [blur, model._check_spike(blur, spike_vox)] if model.use_spike else [blur]
+
+
+def padded_inference(model: SpikeVRT, blur: Tensor, spike_vox: Tensor | None = None) -> Tensor:
+    """Any H, W: blur and spike_vox mirror-padded alike to what VRT accepts, output cropped back."""
+    return padded_forward(lambda ts: model(*ts), _inputs(model, blur, spike_vox))
+
+
+def tiled_inference(model: SpikeVRT, blur: Tensor, spike_vox: Tensor | None = None,
+                    tile: Sequence[int] = (12, 256, 256), overlap: Sequence[int] = (2, 20, 20),
+                    out_device: torch.device | str | None = None) -> Tensor:
+    """Clip- and tile-wise inference for full frames (spike_vox tiled like blur); call under no_grad."""
+    def run(tiles: list[Tensor]) -> Tensor:
+        return padded_forward(lambda ts: model(*ts), tiles)
+
+    return tiled_forward(run, _inputs(model, blur, spike_vox), tile, overlap, out_device=out_device)

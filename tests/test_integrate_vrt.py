@@ -1,0 +1,143 @@
+"""The fused model: Fs_i has Fr_i's shape, the spike-free arm is plain VRT, official weights load."""
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from model.integrate_vrt import (SpikeVRT, build_model, fuse_features, padded_inference, tiled_inference,
+                                 vrt_geometry)
+from model.vrt import StateDictMismatchError, vrt_deblur, vrt_tiny
+from schemas.config import parse_config
+
+from test_schemas import BASELINE
+
+K = 4
+
+
+def config(**model):
+    raw = yaml.safe_load(BASELINE.read_text())
+    raw["DATA"]["K"] = K
+    raw["MODEL"].update(model)
+    return parse_config(raw)
+
+
+def tiny_pair(seed=0):
+    torch.manual_seed(seed)
+    vrt = vrt_tiny()
+    return SpikeVRT(vrt, num_bins=K, channels_per_scale=vrt.feature_dims())
+
+
+@pytest.fixture(scope="module")
+def clip():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(1, 3, 3, 64, 64, generator=g), torch.randn(1, 3, K, 64, 64, generator=g)
+
+
+def test_spike_features_match_rgb_features_tiny(clip):
+    model = tiny_pair().eval()
+    blur, spike = clip
+    with torch.no_grad():
+        _, fr, fs = model.encode_scales(blur, spike)
+    assert [f.shape for f in fs] == [f.shape for f in fr]
+    assert [tuple(f.shape) for f in fr] == [(1, 3, c, 64 // 2 ** i, 64 // 2 ** i)
+                                            for i, c in enumerate(model.vrt.feature_dims())]
+
+
+def test_spike_features_match_rgb_features_official():
+    torch.manual_seed(0)
+    vrt = vrt_deblur().eval()
+    model = SpikeVRT(vrt, num_bins=32, channels_per_scale=[96, 96, 96, 96])
+    assert [g.channels for g in vrt_geometry(vrt)] == [96, 96, 96, 96]
+    blur, spike = torch.rand(1, 2, 3, 64, 64), torch.randn(1, 2, 32, 64, 64)
+    with torch.no_grad():
+        _, fr, fs = model.encode_scales(blur, spike)  # shape inference on a small input
+    assert [f.shape for f in fs] == [f.shape for f in fr]
+    assert [tuple(f.shape) for f in fr][-1] == (1, 2, 96, 8, 8)
+
+
+def test_wrong_channels_fail_at_construction():
+    with pytest.raises(ValueError, match=r"scale 2: MODEL.CHANNELS_PER_SCALE gives 64 channels but the "
+                                         r"backbone's Fr_2 has 96"):
+        build_model(config(CHANNELS_PER_SCALE=[96, 64, 96, 96]))
+    with pytest.raises(ValueError, match="MODEL.LAYERS is 3"):
+        build_model(config(LAYERS=3))
+
+
+def test_build_from_config_presets():
+    model = build_model(config(VRT_CFG="tiny", CHANNELS_PER_SCALE=vrt_tiny().feature_dims()), use_spike=True)
+    assert model.use_spike and len(model.spike_tsa) == 4
+    assert model.spike_tsa[0].attn.num_heads == 4 and model.fuse[0].attn.num_heads == 4
+    base = build_model(config(VRT_CFG="configs/vrt/tiny.yaml", CHANNELS_PER_SCALE=vrt_tiny().feature_dims()),
+                       use_spike=False)
+    assert not base.spike_parameters()
+    assert set(base.state_dict()) == {f"vrt.{k}" for k in vrt_tiny().state_dict()}
+    with pytest.raises(FileNotFoundError, match="VRT_CFG"):
+        build_model(config(VRT_CFG="nope.yaml"))
+
+
+def test_spike_free_arm_equals_plain_vrt(clip):
+    torch.manual_seed(3)
+    vrt = vrt_tiny().eval()
+    base = SpikeVRT(vrt, num_bins=K, channels_per_scale=vrt.feature_dims(), use_spike=False)
+    blur, spike = clip
+    with torch.no_grad():
+        assert torch.equal(base(blur), vrt(blur))
+        assert torch.equal(base(blur, spike), vrt(blur))  # spikes ignored
+
+
+def test_fused_output_depends_on_spikes_and_grads_reach_every_spike_parameter(clip):
+    model = tiny_pair(4)
+    blur, spike = clip
+    out = model(blur, spike)
+    assert out.shape == blur.shape
+    with torch.no_grad():
+        assert not torch.equal(model(blur, spike + 1.0), out)
+    out.square().mean().backward()
+    for name, p in model.named_parameters():
+        if not name.startswith("vrt."):
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    with pytest.raises(ValueError, match="spike_vox"):
+        model(blur, spike[:, :, :2])
+
+
+def test_fuse_features_is_the_integration_point(clip):
+    model = tiny_pair(5).eval()
+    blur, spike = clip
+    with torch.no_grad():
+        state, fr, fs = model.encode_scales(blur, spike)
+        ff = fuse_features(fr, fs, model.spike_tsa, model.fuse)
+        assert torch.equal(model.vrt.decode(state, ff), model(blur, spike))
+
+
+def test_official_weights_load_into_the_backbone(tmp_path):
+    torch.manual_seed(6)
+    donor = vrt_deblur()
+    path = tmp_path / "006_VRT_videodeblurring_GoPro.pth"
+    torch.save({"params": donor.state_dict()}, path)
+    torch.manual_seed(7)
+    model = SpikeVRT(vrt_deblur(), num_bins=32, channels_per_scale=[96] * 4)
+    spike_before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("vrt.")}
+    model.load_official_vrt(path)
+    for k, v in donor.state_dict().items():
+        assert torch.equal(model.vrt.state_dict()[k], v), k
+    for k, v in spike_before.items():
+        assert torch.equal(model.state_dict()[k], v), k
+    bad = donor.state_dict()
+    bad["conv_first.weight_renamed"] = bad.pop("conv_first.weight")
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(StateDictMismatchError, match="conv_first.weight"):
+        model.load_official_vrt(tmp_path / "bad.pth")
+
+
+def test_padded_and_tiled_inference_of_the_fused_model():
+    model = tiny_pair(8).eval()
+    g = torch.Generator().manual_seed(9)
+    blur, spike = torch.rand(1, 3, 3, 60, 100, generator=g), torch.randn(1, 3, K, 60, 100, generator=g)
+    with torch.no_grad():
+        out = padded_inference(model, blur, spike)
+        assert out.shape == blur.shape
+        tiled = tiled_inference(model, blur, spike, tile=(3, 64, 104), overlap=(0, 0, 0))
+        assert torch.equal(tiled, out)  # one tile covers the (padded) input: same as untiled
+        small = tiled_inference(model, blur, spike, tile=(3, 64, 64), overlap=(1, 16, 16))
+        assert small.shape == blur.shape and torch.isfinite(small).all()
