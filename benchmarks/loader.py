@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from _common import cpu_description, load_average, write_section  # noqa: E402
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, collate_drop_bad  # noqa: E402
 from spikeprep.store import open_vox, read_store_info  # noqa: E402
 
@@ -160,7 +161,6 @@ class Bench(Dataset):
 
     def files(self, index: int) -> list[str]:
         si, pos = (int(v) for v in self.ds._clips[index])
-        s = self.ds.sequences[si]
         files = self.ds.voxel_files(si, pos)
         if self.items == "full":
             files += self.ds.image_files(si, pos)
@@ -279,19 +279,6 @@ def tree_bytes(paths) -> tuple[int, int, int]:
 
 
 def machine_info() -> str:
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        load = "load average %.2f %.2f %.2f" % os.getloadavg()
-    except OSError:
-        load = "load average n/a"
     mem = ""
     try:
         mem = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM"
@@ -299,23 +286,9 @@ def machine_info() -> str:
         pass
     import cv2
     import zarr
-    return (f"nproc {os.cpu_count()}, CPU {model}{mem}, {platform.python_implementation()} "
+    return (f"{cpu_description()}{mem}, {platform.python_implementation()} "
             f"{platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, zarr "
-            f"{zarr.__version__}, opencv {cv2.__version__}, {load} at start")
-
-
-def write_results(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    new = body.rstrip("\n").splitlines()
-    if start is None:
-        lines = lines + ([""] if lines and lines[-1].strip() else []) + new
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = lines[end:]
-        lines = lines[:start] + new + ([""] + tail if tail else [])
-    path.write_text("\n".join(lines) + "\n")
+            f"{zarr.__version__}, opencv {cv2.__version__}, {load_average()} at start")
 
 
 def build_store(args, work: Path) -> Path:
@@ -491,7 +464,7 @@ def main(argv=None) -> int:
         print()
         print(body)
         if not args.no_write:
-            write_results(args.results, body)
+            write_section(args.results, SECTION, body)
             print(f"wrote {args.results} ({SECTION})")
     finally:
         if tmp is not None:

@@ -23,14 +23,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _rss_kib() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import rss_kib  # noqa: E402
 
 
 def worker(preset: str, use_spike: bool, size: str, bins: int, repeats: int, warmup: int, device: str) -> dict:
@@ -56,7 +50,7 @@ def worker(preset: str, use_spike: bool, size: str, bins: int, repeats: int, war
 
     for _ in range(warmup):
         step()
-    rss0 = _rss_kib()
+    rss0 = rss_kib()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()

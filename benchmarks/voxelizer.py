@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from spikeprep.voxelizer import voxelize_binary, voxelize_events, voxelize_packed  # noqa: E402
+from _common import cpu_description, load_average, write_section  # noqa: E402
 
 SECTION = "## Voxelizer"
 
@@ -68,35 +69,9 @@ def numpy_unpack_voxelize(packed, t, t0, t1, H, W, K, flipud=True):
 
 
 def machine() -> str:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = "load average %.2f %.2f %.2f" % os.getloadavg()
-    except OSError:
-        load = "load average n/a"
-    return (f"nproc {os.cpu_count()}, CPU {model}, {platform.python_implementation()} "
+    return (f"{cpu_description()}, {platform.python_implementation()} "
             f"{platform.python_version()}, numpy {np.__version__}, numba "
-            f"{__import__('numba').__version__}, {load} at start")
-
-
-def write_results(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    lines = text.splitlines()
-    start = next((i for i, l in enumerate(lines) if l.strip() == SECTION), None)
-    new = body.rstrip("\n").splitlines()
-    if start is None:
-        lines = lines + ([""] if lines and lines[-1].strip() else []) + new
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = lines[end:]
-        lines = lines[:start] + new + ([""] + tail if tail else [])
-    path.write_text("\n".join(lines) + "\n")
+            f"{__import__('numba').__version__}, {load_average()} at start")
 
 
 def main(argv=None) -> int:
@@ -196,7 +171,7 @@ def main(argv=None) -> int:
                       f"(= {1000e6 / (H * W / 8 * args.rate):.1f}x real time for this camera).", ""])
     print(body)
     if not args.no_write:
-        write_results(args.results, body)
+        write_section(args.results, SECTION, body)
         print(f"wrote {args.results}")
     return 0
 

@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import rss_kib  # noqa: E402
 
 DEFAULT_CASES = [
     "tiny:fwd:5x64x64",
@@ -46,14 +48,6 @@ DEFAULT_CASES = [
     "deblur:fwd:5x256x256",
     "deblur:fwdbwd-ckpt:5x128x128",
 ]
-
-
-def _rss_kib() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def worker(preset: str, mode: str, size: str, repeats: int, device: str, threads: int,
@@ -91,7 +85,7 @@ def worker(preset: str, mode: str, size: str, repeats: int, device: str, threads
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
     else:
-        base = _rss_kib() * 1024
+        base = rss_kib() * 1024
     for _ in range(warmup):
         step()                                          # warm-up (counts towards the peak)
     times = []

@@ -9,21 +9,11 @@ from spikeprep.errors import InputError
 from spikeprep.formats import write_binary_array, write_dat, write_events, write_spike_meta
 from spikeprep.spike_source import SpikeSource
 
+from oracles import reference_voxelize
+
 H, W, RATE, START = 6, 8, 1000.0, 0.25
 BINARY_FORMATS = ["dat", "npy-binary", "npz-binary"]
 EVENT_FORMATS = ["npy-events", "npz-events"]
-
-
-def reference_voxelize(events, t0, t1, H, W, K=32):
-    # The original design document's section 3.3 reference, verbatim (the test oracle).
-    vox = np.zeros((K, H, W), dtype=np.float32)
-    dur = (t1 - t0)
-    bin_idx = np.floor((events[:, 0] - t0) / max(dur, 1e-9) * K).astype(np.int64)
-    bin_idx = np.clip(bin_idx, 0, K - 1)
-    ys = events[:, 1].astype(np.int64)
-    xs = events[:, 2].astype(np.int64)
-    np.add.at(vox, (bin_idx, ys, xs), 1.0)
-    return vox
 
 
 def frames_to_events(frames, start_s):
