@@ -195,3 +195,26 @@ def test_perceptual_loss_without_weights_is_a_clear_error(tmp_path, monkeypatch)
     torch.save({"x": torch.zeros(1)}, bad)
     with pytest.raises(VGGWeightsUnavailable, match="not a torchvision VGG19"):
         VGGPerceptualLoss(weights_path=bad)
+
+
+def test_deblur_loss_is_charbonnier_plus_point_one_vgg(torch_home_with_vgg):
+    from model.losses.deblur_loss import DeblurLoss
+
+    x, y = torch.rand(1, 2, 3, 32, 32), torch.rand(1, 2, 3, 32, 32)
+    loss = DeblurLoss()
+    total, terms = loss(x, y)
+    expected = CharbonnierLoss()(x, y) + 0.1 * VGGPerceptualLoss()(x, y)
+    assert torch.allclose(total, expected)
+    assert terms["total"] == pytest.approx(float(expected)) and terms["perceptual"] > 0
+
+
+def test_deblur_loss_without_the_perceptual_term_loads_nothing(tmp_path, monkeypatch):
+    from model.losses.deblur_loss import DeblurLoss
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no VGG weights here
+    with pytest.raises(VGGWeightsUnavailable):
+        DeblurLoss()
+    loss = DeblurLoss(perceptual_weight=0.0)
+    x, y = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    total, terms = loss(x, y)
+    assert torch.equal(total, CharbonnierLoss()(x, y)) and terms["perceptual"] is None
