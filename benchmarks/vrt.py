@@ -3,6 +3,7 @@
     python benchmarks/vrt.py                       # tiny 5x64x64 + official 5x256x256 forward,
                                                    # official fwd+bwd at 5x128x128 (checkpointed)
     python benchmarks/vrt.py --cases tiny:fwd:5x64x64 deblur:fwdbwd-ckpt:5x256x256 --repeats 1 --warmup 0
+    python benchmarks/vrt.py --cases tiny:fwdbwd:5x64x64 --deform torchvision sampling   # DCN paths
 
 Each case runs in a fresh subprocess so that its peak memory is its own.
 
@@ -51,7 +52,7 @@ DEFAULT_CASES = [
 
 
 def worker(preset: str, mode: str, size: str, repeats: int, device: str, threads: int,
-           warmup: int = 1) -> dict:
+           warmup: int = 1, deform: str = "auto") -> dict:
     sys.path.insert(0, str(REPO))
     import torch
 
@@ -60,7 +61,7 @@ def worker(preset: str, mode: str, size: str, repeats: int, device: str, threads
     torch.set_num_threads(threads)
     t, h, w = (int(v) for v in size.split("x"))
     ckpt = mode.endswith("-ckpt")
-    kwargs = dict(use_checkpoint_attn=ckpt, use_checkpoint_ffn=ckpt)
+    kwargs = dict(use_checkpoint_attn=ckpt, use_checkpoint_ffn=ckpt, deform_impl=deform)
     build = {"tiny": vrt_tiny, "deblur": vrt_deblur}[preset]
     torch.manual_seed(0)
     model = build(**kwargs).to(device)
@@ -100,13 +101,14 @@ def worker(preset: str, mode: str, size: str, repeats: int, device: str, threads
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
         method = "ru_maxrss - rss before"
     return dict(preset=preset, mode=mode, size=size, params=n_params, device=device, threads=threads,
-                time_s=statistics.median(times), times=times, peak_mib=peak / 2 ** 20, method=method)
+                deform=deform, time_s=statistics.median(times), times=times, peak_mib=peak / 2 ** 20, method=method)
 
 
-def run_case(case: str, repeats: int, device: str, threads: int, timeout: float, warmup: int) -> dict:
+def run_case(case: str, repeats: int, device: str, threads: int, timeout: float, warmup: int,
+             deform: str = "auto") -> dict:
     preset, mode, size = case.split(":")
     cmd = [sys.executable, __file__, "--worker", case, "--repeats", str(repeats), "--device", device,
-           "--threads", str(threads), "--warmup", str(warmup)]
+           "--threads", str(threads), "--warmup", str(warmup), "--deform", deform]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -120,14 +122,16 @@ def run_case(case: str, repeats: int, device: str, threads: int, timeout: float,
 
 
 def table(rows: list[dict]) -> str:
-    head = "| preset | params | input (TxHxW) | mode | time (s, median) | peak extra memory (MiB) | device |"
-    lines = [head, "|---|---:|---|---|---:|---:|---|"]
+    head = ("| preset | params | input (TxHxW) | mode | deform | time (s, median) | peak extra memory (MiB) "
+            "| device |")
+    lines = [head, "|---|---:|---|---|---|---:|---:|---|"]
     for r in rows:
+        d = r.get("deform", "auto")
         if "error" in r:
-            lines.append(f"| {r['preset']} | | {r['size']} | {r['mode']} | {r['error']} | | |")
+            lines.append(f"| {r['preset']} | | {r['size']} | {r['mode']} | {d} | {r['error']} | | |")
         else:
-            lines.append(f"| {r['preset']} | {r['params']:,} | {r['size']} | {r['mode']} | {r['time_s']:.2f} | "
-                         f"{r['peak_mib']:.0f} | {r['device']} x{r['threads']} threads |")
+            lines.append(f"| {r['preset']} | {r['params']:,} | {r['size']} | {r['mode']} | {d} | "
+                         f"{r['time_s']:.2f} | {r['peak_mib']:.0f} | {r['device']} x{r['threads']} threads |")
     return "\n".join(lines)
 
 
@@ -140,11 +144,14 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per case")
+    ap.add_argument("--deform", nargs="+", default=["auto"], choices=["auto", "sampling", "torchvision"],
+                    help="deformable-conv implementation(s); several run every case once per value")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         preset, mode, size = args.worker.split(":")
-        print(json.dumps(worker(preset, mode, size, args.repeats, args.device, args.threads, args.warmup)))
+        print(json.dumps(worker(preset, mode, size, args.repeats, args.device, args.threads, args.warmup,
+                                args.deform[0])))
         return
     import torch
 
@@ -153,9 +160,10 @@ def main() -> None:
           f"CUDA = max_memory_allocated minus allocation before the call", flush=True)
     rows = []
     for case in args.cases:
-        r = run_case(case, args.repeats, args.device, args.threads, args.timeout, args.warmup)
-        rows.append(r)
-        print(f"# done {case}: {r.get('time_s', r.get('error'))}", flush=True)
+        for deform in args.deform:
+            r = run_case(case, args.repeats, args.device, args.threads, args.timeout, args.warmup, deform)
+            rows.append(r)
+            print(f"# done {case} deform={deform}: {r.get('time_s', r.get('error'))}", flush=True)
     print(table(rows))
 
 

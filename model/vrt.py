@@ -20,6 +20,10 @@ Implementation choices (same function, different execution)
     * Window attention runs through ``F.scaled_dot_product_attention`` by default (faster on CPU,
       memory-efficient kernels on GPU); ``fused_attention=False`` uses the explicit
       ``softmax(q * scale @ k^T + bias + mask) @ v``. They agree to float rounding.
+    * The deformable convs run as bilinear sampling (``grid_sample``) + one matmul on CPU by default
+      (several times faster in training than ``torchvision.ops.deform_conv2d``);
+      ``deform_impl="torchvision"`` selects torchvision's kernel (see :mod:`model.deform_conv` and
+      :meth:`VRT.set_deform_impl`). They agree to float rounding.
     * Both flow directions go through SpyNet as one batch, and all 2(T-1) neighbour pairs of a
       stage through the deformable conv as one batch (the official code loops over frames).
     * Checkpointing is only applied while autograd records (no-op under ``torch.no_grad``).
@@ -45,8 +49,8 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as torch_checkpoint
 from torch import Tensor, nn
-from torchvision.ops import deform_conv2d
 
+from model.deform_conv import IMPLS as DEFORM_IMPLS, deform_conv2d
 from model.vrt_tiling import PadWrapper, pad_spatial, padded_forward, tiled_forward, vrt_tiled_inference
 
 __all__ = [
@@ -667,10 +671,13 @@ class DCNv2PackFlowGuided(nn.Module):
         deformable_groups: offset groups G (16 in the official models).
         max_residue_magnitude: bound of the learned residual offsets (10 / scale).
         pa_frames: parallel-warping frames; only 2 is supported.
+        deform_impl: 'auto' (sampling on CPU), 'sampling' or 'torchvision'; same function, see
+            :mod:`model.deform_conv`. A plain attribute, not part of the state_dict.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 1,
-                 deformable_groups: int = 16, max_residue_magnitude: float = 10.0, pa_frames: int = 2) -> None:
+                 deformable_groups: int = 16, max_residue_magnitude: float = 10.0, pa_frames: int = 2,
+                 deform_impl: str = "auto") -> None:
         super().__init__()
         if pa_frames != 2:
             raise ValueError("only pa_frames=2 is implemented")
@@ -680,6 +687,7 @@ class DCNv2PackFlowGuided(nn.Module):
         self.padding = padding
         self.deformable_groups = deformable_groups
         self.max_residue_magnitude = float(max_residue_magnitude)
+        self.deform_impl = deform_impl
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         n_off = 3 * kernel_size * kernel_size * deformable_groups
@@ -705,7 +713,8 @@ class DCNv2PackFlowGuided(nn.Module):
         offset = offset + flow.flip(1).repeat(1, offset.shape[1] // 2, 1, 1)
         mask = torch.sigmoid(m)
         return deform_conv2d(neighbour, offset, self.weight, self.bias, stride=(1, 1),
-                             padding=(self.padding, self.padding), dilation=(1, 1), mask=mask)
+                             padding=(self.padding, self.padding), dilation=(1, 1), mask=mask,
+                             impl=self.deform_impl)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -873,6 +882,8 @@ class VRT(nn.Module):
             ``use_checkpoint_attn`` (official behaviour; memory only, outputs unchanged).
         fused_attention: window attention through ``F.scaled_dot_product_attention`` (default;
             faster and leaner) or the explicit formula; see :meth:`set_fused_attention`.
+        deform_impl: deformable-conv implementation, 'auto' (default: grid_sample formulation on
+            CPU, torchvision elsewhere), 'sampling' or 'torchvision'; see :meth:`set_deform_impl`.
     """
 
     def __init__(self, *, upscale: int = 1, in_chans: int = 3, out_chans: int = 3,
@@ -886,7 +897,7 @@ class VRT(nn.Module):
                  spynet_path: str | None = None, use_checkpoint_attn: bool = False,
                  use_checkpoint_ffn: bool = False, no_checkpoint_attn_blocks: Sequence[int] = (),
                  no_checkpoint_ffn_blocks: Sequence[int] = (), checkpoint_self_attn: bool = True,
-                 fused_attention: bool = True) -> None:
+                 fused_attention: bool = True, deform_impl: str = "auto") -> None:
         super().__init__()
         if upscale != 1:
             raise ValueError("only upscale=1 (deblurring) is implemented")
@@ -947,12 +958,22 @@ class VRT(nn.Module):
         self.conv_last = nn.Conv3d(c1, out_chans, kernel_size=(1, 3, 3), padding=(0, 1, 1))
         self._init_linear_and_norm()
         self.set_fused_attention(fused_attention)
+        self.set_deform_impl(deform_impl)
 
     def set_fused_attention(self, fused: bool = True) -> "VRT":
         """Switch every WindowAttention between SDPA and the explicit formula (same function)."""
         for m in self.modules():
             if isinstance(m, WindowAttention):
                 m.fused = fused
+        return self
+
+    def set_deform_impl(self, impl: str = "auto") -> "VRT":
+        """Switch every flow-guided deformable conv between 'auto', 'sampling' and 'torchvision'."""
+        if impl not in DEFORM_IMPLS:
+            raise ValueError(f"deform_impl must be one of {DEFORM_IMPLS}, got {impl!r}")
+        for m in self.modules():
+            if isinstance(m, DCNv2PackFlowGuided):
+                m.deform_impl = impl
         return self
 
     def _init_linear_and_norm(self) -> None:
