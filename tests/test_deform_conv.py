@@ -14,6 +14,8 @@ from torchvision.ops import deform_conv2d as tv_deform_conv2d
 from model.deform_conv import deform_conv2d, deform_conv2d_sampling, resolve_impl
 from model.vrt import DCNv2PackFlowGuided, PadWrapper, vrt_tiny
 
+from test_vrt import _randomise_offsets
+
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
@@ -136,15 +138,7 @@ def test_dcn_module_switch_and_state_dict():
 
 def _randomised_tiny(impl: str):
     torch.manual_seed(0)
-    model = vrt_tiny(deform_impl=impl)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, DCNv2PackFlowGuided):
-                last = m.conv_offset[-1]
-                last.weight.copy_(torch.randn(last.weight.shape, generator=g) * 0.01)
-                last.bias.copy_(torch.randn(last.bias.shape, generator=g) * 0.1)
-    return model.eval()
+    return _randomise_offsets(vrt_tiny(deform_impl=impl), seed=0).eval()
 
 
 @pytest.fixture(scope="module")
