@@ -13,12 +13,14 @@ for sampling point ``k = g*kh*kw + kw*i + j``; ``mask`` ``[N, G*kh*kw, Ho, Wo]``
     through ``grid_sample`` gives all gradients (input, offset, mask, weight, bias). On CPU this is
     several times faster than torchvision's kernel, mostly in the backward pass.
 ``"auto"``
-    ``"sampling"`` on CPU (measured faster there), ``"torchvision"`` elsewhere (not measured on GPUs
-    here). Inputs with height or width 1 always use torchvision (``align_corners=True`` cannot address
+    ``"sampling"`` on CPU (1.8x faster VRT training steps there), ``"torchvision"`` elsewhere (on an
+    H200 the two were within 4% and sampling took 9 GiB more; benchmarks/RESULTS.md, GPU check). Inputs with height or width 1 always use torchvision (``align_corners=True`` cannot address
     a single-pixel axis).
 
 Both agree to float rounding (about 1e-6 relative in float32); ``tests/test_deform_conv.py`` checks the
-values and all gradients.
+values and all gradients. Under autocast both run in float32 on float32 copies of their inputs and return
+float32, the policy torchvision registers for its op on CUDA (it has none on CPU, where mixed dtypes
+would fail); sampling positions in half precision would move by up to a pixel at 720p.
 """
 
 from __future__ import annotations
@@ -109,6 +111,10 @@ def deform_conv2d(input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | 
                   dilation: int | Sequence[int] = 1, mask: Tensor | None = None,
                   impl: str = "auto") -> Tensor:
     """Modulated deformable conv with torchvision's signature plus ``impl`` (see module docstring)."""
+    if torch.is_autocast_enabled(input.device.type):
+        with torch.autocast(input.device.type, enabled=False):
+            tensors = [None if t is None else t.float() for t in (input, offset, weight, bias, mask)]
+            return deform_conv2d(*tensors[:4], stride, padding, dilation, tensors[4], impl)
     if resolve_impl(impl, input) == "sampling":
         return deform_conv2d_sampling(input, offset, weight, bias, stride, padding, dilation, mask)
     return tv_deform_conv2d(input, offset, weight, bias, stride=_pair(stride), padding=_pair(padding),

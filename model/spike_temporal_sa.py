@@ -16,6 +16,22 @@ def to_pixel_sequences(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 4, 1, 2).reshape(b * h * w, t, c)
 
 
+# Sequences per attention call. One sequence per pixel makes the batch huge (B*H*W = 131,072 for two
+# 256x256 clips), and CUDA's fused attention kernels fail on such batches (cuDNN's backward reports a
+# failed graph execution at batch x heads = 262,144); chunks keep every call well inside their grid
+# limits. Sequences are independent, so the result is the same.
+MAX_SEQUENCES_PER_CALL = 8192
+
+
+def attend_per_pixel(attn: nn.MultiheadAttention, q: torch.Tensor, kv: torch.Tensor,
+                     max_sequences: int = MAX_SEQUENCES_PER_CALL) -> torch.Tensor:
+    """``attn(q, kv, kv)`` on ``[N, T, C]`` pixel sequences, in chunks of at most ``max_sequences``."""
+    if q.shape[0] <= max_sequences:
+        return attn(q, kv, kv, need_weights=False)[0]
+    return torch.cat([attn(qc, kc, kc, need_weights=False)[0]
+                      for qc, kc in zip(q.split(max_sequences), kv.split(max_sequences))])
+
+
 def from_pixel_sequences(x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Inverse of ``to_pixel_sequences`` for an original ``shape`` ``(B, T, C, H, W)``."""
     b, t, c, h, w = shape
@@ -41,6 +57,6 @@ class TemporalSelfAttentionBlock(nn.Module):
         shape = x.shape
         x = to_pixel_sequences(x)
         y = self.ln1(x)
-        x = x + self.attn(y, y, y, need_weights=False)[0]
+        x = x + attend_per_pixel(self.attn, y, y)
         x = x + self.mlp(self.ln2(x))
         return from_pixel_sequences(x, shape)

@@ -117,6 +117,21 @@ def test_dispatch():
         vrt_tiny(deform_impl="fast")
 
 
+@pytest.mark.parametrize("impl", ["sampling", "torchvision"])
+def test_autocast_runs_in_float32(impl):
+    # Under autocast both paths compute in float32 and return float32 (torchvision's own CUDA policy);
+    # without this the torchvision op fails on CPU autocast's mixed dtypes.
+    tensors, kw = _inputs(2, 8, 9, 11, 2, 6)
+    x, offset, weight, bias, mask = tensors
+    plain = deform_conv2d(x, offset, weight, bias, mask=mask, impl=impl, **kw)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = deform_conv2d(x.bfloat16(), offset, weight, bias, mask=mask.bfloat16(), impl=impl, **kw)
+    assert mixed.dtype == torch.float32
+    expect = deform_conv2d(x.bfloat16().float(), offset, weight, bias, mask=mask.bfloat16().float(), impl=impl,
+                           **kw)
+    assert torch.equal(mixed, expect) and _rel(mixed, plain) < 0.05
+
+
 def test_dcn_module_switch_and_state_dict():
     torch.manual_seed(0)
     dcn = DCNv2PackFlowGuided(16, 16, deformable_groups=16, max_residue_magnitude=10.0)

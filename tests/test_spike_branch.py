@@ -9,6 +9,7 @@ from model.fusion.cross_attn_temporal import TemporalCrossAttnFuse
 from model.losses.charbonnier import CharbonnierLoss
 from model.losses.vgg_perceptual import VGGPerceptualLoss, VGGWeightsUnavailable, vgg19_weights_path
 from model.spike_encoder3d import ScaleGeometry, SpikeEncoder3D, check_same_shapes, strides_between
+from model import spike_temporal_sa
 from model.spike_temporal_sa import TemporalSelfAttentionBlock
 
 VRT_LIKE = [ScaleGeometry(8, 1, 2 ** i, 2 ** i) for i in range(4)]
@@ -85,6 +86,27 @@ def test_fusion_equals_section_10_2(dim, heads, shape):
     doc.load_state_dict(ours.state_dict())
     fr, fs = torch.randn(shape), torch.randn(shape)
     assert torch.allclose(ours(fr, fs), doc(fr, fs), atol=1e-6)
+
+
+@pytest.mark.parametrize("module", [TemporalSelfAttentionBlock(8), TemporalCrossAttnFuse(8)])
+def test_chunked_attention_calls_give_the_same_values_and_gradients(module, monkeypatch):
+    # B*H*W = 2*6*5 = 60 sequences in chunks of 7 (the last one short) against a single call.
+    randomize(module, 3)
+    fr, fs = torch.randn(2, 5, 8, 6, 5), torch.randn(2, 5, 8, 6, 5)
+
+    def run():
+        a, b = fr.clone().requires_grad_(), fs.clone().requires_grad_()
+        out = module(a) if isinstance(module, TemporalSelfAttentionBlock) else module(a, b)
+        out.square().sum().backward()
+        return out.detach(), a.grad, b.grad, [p.grad.clone() for p in module.parameters()]
+
+    whole = run()
+    module.zero_grad()
+    monkeypatch.setattr(spike_temporal_sa.attend_per_pixel, "__defaults__", (7,))
+    chunked = run()
+    assert torch.allclose(whole[0], chunked[0], atol=1e-6)
+    for g1, g2 in zip([*whole[1:3], *whole[3]], [*chunked[1:3], *chunked[3]]):
+        assert (g1 is None and g2 is None) or torch.allclose(g1, g2, atol=1e-5)
 
 
 @pytest.mark.parametrize("module", [TemporalSelfAttentionBlock(8), TemporalCrossAttnFuse(8)])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.spike_temporal_sa import from_pixel_sequences, to_pixel_sequences
+from model.spike_temporal_sa import attend_per_pixel, from_pixel_sequences, to_pixel_sequences
 
 
 class TemporalCrossAttnFuse(nn.Module):
@@ -33,6 +33,6 @@ class TemporalCrossAttnFuse(nn.Module):
             raise RuntimeError(f"fusion needs equal shapes, got Fr {tuple(fr.shape)} and Fs' {tuple(fs.shape)}")
         q = self.ln_q(to_pixel_sequences(fr))
         kv = self.ln_kv(to_pixel_sequences(fs))
-        x = q + self.attn(q, kv, kv, need_weights=False)[0]
+        x = q + attend_per_pixel(self.attn, q, kv)
         x = x + self.ffn(self.ln_ffn(x))
         return from_pixel_sequences(x, fr.shape)
