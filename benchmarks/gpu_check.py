@@ -155,19 +155,15 @@ def train_steps(model: SpikeVRT, batch: int, size: str, bins: int, steps: int, w
         scaler.update()
 
     _reset_peak(device)
-    try:
-        for _ in range(warmup):
-            step()
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        _sync(device)
-        dt = (time.perf_counter() - t0) / steps
-        return dict(step_s=dt, peak_gib=_peak_gib(device))
-    finally:
-        opt.zero_grad(set_to_none=True)
-        del opt, blur, sharp, spike
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    dt = (time.perf_counter() - t0) / steps
+    return dict(step_s=dt, peak_gib=_peak_gib(device))
 
 
 def train_rows(args, arm: str, deform: str, device: torch.device, budget: Budget, share: float) -> list[dict]:

@@ -19,6 +19,9 @@ Examples:
   spikeprep synth data/raw --layout per-frame-dat --misalign seq_000:3
   spikeprep ingest data/raw --out data/store --write-config configs/deblur/vrt_spike_baseline.yaml
   spikeprep audit data/store --overlays 8
+  spikeprep train --config CFG --exp spike ; spikeprep train --config CFG --exp base --no-spike
+  spikeprep test --ckpt outputs/ckpts/spike/best.pth --store data/store --output outputs/test/spike
+  spikeprep compare spike base
 """
 
 
@@ -38,13 +41,19 @@ def main() -> None:
 
 
 def _register() -> None:
+    from cli.compare_cmd import compare_cmd
     from cli.store_cmds import audit_cmd, ingest_cmd, stats_cmd
     from cli.synth import synth
+    from cli.test_cmd import test_cmd
+    from cli.train_cmd import train_cmd
 
     main.add_command(synth)
     main.add_command(ingest_cmd, "ingest")
     main.add_command(audit_cmd, "audit")
     main.add_command(stats_cmd, "stats")
+    main.add_command(train_cmd, "train")
+    main.add_command(test_cmd, "test")
+    main.add_command(compare_cmd, "compare")
 
 
 _register()

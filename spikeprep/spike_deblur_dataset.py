@@ -263,7 +263,7 @@ class _Sequence:
     sharp: tuple[str, ...]
 
 
-def _runs(frame_idx: np.ndarray) -> list[tuple[int, int]]:
+def consecutive_runs(frame_idx: np.ndarray) -> list[tuple[int, int]]:
     """``[(start, length)]`` of runs of consecutive frame indices (positions into ``frame_idx``)."""
     if len(frame_idx) == 0:
         return []
@@ -308,11 +308,13 @@ class SpikeDeblurDataset(Dataset):
         train: random crops + stride-1 clips (True) or full-size tiling clips (False). ``None``:
             ``split == "train"``.
         seed: ``None`` (torch's worker-seeded generator) or an int (crops a function of seed, epoch, item).
+        with_spike: False serves items without ``spike_vox`` and never opens a voxel array (the
+            spike-free arm's data: same clips, same crops, no spike reads).
     """
 
     def __init__(self, root: str | Path, split: str, clip_len: int = 5, crop_size: int | None = None,
                  num_bins: int | None = None, norm_mean: float | None = None, norm_std: float | None = None,
-                 train: bool | None = None, seed: int | None = None):
+                 train: bool | None = None, seed: int | None = None, with_spike: bool = True):
         super().__init__()
         self.root = Path(root)
         self.split = split
@@ -321,6 +323,7 @@ class SpikeDeblurDataset(Dataset):
             raise ValueError(f"clip_len must be >= 1, got {clip_len}")
         self.clip_len = int(clip_len)
         self.seed = seed
+        self.with_spike = bool(with_spike)
         self.epoch = 0
         info = read_store_info(self.root)
         self.info: StoreInfo = info
@@ -343,7 +346,8 @@ class SpikeDeblurDataset(Dataset):
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, cfg, split_kind: str = "train", seed: int | None = None) -> "SpikeDeblurDataset":
+    def from_config(cls, cfg, split_kind: str = "train", seed: int | None = None,
+                    with_spike: bool = True) -> "SpikeDeblurDataset":
         """The train (random crops of DATA.CROP_SIZE) or val (full size) Dataset of a ``Config``."""
         if split_kind not in ("train", "val"):
             raise ValueError(f"split_kind must be 'train' or 'val', got {split_kind!r}")
@@ -351,7 +355,8 @@ class SpikeDeblurDataset(Dataset):
         train = split_kind == "train"
         return cls(data.ROOT, data.TRAIN_SPLIT if train else data.VAL_SPLIT, clip_len=data.CLIP_LEN,
                    crop_size=data.CROP_SIZE if train else None, num_bins=data.K,
-                   norm_mean=data.NORM.MEAN, norm_std=data.NORM.STD, train=train, seed=seed)
+                   norm_mean=data.NORM.MEAN, norm_std=data.NORM.STD, train=train, seed=seed,
+                   with_spike=with_spike)
 
     def _resolve_norm(self, mean, std, json_path) -> tuple[float, float]:
         stats = self.info.stats
@@ -434,7 +439,7 @@ class SpikeDeblurDataset(Dataset):
         clips = []
         uncovered = 0
         for si, s in enumerate(self.sequences):
-            for start, length in _runs(s.frame_idx):
+            for start, length in consecutive_runs(s.frame_idx):
                 starts = clip_starts(length, self.clip_len, self.train)
                 clips += [(si, start + o) for o in starts]
                 if not starts:
@@ -443,7 +448,7 @@ class SpikeDeblurDataset(Dataset):
             log.warning("%s: %d kept frames sit in runs shorter than clip_len=%d and appear in no clip",
                         self.split, uncovered, self.clip_len)
         if not clips:
-            longest = max((n for s in self.sequences for _, n in _runs(s.frame_idx)), default=0)
+            longest = max((n for s in self.sequences for _, n in consecutive_runs(s.frame_idx)), default=0)
             raise InputError(self.root / "manifest.parquet",
                              f"split {self.split!r} has no run of {self.clip_len} consecutive kept frames "
                              f"(longest run: {longest})",
@@ -522,12 +527,14 @@ class SpikeDeblurDataset(Dataset):
         sl = slice(pos, pos + self.clip_len)
         y, x = crop
         h, w = (s.H, s.W) if self.crop_size is None else (self.crop_size, self.crop_size)
-        spike = self._read_spike(si, pos, (y, x, h, w))
         images = self._read_images(si, pos, (y, x, h, w))
         meta = {"seq": s.name, "frame_idx": s.frame_idx[sl].tolist(), "t0": s.t0[sl].tolist(),
                 "t1": s.t1[sl].tolist(), "crop": (y, x)}
-        return {"blur": torch.from_numpy(images["blur"]), "sharp": torch.from_numpy(images["sharp"]),
-                "spike_vox": torch.from_numpy(spike), "meta": meta}
+        item = {"blur": torch.from_numpy(images["blur"]), "sharp": torch.from_numpy(images["sharp"])}
+        if self.with_spike:
+            item["spike_vox"] = torch.from_numpy(self._read_spike(si, pos, (y, x, h, w)))
+        item["meta"] = meta
+        return item
 
     def _read_images(self, si: int, pos: int, box: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
         """Blur and sharp ``[T, 3, h, w]`` float32 RGB in [0, 1] under the RGB box ``(y, x, h, w)``:
@@ -585,8 +592,11 @@ class DropCounter:
 DROPPED = DropCounter()
 
 
+REQUIRED_KEYS = ("blur", "sharp")          # spike_vox is absent in the spike-free arm's items
+
+
 def _signature(sample: dict) -> tuple:
-    return tuple((k, tuple(sample[k].shape), sample[k].dtype) for k in TENSOR_KEYS)
+    return tuple((k, tuple(sample[k].shape), sample[k].dtype) for k in TENSOR_KEYS if k in sample)
 
 
 def collate_drop_bad(batch: list) -> dict | None:
@@ -595,7 +605,7 @@ def collate_drop_bad(batch: list) -> dict | None:
     (``[B, T, ...]``), meta becomes lists per key plus ``n_dropped``. ``None`` when nothing is left."""
     good, dropped = [], 0
     for i, sample in enumerate(batch):
-        if sample is None or not isinstance(sample, dict) or any(k not in sample for k in TENSOR_KEYS):
+        if sample is None or not isinstance(sample, dict) or any(k not in sample for k in REQUIRED_KEYS):
             log.warning("collate: dropping sample %d of %d: unreadable (see the warning above)", i,
                         len(batch))
             DROPPED.by_reason["unreadable"] += 1
@@ -610,7 +620,7 @@ def collate_drop_bad(batch: list) -> dict | None:
             if sig == majority:
                 kept.append(s)
                 continue
-            shapes = {k: tuple(s[k].shape) for k in TENSOR_KEYS}
+            shapes = {k: tuple(s[k].shape) for k in TENSOR_KEYS if k in s}
             want = {k: shape for k, shape, _ in majority}
             log.warning("collate: dropping %s frames %s: shapes %s disagree with the batch majority %s",
                         s["meta"].get("seq"), s["meta"].get("frame_idx"), shapes, want)
@@ -622,7 +632,7 @@ def collate_drop_bad(batch: list) -> dict | None:
         DROPPED.batches_skipped += 1
         log.warning("collate: all %d samples of the batch are bad; batch skipped", len(batch))
         return None
-    out = {k: default_collate([s[k] for s in good]) for k in TENSOR_KEYS}
+    out = {k: default_collate([s[k] for s in good]) for k in TENSOR_KEYS if k in good[0]}
     meta = {key: [s["meta"][key] for s in good] for key in good[0]["meta"]}
     meta["n_dropped"] = dropped
     out["meta"] = meta

@@ -43,3 +43,38 @@ def synth_tree(tmp_path_factory):
 # (2 ticks per voxel bin); seq_001 recorded 3 ticks late, seq_002 3 ticks early.
 AUDIT_TREE = dict(height=64, width=80, exposure_ticks=32, motion_px=4.0, seed=2,
                   misalign={"seq_001": 3, "seq_002": -3})
+
+
+# ---- a tiny ingested store and config for the trainer, `spikeprep test` and `compare` ----------------
+# 64x80 frames (VRT needs 64 pixels and multiples of 8 after padding), 6 frames per sequence, K = 8:
+# a training step of the tiny VRT on a 3x64x64 clip takes about a second on CPU.
+TRAIN_TREE = dict(height=64, width=80, frames=6, exposure_ticks=16, seed=5)
+TRAIN_K = 8
+
+
+@pytest.fixture(scope="session")
+def train_store(synth_tree, tmp_path_factory):
+    """An ingested store (train: 2 sequences, val: 1) of ``TRAIN_TREE`` with ``TRAIN_K`` bins."""
+    from spikeprep.ingest import IngestOptions, ingest
+
+    out = tmp_path_factory.mktemp("train_store") / "store"
+    ingest(synth_tree(**TRAIN_TREE), out, IngestOptions(num_bins=TRAIN_K, crop_size=64), log_dir=None,
+           progress=False)
+    return out
+
+
+def tiny_config_dict(store, save_dir, **train) -> dict:
+    """A valid config (schemas.config) for the tiny VRT on ``store``; ``train`` overrides TRAIN.*."""
+    from spikeprep.store import read_store_info
+
+    stats = read_store_info(store).stats
+    return {
+        "SEED": 123,
+        "DATA": {"ROOT": str(store), "TRAIN_SPLIT": "train", "VAL_SPLIT": "val", "CROP_SIZE": 64,
+                 "CLIP_LEN": 3, "K": TRAIN_K, "NORM": {"MEAN": stats.mean, "STD": stats.std}},
+        "MODEL": {"VRT_CFG": "tiny", "CHANNELS_PER_SCALE": [16, 16, 16, 16], "LAYERS": 4,
+                  "SPIKE_TSA": {"HEADS": 2}, "FUSE": {"TYPE": "TemporalCrossAttn", "HEADS": 2}},
+        "TRAIN": {"BATCH_SIZE": 1, "EPOCHS": 1, "OPTIM": {"LR": 2e-4}, "SCHED": {"WARMUP_STEPS": 2},
+                  **train},
+        "LOG": {"TENSORBOARD": True, "SAVE_DIR": str(save_dir)},
+    }

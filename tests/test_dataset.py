@@ -427,3 +427,21 @@ def test_unknown_split_and_missing_store(store, tmp_path):
         SpikeDeblurDataset(store, "test", clip_len=3)
     with pytest.raises(InputError, match="no dataset.json"):
         SpikeDeblurDataset(tmp_path, "train", clip_len=3)
+
+
+def test_without_spikes_same_items_and_no_voxel_reads(store, monkeypatch):
+    # The spike-free arm's data: the same clips and crops, blur and sharp identical, no voxel file opened.
+    with_spike = SpikeDeblurDataset(store, "train", clip_len=3, crop_size=32, seed=5)
+    without = SpikeDeblurDataset(store, "train", clip_len=3, crop_size=32, seed=5, with_spike=False)
+    expected = [with_spike[i] for i in range(len(with_spike))]
+    opened: list[str] = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda p, *a, **k: (opened.append(str(p)), real_open(p, *a, **k))[1])
+    items = [without[i] for i in range(len(without))]
+    monkeypatch.setattr(os, "open", real_open)
+    for a, b in zip(expected, items, strict=True):
+        assert "spike_vox" not in b and a["meta"] == b["meta"]
+        assert torch.equal(a["blur"], b["blur"]) and torch.equal(a["sharp"], b["sharp"])
+    assert any("rgb.zarr" in p for p in opened) and not any("spike_vox.zarr" in p for p in opened)
+    batch = collate_drop_bad(items[:2])
+    assert set(batch) == {"blur", "sharp", "meta"} and batch["blur"].shape[0] == 2

@@ -1,0 +1,66 @@
+"""``spikeprep train``: the trainer's command line (model/train.py holds the loop)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command(epilog="""\b
+Examples:
+  spikeprep train --config configs/deblur/vrt_spike_baseline.yaml --exp spike
+  spikeprep train --config configs/deblur/vrt_spike_baseline.yaml --exp base --no-spike
+  spikeprep train --config CFG --exp spike --resume
+  spikeprep train --config CFG --dry-run
+  spikeprep train --config CFG --exp s --max-steps 300 --val-every 100 --visual-every 300 --workers 0
+  torchrun --nproc_per_node 4 --no-python spikeprep train --config CFG --exp spike
+""")
+@click.option("--config", "config", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="the YAML config (configs/deblur/vrt_spike_baseline.yaml)")
+@click.option("--no-spike", "no_spike", is_flag=True,
+              help="the spike-free arm: plain VRT, same seed and data order, reads no spikes")
+@click.option("--exp", help="experiment name for outputs/ckpts/{exp} etc. [spike or base]")
+@click.option("--resume", is_flag=True, help="continue from outputs/ckpts/{exp}/last.pth")
+@click.option("--dry-run", "dry_run", is_flag=True,
+              help="one batch forward+backward; print each scale's Fr_i/Fs_i shape and parameter counts; write nothing")
+@click.option("--max-steps", type=click.IntRange(min=1), help="optimiser steps in all [TRAIN.EPOCHS epochs]")
+@click.option("--val-every", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="validate every N steps (and at the last step)")
+@click.option("--visual-every", type=click.IntRange(min=1), default=10000, show_default=True,
+              help="write triptychs and images every N steps (and at the last step)")
+@click.option("--visual-frames", type=click.IntRange(min=0), default=4, show_default=True,
+              help="triptychs per visual step")
+@click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True,
+              help="TensorBoard scalars every N steps")
+@click.option("--workers", type=click.IntRange(min=0), default=8, show_default=True, help="DataLoader workers")
+@click.option("--device", help="cpu, cuda, cuda:1 ... [cuda if available]")
+@click.option("--amp/--no-amp", default=None, help="autocast + GradScaler [on with CUDA]")
+@click.option("--stop-at", type=click.IntRange(min=1),
+              help="stop after this step as if interrupted (saves last.pth; --resume continues)")
+@click.option("--freeze-flow-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="keep SpyNet and the deformable offsets fixed for the first N steps (VRT's recipe)")
+@click.option("--no-vgg", "no_vgg", is_flag=True,
+              help="train without the 0.1 x VGG19 perceptual term (e.g. no VGG19 weights on this machine)")
+@click.option("--vrt-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="official VRT weights (.pth) as a warm start for the backbone")
+@click.option("--val-tile", nargs=2, type=int, default=(256, 256), show_default=True,
+              help="validation tile H W (0 0: whole frames)")
+@click.option("--no-progress", is_flag=True, help="no progress bar")
+def train_cmd(config, no_spike, exp, resume, dry_run, max_steps, val_every, visual_every, visual_frames, log_every,
+              workers, device, amp, stop_at, freeze_flow_steps, no_vgg, vrt_weights, val_tile, no_progress):
+    """Train VRT fused with the spike branch, or plain VRT with --no-spike.
+
+    Writes outputs/ckpts/{exp}/{best,last}.pth, outputs/metrics/val_{exp}_{step}.json, TensorBoard logs and
+    outputs/logs/run_{exp}_{time}.txt (git revision, config, pip freeze), and triptychs under
+    outputs/visuals/{exp}/ (outputs = LOG.SAVE_DIR).
+    """
+    from model.train import TrainOptions, main
+
+    opts = TrainOptions(config=config, use_spike=not no_spike, exp=exp, resume=resume, dry_run=dry_run,
+                        max_steps=max_steps, val_every=val_every, visual_every=visual_every,
+                        visual_frames=visual_frames, log_every=log_every, workers=workers, device=device, amp=amp,
+                        stop_at=stop_at, freeze_flow_steps=freeze_flow_steps, perceptual=not no_vgg,
+                        vrt_weights=vrt_weights, val_tile=tuple(val_tile), progress=not no_progress)
+    result = main(opts)
+    if not dry_run and result.best_psnr is not None:
+        click.echo(f"{result.exp}: best validation PSNR {result.best_psnr:.2f} dB; {result.ckpt_dir}")

@@ -1,0 +1,126 @@
+"""Training checkpoints: one dict that also holds the resolved config (``best.pth``, ``last.pth``).
+
+Keys of the dict (version 1)::
+
+    version      1
+    arm          "spike" | "base"  (base = the spike-free arm, trained with --no-spike)
+    exp, step    experiment name and optimiser steps done
+    model        SpikeVRT state_dict (VRT keys under ``vrt.``)
+    optimizer, scheduler, scaler   their state_dicts (resume)
+    rng          {"torch": ByteTensor, "cuda": [ByteTensor, ...]}   (the data order needs no other state:
+                 the sampler and the crops are functions of the seed and the epoch)
+    config       the resolved Config as plain data; ``config_text`` the YAML file as given
+    schedule     the command-line schedule (max_steps, val_every, ...) the run was started with
+    best_psnr    best validation PSNR (RGB) so far, or None
+
+Everything in it is tensors and plain Python data, so it loads with ``torch.load(weights_only=True)``
+(no pickled code runs). Files are written atomically: a crash never leaves half a ``last.pth``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from model.integrate_vrt import SpikeVRT, build_model
+from schemas.config import Config, parse_config
+from spikeprep.errors import InputError
+
+CKPT_VERSION = 1
+REQUIRED_KEYS = ("version", "arm", "exp", "step", "model", "config")
+
+
+def arm_name(use_spike: bool) -> str:
+    return "spike" if use_spike else "base"
+
+
+def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(dict(payload), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load and check a training checkpoint with ``weights_only=True``.
+
+    Raises:
+        InputError: the file is missing, is not a readable torch file (truncated, corrupted, not ours)
+            or lacks the keys above; the message names the file and what to do.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint not found", fix="pass a best.pth or last.pth from "
+                         "outputs/ckpts/<exp>/")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, foreign pickle, ...: all mean "not a usable checkpoint"
+        raise InputError(path, f"not a readable checkpoint ({type(err).__name__}: {str(err)[:200]})",
+                         fix="the file is damaged or not a spikeprep checkpoint; use another best.pth/last.pth "
+                         "or train again") from err
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+        hint = (" (it looks like VRT weights: use them as a warm start with train --vrt-weights)"
+                if isinstance(ckpt, dict) and ("params" in ckpt or any(".attn." in str(k) for k in ckpt))
+                else "")
+        raise InputError(path, f"not a spikeprep training checkpoint: missing {missing}{hint}",
+                         fix="pass a best.pth or last.pth written by `spikeprep train`")
+    if ckpt["version"] != CKPT_VERSION:
+        raise InputError(path, f"checkpoint version {ckpt['version']!r}, this spikeprep reads {CKPT_VERSION}",
+                         fix="use a checkpoint written by this version of spikeprep")
+    return ckpt
+
+
+def checkpoint_config(ckpt: Mapping[str, Any], path: str | os.PathLike = "<checkpoint>") -> Config:
+    """The resolved Config stored in a checkpoint."""
+    return parse_config(ckpt["config"], source=f"{path} (stored config)")
+
+
+def check_compatible(ckpt: Mapping[str, Any], path: str | os.PathLike, *, use_spike: bool | None = None,
+                     cfg: Config | None = None) -> None:
+    """Refuse a checkpoint of the other arm, or of a model another config describes.
+
+    ``use_spike``: the arm the caller is about to run (None: either). ``cfg``: the caller's config;
+    MODEL.* and DATA.K must equal the checkpoint's (they fix the architecture) and DATA.NORM must too
+    (the spike branch learnt on inputs normalised that way).
+    """
+    if use_spike is not None and ckpt["arm"] != arm_name(use_spike):
+        flag = "without --no-spike" if ckpt["arm"] == "spike" else "with --no-spike"
+        raise InputError(path, f"this checkpoint is the {ckpt['arm']!r} arm, but the {arm_name(use_spike)!r} "
+                         f"arm was asked for", fix=f"run {flag}, or pass the other arm's checkpoint")
+    if cfg is None:
+        return
+    stored = ckpt["config"]
+    mine = cfg.model_dump(mode="json")
+    diffs = []
+    for section, keys in (("MODEL", None), ("DATA", ("K", "NORM"))):
+        a, b = stored.get(section, {}), mine.get(section, {})
+        for key in keys or sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                diffs.append(f"{section}.{key}: checkpoint {a.get(key)!r}, config {b.get(key)!r}")
+    if diffs:
+        raise InputError(path, "checkpoint and config describe different models: " + "; ".join(diffs),
+                         fix="use the config the checkpoint was trained with (it is stored in the checkpoint), "
+                         "or a checkpoint of this config")
+
+
+def model_from_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike = "<checkpoint>") -> SpikeVRT:
+    """Build the checkpoint's arm from its stored config and load its weights strictly."""
+    cfg = checkpoint_config(ckpt, path)
+    model = build_model(cfg, use_spike=ckpt["arm"] == "spike")
+    missing, unexpected = _key_diff(model.state_dict(), ckpt["model"])
+    if missing or unexpected:
+        raise InputError(path, f"weights do not fit the stored config: missing {missing[:5]}"
+                         f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                         f"{'...' if len(unexpected) > 5 else ''}", fix="the checkpoint is damaged or edited")
+    model.load_state_dict(ckpt["model"], strict=True)
+    return model
+
+
+def _key_diff(expected: Mapping[str, Any], given: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    return sorted(set(expected) - set(given)), sorted(set(given) - set(expected))

@@ -1,0 +1,562 @@
+"""Train VRT + spike branch (or plain VRT with --no-spike) on a spikeprep store.
+
+    spikeprep train --config configs/deblur/vrt_spike_baseline.yaml --exp spike
+    spikeprep train --config configs/deblur/vrt_spike_baseline.yaml --exp base --no-spike
+    spikeprep train --config ... --exp spike --resume                 # continue from last.pth
+    spikeprep train --config ... --dry-run                            # shapes, parameter counts; writes nothing
+    spikeprep train --config ... --exp s --max-steps 300 --val-every 100 --visual-every 300 --workers 0
+    torchrun --nproc_per_node 4 --no-python spikeprep train --config ... --exp spike   # DDP (gloo on CPU)
+
+The order of work is the original document's (section 8.2): seed and cudnn flags; Dataset/DataLoader;
+model (VRT + SpikeEncoder3D + temporal self-attention + temporal cross-attention fusion); AdamW, cosine
+schedule with linear warm-up, AMP on CUDA; per step L = Charbonnier + 0.1 VGG; validation every
+``val_every`` steps at full size (PSNR RGB/Y, SSIM, LPIPS), keeping best.pth and last.pth; TensorBoard;
+triptychs every ``visual_every`` steps. The two arms differ only in the spike branch: same seed, same
+clips in the same order, same crops; the spike-free arm never reads a voxel.
+
+Outputs under LOG.SAVE_DIR (``outputs``)::
+
+    ckpts/{exp}/best.pth, last.pth           model, optimizer, scheduler, scaler, step, RNG, config
+    metrics/val_{exp}_{step}.json            schemas.run.ValReport
+    logs/{exp}/events.*                      TensorBoard: lr, loss terms, PSNR, SSIM, LPIPS
+    logs/run_{exp}_{time}.txt                git revision, command, config text, pip freeze
+    visuals/{exp}/step_{step:07d}/...        {seq}_{frame}_triptych.png (blur | recon | sharp) and
+                                             {seq}/{frame:06d}_{blur,recon,sharp}.png
+
+Rank 0 alone logs, validates and saves. On CPU a resumed run's losses equal an uninterrupted run's
+exactly: the sampler order and the crops are functions of (SEED, epoch), the DataLoader has its own
+generator, and the checkpoint holds torch's RNG state (drop path) with the step and the batch position.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler
+
+from model.checkpoint import (arm_name, check_compatible, load_checkpoint, save_checkpoint)
+from model.integrate_vrt import SpikeVRT, build_model, tiled_inference
+from model.losses.deblur_loss import DeblurLoss
+from model.losses.vgg_perceptual import VGGWeightsUnavailable
+from model.metrics import (image_metrics, lpips_or_reason, masked_metrics, mean_metrics, motion_boundary_mask,
+                           tensor_to_uint8)
+from schemas.config import Config, load_config
+from schemas.run import Metrics, ValReport, val_report_path, write_val_report
+from spikeprep.errors import SpikeprepError
+from spikeprep.spike_deblur_dataset import DROPPED, SpikeDeblurDataset, collate_drop_bad
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class TrainingDiverged(SpikeprepError):
+    """The loss became NaN or infinite; nothing was saved for that step."""
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass
+class TrainOptions:
+    """What the command line adds to the YAML config (the YAML keeps the original document's fields).
+
+    max_steps: optimiser steps in all (None: TRAIN.EPOCHS epochs). val_every / visual_every: validation
+    and visual intervals in steps (the original's 1000 and 10000); the last step always validates and
+    writes visuals. stop_at: stop after this step as if interrupted (last.pth is saved; --resume goes on),
+    for time-boxed jobs. freeze_flow_steps: SpyNet and the deformable offsets stay fixed for the first N
+    steps (VRT's recipe; 0 keeps the original's). perceptual: False drops the VGG term (only on request:
+    without VGG19 weights training stops and says so). vrt_weights: official VRT weights as a warm start.
+    """
+
+    config: Path
+    use_spike: bool = True
+    exp: str | None = None
+    resume: bool = False
+    dry_run: bool = False
+    max_steps: int | None = None
+    val_every: int = 1000
+    visual_every: int = 10000
+    visual_frames: int = 4
+    log_every: int = 10
+    workers: int = 8
+    device: str | None = None
+    amp: bool | None = None
+    stop_at: int | None = None
+    freeze_flow_steps: int = 0
+    perceptual: bool = True
+    vrt_weights: Path | None = None
+    val_tile: tuple[int, int] = (256, 256)
+    progress: bool = True
+
+    @property
+    def exp_name(self) -> str:
+        return self.exp or arm_name(self.use_spike)
+
+
+@dataclass
+class TrainResult:
+    """What ``main`` returns (tests read it; the CLI prints a summary)."""
+
+    exp: str
+    step: int
+    losses: list[float] = field(default_factory=list)      # this process's per-step total loss, in order
+    batches: list[list[tuple]] = field(default_factory=list)  # per step: (seq, frame_idx, crop) per sample
+    reports: list[Path] = field(default_factory=list)
+    best_psnr: float | None = None
+    ckpt_dir: Path | None = None
+
+
+def lr_factor(step: int, warmup_steps: int, max_steps: int) -> float:
+    """Linear warm-up from 1/warmup to 1 over ``warmup_steps``, then cosine decay to 0 at ``max_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, max_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def flow_parameter_names(model: SpikeVRT) -> list[str]:
+    """SpyNet's and the deformable alignment's offset-predicting parameters (frozen by freeze_flow_steps)."""
+    return [n for n, _ in model.named_parameters() if ".spynet." in f".{n}" or ".conv_offset." in n]
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (order a function of seed and epoch) that can start mid-epoch on resume."""
+
+    def __init__(self, dataset, **kwargs):
+        super().__init__(dataset, **kwargs)
+        self.start = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        return iter(indices[self.start:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def _git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "") if out.returncode == 0 \
+            else "unknown (not a git checkout)"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+
+
+def _pip_freeze() -> str:
+    # importlib.metadata lists what pip freeze would, without a subprocess (and works without pip).
+    dists = {(d.metadata["Name"] or "?").lower(): d.version for d in metadata.distributions()}
+    return "\n".join(f"{name}=={version}" for name, version in sorted(dists.items()))
+
+
+def write_run_log(path: Path, opts: TrainOptions, cfg: Config, config_text: str, extra: dict) -> None:
+    lines = [f"time: {time.strftime('%Y-%m-%d %H:%M:%S')}",
+             f"git: {_git_revision()}",
+             f"command: {' '.join(sys.argv)}",
+             f"python: {sys.version.split()[0]} on {platform.platform()}",
+             f"torch: {torch.__version__}",
+             "options: " + json.dumps({k: str(v) for k, v in dataclasses.asdict(opts).items()}),
+             *(f"{k}: {v}" for k, v in extra.items()),
+             "", f"# config file {opts.config}", config_text.rstrip(),
+             "", "# resolved config", json.dumps(cfg.model_dump(mode="json"), indent=2),
+             "", "# pip freeze", _pip_freeze(), ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+
+
+def _separator(h: int) -> np.ndarray:
+    return np.full((h, 2, 3), 255, np.uint8)
+
+
+def save_triptych(path: Path, blur: np.ndarray, recon: np.ndarray, sharp: np.ndarray) -> None:
+    """blur | recon | sharp side by side (uint8 HWC RGB), 2-pixel white separators."""
+    h = blur.shape[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate([blur, _separator(h), recon, _separator(h), sharp], axis=1)).save(path)
+
+
+def _batch_inputs(batch: dict, device: torch.device, use_spike: bool):
+    blur = batch["blur"].to(device, non_blocking=True)
+    sharp = batch["sharp"].to(device, non_blocking=True)
+    spike = batch["spike_vox"].to(device, non_blocking=True) if use_spike else None
+    return blur, sharp, spike
+
+
+# ---------------------------------------------------------------------------------------------- validation
+@torch.no_grad()
+def validate(model: SpikeVRT, val_ds: SpikeDeblurDataset, *, device: torch.device, amp: bool, exp: str,
+             step: int, outputs: Path, lpips_metric, lpips_note: str | None, tile: tuple[int, int],
+             write_images: bool, visual_frames: int, boundary_fraction: float = 0.05) -> ValReport:
+    """Full-size validation (no crop, no augmentation) of every kept val frame, tiled in space.
+
+    Each frame is scored once (the Dataset's last clip of a run overlaps the one before it).
+    """
+    t_start = time.perf_counter()
+    model.eval()
+    rows: dict[str, list[dict]] = {}
+    brows: list[dict] = []
+    done: set[tuple[str, int]] = set()
+    images_dir = Path("visuals") / exp / f"step_{step:07d}"
+    n_frames_total = sum(1 for i in range(len(val_ds)) for f in val_ds.clip_frames(i)[1])
+    visual_pick = set(np.linspace(0, max(0, n_frames_total - 1), num=min(visual_frames, n_frames_total),
+                                  dtype=int).tolist()) if write_images else set()
+    frame_counter = 0
+    for i in range(len(val_ds)):
+        item = val_ds[i]
+        if item is None:
+            continue                               # logged and counted by the Dataset
+        blur = item["blur"][None].to(device)
+        spike = item["spike_vox"][None].to(device) if model.use_spike else None
+        t, _, h, w = item["blur"].shape
+        tile_t = (t, min(tile[0], h) if tile[0] else h, min(tile[1], w) if tile[1] else w)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            recon = tiled_inference(model, blur, spike, tile=tile_t, overlap=(0, 16, 16), out_device="cpu")
+        seq = item["meta"]["seq"]
+        for k, frame in enumerate(item["meta"]["frame_idx"]):
+            if (seq, frame) in done:
+                continue
+            done.add((seq, frame))
+            r, s, b = (tensor_to_uint8(x) for x in (recon[0, k].float(), item["sharp"][k], item["blur"][k]))
+            row = image_metrics(r, s)
+            mask = motion_boundary_mask(b, s, boundary_fraction)
+            brow = masked_metrics(r, s, mask) if mask.any() else {"psnr_rgb": None, "psnr_y": None, "ssim": None}
+            if lpips_metric is not None:
+                row["lpips"] = float(lpips_metric(r, s))
+                brow["lpips"] = float(lpips_metric.distance_map(r, s)[mask].mean()) if mask.any() else None
+            rows.setdefault(seq, []).append(row)
+            brows.append(brow)
+            if write_images:
+                d = outputs / images_dir / seq
+                d.mkdir(parents=True, exist_ok=True)
+                for name, img in (("blur", b), ("recon", r), ("sharp", s)):
+                    Image.fromarray(img).save(d / f"{frame:06d}_{name}.png")
+                if frame_counter in visual_pick:
+                    save_triptych(outputs / images_dir / f"{seq}_{frame:06d}_triptych.png", b, r, s)
+            frame_counter += 1
+    model.train()
+    all_rows = [r for rs in rows.values() for r in rs]
+
+    def metrics(rs: list[dict]) -> Metrics:
+        m = mean_metrics(rs)
+        return Metrics(frames=len(rs), psnr_rgb=m.get("psnr_rgb"), psnr_y=m.get("psnr_y"), ssim=m.get("ssim"),
+                       lpips=m.get("lpips"))
+
+    return ValReport(exp=exp, arm=arm_name(model.use_spike), step=step, split=val_ds.split,
+                     overall=metrics(all_rows), boundary=metrics(brows), boundary_fraction=boundary_fraction,
+                     per_sequence={seq: metrics(rs) for seq, rs in rows.items()},
+                     lpips_note=lpips_note, images_dir=str(images_dir) if write_images else None,
+                     seconds=time.perf_counter() - t_start)
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main(opts: TrainOptions) -> TrainResult:
+    # -- config ------------------------------------------------------------------------------------
+    cfg = load_config(opts.config)
+    config_text = Path(opts.config).read_text()
+    exp = opts.exp_name
+    outputs = Path(cfg.LOG.SAVE_DIR)
+    ckpt_dir = outputs / "ckpts" / exp
+
+    # -- distributed setup ---------------------------------------------------------------------------
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    if ddp:
+        backend = "nccl" if torch.cuda.is_available() and opts.device != "cpu" else "gloo"
+        dist.init_process_group(backend=backend)
+        rank, world = dist.get_rank(), dist.get_world_size()
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    else:
+        rank, world, local_rank = 0, 1, 0
+    master = rank == 0
+    if opts.device:
+        device = torch.device(opts.device)
+    else:
+        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    amp = device.type == "cuda" if opts.amp is None else bool(opts.amp and device.type == "cuda")
+    torch.manual_seed(cfg.SEED)
+    np.random.seed(cfg.SEED)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+    try:
+        return _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, world, master, ddp)
+    finally:
+        if ddp:
+            dist.destroy_process_group()
+
+
+def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, world, master, ddp) -> TrainResult:
+    say = print if master else (lambda *a, **k: None)
+
+    # -- data ----------------------------------------------------------------------------------------
+    train_ds = SpikeDeblurDataset.from_config(cfg, "train", seed=cfg.SEED, with_spike=opts.use_spike)
+    val_ds = SpikeDeblurDataset.from_config(cfg, "val", with_spike=opts.use_spike)
+    batch_size = cfg.TRAIN.BATCH_SIZE
+    sampler = ResumableSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.SEED,
+                               drop_last=True)
+    steps_per_epoch = sampler.num_samples // batch_size
+    if steps_per_epoch == 0:
+        raise SpikeprepError(f"{cfg.DATA.ROOT}: {len(train_ds)} training clips give no batch of "
+                             f"TRAIN.BATCH_SIZE={batch_size} on {world} process(es). Fix: lower TRAIN.BATCH_SIZE "
+                             f"or DATA.CLIP_LEN, or ingest more training frames")
+    max_steps = opts.max_steps or cfg.TRAIN.EPOCHS * steps_per_epoch
+
+    def loader_for(epoch: int, start_batch: int) -> DataLoader:
+        sampler.set_epoch(epoch)
+        sampler.start = start_batch * batch_size
+        train_ds.set_epoch(epoch)
+        # Its own generator: worker seeds must not consume torch's global RNG (drop path uses it).
+        gen = torch.Generator().manual_seed(cfg.SEED * 1000 + epoch)
+        return DataLoader(train_ds, batch_size=batch_size, sampler=sampler, num_workers=opts.workers,
+                          pin_memory=device.type == "cuda", collate_fn=collate_drop_bad, drop_last=True,
+                          generator=gen, persistent_workers=False)
+
+    # -- model: from scratch, warm start or resume -------------------------------------------------------
+    model = build_model(cfg, use_spike=opts.use_spike)
+    ckpt = None
+    if opts.resume:
+        ckpt_path = ckpt_dir / "last.pth"
+        ckpt = load_checkpoint(ckpt_path)
+        check_compatible(ckpt, ckpt_path, use_spike=opts.use_spike, cfg=cfg)
+        model.load_state_dict(ckpt["model"], strict=True)
+    elif opts.vrt_weights is not None:
+        model.load_official_vrt(opts.vrt_weights)
+    model.to(device)
+    raw_model = model
+    if ddp:
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    frozen = set(flow_parameter_names(raw_model)) if opts.freeze_flow_steps > 0 else set()
+
+    # -- optimiser, schedule, AMP, loss --------------------------------------------------------------------
+    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.TRAIN.OPTIM.LR, betas=(0.9, 0.99),
+                                  weight_decay=1e-4)
+    warmup = cfg.TRAIN.SCHED.WARMUP_STEPS
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, max_steps))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    try:
+        loss_fn = DeblurLoss(perceptual_weight=0.1 if opts.perceptual else 0.0).to(device)
+    except VGGWeightsUnavailable as err:
+        raise SpikeprepError(f"{err}. To train without the perceptual term on purpose, pass --no-vgg") from err
+    step, epoch, batch_in_epoch, best_psnr = 0, 0, 0, None
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+        best_psnr = ckpt.get("best_psnr")
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if device.type == "cuda" and ckpt["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        say(f"resumed {exp} from {ckpt_dir / 'last.pth'} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
+    if warmup >= max_steps:
+        say(f"note: TRAIN.SCHED.WARMUP_STEPS={warmup} >= {max_steps} steps: the learning rate never reaches "
+            f"TRAIN.OPTIM.LR in this run")
+
+    # -- dry run -----------------------------------------------------------------------------------------
+    if opts.dry_run:
+        return _dry_run(raw_model, model, loader_for(0, 0), loss_fn, device, amp, cfg, say, exp)
+
+    # -- logging -----------------------------------------------------------------------------------------
+    writer = None
+    lpips_metric, lpips_note = None, None
+    if master:
+        stamp = time.strftime("%Y%m%d_%H%M%S")
+        write_run_log(outputs / "logs" / f"run_{exp}_{stamp}.txt", opts, cfg, config_text,
+                      {"arm": arm_name(opts.use_spike), "device": str(device), "world_size": world, "amp": amp,
+                       "max_steps": max_steps, "steps_per_epoch": steps_per_epoch,
+                       "perceptual": "on (0.1 x VGG19 relu3_3)" if opts.perceptual else
+                       "off (--no-vgg): loss is Charbonnier only"})
+        if cfg.LOG.TENSORBOARD:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(log_dir=str(outputs / "logs" / exp))
+        lpips_metric, lpips_note = lpips_or_reason(device)
+        if lpips_note:
+            say(f"LPIPS: {lpips_note}")
+        if not opts.perceptual:
+            say("VGG perceptual term: off (--no-vgg); the loss is Charbonnier only")
+
+    def checkpoint_payload() -> dict:
+        return dict(version=1, arm=arm_name(opts.use_spike), exp=exp, step=step, epoch=epoch,
+                    batch_in_epoch=batch_in_epoch, model=raw_model.state_dict(),
+                    optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                    scaler=scaler.state_dict(),
+                    rng={"torch": torch.get_rng_state(),
+                         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
+                    config=cfg.model_dump(mode="json"), config_text=config_text,
+                    schedule=dict(max_steps=max_steps, val_every=opts.val_every, visual_every=opts.visual_every,
+                                  freeze_flow_steps=opts.freeze_flow_steps, perceptual=opts.perceptual),
+                    best_psnr=best_psnr)
+
+    result = TrainResult(exp=exp, step=step, ckpt_dir=ckpt_dir, best_psnr=best_psnr)
+
+    # -- loop ----------------------------------------------------------------------------------------------
+    progress = None
+    if master and opts.progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=max_steps, initial=step, desc=exp, unit="step", dynamic_ncols=True, mininterval=1.0)
+    say(f"training {exp} ({arm_name(opts.use_spike)} arm): {max_steps} steps, {steps_per_epoch} per epoch, "
+        f"batch {batch_size} x {world} process(es), device {device}, AMP {'on' if amp else 'off'}")
+    raw_model.train()
+    t_last = time.perf_counter()
+    while step < max_steps:
+        for batch in loader_for(epoch, batch_in_epoch):
+            batch_in_epoch += 1
+            if batch is None:
+                continue                          # every sample of the batch was bad (logged, counted)
+            blur, sharp, spike = _batch_inputs(batch, device, opts.use_spike)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                recon = model(blur, spike)
+            loss, terms = loss_fn(recon.float(), sharp)
+            if not _all_finite(loss, ddp, device):
+                raise TrainingDiverged(
+                    f"{exp}: the loss is {terms['total']} at step {step + 1}; nothing was saved for this step "
+                    f"(last.pth holds the last good state). Check, as the original document's section 13 "
+                    f"says: the voxels are log1p-normalised and DATA.NORM.STD is not ~0 (`spikeprep stats "
+                    f"{cfg.DATA.ROOT}`); then train without AMP and with TRAIN.OPTIM.LR 1e-4")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if step < opts.freeze_flow_steps:
+                for name, p in raw_model.named_parameters():
+                    if name in frozen:
+                        p.grad = None             # AdamW skips parameters without a gradient entirely
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            result.losses.append(terms["total"])
+            meta = batch["meta"]
+            result.batches.append([(q, tuple(f), tuple(c)) for q, f, c in
+                                   zip(meta["seq"], meta["frame_idx"], meta["crop"])])
+            if master:
+                if writer is not None and (step % opts.log_every == 0 or step == 1):
+                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                    for key, value in terms.items():
+                        if value is not None:
+                            writer.add_scalar(f"train/loss_{key}", value, step)
+                if progress is not None:
+                    now = time.perf_counter()
+                    progress.set_postfix(loss=f"{terms['total']:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
+                                         s_per_step=f"{now - t_last:.2f}", refresh=False)
+                    t_last = now
+                    progress.update(1)
+            last = step >= max_steps
+            stopping = opts.stop_at is not None and step >= opts.stop_at
+            if step % opts.val_every == 0 or last:
+                if master:
+                    report = validate(raw_model, val_ds, device=device, amp=amp, exp=exp, step=step,
+                                      outputs=outputs, lpips_metric=lpips_metric, lpips_note=lpips_note,
+                                      tile=opts.val_tile, write_images=last or step % opts.visual_every == 0,
+                                      visual_frames=opts.visual_frames)
+                    path = write_val_report(val_report_path(outputs, exp, step), report)
+                    result.reports.append(path)
+                    _log_validation(writer, report, step, say)
+                    psnr = report.overall.psnr_rgb
+                    if psnr is not None and (best_psnr is None or psnr > best_psnr):
+                        best_psnr = psnr
+                        save_checkpoint(ckpt_dir / "best.pth", checkpoint_payload())
+                    save_checkpoint(ckpt_dir / "last.pth", checkpoint_payload())
+                if ddp:
+                    dist.barrier()
+            elif stopping and master:
+                save_checkpoint(ckpt_dir / "last.pth", checkpoint_payload())
+            if last or stopping:
+                break
+        else:
+            epoch, batch_in_epoch = epoch + 1, 0
+            continue
+        break
+
+    if progress is not None:
+        progress.close()
+    if writer is not None:
+        writer.close()
+    if ddp:
+        _check_replicas_equal(raw_model, say)
+    if DROPPED.total:
+        say(f"note: {DROPPED.total} training samples were dropped ({dict(DROPPED.by_reason)}); see the warnings")
+    result.step, result.best_psnr = step, best_psnr
+    say(f"{exp}: stopped at step {step}; checkpoints in {ckpt_dir}")
+    return result
+
+
+def _all_finite(loss: torch.Tensor, ddp: bool, device: torch.device) -> bool:
+    """Whether the loss is finite on every rank (all ranks stop together)."""
+    bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=device)
+    if ddp:
+        dist.all_reduce(bad)
+    return bool(bad.item() == 0)
+
+
+def _log_validation(writer, report: ValReport, step: int, say) -> None:
+    o, b = report.overall, report.boundary
+    lp = f"{o.lpips:.4f}" if o.lpips is not None else (report.lpips_note or "not computed")
+    say(f"val step {step}: PSNR {o.psnr_rgb:.2f} dB (Y {o.psnr_y:.2f}), SSIM {o.ssim:.4f}, LPIPS {lp}; "
+        f"motion boundaries: PSNR {b.psnr_rgb if b.psnr_rgb is None else round(b.psnr_rgb, 2)} dB "
+        f"[{o.frames} frames, {report.seconds:.1f} s]")
+    if writer is None:
+        return
+    for prefix, m in (("val", o), ("val_boundary", b)):
+        for key in ("psnr_rgb", "psnr_y", "ssim", "lpips"):
+            value = getattr(m, key)
+            if value is not None and math.isfinite(value):
+                writer.add_scalar(f"{prefix}/{key}", value, step)
+
+
+def _dry_run(raw_model: SpikeVRT, model, loader: DataLoader, loss_fn, device, amp, cfg, say, exp) -> TrainResult:
+    """The original document's appendix B: one batch forward and backward, shapes and parameter counts."""
+    batch = next(b for b in loader if b is not None)
+    blur, sharp, spike = _batch_inputs(batch, device, raw_model.use_spike)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        _, fr, fs = raw_model.encode_scales(blur, spike)
+    say(f"dry run ({arm_name(raw_model.use_spike)} arm): batch blur {tuple(blur.shape)}"
+        + (f", spike_vox {tuple(spike.shape)}" if spike is not None else ", no spikes read"))
+    say("scale | Fr_i (B, T_i, C_i, H_i, W_i) | Fs_i (B, T_i, C_i, H_i, W_i)")
+    for i, r in enumerate(fr):
+        s = tuple(fs[i].shape) if fs is not None else "-"
+        say(f"{i + 1:5d} | {str(tuple(r.shape)):28s} | {s}")
+    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        recon = model(blur, spike)
+    loss, terms = loss_fn(recon.float(), sharp)
+    loss.backward()
+    n_vrt = sum(p.numel() for p in raw_model.vrt.parameters())
+    n_spike = sum(p.numel() for p in raw_model.spike_parameters())
+    with_grad = sum(p.grad is not None for p in raw_model.parameters())
+    say(f"parameters: VRT {n_vrt:,}; spike branch (encoder + temporal SA + fusion) {n_spike:,}; "
+        f"total {n_vrt + n_spike:,}")
+    say(f"loss {terms['total']:.5f} (Charbonnier {terms['charbonnier']:.5f}, perceptual {terms['perceptual']}); "
+        f"{with_grad} of {sum(1 for _ in raw_model.parameters())} parameter tensors got gradients; nothing written")
+    return TrainResult(exp=exp, step=0, losses=[terms["total"]])
+
+
+def _check_replicas_equal(model: SpikeVRT, say) -> None:
+    """After DDP training every rank must hold the same parameters; compare a digest across ranks."""
+    flat = torch.cat([p.detach().float().reshape(-1).cpu() for p in model.parameters()])
+    digest = torch.tensor([flat.sum().item(), flat.square().sum().item(), flat[::97].sum().item()],
+                          dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        digest = digest.cuda()
+    gathered = [torch.zeros_like(digest) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, digest)
+    same = all(torch.equal(g, gathered[0]) for g in gathered)
+    say(f"DDP: parameters {'identical' if same else 'DIFFERENT'} across {len(gathered)} ranks")
+    if not same:
+        raise RuntimeError("DDP replicas diverged: parameters differ across ranks")

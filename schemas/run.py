@@ -1,0 +1,95 @@
+"""What a training run writes for others to read: validation reports (DESIGN section 8).
+
+``outputs/metrics/val_{exp}_{step}.json`` is a ``ValReport``; ``spikeprep compare`` reads two runs' reports
+and refuses another version instead of guessing. Frozen validated records with a version field.
+
+LPIPS is ``None`` when it was not computed; ``lpips_note`` then says why (for example "not computed
+(weights unavailable: ...)"), and every report prints that note instead of a number.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+RUN_VERSION = 1
+ARMS = ("spike", "base")          # the spike arm and the spike-free arm (--no-spike)
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Metrics(_Record):
+    """Mean over frames of per-frame metrics (uint8 images, basicsr's PSNR and SSIM)."""
+
+    frames: int = Field(ge=0)
+    psnr_rgb: float | None
+    psnr_y: float | None
+    ssim: float | None
+    lpips: float | None = None
+
+    @field_validator("psnr_rgb", "psnr_y", "ssim", "lpips")
+    @classmethod
+    def _finite_or_none(cls, value: float | None) -> float | None:
+        # PSNR of identical images is +inf in basicsr; a mean over frames keeps it finite or inf.
+        if value is not None and math.isnan(value):
+            raise ValueError("must not be NaN")
+        return value
+
+
+class ValReport(_Record):
+    """One validation of one run at one step.
+
+    ``boundary`` restricts the same metrics to motion boundaries: per frame, the ``boundary_fraction``
+    of pixels where the sharp and the blurred frame differ most (mean absolute difference over RGB).
+    ``images_dir`` holds ``{seq}/{frame:06d}_{blur,recon,sharp}.png`` of this validation when they were
+    written (relative to the outputs root), else ``None``.
+    """
+
+    version: Literal[1] = RUN_VERSION
+    exp: str
+    arm: Literal["spike", "base"]
+    step: int = Field(ge=0)
+    split: str
+    overall: Metrics
+    boundary: Metrics
+    boundary_fraction: float = Field(gt=0, le=1)
+    per_sequence: dict[str, Metrics]
+    lpips_note: str | None = None
+    images_dir: str | None = None
+    seconds: float = Field(ge=0)
+
+
+def val_report_path(outputs: str | os.PathLike, exp: str, step: int) -> Path:
+    return Path(outputs) / "metrics" / f"val_{exp}_{step}.json"
+
+
+def write_val_report(path: str | os.PathLike, report: ValReport) -> Path:
+    """Write atomically (a reader never sees half a report)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report.model_dump(mode="json"), indent=2, allow_nan=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_val_report(path: str | os.PathLike) -> ValReport:
+    """Read and validate; ``ValueError`` naming the file on a bad or foreign report."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable validation report ({err})") from err
+    if isinstance(raw, dict) and raw.get("version") != RUN_VERSION:
+        raise ValueError(f"{path}: report version {raw.get('version')!r}, this spikeprep reads version "
+                         f"{RUN_VERSION}; re-run the validation with this version")
+    try:
+        return ValReport.model_validate(raw)
+    except Exception as err:  # pydantic.ValidationError: name the file
+        raise ValueError(f"{path}: invalid validation report: {err}") from err
