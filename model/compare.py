@@ -279,10 +279,13 @@ def judge(spike: Run, base: Run, step: int) -> Verdict:
                       a.psnr_rgb, b.psnr_rgb, margin if math.isfinite(margin) else None)
     rule = f"LPIPS <= base + {LPIPS_TOL}"
     if a.lpips is None or b.lpips is None:
-        notes = [f"{r.arm} run {r.exp!r}: {r.reports[step].lpips_note or 'no reason given'}"
-                 for r, m in ((spike, a), (base, b)) if m.lpips is None]
-        lp = RuleResult(rule, "not evaluated", a.lpips, b.lpips, None,
-                        reason="LPIPS not computed: " + "; ".join(notes))
+        missing = [(r, r.reports[step].lpips_note or "no reason given")
+                   for r, m in ((spike, a), (base, b)) if m.lpips is None]
+        if len(missing) == 2 and missing[0][1] == missing[1][1]:
+            reason = f"LPIPS not computed in either run: {missing[0][1]}"
+        else:
+            reason = "LPIPS not computed: " + "; ".join(f"{r.arm} run {r.exp!r}: {note}" for r, note in missing)
+        lp = RuleResult(rule, "not evaluated", a.lpips, b.lpips, None, reason=reason)
         lpips_ok = None
     else:
         lmargin = a.lpips - b.lpips
@@ -293,10 +296,10 @@ def judge(spike: Run, base: Run, step: int) -> Verdict:
         failed = [r.rule for r in (psnr, lp) if r.status == "FAIL"]
         summary = "FAIL: " + "; ".join(failed)
         if lpips_ok is None:
-            summary += f" (LPIPS rule not evaluated: {lp.reason})"
+            summary += " (the LPIPS rule was not evaluated: LPIPS not computed)"
     elif lpips_ok is None:
-        # Never a silent pass: say that only half of the rule was checked, and why.
-        summary = f"PASS on PSNR only; the LPIPS rule was not evaluated ({lp.reason})"
+        # Never a silent pass: say that only half of the rule was checked (the reason is on the line above).
+        summary = "PASS on PSNR only; the LPIPS rule was not evaluated (LPIPS not computed)"
     else:
         summary = "PASS"
     return Verdict(step=step, psnr=psnr, lpips=lp, passed=passed, summary=summary)

@@ -52,6 +52,7 @@ from tqdm import tqdm
 
 from model.checkpoint import check_compatible, checkpoint_config, load_checkpoint, model_from_checkpoint
 from model.integrate_vrt import SpikeVRT, tiled_inference
+from model.metrics import tensor_to_uint8
 from schemas.config import Config, load_config
 from schemas.manifest import STATUS_OK
 from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_DIRNAME
@@ -598,11 +599,6 @@ def _check_tiles(tile: Sequence[int], overlap: Sequence[int]) -> None:
                              f"0 <= overlap < tile", fix="e.g. --tile 0 256 256 --overlap 2 20 20")
 
 
-def _to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """``[T, 3, H, W]`` in [0, 1] -> uint8 ``[T, H, W, 3]`` RGB (rounded, clipped)."""
-    return (frames.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-
-
 def _write_image(path: Path, rgb: np.ndarray, params: list[int]) -> None:
     if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]), params):
         raise InputError(path, "cannot write the image", fix="check that the output folder is writable")
@@ -720,7 +716,7 @@ def run_test(*, ckpt: Path, output: Path, input_blur: Path | None = None, input_
                 dt_clip = time.perf_counter() - t0
                 model_s += dt_clip
                 first_clip_s = dt_clip if first_clip_s is None else first_clip_s
-                frames = _to_uint8(recon[0])
+                frames = [tensor_to_uint8(frame) for frame in recon[0]]
                 for t, p in enumerate(positions):
                     if p in done:  # the last clip of a run overlaps the previous one: keep the first output
                         continue

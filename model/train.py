@@ -422,6 +422,13 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
             batch_in_epoch += 1
             if batch is None:
                 continue                          # every sample of the batch was bad (logged, counted)
+            if frozen and not ddp:
+                # Without DDP the frozen parameters simply need no gradient: autograd then skips SpyNet's
+                # backward. (DDP fixes the set of parameters with gradients when it is built, so under DDP
+                # they keep requires_grad and their gradients are dropped before the optimiser step.)
+                for name, p in raw_model.named_parameters():
+                    if name in frozen:
+                        p.requires_grad_(step >= opts.freeze_flow_steps)
             blur, sharp, spike = _batch_inputs(batch, device, opts.use_spike)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 recon = model(blur, spike)
@@ -434,7 +441,7 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
                     f"{cfg.DATA.ROOT}`); then train without AMP and with TRAIN.OPTIM.LR 1e-4")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            if step < opts.freeze_flow_steps:
+            if ddp and step < opts.freeze_flow_steps:
                 for name, p in raw_model.named_parameters():
                     if name in frozen:
                         p.grad = None             # AdamW skips parameters without a gradient entirely
@@ -458,6 +465,12 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
                                          s_per_step=f"{now - t_last:.2f}", refresh=False)
                     t_last = now
                     progress.update(1)
+                elif step % (5 * opts.log_every) == 0:
+                    # No bar (output to a log file): one line per 5 logging intervals instead.
+                    now = time.perf_counter()
+                    say(f"step {step}/{max_steps} loss {terms['total']:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
+                        f"{(now - t_last) / (5 * opts.log_every):.2f} s/step", flush=True)
+                    t_last = now
             last = step >= max_steps
             stopping = opts.stop_at is not None and step >= opts.stop_at
             if step % opts.val_every == 0 or last:
@@ -476,6 +489,7 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
                     save_checkpoint(ckpt_dir / "last.pth", checkpoint_payload())
                 if ddp:
                     dist.barrier()
+                t_last = time.perf_counter()              # step rates exclude validation time
             elif stopping and master:
                 save_checkpoint(ckpt_dir / "last.pth", checkpoint_payload())
             if last or stopping:

@@ -461,7 +461,11 @@ class WindowAttention(nn.Module):
             bias = self.relative_position_bias_table[idx].reshape(n, n, heads).permute(2, 0, 1)
         if mask is not None:
             mask = mask[:, :n, :n]
-        if self.fused:
+        # On CPU, SDPA's flash kernel cannot return the gradient of its additive mask, so a trainable
+        # relative position bias sends it to the generic math path, which is slower than the explicit
+        # formula below (it also scans the mask for -inf rows); the explicit formula is the same function.
+        bias_needs_grad = bias is not None and bias.requires_grad and q.device.type == "cpu"
+        if self.fused and not bias_needs_grad:
             out = self._attend_fused(q, k, v, bias, mask)
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)

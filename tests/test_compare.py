@@ -184,7 +184,7 @@ def test_lpips_not_computed(tmp_path):
     res = _cli("a", "b", "--outputs", str(tmp_path), "--crops", "0")
     assert res.exit_code == 0, res.output
     assert "| not computed | not computed |" in res.output
-    assert "LPIPS <= base + 0.005: not evaluated (LPIPS not computed:" in res.output
+    assert "LPIPS <= base + 0.005: not evaluated (LPIPS not computed in either run: " + note in res.output
     assert "PASS on PSNR only" in res.output and note in res.output
     data = json.loads((tmp_path / "metrics" / "compare_a_vs_b_1000.json").read_text())
     assert data["verdict"]["lpips"]["status"] == "not evaluated"

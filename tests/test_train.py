@@ -149,6 +149,11 @@ def test_freeze_flow_steps_keeps_spynet_and_offsets_fixed(runs, tmp_path):
     assert any(n.startswith("vrt.spynet.") for n in names) and any(".conv_offset." in n for n in names)
     assert all(torch.equal(initial[n], trained[n]) for n in names)
     assert not torch.equal(initial["vrt.conv_first.weight"], trained["vrt.conv_first.weight"])
+    # after the frozen steps they train again
+    main(options(config, exp="thawed", max_steps=2, val_every=2, freeze_flow_steps=1))
+    thawed = load_checkpoint(tmp_path / "outputs" / "ckpts" / "thawed" / "last.pth")["model"]
+    assert not torch.equal(initial["vrt.spynet.basic_module.0.basic_module.0.weight"],
+                           thawed["vrt.spynet.basic_module.0.basic_module.0.weight"])
 
 
 def test_nan_loss_stops_with_the_checks_and_saves_nothing(runs, tmp_path, monkeypatch):
