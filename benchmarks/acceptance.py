@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- both arms, side by side ----------------------------------------------------------------------------
     vgg = []
+    sys.path.insert(0, str(REPO))          # the repo's `model` package, not benchmarks/model.py
     from model.losses.vgg_perceptual import vgg19_weights_path
 
     if not vgg19_weights_path().is_file():
