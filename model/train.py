@@ -57,7 +57,7 @@ from model.metrics import (image_metrics, lpips_or_reason, masked_metrics, mean_
 from schemas.config import Config, load_config
 from schemas.run import Metrics, ValReport, val_report_path, write_val_report
 from spikeprep.errors import SpikeprepError
-from spikeprep.spike_deblur_dataset import DROPPED, SpikeDeblurDataset, collate_drop_bad
+from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, collate_drop_bad
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -417,11 +417,14 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
         f"batch {batch_size} x {world} process(es), device {device}, AMP {'on' if amp else 'off'}")
     raw_model.train()
     t_last = time.perf_counter()
+    dropped_samples, skipped_batches = 0, 0
     while step < max_steps:
         for batch in loader_for(epoch, batch_in_epoch):
             batch_in_epoch += 1
             if batch is None:
-                continue                          # every sample of the batch was bad (logged, counted)
+                skipped_batches += 1              # every sample of the batch was bad (each one logged)
+                continue
+            dropped_samples += batch["meta"]["n_dropped"]   # counted in the worker that collated it
             if frozen and not ddp:
                 # Without DDP the frozen parameters simply need no gradient: autograd then skips SpyNet's
                 # backward. (DDP fixes the set of parameters with gradients when it is built, so under DDP
@@ -505,8 +508,9 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
         writer.close()
     if ddp:
         _check_replicas_equal(raw_model, say)
-    if DROPPED.total:
-        say(f"note: {DROPPED.total} training samples were dropped ({dict(DROPPED.by_reason)}); see the warnings")
+    if dropped_samples or skipped_batches:
+        print(f"note: {dropped_samples} unreadable training samples were dropped and {skipped_batches} all-bad "
+            f"batches skipped (rank {rank}); the warnings above name them")
     result.step, result.best_psnr = step, best_psnr
     say(f"{exp}: stopped at step {step}; checkpoints in {ckpt_dir}")
     return result

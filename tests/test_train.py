@@ -226,3 +226,20 @@ def test_compare_reads_what_the_trainer_wrote(runs):
     assert "not computed" in result.output                             # LPIPS weights are not on this machine
     report = json.loads((out / "metrics" / f"compare_spike_vs_base_{STEPS}.json").read_text())
     assert report["steps"] == [2, STEPS] and Path(report["picture"]).is_file()
+
+
+def test_damaged_training_frames_are_dropped_and_counted(train_store, tmp_path, capsys):
+    import shutil
+
+    from spikeprep.spike_deblur_dataset import ChunkReader
+    from spikeprep.store import read_manifest
+
+    store = Path(shutil.copytree(train_store, tmp_path / "store"))
+    row = next(r for r in read_manifest(store).to_pylist() if r["split"] == "train" and r["frame_idx"] == 2)
+    shard = Path(ChunkReader(store / "train" / row["seq"] / "spike_vox.zarr").shard_path(row["vox_index"]))
+    shard.write_bytes(shard.read_bytes()[:10])                     # truncated voxel shard
+    result = main(options(write_config(tmp_path, store), exp="damaged", max_steps=8, val_every=8))
+    assert result.step == 8 and all(np.isfinite(result.losses))
+    out = capsys.readouterr().out
+    assert "all-bad batches skipped" in out                          # batch 1: a bad clip is a skipped batch
+    assert not any(seq == row["seq"] and 2 in frames for step in result.batches for seq, frames, _ in step)
