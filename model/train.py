@@ -418,6 +418,7 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
     raw_model.train()
     t_last = time.perf_counter()
     dropped_samples, skipped_batches = 0, 0
+    flow_trainable = None                              # set on the first step, flipped once after the freeze
     while step < max_steps:
         for batch in loader_for(epoch, batch_in_epoch):
             batch_in_epoch += 1
@@ -425,13 +426,14 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
                 skipped_batches += 1              # every sample of the batch was bad (each one logged)
                 continue
             dropped_samples += batch["meta"]["n_dropped"]   # counted in the worker that collated it
-            if frozen and not ddp:
+            if frozen and not ddp and flow_trainable != (step >= opts.freeze_flow_steps):
                 # Without DDP the frozen parameters simply need no gradient: autograd then skips SpyNet's
                 # backward. (DDP fixes the set of parameters with gradients when it is built, so under DDP
                 # they keep requires_grad and their gradients are dropped before the optimiser step.)
+                flow_trainable = step >= opts.freeze_flow_steps
                 for name, p in raw_model.named_parameters():
                     if name in frozen:
-                        p.requires_grad_(step >= opts.freeze_flow_steps)
+                        p.requires_grad_(flow_trainable)
             blur, sharp, spike = _batch_inputs(batch, device, opts.use_spike)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 recon = model(blur, spike)
