@@ -19,6 +19,8 @@ class _Section(BaseModel):
 
 
 class NormConfig(_Section):
+    """``DATA.NORM``: served voxels are ``(log1p(count) - MEAN) / STD``; STD >= 1e-6."""
+
     MEAN: float = 0.0
     STD: float = Field(1.0, ge=1e-6)  # DESIGN section 3: STD < 1e-6 is an error
 
@@ -31,6 +33,8 @@ class NormConfig(_Section):
 
 
 class DataConfig(_Section):
+    """``DATA``: the store (ROOT), split names, train crop side, clip length T, time bins K, NORM."""
+
     ROOT: str
     TRAIN_SPLIT: str = "train"
     VAL_SPLIT: str = "val"
@@ -41,15 +45,21 @@ class DataConfig(_Section):
 
 
 class HeadsConfig(_Section):
+    """``MODEL.SPIKE_TSA``: attention heads of the spike temporal self-attention."""
+
     HEADS: int = Field(4, gt=0)
 
 
 class FuseConfig(_Section):
+    """``MODEL.FUSE``: the fusion module (temporal cross-attention only) and its heads."""
+
     TYPE: Literal["TemporalCrossAttn"] = "TemporalCrossAttn"
     HEADS: int = Field(4, gt=0)
 
 
 class ModelConfig(_Section):
+    """``MODEL``: VRT preset or config (VRT_CFG), spike-branch channels per scale, layers, TSA and fusion."""
+
     VRT_CFG: str
     CHANNELS_PER_SCALE: list[int] = Field(default_factory=lambda: [96, 96, 96, 96])
     LAYERS: int = Field(4, gt=0)
@@ -65,14 +75,20 @@ class ModelConfig(_Section):
 
 
 class OptimConfig(_Section):
+    """``TRAIN.OPTIM``: AdamW learning rate."""
+
     LR: float = Field(2e-4, gt=0)
 
 
 class SchedConfig(_Section):
+    """``TRAIN.SCHED``: linear warm-up steps before the cosine schedule."""
+
     WARMUP_STEPS: int = Field(5000, ge=0)
 
 
 class TrainConfig(_Section):
+    """``TRAIN``: batch size per process, epochs, optimiser and schedule."""
+
     BATCH_SIZE: int = Field(8, gt=0)
     EPOCHS: int = Field(80, gt=0)
     OPTIM: OptimConfig = OptimConfig()
@@ -80,6 +96,8 @@ class TrainConfig(_Section):
 
 
 class LogConfig(_Section):
+    """``LOG``: TensorBoard on/off and the outputs root (SAVE_DIR)."""
+
     TENSORBOARD: bool = True
     SAVE_DIR: str = "outputs"
 

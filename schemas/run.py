@@ -66,6 +66,7 @@ class ValReport(_Record):
 
 
 def val_report_path(outputs: str | os.PathLike, exp: str, step: int) -> Path:
+    """``<outputs>/metrics/val_<exp>_<step>.json``: where a run's validation report at ``step`` lives."""
     return Path(outputs) / "metrics" / f"val_{exp}_{step}.json"
 
 

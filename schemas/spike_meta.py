@@ -58,10 +58,12 @@ class SpikeMeta(BaseModel):
 
     @property
     def is_events(self) -> bool:
+        """True for event-list formats (``npy-events``, ``npz-events``), False for binary frames."""
         return self.format.endswith("events")
 
     @property
     def suffix(self) -> str:
+        """File suffix of the spike files (``.dat``, ``.npy`` or ``.npz``)."""
         return FORMAT_SUFFIX[self.format]
 
     @field_validator("version", mode="before")
@@ -123,4 +125,5 @@ class SpikeMeta(BaseModel):
         return start_s + index / self.rate_hz
 
     def to_json(self) -> str:
+        """The ``meta.json`` text: unset fields omitted, keys sorted (stable bytes)."""
         return json.dumps(self.model_dump(exclude_none=True), indent=2, sort_keys=True) + "\n"

@@ -74,4 +74,5 @@ class StoreInfo(_Record):
     stats: NormStats | None               # None when no training frame was kept
 
     def to_json(self) -> str:
+        """The ``dataset.json`` text, keys sorted (stable bytes)."""
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"

@@ -260,12 +260,16 @@ def write_overlays(root: Path, rows: list[dict], info: StoreInfo, n: int, seed: 
 # ---- the whole store ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AuditReport:
+    """Result of ``audit``: the rewritten manifest rows, one correlation curve per audited frame
+    (``split, seq, frame_idx, shift_ticks, corr``), and the overlay PNGs written."""
+
     rows: list[dict]
     curves: list[dict]
     overlays: list[Path]
 
     @property
     def failed(self) -> list[dict]:
+        """Manifest rows with ``status == dropped`` (by ingest or by this audit)."""
         return [r for r in self.rows if r["status"] == STATUS_DROPPED]
 
     def summary(self) -> list[dict]:

@@ -272,6 +272,9 @@ def _ingest_sequence_task(args) -> dict:
 # ---- the whole store -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class IngestResult:
+    """Result of ``ingest``: the store root, every manifest row (all splits), the exact voxel stats over
+    kept training frames (None if there is none), and the align log written (None without ``log_dir``)."""
+
     root: Path
     rows: list[dict]
     stats: NormStats | None
@@ -279,10 +282,12 @@ class IngestResult:
 
     @property
     def n_ok(self) -> int:
+        """Frames kept (``status == ok``)."""
         return sum(r["status"] == STATUS_OK for r in self.rows)
 
     @property
     def n_dropped(self) -> int:
+        """Frames dropped by ingest, each with its reason in the row."""
         return len(self.rows) - self.n_ok
 
 

@@ -109,6 +109,7 @@ class SequenceSpec:
 
     @property
     def key(self) -> str:
+        """``"<split>/<name>"``: the sequence's key in ``dataset.json`` and its folder under DATA_ROOT."""
         return f"{self.split}/{self.name}"
 
 

@@ -173,6 +173,7 @@ class ChunkReader:
         self.fast = True
 
     def shard_path(self, n: int) -> str:
+        """Path of the shard file holding frame ``n`` (fast path only: one shard per frame)."""
         return str(self.path / self._key((int(n), 0, 0, 0)))
 
     def shard_index(self, n: int) -> np.ndarray:
@@ -582,6 +583,7 @@ class DropCounter:
         self.batches_skipped = 0
 
     def reset(self) -> None:
+        """Zero every counter."""
         self.__init__()
 
     def __repr__(self) -> str:

@@ -25,6 +25,7 @@ def count_histogram(counts: np.ndarray) -> np.ndarray:
 
 
 def add_histograms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sum of two count histograms of possibly different lengths (int64, the longer length)."""
     n = max(len(a), len(b))
     out = np.zeros(n, dtype=np.int64)
     out[: len(a)] += a
@@ -45,6 +46,7 @@ def histogram_moments(hist) -> tuple[float, float, int]:
 
 
 def check_std(std: float, where: str) -> None:
+    """Raise ``InputError`` naming ``where`` when ``std < MIN_STD`` (DESIGN section 3: an error, not a warning)."""
     if not std >= MIN_STD:
         raise InputError(where, f"voxel STD {std!r} < {MIN_STD}: the training spikes are (nearly) constant",
                          fix="check that the spike files hold spikes inside the exposure windows")

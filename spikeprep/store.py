@@ -106,6 +106,7 @@ def read_manifest(root: Path) -> pa.Table:
 
 
 def write_store_info(root: Path, info: StoreInfo) -> Path:
+    """Write ``dataset.json`` atomically; ingest calls it last, so its presence marks a complete store."""
     return atomic_write_bytes(Path(root) / DATASET_FILENAME, info.to_json().encode())
 
 

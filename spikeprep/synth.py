@@ -135,10 +135,12 @@ class SynthConfig(BaseModel):
     # ---- derived quantities ---------------------------------------------------------------------
     @property
     def spike_height(self) -> int:
+        """Spike grid rows: ``height // spike_scale``."""
         return self.height // self.spike_scale
 
     @property
     def spike_width(self) -> int:
+        """Spike grid columns: ``width // spike_scale``."""
         return self.width // self.spike_scale
 
     @property
@@ -148,6 +150,7 @@ class SynthConfig(BaseModel):
 
     @property
     def period_ticks(self) -> int:
+        """Ticks from one exposure start to the next: ``exposure_ticks + gap_ticks``."""
         return self.exposure_ticks + self.gap_ticks
 
     @property
@@ -269,6 +272,7 @@ class SequencePlan:
 
     @property
     def shift_ticks(self) -> int:
+        """This sequence's ``misalign`` shift of the recorded windows, in ticks (0 unless asked)."""
         return int(self.cfg.misalign.get(self.name, 0))
 
     def render(self, tick: int) -> np.ndarray:
