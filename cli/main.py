@@ -43,7 +43,7 @@ def main() -> None:
 def _register() -> None:
     from cli.compare_cmd import compare_cmd
     from cli.store_cmds import audit_cmd, ingest_cmd, stats_cmd
-    from cli.synth import synth
+    from cli.synth_cmd import synth
     from cli.test_cmd import test_cmd
     from cli.train_cmd import train_cmd
 

@@ -31,9 +31,10 @@ Examples:
               help="DATA_ROOT: the store to write (a rerun resumes)")
 @click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="take K (DATA.K) and the crop size (DATA.CROP_SIZE) from this config")
-@click.option("--k", "num_bins", type=click.IntRange(min=1), help="time bins per exposure [config or 32]")
+@click.option("--k", "num_bins", type=click.IntRange(min=1),
+              help=f"time bins per exposure [config or {IngestOptions.num_bins}]")
 @click.option("--crop", "crop_size", type=click.IntRange(min=1),
-              help="training frames need a short side >= this [config or 256]")
+              help=f"training frames need a short side >= this [config or {IngestOptions.crop_size}]")
 @click.option("--layout", type=click.Choice(["native", *sorted(PRESETS)]), default="native", show_default=True,
               help="raw layout: native, or a published per-frame .dat set")
 @click.option("--height", type=int, help="preset override: spike rows")
@@ -70,8 +71,8 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
     if overrides and layout == "native":
         raise click.BadParameter("preset overrides apply to --layout s-sdm / spk-gopro only; native data describe "
                                  "themselves in spike/meta.json and exposure.csv", param_hint="--layout")
-    options = IngestOptions(num_bins=num_bins or (cfg.DATA.K if cfg else 32),
-                            crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else 256),
+    options = IngestOptions(num_bins=num_bins or (cfg.DATA.K if cfg else IngestOptions.num_bins),
+                            crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else IngestOptions.crop_size),
                             layout=layout, copy_images=copy_images, preset_overrides=overrides)
     result = ingest(raw, out, options, workers=workers, log_dir=log_dir, progress=progress)
     click.echo(f"wrote {out}: {len(result.rows)} frames, {result.n_ok} ok, {result.n_dropped} dropped; "
@@ -98,7 +99,8 @@ Examples:
   spikeprep audit data/store --overlays 20 --crop 256 --max-shift 16
 """)
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--crop", "crop_size", type=click.IntRange(min=1), help="training short side >= this [config or 256]")
+@click.option("--crop", "crop_size", type=click.IntRange(min=1),
+              help=f"training short side >= this [config or {AuditOptions.crop_size}]")
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="take the crop size from this config")
 @click.option("--max-shift", "max_shift_ticks", type=click.IntRange(min=1),
@@ -113,7 +115,7 @@ def audit_cmd(root, crop_size, config, max_shift_ticks, min_corr, overlays, seed
     """Check exposure alignment of spikes and blur frames; drop failing frames; exit 1 if any frame fails."""
     cfg = load_config(config) if config else None
     options = AuditOptions(max_shift_ticks=max_shift_ticks, min_corr=min_corr,
-                           crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else 256))
+                           crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else AuditOptions.crop_size))
     report = audit(root, options, overlays=overlays, seed=seed, progress=progress)
     header = f"{'sequence':<24}{'frames':>7}{'ok':>5}{'drop':>6}{'align':>7}{'misal':>7}{'mism':>6}{'undet':>7}  offset"
     click.echo(header)

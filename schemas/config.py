@@ -13,16 +13,23 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from schemas.validation import describe_validation_error
+
+
+# DESIGN section 3: a voxel STD below this is an error (the spikes are constant); the one definition,
+# used by NormConfig, the ingest/audit stats check and the Dataset.
+MIN_STD = 1e-6
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class NormConfig(_Section):
-    """``DATA.NORM``: served voxels are ``(log1p(count) - MEAN) / STD``; STD >= 1e-6."""
+    """``DATA.NORM``: served voxels are ``(log1p(count) - MEAN) / STD``; STD >= ``MIN_STD`` (1e-6)."""
 
     MEAN: float = 0.0
-    STD: float = Field(1.0, ge=1e-6)  # DESIGN section 3: STD < 1e-6 is an error
+    STD: float = Field(1.0, ge=MIN_STD)  # DESIGN section 3: STD < 1e-6 is an error
 
     @field_validator("MEAN", "STD")
     @classmethod
@@ -116,15 +123,6 @@ class ConfigError(ValueError):
     """A config file that does not validate; the message names the file and each bad key."""
 
 
-def _describe(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
-        msg = "unknown key (not in schemas/config.py)" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"{key}: {msg}")
-    return "; ".join(lines)
-
-
 def parse_config(raw: object, source: str = "<config>") -> Config:
     """Validate a parsed YAML mapping; raise ``ConfigError`` naming every bad key."""
     if not isinstance(raw, dict):
@@ -132,16 +130,24 @@ def parse_config(raw: object, source: str = "<config>") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(f"{source}: {_describe(err)}. Fix: correct or remove these keys") from None
+        problems = describe_validation_error(err, unknown_key="unknown key (not in schemas/config.py)")
+        raise ConfigError(f"{source}: {problems}. Fix: correct or remove these keys") from None
+
+
+def parse_config_text(text: str, source: str = "<config>") -> Config:
+    """Parse and validate the YAML text of a config; errors name ``source``."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML ({err})") from None
+    return parse_config(raw, source)
 
 
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config file."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
-    return parse_config(raw, str(path))
+    return parse_config_text(text, str(path))

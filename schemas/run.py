@@ -16,8 +16,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas.atomic import atomic_write_text
+
 RUN_VERSION = 1
-ARMS = ("spike", "base")          # the spike arm and the spike-free arm (--no-spike)
+Arm = Literal["spike", "base"]    # the spike arm and the spike-free arm (--no-spike)
 
 
 class _Record(BaseModel):
@@ -53,7 +55,7 @@ class ValReport(_Record):
 
     version: Literal[1] = RUN_VERSION
     exp: str
-    arm: Literal["spike", "base"]
+    arm: Arm
     step: int = Field(ge=0)
     split: str
     overall: Metrics
@@ -74,10 +76,7 @@ def write_val_report(path: str | os.PathLike, report: ValReport) -> Path:
     """Write atomically (a reader never sees half a report)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report.model_dump(mode="json"), indent=2, allow_nan=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(report.model_dump(mode="json"), indent=2, allow_nan=True) + "\n")
 
 
 def read_val_report(path: str | os.PathLike) -> ValReport:

@@ -29,14 +29,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from schemas.atomic import atomic_write_bytes
 from schemas.manifest import STATUS_DROPPED, STATUS_OK
-from schemas.store import VOX_DIRNAME, StoreInfo
+from schemas.store import DATASET_FILENAME, VOX_DIRNAME, StoreInfo
 from spikeprep.errors import InputError
-from spikeprep.ingest import SEQ_RECORD, stats_from_records
+from spikeprep.ingest import SEQ_RECORD
+from spikeprep.luma import LUMA_601
 from spikeprep.spike_source import SpikeSource
-from spikeprep.stats import check_std
-from spikeprep.store import (atomic_write_bytes, open_vox, read_manifest, read_store_info, write_manifest,
-                             write_store_info)
+from spikeprep.stats import FrameKey, check_std, stats_from_records
+from spikeprep.store import open_vox, read_manifest, read_store_info, write_manifest, write_store_info
 
 log = logging.getLogger("spikeprep.audit")
 AUDIT_PREFIX = "audit: "
@@ -71,7 +72,7 @@ def blur_luma(path: Path) -> np.ndarray:
     if img is None:
         raise InputError(path, "unreadable image", fix="re-run `spikeprep ingest`")
     b, g, r = (img[..., i].astype(np.float64) / 255.0 for i in range(3))
-    return 0.299 * r + 0.587 * g + 0.114 * b
+    return LUMA_601[0] * r + LUMA_601[1] * g + LUMA_601[2] * b
 
 
 def spike_intensity(counts: np.ndarray, n_ticks: int, scale: tuple[int, int]) -> np.ndarray:
@@ -252,6 +253,8 @@ def write_overlays(root: Path, rows: list[dict], info: StoreInfo, n: int, seed: 
         r = candidates[i]
         path = folder / f"{r['split']}_{r['seq']}_{r['frame_idx']:06d}.png"
         ok, buf = cv2.imencode(".png", overlay_image(root, r, info))
+        if not ok:  # never write an empty PNG
+            raise OSError(f"{path}: cv2.imencode could not encode the overlay as PNG")
         atomic_write_bytes(path, buf.tobytes())
         paths.append(path)
     return paths
@@ -308,14 +311,14 @@ def audit(root: Path, options: AuditOptions = AuditOptions(), overlays: int = 0,
     order = {(r["split"], r["seq"], r["frame_idx"]): i for i, r in enumerate(rows)}
     new_rows.sort(key=lambda r: order[(r["split"], r["seq"], r["frame_idx"])])
 
-    histograms = {}
+    histograms: dict[FrameKey, list[int]] = {}  # keyed by split too: train/X and val/X differ
     for key in by_seq:
         record = json.loads((root / key / SEQ_RECORD).read_text())
-        seq_name = key.split("/", 1)[1]
-        histograms.update({(seq_name, int(k)): v for k, v in record["histograms"].items()})
+        split, seq_name = key.split("/", 1)
+        histograms.update({(split, seq_name, int(k)): v for k, v in record["histograms"].items()})
     stats = stats_from_records(new_rows, histograms)
     if stats is not None:
-        check_std(stats.std, str(root / "dataset.json"))
+        check_std(stats.std, str(root / DATASET_FILENAME))
 
     (root / AUDIT_DIRNAME).mkdir(exist_ok=True)
     curve_table = pa.Table.from_pylist(curves, schema=pa.schema([

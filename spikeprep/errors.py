@@ -21,10 +21,3 @@ class InputError(SpikeprepError, ValueError):
         where = f"{self.path}: " if self.path is not None else ""
         tail = f". Fix: {fix}" if fix else ""
         super().__init__(f"{where}{problem}{tail}")
-
-
-def describe_validation_error(err) -> str:
-    """One line per problem of a pydantic ``ValidationError``: ``field.path: message``."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}" for e in err.errors()
-    )

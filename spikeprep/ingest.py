@@ -32,14 +32,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from schemas.atomic import atomic_write_bytes, atomic_write_text
 from schemas.manifest import STATUS_DROPPED, STATUS_OK
-from schemas.store import RGB_DIRNAME, VOX_DIRNAME, NormStats, SequenceInfo, StoreInfo
+from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_DIRNAME, NormStats, SequenceInfo, StoreInfo
 from spikeprep.errors import InputError
 from spikeprep.raw_layout import SequenceSpec, discover
 from spikeprep.spike_source import SpikeSource
-from spikeprep.stats import add_histograms, check_std, count_histogram, histogram_moments
-from spikeprep.store import (atomic_write_bytes, counts_checksum, create_rgb_arrays, create_vox_array,
-                             write_manifest, write_store_info)
+from spikeprep.stats import FrameKey, check_std, count_histogram, stats_from_records
+from spikeprep.store import counts_checksum, create_rgb_arrays, create_vox_array, write_manifest, write_store_info
 
 log = logging.getLogger("spikeprep.ingest")
 SEQ_RECORD = "ingest.json"
@@ -291,22 +291,8 @@ class IngestResult:
         return len(self.rows) - self.n_ok
 
 
-def stats_from_records(rows: list[dict], histograms: dict[tuple[str, int], list[int]]) -> NormStats | None:
-    """Exact stats over the kept (status ok) training frames; None if there is none."""
-    total = np.zeros(0, dtype=np.int64)
-    n_frames = 0
-    for r in rows:
-        if r["split"] == "train" and r["status"] == STATUS_OK:
-            total = add_histograms(total, np.asarray(histograms[(r["seq"], r["frame_idx"])], np.int64))
-            n_frames += 1
-    if n_frames == 0:
-        return None
-    mean, std, n = histogram_moments(total)
-    return NormStats(mean=mean, std=std, n_voxels=n, n_frames=n_frames, count_histogram=total.tolist())
-
-
 def write_align_log(log_dir: Path, rows: list[dict]) -> Path:
-    """``align_<time>.txt``: the original document's "frame_idx, t0, t1, event_count" per frame."""
+    """``align_<time>.txt``: the original document's "frame_idx, t0, t1, event_count" per frame (atomic)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / f"align_{time.strftime('%Y%m%d_%H%M%S')}.txt"
     lines, current = [], None
@@ -316,8 +302,7 @@ def write_align_log(log_dir: Path, rows: list[dict]) -> Path:
             lines.append(f"# {key}")
             current = key
         lines.append(f"{r['frame_idx']}, {r['t0']!r}, {r['t1']!r}, {r['event_count']}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), workers: int = 1,
@@ -326,7 +311,7 @@ def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), worke
     raw, out = Path(raw), Path(out)
     specs = discover(raw, options.layout, **options.preset_overrides)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset.json").unlink(missing_ok=True)  # the store is incomplete until the end
+    (out / DATASET_FILENAME).unlink(missing_ok=True)  # the store is incomplete until the end
 
     tasks = [(spec, options, out) for spec in specs]
     bar = tqdm(total=len(tasks), desc="ingest", unit="seq", disable=not progress)
@@ -345,11 +330,13 @@ def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), worke
     bar.close()
 
     rows = [r for rec in records for r in rec["rows"]]
-    histograms = {(spec.name, int(k)): v for spec, rec in zip(specs, records)
-                  for k, v in rec["histograms"].items()}
+    # keyed by split too: train/X and val/X are different sequences (their frames share indices)
+    histograms: dict[FrameKey, list[int]] = {(spec.split, spec.name, int(k)): v
+                                             for spec, rec in zip(specs, records)
+                                             for k, v in rec["histograms"].items()}
     stats = stats_from_records(rows, histograms)
     if stats is not None:
-        check_std(stats.std, str(out / "dataset.json"))
+        check_std(stats.std, str(out / DATASET_FILENAME))
     write_manifest(out, rows)
     align_log = write_align_log(Path(log_dir), rows) if log_dir is not None else None
     info = StoreInfo(

@@ -53,7 +53,8 @@ import torch
 from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
 
-from schemas.manifest import STATUS_OK
+from schemas.config import MIN_STD
+from schemas.manifest import MANIFEST_FILENAME, STATUS_OK
 from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_DIRNAME, StoreInfo
 from spikeprep.errors import InputError
 from spikeprep.store import open_vox, read_manifest, read_store_info
@@ -369,9 +370,9 @@ class SpikeDeblurDataset(Dataset):
             mean = stats.mean if mean is None else mean
             std = stats.std if std is None else std
         mean, std = float(mean), float(std)
-        if not (math.isfinite(mean) and math.isfinite(std)) or std < 1e-6:
+        if not (math.isfinite(mean) and math.isfinite(std)) or std < MIN_STD:
             raise InputError(json_path,
-                             f"normalisation MEAN={mean}, STD={std}: STD must be finite and >= 1e-6",
+                             f"normalisation MEAN={mean}, STD={std}: STD must be finite and >= {MIN_STD}",
                              fix="use the stats of dataset.json (`spikeprep ingest ... --write-config CFG`)")
         if stats is not None and (abs(mean - stats.mean) > 1e-6 * max(1.0, abs(stats.mean))
                                   or abs(std - stats.std) > 1e-6 * max(1.0, abs(stats.std))):
@@ -391,7 +392,7 @@ class SpikeDeblurDataset(Dataset):
             if split == self.split:
                 by_seq.setdefault(rows["seq"][i], []).append(i)
         if not by_seq:
-            raise InputError(self.root / "manifest.parquet",
+            raise InputError(self.root / MANIFEST_FILENAME,
                              f"split {self.split!r} has no frames (the store has {sorted(splits)})",
                              fix="set DATA.TRAIN_SPLIT / DATA.VAL_SPLIT to a split of the store")
         sequences = []
@@ -450,7 +451,7 @@ class SpikeDeblurDataset(Dataset):
                         self.split, uncovered, self.clip_len)
         if not clips:
             longest = max((n for s in self.sequences for _, n in consecutive_runs(s.frame_idx)), default=0)
-            raise InputError(self.root / "manifest.parquet",
+            raise InputError(self.root / MANIFEST_FILENAME,
                              f"split {self.split!r} has no run of {self.clip_len} consecutive kept frames "
                              f"(longest run: {longest})",
                              fix="lower DATA.CLIP_LEN or fix the dropped frames (see the manifest's reason)")
@@ -581,10 +582,6 @@ class DropCounter:
         self.total = 0
         self.by_reason: Counter = Counter()
         self.batches_skipped = 0
-
-    def reset(self) -> None:
-        """Zero every counter."""
-        self.__init__()
 
     def __repr__(self) -> str:
         return (f"DropCounter(total={self.total}, by_reason={dict(self.by_reason)}, "

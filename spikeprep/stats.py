@@ -4,6 +4,9 @@ Counts are small non-negative integers, so a histogram of count values over all 
 training frames determines the moments exactly: mean = sum_c n_c log1p(c) / N and
 var = sum_c n_c (log1p(c) - mean)^2 / N (population variance), each sum taken with ``math.fsum``
 (correctly rounded), so the result does not depend on frame order or chunking.
+
+Ingest and audit keep one histogram per stored frame, keyed by ``(split, seq, frame_idx)`` (a train
+and a val sequence may share a name), and ``stats_from_records`` sums those of the kept training frames.
 """
 from __future__ import annotations
 
@@ -13,10 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas.config import load_config
+from schemas.atomic import atomic_write_text
+from schemas.config import MIN_STD, parse_config_text
+from schemas.manifest import STATUS_OK
+from schemas.store import NormStats
 from spikeprep.errors import InputError
 
-MIN_STD = 1e-6
+FrameKey = tuple[str, str, int]  # (split, seq, frame_idx): a frame of the store
 
 
 def count_histogram(counts: np.ndarray) -> np.ndarray:
@@ -45,6 +51,25 @@ def histogram_moments(hist) -> tuple[float, float, int]:
     return mean, math.sqrt(var), n
 
 
+def stats_from_records(rows: list[dict], histograms: dict[FrameKey, list[int]]) -> NormStats | None:
+    """Exact stats over the kept (status ok) training frames of ``rows``; None if there is none.
+
+    ``histograms`` maps ``(split, seq, frame_idx)`` to the frame's count histogram; the split is part of
+    the key because a training and a validation sequence may have the same name.
+    """
+    total = np.zeros(0, dtype=np.int64)
+    n_frames = 0
+    for r in rows:
+        if r["split"] == "train" and r["status"] == STATUS_OK:
+            hist = histograms[(r["split"], r["seq"], r["frame_idx"])]
+            total = add_histograms(total, np.asarray(hist, np.int64))
+            n_frames += 1
+    if n_frames == 0:
+        return None
+    mean, std, n = histogram_moments(total)
+    return NormStats(mean=mean, std=std, n_voxels=n, n_frames=n_frames, count_histogram=total.tolist())
+
+
 def check_std(std: float, where: str) -> None:
     """Raise ``InputError`` naming ``where`` when ``std < MIN_STD`` (DESIGN section 3: an error, not a warning)."""
     if not std >= MIN_STD:
@@ -58,8 +83,9 @@ _NORM_LINE = re.compile(r"^(\s*)(MEAN|STD)(\s*:\s*)([^#\n]*?)(\s*(#.*)?)$")
 def write_config_norm(config_path: Path, mean: float, std: float) -> Path:
     """Write MEAN/STD into ``DATA.NORM`` of a YAML config, leaving every other line as it was.
 
-    Edits the two value fields in place (comments and formatting stay), then reloads the file and checks
-    that it parses to exactly these numbers; refuses a file whose DATA.NORM block it cannot find.
+    Edits the two value fields in place (comments and formatting stay), checks that the new text parses
+    to a valid config with exactly these numbers, then replaces the file atomically; refuses a file
+    whose DATA.NORM block it cannot find. On any error the file is left as it was.
     """
     config_path = Path(config_path)
     lines = config_path.read_text().splitlines(keepends=True)
@@ -87,11 +113,8 @@ def write_config_norm(config_path: Path, mean: float, std: float) -> Path:
     if done != {"MEAN", "STD"}:
         raise InputError(config_path, "no DATA: NORM: MEAN/STD block found to update",
                          fix="start from configs/deblur/vrt_spike_baseline.yaml")
-    tmp = config_path.with_name(f".{config_path.name}.tmp")
-    tmp.write_text("".join(lines))
-    cfg = load_config(tmp)
+    text = "".join(lines)
+    cfg = parse_config_text(text, str(config_path))  # exactly what the file will hold
     if (cfg.DATA.NORM.MEAN, cfg.DATA.NORM.STD) != (float(mean), float(std)):
-        tmp.unlink()
         raise InputError(config_path, "updating DATA.NORM did not round-trip", fix="edit MEAN/STD by hand")
-    tmp.replace(config_path)
-    return config_path
+    return atomic_write_text(config_path, text)

@@ -5,12 +5,12 @@ Voxel counts of a sequence live in ``{split}/{seq}/spike_vox.zarr`` (and its dec
 time bin, spike row, spike column), uint8 or uint16, at the spike sensor's native resolution. Chunks are
 ``(1, K, 64, 64)`` so a random crop reads only the tiles under it; chunks are grouped into one shard per
 frame so a sequence is a handful of files, not thousands. Every file is written atomically (temp file +
-rename) and ``dataset.json`` last, so a store without it is incomplete whatever else it holds.
+rename: ``schemas.atomic``, re-exported here) and ``dataset.json`` last, so a store without it is
+incomplete whatever else it holds.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,27 +19,13 @@ import pyarrow.parquet as pq
 import zarr
 from zarr.codecs import BloscCodec
 
+from schemas.atomic import atomic_write_bytes  # also importable from here, as before
 from schemas.manifest import MANIFEST_FILENAME, MANIFEST_SCHEMA, ManifestSchemaError, validate_manifest_table
 from schemas.store import DATASET_FILENAME, VOX_AXES, StoreInfo
 from spikeprep.errors import InputError
 
 VOX_TILE = 64  # spike pixels per chunk side
 RGB_TILE = 128  # RGB pixels per chunk side of the decoded frames
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same folder and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def create_vox_array(path: Path, n_frames: int, num_bins: int, height: int, width: int,

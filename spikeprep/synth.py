@@ -45,12 +45,14 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.atomic import atomic_write_text
 from schemas.spike_meta import FORMAT_SUFFIX, SpikeFormat, SpikeMeta
 from spikeprep.errors import InputError
 from spikeprep.formats.arrays import write_binary_array
 from spikeprep.formats.dat import pack_frames, write_dat
 from spikeprep.formats.events import write_events
 from spikeprep.formats.meta import write_spike_meta
+from spikeprep.luma import LUMA_601
 from spikeprep.windows import write_exposure_csv
 
 SYNTH_VERSION = 1
@@ -59,7 +61,6 @@ SPLITS = ("train", "val")
 # Colour photographs that scikit-image ships (no download). `cat` is the same image as `chelsea`.
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
           "retina", "colorwheel")
-LUMA_601 = (0.299, 0.587, 0.114)
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]
 _TMP_PREFIX = ".synth-tmp-"
 _WARP_FLAGS = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
@@ -622,9 +623,7 @@ def synthesize(out: Path, cfg: SynthConfig, workers: int = 1, progress: bool = T
     finally:
         bar.close()
     text = json.dumps(describe(cfg, entries), indent=2, sort_keys=True) + "\n"
-    tmp = out / f".{SYNTH_JSON}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, out / SYNTH_JSON)
+    atomic_write_text(out / SYNTH_JSON, text)
     return out
 
 

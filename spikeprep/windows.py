@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from schemas.atomic import atomic_write_text
 from spikeprep.errors import InputError
 
 EXPOSURE_COLUMNS = ("frame_idx", "t0", "t1")
@@ -133,9 +134,7 @@ def read_exposure_csv(path: str | Path) -> ExposureTable:
 
 
 def write_exposure_csv(path: str | Path, frame_idx, t0, t1) -> Path:
-    """Write ``exposure.csv`` with times in repr() form, so reading gives back the same floats."""
-    path = Path(path)
+    """Write ``exposure.csv`` (atomically) with times in repr() form, so reading gives back the same floats."""
     rows = ["frame_idx,t0,t1"]
     rows += [f"{int(f)},{float(a)!r},{float(b)!r}" for f, a, b in zip(frame_idx, t0, t1)]
-    path.write_text("\n".join(rows) + "\n")
-    return path
+    return atomic_write_text(Path(path), "\n".join(rows) + "\n")

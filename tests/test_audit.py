@@ -9,8 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+import spikeprep.audit as audit_mod
 from cli.main import main
-from spikeprep.audit import AuditOptions, audit, judge
+from spikeprep.audit import AuditOptions, audit, judge, write_overlays
 from spikeprep.ingest import IngestOptions, ingest
 from spikeprep.store import open_vox, read_manifest, read_store_info
 
@@ -18,6 +19,7 @@ from conftest import AUDIT_TREE
 
 K = 16
 TICKS_PER_BIN = 32 // K
+CLEAN_TREE = dict(height=64, width=80, exposure_ticks=32, motion_px=4.0, seed=2)
 
 
 @pytest.fixture
@@ -85,6 +87,33 @@ def test_curves_and_overlays_are_written(audited):
     assert img.shape == (64, 3 * 80, 3)
 
 
+def test_audit_stats_ignore_a_val_sequence_named_like_a_training_one(synth_tree, tmp_path):
+    # Regression: the audit re-keyed histograms by (seq, frame_idx), so val/seq_000 replaced
+    # train/seq_000's and the rewritten MEAN/STD came partly from validation data.
+    opts = IngestOptions(num_bins=K, crop_size=32)
+    ingest(synth_tree(**CLEAN_TREE), tmp_path / "ref", opts, log_dir=None, progress=False)
+    reference = audit(tmp_path / "ref", AuditOptions(crop_size=32), progress=False)
+    raw = tmp_path / "raw"
+    shutil.copytree(synth_tree(**CLEAN_TREE), raw)
+    (raw / "val" / "seq_002").rename(raw / "val" / "seq_000")
+    ingest(raw, tmp_path / "store", opts, log_dir=None, progress=False)
+    report = audit(tmp_path / "store", AuditOptions(crop_size=32), progress=False)
+    train = lambda rep: [(r["seq"], r["frame_idx"], r["status"]) for r in rep.rows if r["split"] == "train"]  # noqa: E731
+    assert train(report) == train(reference)
+    assert any(r["split"] == "val" and r["seq"] == "seq_000" and r["vox_index"] is not None for r in report.rows)
+    stats = read_store_info(tmp_path / "store").stats
+    assert stats is not None and stats == read_store_info(tmp_path / "ref").stats
+
+
+def test_failed_overlay_encode_is_an_error_not_an_empty_png(tmp_path, monkeypatch):
+    monkeypatch.setattr(audit_mod, "overlay_image", lambda root, row, info: np.zeros((4, 12, 3), np.uint8))
+    monkeypatch.setattr(audit_mod.cv2, "imencode", lambda ext, img: (False, np.zeros(0, np.uint8)))
+    rows = [dict(split="train", seq="seq_000", frame_idx=7, vox_index=0)]
+    with pytest.raises(OSError, match="train_seq_000_000007.png"):
+        write_overlays(tmp_path, rows, None, n=1)
+    assert list((tmp_path / "audit" / "overlays").iterdir()) == []
+
+
 def test_static_scene_is_undetermined_not_a_pass(synth_tree, tmp_path):
     ingest(synth_tree(height=64, width=80, exposure_ticks=32, motion_px=0.0), tmp_path / "store",
            IngestOptions(num_bins=K, crop_size=32), log_dir=None, progress=False)
@@ -122,7 +151,7 @@ def test_judge_table(curve, verdict, best):
 
 def test_cli_audit_exit_status(synth_tree, tmp_path):
     runner = CliRunner()
-    for name, tree, code in (("clean", dict(height=64, width=80, exposure_ticks=32, motion_px=4.0, seed=2), 0),
+    for name, tree, code in (("clean", CLEAN_TREE, 0),
                              ("shifted", AUDIT_TREE, 1)):
         store = tmp_path / name
         ingest(synth_tree(**tree), store, IngestOptions(num_bins=K, crop_size=32), log_dir=None, progress=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -17,10 +18,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from schemas.config import parse_config
+import spikeprep.spike_deblur_dataset as sdd
+from schemas.config import MIN_STD, parse_config
 from spikeprep.errors import InputError
 from spikeprep.ingest import IngestOptions, ingest
-from spikeprep.spike_deblur_dataset import (DROPPED, SpikeDeblurDataset, ChunkReader, clip_starts,
+from spikeprep.spike_deblur_dataset import (DropCounter, SpikeDeblurDataset, ChunkReader, clip_starts,
                                             collate_drop_bad, normalise_upsample, norm_lut)
 from spikeprep.store import open_vox, read_manifest, read_store_info, write_manifest
 
@@ -213,7 +215,7 @@ def test_norm_from_arguments_and_config_mismatch_warns(store, caplog):
     caplog.clear()
     SpikeDeblurDataset(store, "val", clip_len=5, norm_mean=info.stats.mean, norm_std=info.stats.std)
     assert not any("differs" in r.message for r in caplog.records)
-    with pytest.raises(InputError, match="STD must be finite and >= 1e-6"):
+    with pytest.raises(InputError, match=re.escape(f"STD must be finite and >= {MIN_STD}")):
         SpikeDeblurDataset(store, "val", clip_len=5, norm_mean=0.0, norm_std=1e-9)
 
 
@@ -284,12 +286,20 @@ def test_worker_seeded_randomness_is_reproducible(store):
 
 
 # ---- bad samples and collate ----------------------------------------------------------------------------
+@pytest.fixture
+def dropped(monkeypatch) -> DropCounter:
+    """A fresh counter in place of the module's ``DROPPED`` (which ``collate_drop_bad`` counts into)."""
+    counter = DropCounter()
+    monkeypatch.setattr(sdd, "DROPPED", counter)
+    return counter
+
+
 def _shard(root: Path, rel: str, vox_index: int) -> Path:
     reader = ChunkReader(root / rel)
     return Path(reader.shard_path(vox_index))
 
 
-def test_damaged_chunks_are_dropped(store_copy, caplog):
+def test_damaged_chunks_are_dropped(store_copy, caplog, dropped):
     ds = SpikeDeblurDataset(store_copy, "val", clip_len=2, train=False)
     assert ds.clip_frames(0) == ("seq_002", [0, 1]) and ds.clip_frames(1) == ("seq_002", [2, 3])
     rows = {r["frame_idx"]: r for r in read_manifest(store_copy).to_pylist() if r["seq"] == "seq_002"}
@@ -305,29 +315,27 @@ def test_damaged_chunks_are_dropped(store_copy, caplog):
     assert "shard index checksum mismatch" in text and str(blur1) in text
     assert "smaller than its index" in text and str(vox2) in text
 
-    DROPPED.reset()
     loader = DataLoader(ds, batch_size=3, shuffle=False, num_workers=0, collate_fn=collate_drop_bad)
     batches = list(loader)
     assert batches[0]["blur"].shape[0] == 1 and batches[0]["meta"]["n_dropped"] == 2
     assert batches[0]["meta"]["frame_idx"] == [[4, 5]]
-    assert DROPPED.total == 2 and DROPPED.by_reason["unreadable"] == 2
+    assert dropped.total == 2 and dropped.by_reason["unreadable"] == 2
 
 
-def test_collate_drops_bad_samples(store, caplog):
+def test_collate_drops_bad_samples(store, caplog, dropped):
     train = SpikeDeblurDataset(store, "train", clip_len=3, crop_size=32, seed=0)
     val = SpikeDeblurDataset(store, "val", clip_len=3, train=False)
     a, b, odd = train[0], train[1], val[0]
-    DROPPED.reset()
     caplog.set_level(logging.WARNING, logger="spikeprep.dataset")
     batch = collate_drop_bad([a, None, odd, b])
     assert batch["blur"].shape == (2, 3, 3, 32, 32) and batch["spike_vox"].shape == (2, 3, K, 32, 32)
     assert torch.equal(batch["blur"][1], b["blur"]) and batch["meta"]["n_dropped"] == 2
     assert batch["meta"]["seq"] == [a["meta"]["seq"], b["meta"]["seq"]]
     assert batch["meta"]["frame_idx"] == [a["meta"]["frame_idx"], b["meta"]["frame_idx"]]
-    assert DROPPED.total == 2 and DROPPED.by_reason == {"unreadable": 1, "shape": 1}
+    assert dropped.total == 2 and dropped.by_reason == {"unreadable": 1, "shape": 1}
     assert "disagree with the batch majority" in caplog.text and "unreadable" in caplog.text
     assert collate_drop_bad([None, None]) is None
-    assert DROPPED.batches_skipped == 1 and "batch skipped" in caplog.text
+    assert dropped.batches_skipped == 1 and "batch skipped" in caplog.text
 
 
 # ---- reads only the chunks under the crop ------------------------------------------------------------

@@ -459,6 +459,34 @@ def test_meta_reads_minimal_handwritten_record(tmp_path):
     assert meta.flipud is True and meta.version == 1 and meta.start_s is None
 
 
+# ----------------------------------------------------------------------------- atomic writers
+_FRAMES = np.eye(8, dtype=bool).reshape(1, 8, 8)
+_META = SpikeMeta(format="dat", layout="stream", height=8, width=8, rate_hz=1.0, start_s=0.0, stream_file="s.dat")
+WRITERS = {
+    "s.dat": lambda p: write_dat(p, _FRAMES),
+    "s.npy": lambda p: write_binary_array(p, _FRAMES),
+    "s.npz": lambda p: write_binary_array(p, _FRAMES),
+    "e.npy": lambda p: write_events(p, [0.0], [1], [2]),
+    "e.npz": lambda p: write_events(p, [0.0], [1], [2]),
+    "meta.json": lambda p: write_spike_meta(p, _META),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_writers_are_atomic(tmp_path, monkeypatch, name):
+    target = tmp_path / name
+    assert WRITERS[name](target) == target and os.listdir(tmp_path) == [name]
+    target.write_bytes(b"old")
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)  # the new file is never committed
+    with pytest.raises(OSError, match="disk full"):
+        WRITERS[name](target)
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == [name]
+
+
 # ----------------------------------------------------------------------------- malformed corpus
 def test_corpus_is_complete():
     ids = [c.id for c in CASES]

@@ -18,9 +18,9 @@ import yaml
 from click.testing import CliRunner
 
 from cli.main import main
-from schemas.config import load_config
+from schemas.config import ConfigError, load_config
 from spikeprep.errors import InputError
-from spikeprep.ingest import IngestOptions, ingest
+from spikeprep.ingest import IngestOptions, ingest, write_align_log
 from spikeprep.spike_source import SpikeSource
 from spikeprep.stats import histogram_moments, write_config_norm
 from spikeprep.store import open_vox, read_manifest, read_store_info
@@ -75,6 +75,21 @@ def test_stats_equal_brute_force(synth_tree, tmp_path):
     assert result.stats.mean == pytest.approx(v.mean(), rel=1e-12)
     assert result.stats.std == pytest.approx(v.std(), rel=1e-12)
     assert read_store_info(tmp_path / "store").stats == result.stats
+
+
+def test_val_sequence_named_like_a_training_one_does_not_change_the_stats(synth_tree, tmp_path):
+    # Regression: per-frame histograms were keyed by (seq, frame_idx), so val/seq_000 overwrote
+    # train/seq_000's and MEAN/STD came partly from validation data.
+    reference = ingest(synth_tree(), tmp_path / "ref", OPTS, log_dir=None, progress=False)
+    raw = copy_tree(synth_tree(), tmp_path / "raw")
+    (raw / "val" / "seq_002").rename(raw / "val" / "seq_000")
+    result = ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
+    keys = sorted({(r["split"], r["seq"]) for r in result.rows})
+    assert keys == [("train", "seq_000"), ("train", "seq_001"), ("val", "seq_000")]
+    checksums = {k: [r["vox_checksum"] for r in result.rows if (r["split"], r["seq"]) == k] for k in keys}
+    assert checksums[("train", "seq_000")] != checksums[("val", "seq_000")]  # the clash would show
+    assert result.stats == reference.stats
+    assert read_store_info(tmp_path / "store").stats == reference.stats
 
 
 def test_histogram_moments_exact():
@@ -282,6 +297,46 @@ def test_structural_errors_name_the_file(synth_tree, tmp_path, damage, fragment)
         ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
     assert "Fix:" in str(err.value)
     assert not (tmp_path / "store" / "dataset.json").exists()
+
+
+def test_write_config_norm_uses_its_own_temp_file(tmp_path):
+    # A fixed temp name (".cfg.yaml.tmp") is shared by parallel writers: one renames the other's file.
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text((ROOT / "configs" / "deblur" / "vrt_spike_baseline.yaml").read_text())
+    other = tmp_path / ".cfg.yaml.tmp"
+    other.write_text("another writer's half-written file\n")
+    write_config_norm(cfg, 0.25, 0.5)
+    assert other.read_text() == "another writer's half-written file\n"
+    assert (load_config(cfg).DATA.NORM.MEAN, load_config(cfg).DATA.NORM.STD) == (0.25, 0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cfg.yaml.tmp", "cfg.yaml"]
+
+
+def test_write_config_norm_failure_leaves_config_and_no_temp_file(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    text = (ROOT / "configs" / "deblur" / "vrt_spike_baseline.yaml").read_text()
+    text = text.replace("TRAIN:", "TRAIN:\n  BOGUS: 1", 1)  # the rewritten file fails validation
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match="TRAIN.BOGUS: unknown key") as err:
+        write_config_norm(cfg, 0.25, 0.5)
+    assert str(err.value).startswith(f"{cfg}: ")  # names the config, not a temp file
+    assert cfg.read_text() == text
+    assert [p.name for p in tmp_path.iterdir()] == ["cfg.yaml"]
+
+
+def test_align_log_is_written_atomically(tmp_path, monkeypatch):
+    rows = [dict(split="train", seq="seq_000", frame_idx=0, t0=0.0, t1=0.5, event_count=3)]
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)  # the write fails before it is committed
+    with pytest.raises(OSError, match="disk full"):
+        write_align_log(tmp_path / "logs", rows)
+    assert list((tmp_path / "logs").iterdir()) == []  # no partial log, no temp file
+    monkeypatch.undo()
+    path = write_align_log(tmp_path / "logs", rows)
+    assert path.read_text() == "# train/seq_000\n0, 0.0, 0.5, 3\n"
+    assert list((tmp_path / "logs").iterdir()) == [path]
 
 
 def test_write_config_norm_keeps_other_lines(tmp_path):

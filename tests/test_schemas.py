@@ -1,17 +1,23 @@
 """Contracts in schemas/: the config, the spike meta record and the manifest schema."""
 from __future__ import annotations
 
+import os
+import typing
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from schemas.config import Config, ConfigError, load_config, parse_config
+from schemas.atomic import atomic_path, atomic_write_bytes, temp_name
+from schemas.config import MIN_STD, Config, ConfigError, NormConfig, load_config, parse_config
 from schemas.manifest import (MANIFEST_COLUMNS, MANIFEST_SCHEMA, ManifestSchemaError,
                               validate_manifest_table)
+from schemas.run import Arm, Metrics, ValReport, read_val_report, write_val_report
 from schemas.spike_meta import SpikeMeta
+from schemas.validation import describe_validation_error
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "configs" / "deblur" / "vrt_spike_baseline.yaml"
@@ -138,3 +144,81 @@ def test_manifest_rejects_drift():
                              table.column("frame_idx").cast(pa.int32()))
     with pytest.raises(ManifestSchemaError, match="frame_idx"):
         validate_manifest_table(wrong)
+
+
+# ---- one way to format validation errors --------------------------------------------------------------
+def test_validation_errors_read_field_colon_message():
+    raw = yaml.safe_load(BASELINE.read_text())
+    raw["MODEL"]["CHANNELS_PER_SCALE"] = []
+    raw["DATA"]["KK"] = 1
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "cfg.yaml")
+    text = str(err.value)
+    assert "MODEL.CHANNELS_PER_SCALE: must be a non-empty list" in text  # no "Value error, " prefix
+    assert "DATA.KK: unknown key (not in schemas/config.py)" in text
+    with pytest.raises(ValidationError) as err:
+        SpikeMeta.model_validate(dict(format="dat", layout="stream", height=2, width=4, rate_hz=1.0, start_s=0.0))
+    assert describe_validation_error(err.value) == "record: layout 'stream' needs 'stream_file' (the file holding the stream)"
+
+
+def test_std_floor_is_one_constant():
+    import spikeprep.stats
+
+    assert MIN_STD == 1e-6 and spikeprep.stats.MIN_STD is MIN_STD
+    assert NormConfig(STD=MIN_STD).STD == MIN_STD
+    with pytest.raises(ValidationError):
+        NormConfig(STD=MIN_STD * 0.99)
+
+
+# ---- atomic writes ------------------------------------------------------------------------------------
+def test_temp_names_are_unique_hidden_and_keep_the_suffix(tmp_path):
+    names = {temp_name(tmp_path / "a.npy") for _ in range(100)}
+    assert len(names) == 100
+    for name in names:
+        assert name.parent == tmp_path and name.name.startswith(".a.npy.") and name.suffix == ".npy"
+        assert f".{os.getpid()}-" in name.name
+
+
+def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "x.bin"
+    target.write_bytes(b"old")
+    assert atomic_write_bytes(target, b"new content") == target
+    assert target.read_bytes() == b"new content" and os.listdir(tmp_path) == ["x.bin"]
+
+
+def test_atomic_path_failure_keeps_the_old_file(tmp_path):
+    target = tmp_path / "x.npy"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("writer crashed")
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["x.npy"]
+    with pytest.raises(FileNotFoundError):
+        with atomic_path(target):
+            pass  # wrote nothing: nothing to commit
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["x.npy"]
+
+
+def _report() -> ValReport:
+    m = Metrics(frames=2, psnr_rgb=30.0, psnr_y=31.0, ssim=0.9)
+    return ValReport(exp="e", arm="spike", step=1, split="val", overall=m, boundary=m, boundary_fraction=0.1,
+                     per_sequence={"seq_000": m}, seconds=1.0)
+
+
+def test_val_report_write_does_not_share_a_temp_file(tmp_path):
+    # The old fixed temp name (val.json.tmp) was shared by parallel writers of the same report.
+    path = tmp_path / "val.json"
+    other = tmp_path / "val.json.tmp"
+    other.write_text("another writer's half-written report")
+    write_val_report(path, _report())
+    assert read_val_report(path) == _report()
+    assert other.read_text() == "another writer's half-written report"
+    assert sorted(os.listdir(tmp_path)) == ["val.json", "val.json.tmp"]
+
+
+def test_arm_literal_is_the_val_report_arm():
+    assert typing.get_args(Arm) == ("spike", "base")
+    assert ValReport.model_fields["arm"].annotation == Arm
+    with pytest.raises(ValidationError):
+        _report().model_validate({**_report().model_dump(), "arm": "other"})

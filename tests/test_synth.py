@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 import spikeprep.synth as synth_mod
-from cli.synth import synth as synth_cmd
+from cli.synth_cmd import synth as synth_cmd
 from spikeprep.errors import InputError
 from spikeprep.formats.arrays import read_binary_array
 from spikeprep.formats.dat import dat_num_frames, read_dat

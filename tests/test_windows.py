@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -92,3 +93,18 @@ def test_malformed_exposure_csv(tmp_path, text, fragment):
 def test_missing_exposure_csv(tmp_path):
     with pytest.raises(InputError, match="not found"):
         read_exposure_csv(tmp_path / "exposure.csv")
+
+
+def test_exposure_csv_is_written_atomically(tmp_path, monkeypatch):
+    path = tmp_path / "exposure.csv"
+    write_exposure_csv(path, [0, 1], [0.0, 1.0], [0.5, 1.5])
+    before = path.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)  # the new file is never committed
+    with pytest.raises(OSError, match="disk full"):
+        write_exposure_csv(path, [0], [2.0], [2.5])
+    assert path.read_bytes() == before  # the old table, whole
+    assert os.listdir(tmp_path) == ["exposure.csv"]  # and no temp file

@@ -6,11 +6,11 @@ array, under the key ``spikes`` or as its only entry. Loading uses ``allow_pickl
 from __future__ import annotations
 
 import operator
-import os
 from pathlib import Path
 
 import numpy as np
 
+from schemas.atomic import atomic_path
 from spikeprep.errors import InputError
 
 NPZ_SPIKES_KEY = "spikes"
@@ -130,13 +130,9 @@ def write_binary_array(path: str | Path, frames: np.ndarray) -> Path:
         raise ValueError(f"frames must be bool or integers 0/1, got {frames.dtype}")
     if path.suffix not in (".npy", ".npz"):
         raise ValueError(f"{path}: suffix must be .npy or .npz")
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
+    with atomic_path(path) as tmp:  # the temp name keeps the suffix, so numpy does not append one
         if path.suffix == ".npz":
             np.savez_compressed(tmp, **{NPZ_SPIKES_KEY: frames.astype(np.bool_)})
         else:
             np.save(tmp, frames.astype(np.bool_))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

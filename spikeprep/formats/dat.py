@@ -11,11 +11,11 @@ Packed frames: ``[N, H*W/8]`` uint8, exactly the file's bytes.
 from __future__ import annotations
 
 import operator
-import os
 from pathlib import Path
 
 import numpy as np
 
+from schemas.atomic import atomic_write_bytes
 from spikeprep.errors import InputError
 
 
@@ -62,14 +62,7 @@ def write_dat(path: str | Path, frames: np.ndarray, flipud: bool = True) -> Path
     packed = pack_frames(frames, flipud=flipud)
     if packed.shape[0] == 0:  # readers reject an empty .dat, so never write one
         raise ValueError(f"{path}: no frames to write (a .dat file needs at least one frame)")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(packed.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_bytes(path, packed.tobytes())
 
 
 def _frame_nbytes_for(path: Path, height: int, width: int) -> int:

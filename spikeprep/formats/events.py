@@ -7,12 +7,12 @@ Validation: finite times, non-decreasing times, integral in-range coordinates.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from schemas.atomic import atomic_path
 from spikeprep.errors import InputError
 from spikeprep.formats.arrays import _load_single_array
 
@@ -148,13 +148,9 @@ def write_events(path: str | Path, t, y, x, p=None) -> Path:
     arr = np.stack(cols, axis=1) if cols[0].size else np.zeros((0, len(cols)), np.float64)
     if path.suffix not in (".npy", ".npz"):
         raise ValueError(f"{path}: suffix must be .npy or .npz")
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
+    with atomic_path(path) as tmp:  # the temp name keeps the suffix, so numpy does not append one
         if path.suffix == ".npz":
             np.savez_compressed(tmp, **{NPZ_EVENTS_KEY: arr})
         else:
             np.save(tmp, arr)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

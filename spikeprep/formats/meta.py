@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from pydantic import ValidationError
 
+from schemas.atomic import atomic_write_text
 from schemas.spike_meta import SPIKE_META_FILENAME, SpikeMeta
-from spikeprep.errors import InputError, describe_validation_error
+from schemas.validation import describe_validation_error
+from spikeprep.errors import InputError
 
 
 class _DuplicateKey(Exception):
@@ -65,10 +66,4 @@ def write_spike_meta(path: str | Path, meta: SpikeMeta) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / SPIKE_META_FILENAME
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(meta.to_json())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_text(path, meta.to_json())

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from schemas.validation import error_message
 from spikeprep.errors import SpikeprepError
 from spikeprep.synth import PRESETS, SynthConfig, synthesize
 
@@ -100,7 +101,7 @@ def synth(out: Path, preset: str, misalign: tuple[str, ...], workers: int, overw
     except ValidationError as err:
         first = err.errors()[0]
         loc = [str(p) for p in first["loc"]]
-        msg = first["msg"].removeprefix("Value error, ")
+        msg = error_message(first)
         if loc:
             hint = _option_name(loc[0])
         else:  # a cross-field rule: point at the first option its message names
