@@ -20,6 +20,7 @@ def cpu_description() -> str:
 
 
 def load_average() -> str:
+    """``load average 1m 5m 15m`` of the machine (``load average n/a`` where unavailable)."""
     try:
         return "load average %.2f %.2f %.2f" % os.getloadavg()
     except OSError:

@@ -46,6 +46,7 @@ def run(args: list[str], log: Path | None = None, env: dict | None = None) -> su
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Synth, ingest and audit a store, train both arms side by side, compare them; write RESULTS.md."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "acceptance")
     ap.add_argument("--steps", type=int, default=1500, help="optimiser steps per arm")
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- both arms, side by side ----------------------------------------------------------------------------
     vgg = []
-    sys.path.insert(0, str(REPO))          # the repo's `model` package, not benchmarks/model.py
+    sys.path.insert(0, str(REPO))          # the repo's `model` package
     from model.losses.vgg_perceptual import vgg19_weights_path
 
     if not vgg19_weights_path().is_file():

@@ -80,14 +80,18 @@ def _catch_oom(fn, *args):
 
 
 class Budget:
+    """A wall-clock deadline ``seconds`` from now."""
+
     def __init__(self, seconds: float):
         self.end = time.perf_counter() + seconds
 
     def left(self) -> float:
+        """Seconds until the deadline (negative once past)."""
         return self.end - time.perf_counter()
 
 
 def build_arm(preset: str, use_spike: bool, bins: int, device: torch.device, deform: str) -> SpikeVRT:
+    """One arm of the ``preset`` VRT (seed 0, deformable conv ``deform``) with K = ``bins``, on ``device``."""
     torch.manual_seed(0)
     vrt = VRT_PRESETS[preset](deform_impl=deform)
     return SpikeVRT(vrt, num_bins=bins, channels_per_scale=vrt.feature_dims(), use_spike=use_spike).to(device)
@@ -102,6 +106,7 @@ def set_checkpointing(model: SpikeVRT, on: bool) -> None:
 
 
 def autocast(device: torch.device, amp: str):
+    """``torch.autocast`` for --amp: ``fp16``, ``bf16`` or ``off`` (disabled)."""
     if amp == "off":
         return torch.autocast(device.type, enabled=False)
     return torch.autocast(device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
@@ -136,6 +141,10 @@ def deform_agreement(device: torch.device) -> dict:
 # ---------------------------------------------------------------------------------------------- training
 def train_steps(model: SpikeVRT, batch: int, size: str, bins: int, steps: int, warmup: int,
                 device: torch.device, amp: str) -> dict:
+    """Time AdamW training steps (Charbonnier loss, random data) of ``model`` at batch ``batch``.
+
+    Returns ``step_s`` (mean seconds per step after ``warmup``) and ``peak_gib`` (peak device memory).
+    """
     t, h, w = _dims(size)
     gen = torch.Generator(device=device).manual_seed(batch)
     blur = torch.rand(batch, t, 3, h, w, device=device, generator=gen)
@@ -203,6 +212,7 @@ def train_rows(args, arm: str, deform: str, device: torch.device, budget: Budget
 
 # ---------------------------------------------------------------------------------------------- inference
 def infer_row(args, arm: str, deform: str, device: torch.device) -> dict:
+    """Time ``tiled_inference`` of one arm on a random --infer-size clip; seconds per frame and peak memory."""
     t, h, w = _dims(args.infer_size)
     model = build_arm(args.preset, arm == "spike", args.bins, device, deform).eval()
     gen = torch.Generator().manual_seed(1)
@@ -233,6 +243,7 @@ def _fmt(v, spec: str) -> str:
 
 def report(env: str, deform_rows: list[dict], agree: dict | None, train: list[dict], infer: list[dict],
            args) -> str:
+    """The markdown report: deformable-conv agreement and timings, the training and inference tables."""
     out = [f"# {env}", ""]
     if agree is not None:
         out.append(f"Deformable conv, sampling vs torchvision (fp32, offsets beyond the image, 4 groups): "
@@ -272,6 +283,7 @@ def report(env: str, deform_rows: list[dict], agree: dict | None, train: list[di
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Deformable-conv check, batch doubling per arm, tiled inference (within --budget-s); print the report."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="deblur", choices=sorted(VRT_PRESETS))
     ap.add_argument("--size", default="5x256x256", help="training clip TxHxW")

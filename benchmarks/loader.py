@@ -63,6 +63,7 @@ class NpyClipDataset(SpikeDeblurDataset):
         self.npy_root = Path(npy_root)
 
     def npy_path(self, si: int, frame_idx: int) -> Path:
+        """The cache file of sequence ``si``'s frame ``frame_idx``."""
         return self.npy_root / self.split / self.sequences[si].name / "spike_vox" / f"{frame_idx:06d}.npy"
 
     def _read_spike(self, si, pos, box):
@@ -96,23 +97,29 @@ class NpyClipDataset(SpikeDeblurDataset):
         return images
 
     def voxel_files(self, si: int, pos: int) -> list[str]:
+        """The ``.npy`` files the clip at (sequence ``si``, position ``pos``) reads."""
         frames = self.sequences[si].frame_idx[pos:pos + self.clip_len].tolist()
         return [str(self.npy_path(si, f)) for f in frames]
 
     def image_files(self, si: int, pos: int) -> list[str]:
+        """The blur and sharp PNGs the clip at (``si``, ``pos``) reads."""
         s = self.sequences[si]
         return list(s.blur[pos:pos + self.clip_len]) + list(s.sharp[pos:pos + self.clip_len])
 
 
 class StoreClipDataset(SpikeDeblurDataset):
+    """``SpikeDeblurDataset`` on the store, plus the shard files each clip reads (for ``cold`` eviction)."""
+
     def _shards(self, si: int, pos: int, kind: str) -> list[str]:
         reader = self._reader(si, kind)
         return [reader.shard_path(n) for n in self.sequences[si].vox_index[pos:pos + self.clip_len].tolist()]
 
     def voxel_files(self, si: int, pos: int) -> list[str]:
+        """The ``spike_vox.zarr`` shards the clip at (sequence ``si``, position ``pos``) reads."""
         return self._shards(si, pos, "vox")
 
     def image_files(self, si: int, pos: int) -> list[str]:
+        """The ``rgb.zarr`` blur and sharp shards the clip at (``si``, ``pos``) reads."""
         return self._shards(si, pos, "blur") + self._shards(si, pos, "sharp")
 
 
@@ -144,6 +151,7 @@ def evict(paths) -> None:
 
 
 def warm(paths) -> None:
+    """Read the files through once so the page cache holds them."""
     for p in paths:
         with open(p, "rb") as fh:
             while fh.read(1 << 22):
@@ -160,6 +168,7 @@ class Bench(Dataset):
         return len(self.ds)
 
     def files(self, index: int) -> list[str]:
+        """The files item ``index`` reads: voxels, plus images for ``full`` items."""
         si, pos = (int(v) for v in self.ds._clips[index])
         files = self.ds.voxel_files(si, pos)
         if self.items == "full":
@@ -182,10 +191,12 @@ class Bench(Dataset):
 
 
 def collate_voxels(batch):
+    """Collate ``voxels`` items: ``{"spike_vox": [B, T, K, h, w]}``."""
     return {"spike_vox": default_collate([b["spike_vox"] for b in batch])}
 
 
 def clips_per_second(bench: Bench, workers: int, warmup: int, batches: int, seed: int) -> float:
+    """Clips per second through a batch-1 DataLoader over ``batches`` timed batches after ``warmup``."""
     sampler = RandomSampler(bench, replacement=True, num_samples=warmup + batches,
                             generator=torch.Generator().manual_seed(seed))
     collate = collate_drop_bad if bench.items == "full" else collate_voxels
@@ -279,6 +290,7 @@ def tree_bytes(paths) -> tuple[int, int, int]:
 
 
 def machine_info() -> str:
+    """CPU, RAM, Python and library versions and the load average, for RESULTS.md."""
     mem = ""
     try:
         mem = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM"
@@ -292,6 +304,7 @@ def machine_info() -> str:
 
 
 def build_store(args, work: Path) -> Path:
+    """``spikeprep synth`` (demo preset, the args' geometry) + ingest under ``work``; the store's root."""
     from spikeprep.ingest import IngestOptions, ingest
     from spikeprep.synth import SynthConfig, synthesize
 
@@ -311,6 +324,7 @@ def build_store(args, work: Path) -> Path:
 
 
 def main(argv=None) -> int:
+    """Build or open a store, time both designs warm and cold, print and (unless --no-write) record."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="example: .venv/bin/python benchmarks/loader.py --workers 2")

@@ -6,7 +6,8 @@
 Rows (all on the same random spike frames, firing probability --p, one exposure window covering all
 frames, K bins):
 
-* reference  the original document's numpy ``voxelize`` (np.add.at) on the events ``[N, 3]`` float64;
+* reference  the original document's numpy ``voxelize`` (np.add.at; imported from tests/oracles.py)
+             on the events ``[N, 3]`` float64;
 * events     ``voxelize_events`` on the same events (t float64, y/x as uint16 and as int64);
 * unpackbits numpy ``np.unpackbits(bitorder='little')`` + per-bin sum on the packed ``.dat`` bytes;
 * packed     ``voxelize_packed`` on the same packed bytes (MB/s of packed input);
@@ -36,23 +37,14 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
 
 from spikeprep.voxelizer import voxelize_binary, voxelize_events, voxelize_packed  # noqa: E402
 from _common import cpu_description, load_average, write_section  # noqa: E402
+from oracles import voxelize  # noqa: E402  the original document's reference (section 3.3)
 
 SECTION = "## Voxelizer"
-
-
-def voxelize(events, t0, t1, H, W, K=32):
-    """The original design document's reference (section 3.3), verbatim apart from the docstring."""
-    vox = np.zeros((K, H, W), dtype=np.float32)
-    dur = (t1 - t0)
-    bin_idx = np.floor((events[:,0] - t0) / max(dur, 1e-9) * K).astype(np.int64)
-    bin_idx = np.clip(bin_idx, 0, K-1)
-    ys = events[:,1].astype(np.int64)
-    xs = events[:,2].astype(np.int64)
-    np.add.at(vox, (bin_idx, ys, xs), 1.0)
-    return vox  # 后续再做 log1p 与标准化
 
 
 def numpy_unpack_voxelize(packed, t, t0, t1, H, W, K, flipud=True):
@@ -69,12 +61,15 @@ def numpy_unpack_voxelize(packed, t, t0, t1, H, W, K, flipud=True):
 
 
 def machine() -> str:
+    """CPU, Python, numpy and numba versions and the load average, for RESULTS.md."""
     return (f"{cpu_description()}, {platform.python_implementation()} "
             f"{platform.python_version()}, numpy {np.__version__}, numba "
             f"{__import__('numba').__version__}, {load_average()} at start")
 
 
 def main(argv=None) -> int:
+    """Time every path on the same spikes (each checked against the reference); print, and record unless
+    --no-write."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="example: .venv/bin/python benchmarks/voxelizer.py --frames 2000")

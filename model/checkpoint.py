@@ -25,14 +25,17 @@ from typing import Any, Mapping
 import torch
 
 from model.integrate_vrt import SpikeVRT, build_model
+from schemas.atomic import atomic_path
 from schemas.config import Config, parse_config
+from schemas.val_report import Arm
 from spikeprep.errors import InputError
 
 CKPT_VERSION = 1
 REQUIRED_KEYS = ("version", "arm", "exp", "step", "model", "config")
 
 
-def arm_name(use_spike: bool) -> str:
+def arm_name(use_spike: bool) -> Arm:
+    """The checkpoint's ``arm`` field: ``"spike"`` for the spike arm, ``"base"`` for the spike-free arm."""
     return "spike" if use_spike else "base"
 
 
@@ -40,9 +43,8 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
     """``torch.save`` to a temporary file beside ``path``, then an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(dict(payload), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(dict(payload), tmp)
     return path
 
 

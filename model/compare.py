@@ -5,7 +5,7 @@ data, the spike arm passes when
 
     PSNR (RGB) >= base PSNR - 0.05 dB    and    LPIPS <= base LPIPS + 0.005.
 
-This module reads the two runs' validation reports (``schemas.run.ValReport``), tabulates both arms at
+This module reads the two runs' validation reports (``schemas.val_report.ValReport``), tabulates both arms at
 every step both have (overall and on motion boundaries), judges the rule at the last common step, and
 draws side-by-side crops (blur | base recon | spike recon | sharp) where the sharp frame differs most from
 the blurred one, from the validation images of that step.
@@ -34,8 +34,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from schemas.run import Metrics, ValReport, read_val_report
+from schemas.val_report import Metrics, ValReport, read_val_report
+from schemas.atomic import atomic_write_text
 from spikeprep.errors import InputError
+from spikeprep.images import read_rgb
 
 COMPARE_VERSION = 1
 PSNR_TOL_DB = 0.05          # spike PSNR may be at most this much below the base (original document 8.3)
@@ -147,12 +149,19 @@ class RuleResult:
     reason: str | None = None
 
     def as_dict(self) -> dict:
+        """The rule's JSON form (``rule, status, spike, base, margin, reason``)."""
         return dict(rule=self.rule, status=self.status, spike=self.spike, base=self.base,
                     margin=self.margin, reason=self.reason)
 
 
 @dataclass(frozen=True)
 class Verdict:
+    """The acceptance rule judged at ``step``: both rules, the overall result and a one-line summary.
+
+    ``passed`` is True when the PSNR rule passes and the LPIPS rule did not fail (it may be not evaluated;
+    ``summary`` then says so).
+    """
+
     step: int
     psnr: RuleResult
     lpips: RuleResult
@@ -160,6 +169,7 @@ class Verdict:
     summary: str                  # "PASS", "FAIL: ...", or "PASS on PSNR only (LPIPS not evaluated: ...)"
 
     def as_dict(self) -> dict:
+        """The verdict's JSON form; ``result`` is ``"PASS"`` or ``"FAIL"``."""
         return dict(step=self.step, psnr=self.psnr.as_dict(), lpips=self.lpips.as_dict(),
                     result="PASS" if self.passed else "FAIL", summary=self.summary)
 
@@ -179,6 +189,7 @@ class CropSpot:
     boxes: dict[str, list[int]] = field(default_factory=dict)   # column -> [x0, y0, x1, y1] in the picture
 
     def as_dict(self) -> dict:
+        """The crop's JSON form (all fields)."""
         return dict(seq=self.seq, frame=self.frame, y=self.y, x=self.x, size=self.size, score=self.score,
                     psnr_rgb_base=self.psnr_rgb_base, psnr_rgb_spike=self.psnr_rgb_spike, boxes=self.boxes)
 
@@ -201,10 +212,12 @@ class Comparison:
 
     @property
     def passed(self) -> bool:
+        """Whether the spike arm passed the acceptance rule (``verdict.passed``)."""
         return self.verdict.passed
 
     @property
     def step(self) -> int:
+        """The training step the verdict was judged at (``verdict.step``)."""
         return self.verdict.step
 
     def rows(self) -> list[dict]:
@@ -217,6 +230,7 @@ class Comparison:
                 for s in self.steps]
 
     def as_dict(self) -> dict:
+        """The JSON written next to the picture: both runs, the table, the verdict, the picture and crops."""
         last = self.spike.reports[self.step]
         return dict(
             version=COMPARE_VERSION,
@@ -404,8 +418,8 @@ def format_report(comp: Comparison) -> str:
 # ---- crops ---------------------------------------------------------------------------------------------
 
 def _load_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    """uint8 ``[H, W, 3]`` RGB (the grid and the metrics take channels last)."""
+    return read_rgb(path).transpose(1, 2, 0)
 
 
 def _frame_keys(images: Path) -> list[tuple[str, int]]:
@@ -593,8 +607,7 @@ def compare(run_spike: str | Path, run_base: str | Path, outputs: str | Path = "
     if write:
         comp.json_path = metrics_dir / f"{stem}.json"
         metrics_dir.mkdir(parents=True, exist_ok=True)
-        tmp = comp.json_path.with_suffix(".json.tmp")
         # allow_nan: an identical pair has PSNR inf, as in the validation reports themselves.
-        tmp.write_text(json.dumps(comp.as_dict(), indent=2, allow_nan=True, ensure_ascii=False) + "\n")
-        tmp.replace(comp.json_path)
+        atomic_write_text(comp.json_path,
+                          json.dumps(comp.as_dict(), indent=2, allow_nan=True, ensure_ascii=False) + "\n")
     return comp

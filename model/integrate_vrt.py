@@ -80,6 +80,12 @@ class SpikeVRT(nn.Module):
         return spike_vox
 
     def forward(self, blur: Tensor, spike_vox: Tensor | None = None) -> Tensor:
+        """Deblur a clip: ``blur [B, T, 3, H, W]`` and ``spike_vox [B, T, K, H, W]`` -> ``[B, T, 3, H, W]``.
+
+        K is ``num_bins``; H and W must be what VRT accepts (multiples of 8, at least 64; any size through
+        :func:`tiled_inference` or ``model.vrt_tiling.padded_forward``). The spike-free arm ignores
+        ``spike_vox`` (it may be None) and returns plain VRT's output.
+        """
         state, fr, fs = self.encode_scales(blur, spike_vox)
         if not self.use_spike:
             return self.vrt.decode(state)
@@ -123,11 +129,6 @@ def build_model(cfg, use_spike: bool = True) -> SpikeVRT:
 
 def _inputs(model: SpikeVRT, blur: Tensor, spike_vox: Tensor | None) -> list[Tensor]:
     return [blur, model._check_spike(blur, spike_vox)] if model.use_spike else [blur]
-
-
-def padded_inference(model: SpikeVRT, blur: Tensor, spike_vox: Tensor | None = None) -> Tensor:
-    """Any H, W: blur and spike_vox mirror-padded alike to what VRT accepts, output cropped back."""
-    return padded_forward(lambda ts: model(*ts), _inputs(model, blur, spike_vox))
 
 
 def tiled_inference(model: SpikeVRT, blur: Tensor, spike_vox: Tensor | None = None,

@@ -12,7 +12,7 @@ Every metric works on uint8 ``[H, W, 3]`` RGB frames, the way basicsr evaluates 
   weights, read from torchvision's cache or a given path and never downloaded; without them
   ``LPIPSUnavailable`` (or ``lpips_or_reason``'s reason) says so, and reports print "not computed". A
   metric on random weights would be a number that measures nothing, so there is no fallback.
-* ``mean_metrics``: the per-frame rows averaged into one record (``schemas.run.Metrics`` fields).
+* ``mean_metrics``: the per-frame rows averaged into one record (``schemas.val_report.Metrics`` fields).
 """
 from __future__ import annotations
 

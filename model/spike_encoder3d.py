@@ -56,6 +56,7 @@ class ResBlock3D(nn.Module):
         self.act = nn.ReLU(inplace=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, T, H, W]`` (conv3d layout) -> the same shape."""
         return self.act(x + self.conv2(self.act(self.conv1(x))))
 
 
@@ -92,6 +93,8 @@ class SpikeEncoder3D(nn.Module):
                                             *[ResBlock3D(c_out) for _ in range(blocks_per_scale)]))
 
     def forward(self, spike_vox: torch.Tensor) -> list[torch.Tensor]:
+        """``spike_vox [B, T, K, H, W]`` -> [Fs_1, ..., Fs_L], Fs_i ``[B, T_i, C_i, H_i, W_i]`` as the
+        geometry's ``shape_for`` gives (checked; a mismatch raises RuntimeError)."""
         if spike_vox.ndim != 5:
             raise ValueError(f"spike_vox must be [B, T, K, H, W], got shape {tuple(spike_vox.shape)}")
         b, t, _, h, w = spike_vox.shape

@@ -54,6 +54,7 @@ class TemporalSelfAttentionBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, dim * 2), nn.GELU(), nn.Linear(dim * 2, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Fs_i ``[B, T, C, H, W]`` -> Fs'_i ``[B, T, C, H, W]`` (attention along T, per pixel)."""
         shape = x.shape
         x = to_pixel_sequences(x)
         y = self.ln1(x)

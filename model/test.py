@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import platform
 import re
 import time
@@ -56,7 +55,9 @@ from model.metrics import tensor_to_uint8
 from schemas.config import Config, load_config
 from schemas.manifest import STATUS_OK
 from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_DIRNAME
+from schemas.atomic import atomic_write_text
 from spikeprep.errors import InputError
+from spikeprep.images import read_rgb, write_rgb
 from spikeprep.spike_deblur_dataset import (ChunkReader, SampleError, clip_starts, consecutive_runs, norm_lut,
                                             normalise_upsample)
 from spikeprep.store import read_manifest, read_store_info
@@ -113,17 +114,6 @@ def is_store(path: Path) -> bool:
 
 
 # ---- frame and voxel sources ------------------------------------------------------------------------
-def read_rgb(path: Path, hw: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode a PNG/JPEG as uint8 ``[3, H, W]`` RGB; InputError if it fails or is not ``hw``."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise InputError(path, "unreadable image", fix="re-export the frame as an 8-bit PNG or JPEG")
-    if hw is not None and img.shape[:2] != tuple(hw):
-        raise InputError(path, f"frame is {img.shape[0]}x{img.shape[1]}, but the sequence's first frame is "
-                         f"{hw[0]}x{hw[1]}", fix="all frames of a sequence must have one size")
-    return np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))
-
-
 class FileFrames:
     """Blur frames of one sequence from image files."""
 
@@ -137,10 +127,12 @@ class FileFrames:
         return len(self.files)
 
     def label(self, i: int) -> Path:
+        """Frame ``i``'s file (where error messages point)."""
         return self.files[i]
 
     def read(self, i: int) -> np.ndarray:
-        return read_rgb(self.files[i], self.hw)
+        """Frame ``i`` as uint8 ``[3, H, W]`` RGB; InputError if unreadable or not the first frame's size."""
+        return read_rgb(self.files[i], self.hw, expected="the sequence's first frame is")
 
 
 class ArrayFrames:
@@ -157,9 +149,11 @@ class ArrayFrames:
         return len(self.rows)
 
     def label(self, i: int) -> str:
+        """``"{array} row {n}"`` of frame ``i`` (where error messages point)."""
         return f"{self.where} row {self.rows[i]}"
 
     def read(self, i: int) -> np.ndarray:
+        """Frame ``i`` (array row ``rows[i]``) as uint8 ``[3, H, W]`` RGB; InputError if unreadable."""
         return _read_rows(self.reader, self.rows[i], self.where)
 
 
@@ -220,9 +214,11 @@ class NpyCounts:
         return len(self.files)
 
     def label(self, i: int) -> Path:
+        """Frame ``i``'s ``.npy`` file (where error messages point)."""
         return self.files[i]
 
     def read(self, i: int) -> np.ndarray:
+        """Frame ``i``'s counts ``[K, Hs, Ws]`` as uint8/uint16 (see :func:`as_counts`)."""
         return as_counts(np.load(self.files[i], allow_pickle=False), self.files[i])
 
 
@@ -240,9 +236,11 @@ class ArrayCounts:
         return len(self.rows)
 
     def label(self, i: int) -> str:
+        """``"{array} row {n}"`` of frame ``i`` (where error messages point)."""
         return f"{self.where} row {self.rows[i]}"
 
     def read(self, i: int) -> np.ndarray:
+        """Frame ``i``'s counts ``[K, Hs, Ws]`` (row ``rows[i]``) as uint8/uint16 (see :func:`as_counts`)."""
         return as_counts(_read_rows(self.reader, self.rows[i], self.where), self.where)
 
 
@@ -266,9 +264,11 @@ class InputSequence:
 
     @property
     def stems(self) -> list[str]:
+        """File stems of the blur frames, in order (output images are named after them)."""
         return self.blur.stems
 
     def frames(self) -> int:
+        """How many frames are deblurred: the total length of ``runs``."""
         return sum(n for _, n in self.runs)
 
     def load_clip(self, positions: Sequence[int], lut: np.ndarray | None,
@@ -417,6 +417,8 @@ class StoreIndex:
         return cands[0]
 
     def counts(self, key: str) -> ArrayCounts:
+        """Voxel counts of store sequence ``key`` (``split/name``): the manifest rows with voxels in frame
+        order, whatever their status, each labelled with its blur file's stem."""
         rows = self.rows.get(key, [])
         return ArrayCounts(self.root / key / VOX_DIRNAME, [r["vox_index"] for r in rows],
                            [Path(r["blur"]).stem for r in rows])
@@ -599,11 +601,6 @@ def _check_tiles(tile: Sequence[int], overlap: Sequence[int]) -> None:
                              f"0 <= overlap < tile", fix="e.g. --tile 0 256 256 --overlap 2 20 20")
 
 
-def _write_image(path: Path, rgb: np.ndarray, params: list[int]) -> None:
-    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]), params):
-        raise InputError(path, "cannot write the image", fix="check that the output folder is writable")
-
-
 def _load_model(ckpt_path: Path, use_spike: bool | None, config: Path | None) -> tuple[dict, Config, SpikeVRT]:
     ckpt = load_checkpoint(ckpt_path, map_location="cpu")  # weights_only=True
     check_compatible(ckpt, ckpt_path, use_spike=use_spike, cfg=load_config(config) if config else None)
@@ -721,7 +718,7 @@ def run_test(*, ckpt: Path, output: Path, input_blur: Path | None = None, input_
                     if p in done:  # the last clip of a run overlaps the previous one: keep the first output
                         continue
                     path = folder / (s.stems[p] + suffix)
-                    _write_image(path, frames[t], params)
+                    write_rgb(path, frames[t], params)
                     images.append(path)
                     done.add(p)
                 bar.update(1)
@@ -774,7 +771,5 @@ def run_test(*, ckpt: Path, output: Path, input_blur: Path | None = None, input_
     }
     metrics_folder.mkdir(parents=True, exist_ok=True)
     path = _metrics_path(metrics_folder, now)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, path)  # a reader never sees half a report
+    atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")  # a reader never sees half a report
     return InferenceReport(images=images, metrics_path=path, metrics=metrics, notes=notes)

@@ -17,7 +17,7 @@ clips in the same order, same crops; the spike-free arm never reads a voxel.
 Outputs under LOG.SAVE_DIR (``outputs``)::
 
     ckpts/{exp}/best.pth, last.pth           model, optimizer, scheduler, scaler, step, RNG, config
-    metrics/val_{exp}_{step}.json            schemas.run.ValReport
+    metrics/val_{exp}_{step}.json            schemas.val_report.ValReport
     logs/{exp}/events.*                      TensorBoard: lr, loss terms, PSNR, SSIM, LPIPS
     logs/run_{exp}_{time}.txt                git revision, command, config text, pip freeze
     visuals/{exp}/step_{step:07d}/...        {seq}_{frame}_triptych.png (blur | recon | sharp) and
@@ -44,19 +44,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 
-from model.checkpoint import (arm_name, check_compatible, load_checkpoint, save_checkpoint)
+from model.checkpoint import CKPT_VERSION, arm_name, check_compatible, load_checkpoint, save_checkpoint
 from model.integrate_vrt import SpikeVRT, build_model, tiled_inference
 from model.losses.deblur_loss import DeblurLoss
 from model.losses.vgg_perceptual import VGGWeightsUnavailable
 from model.metrics import (image_metrics, lpips_or_reason, masked_metrics, mean_metrics, motion_boundary_mask,
                            tensor_to_uint8)
 from schemas.config import Config, load_config
-from schemas.run import Metrics, ValReport, val_report_path, write_val_report
+from schemas.val_report import Metrics, ValReport, val_report_path, write_val_report
 from spikeprep.errors import SpikeprepError
+from spikeprep.images import write_rgb
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, collate_drop_bad
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +101,7 @@ class TrainOptions:
 
     @property
     def exp_name(self) -> str:
+        """The experiment name: ``exp``, or the arm's name (``spike``/``base``) when none was given."""
         return self.exp or arm_name(self.use_spike)
 
 
@@ -166,6 +167,8 @@ def _pip_freeze() -> str:
 
 
 def write_run_log(path: Path, opts: TrainOptions, cfg: Config, config_text: str, extra: dict) -> None:
+    """Write the run log ``path``: time, git revision, command line, Python/torch versions, the options,
+    ``extra`` (one ``key: value`` line each), the config file's text, the resolved config and pip freeze."""
     lines = [f"time: {time.strftime('%Y-%m-%d %H:%M:%S')}",
              f"git: {_git_revision()}",
              f"command: {' '.join(sys.argv)}",
@@ -188,7 +191,7 @@ def save_triptych(path: Path, blur: np.ndarray, recon: np.ndarray, sharp: np.nda
     """blur | recon | sharp side by side (uint8 HWC RGB), 2-pixel white separators."""
     h = blur.shape[0]
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate([blur, _separator(h), recon, _separator(h), sharp], axis=1)).save(path)
+    write_rgb(path, np.concatenate([blur, _separator(h), recon, _separator(h), sharp], axis=1))
 
 
 def _batch_inputs(batch: dict, device: torch.device, use_spike: bool):
@@ -245,7 +248,7 @@ def validate(model: SpikeVRT, val_ds: SpikeDeblurDataset, *, device: torch.devic
                 d = outputs / images_dir / seq
                 d.mkdir(parents=True, exist_ok=True)
                 for name, img in (("blur", b), ("recon", r), ("sharp", s)):
-                    Image.fromarray(img).save(d / f"{frame:06d}_{name}.png")
+                    write_rgb(d / f"{frame:06d}_{name}.png", img)
                 if frame_counter in visual_pick:
                     save_triptych(outputs / images_dir / f"{seq}_{frame:06d}_triptych.png", b, r, s)
             frame_counter += 1
@@ -266,6 +269,11 @@ def validate(model: SpikeVRT, val_ds: SpikeDeblurDataset, *, device: torch.devic
 
 # ---------------------------------------------------------------------------------------------- main
 def main(opts: TrainOptions) -> TrainResult:
+    """Train one arm as ``opts`` says (the module docstring lists the outputs); returns its ``TrainResult``.
+
+    Under torchrun (``RANK`` set) it joins the process group (NCCL on CUDA, else gloo) and leaves it at
+    the end; ``--dry-run`` runs one batch forward and backward and writes nothing.
+    """
     # -- config ------------------------------------------------------------------------------------
     cfg = load_config(opts.config)
     config_text = Path(opts.config).read_text()
@@ -371,7 +379,7 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
 
     # -- dry run -----------------------------------------------------------------------------------------
     if opts.dry_run:
-        return _dry_run(raw_model, model, loader_for(0, 0), loss_fn, device, amp, cfg, say, exp)
+        return _dry_run(raw_model, model, loader_for(0, 0), loss_fn, device, amp, say, exp)
 
     # -- logging -----------------------------------------------------------------------------------------
     writer = None
@@ -394,7 +402,7 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
             say("VGG perceptual term: off (--no-vgg); the loss is Charbonnier only")
 
     def checkpoint_payload() -> dict:
-        return dict(version=1, arm=arm_name(opts.use_spike), exp=exp, step=step, epoch=epoch,
+        return dict(version=CKPT_VERSION, arm=arm_name(opts.use_spike), exp=exp, step=step, epoch=epoch,
                     batch_in_epoch=batch_in_epoch, model=raw_model.state_dict(),
                     optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                     scaler=scaler.state_dict(),
@@ -541,7 +549,7 @@ def _log_validation(writer, report: ValReport, step: int, say) -> None:
                 writer.add_scalar(f"{prefix}/{key}", value, step)
 
 
-def _dry_run(raw_model: SpikeVRT, model, loader: DataLoader, loss_fn, device, amp, cfg, say, exp) -> TrainResult:
+def _dry_run(raw_model: SpikeVRT, model, loader: DataLoader, loss_fn, device, amp, say, exp) -> TrainResult:
     """The original document's appendix B: one batch forward and backward, shapes and parameter counts."""
     batch = next(b for b in loader if b is not None)
     blur, sharp, spike = _batch_inputs(batch, device, raw_model.use_spike)

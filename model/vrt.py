@@ -51,7 +51,7 @@ import torch.utils.checkpoint as torch_checkpoint
 from torch import Tensor, nn
 
 from model.deform_conv import IMPLS as DEFORM_IMPLS, deform_conv2d
-from model.vrt_tiling import PadWrapper, pad_spatial, padded_forward, tiled_forward, vrt_tiled_inference
+from model.vrt_tiling import pad_spatial, padded_forward, tiled_forward
 
 __all__ = [
     "VRT",
@@ -81,11 +81,9 @@ __all__ = [
     "vrt_from_config",
     "VRT_DEBLUR_ARGS",
     "VRT_TINY_ARGS",
-    "PadWrapper",
     "pad_spatial",
     "padded_forward",
     "tiled_forward",
-    "vrt_tiled_inference",
 ]
 
 Triple = tuple[int, int, int]
@@ -258,6 +256,7 @@ class SpyNetLevel(nn.Module):
         self.basic_module = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[N, 8, h, w]`` (reference, warped support, upsampled flow) -> flow residual ``[N, 2, h, w]``."""
         return self.basic_module(x)
 
 
@@ -311,6 +310,7 @@ class SpyNet(nn.Module):
         return outputs
 
     def forward(self, ref: Tensor, supp: Tensor) -> list[Tensor]:
+        """Flows warping ``supp`` onto ``ref`` (both ``[N, 3, H, W]`` in [0, 1]), finest scale first."""
         if ref.shape != supp.shape:
             raise ValueError(f"ref {tuple(ref.shape)} and supp {tuple(supp.shape)} differ")
         h, w = ref.shape[-2:]
@@ -330,6 +330,7 @@ class ToChannelsLast(nn.Module):
     """``[B, C, D, H, W]`` -> ``[B, D, H, W, C]``."""
 
     def forward(self, x: Tensor) -> Tensor:
+        """Permute (a view, no copy)."""
         return x.permute(0, 2, 3, 4, 1)
 
 
@@ -337,6 +338,7 @@ class ToChannelsFirst(nn.Module):
     """``[B, D, H, W, C]`` -> ``[B, C, D, H, W]``."""
 
     def forward(self, x: Tensor) -> Tensor:
+        """Permute (a view, no copy)."""
         return x.permute(0, 4, 1, 2, 3)
 
 
@@ -348,6 +350,7 @@ class SpaceToChannels(nn.Module):
     """
 
     def forward(self, x: Tensor) -> Tensor:
+        """Fold (one copy)."""
         b, c, d, h2, w2 = x.shape
         x = x.reshape(b, c, d, h2 // 2, 2, w2 // 2, 2)        # b c d h dh w dw
         x = x.permute(0, 2, 3, 5, 6, 4, 1)                     # b d h w dw dh c
@@ -358,6 +361,7 @@ class ChannelsToSpace(nn.Module):
     """Inverse fold: ``[B, 4C, D, h, w]`` (channels ordered dw, dh, c) -> ``[B, D, 2h, 2w, C]``."""
 
     def forward(self, x: Tensor) -> Tensor:
+        """Unfold (one copy)."""
         b, c4, d, h, w = x.shape
         c = c4 // 4
         x = x.reshape(b, 2, 2, c, d, h, w)                     # b dw dh c d h w
@@ -378,6 +382,7 @@ class DropPath(nn.Module):
         self.p = float(p)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x`` with each sample along axis 0 either zeroed or scaled by ``1 / (1 - p)``."""
         if self.p == 0.0 or not self.training:
             return x
         keep = 1.0 - self.p
@@ -398,6 +403,7 @@ class GEGLU(nn.Module):
         self.fc2 = nn.Linear(hidden_features, out_features)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[..., C_in]`` -> ``[..., C_out]``."""
         return self.fc2(F.gelu(self.fc11(x)) * self.fc12(x))
 
 
@@ -569,6 +575,7 @@ class TMSA(nn.Module):
         return self.drop_path(self.mlp(self.norm2(x)))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x``: ``[B, D, H, W, C]``; ``mask``: the shifted-window mask ``[nW, N, N]`` or None."""
         recording = torch.is_grad_enabled()
         if self.use_checkpoint_attn and recording:
             x = x + torch_checkpoint.checkpoint(self._attn_part, x, mask, use_reentrant=False)
@@ -623,6 +630,7 @@ class TMSAG(nn.Module):
         ])
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[B, C, D, H, W]`` -> same shape; builds the shift mask once for all blocks."""
         _, _, d, h, w = x.shape
         win, shift = effective_window((d, h, w), self.window_size, self.shift_size)
         mask = None
@@ -650,6 +658,7 @@ class RTMSA(nn.Module):
         self.linear = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[B, C, D, H, W]`` -> same shape."""
         y = self.linear(self.residual_group(x).permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
         return x + y
 
@@ -1059,6 +1068,7 @@ class VRT(nn.Module):
         return self.conv_last(x).transpose(1, 2) + x_lq
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[B, T, 3, H, W]`` blurry clip in [0, 1] -> restored clip of the same shape."""
         self.check_input(x)
         flows_backward, flows_forward = self.get_flows(x)
         x_first = self.conv_first(self.align_input(x, flows_backward[0], flows_forward[0]).transpose(1, 2))

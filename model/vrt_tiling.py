@@ -4,15 +4,19 @@ Everything here works on lists of ``[B, T, C_i, H, W]`` tensors that share B, T,
 RGB clip and, for the fused model, a spike voxel grid ``[B, T, K, H, W]``), so a model that takes
 several aligned inputs is padded and tiled exactly like plain VRT.
 
-* :func:`pad_spatial` / :func:`padded_forward` / :class:`PadWrapper`: mirror-pad H and W up to
-  multiples of ``multiple`` and at least ``min_size`` (VRT needs multiples of 8 and >= 64), run,
-  crop back.
+* :func:`pad_spatial` / :func:`padded_forward`: mirror-pad H and W up to multiples of ``multiple``
+  and at least ``min_size`` (VRT needs multiples of 8 and >= 64), run, crop back.
 * :func:`tiled_forward`: temporal clips and spatial tiles with overlap, the scheme of VRT's test
   script: clip starts ``range(0, T - tile_t, tile_t - overlap_t) + [max(0, T - tile_t)]`` (same
   rule spatially); overlapping frames are averaged with equal weights; inside a clip, at every
   interior tile edge ``overlap // 2`` pixels of the tile output are dropped (zero weight) and the
   rest is averaged. A tile size of 0 (or >= the axis) means no tiling on that axis, and with one
   tile covering the input the result equals ``fn(inputs)`` exactly.
+
+Inputs of any size, tiled: ``tiled_forward(lambda tiles: padded_forward(lambda ts: model(*ts), tiles),
+inputs, tile, overlap)``; ``model.integrate_vrt.tiled_inference`` does exactly this for the fused model.
+The official VRT README's settings for its deblur models: DVD/REDS ``tile=(12, 256, 256)``, GoPro
+``tile=(18, 192, 192)``, ``overlap=(2, 20, 20)``.
 """
 
 from __future__ import annotations
@@ -20,10 +24,9 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-__all__ = ["mirror_indices", "pad_spatial", "padded_forward", "PadWrapper", "tile_starts",
-           "tiled_forward", "vrt_tiled_inference"]
+__all__ = ["mirror_indices", "pad_spatial", "padded_forward", "tile_starts", "tiled_forward"]
 
 TileFn = Callable[[list[Tensor]], Tensor]
 
@@ -71,21 +74,6 @@ def padded_forward(fn: TileFn, inputs: Sequence[Tensor], *, multiple: int = 8, m
     padded = [pad_spatial(t, multiple, min_size)[0] for t in inputs]
     h, w = inputs[0].shape[-2:]
     return fn(padded)[..., : h * scale, : w * scale]
-
-
-class PadWrapper(nn.Module):
-    """``nn.Module`` form of :func:`padded_forward`: ``PadWrapper(model)(*inputs)``."""
-
-    def __init__(self, model: nn.Module, multiple: int = 8, min_size: int = 64, scale: int = 1) -> None:
-        super().__init__()
-        self.model = model
-        self.multiple = multiple
-        self.min_size = min_size
-        self.scale = scale
-
-    def forward(self, *inputs: Tensor) -> Tensor:
-        return padded_forward(lambda ts: self.model(*ts), inputs, multiple=self.multiple,
-                              min_size=self.min_size, scale=self.scale)
 
 
 def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
@@ -188,18 +176,3 @@ def tiled_forward(fn: TileFn, inputs: Sequence[Tensor], tile: Sequence[int] = (1
         weight[:, d0:d0 + tt] += 1
     assert acc is not None and weight is not None
     return acc / weight
-
-
-def vrt_tiled_inference(model: nn.Module, x: Tensor, tile: Sequence[int] = (12, 256, 256),
-                        overlap: Sequence[int] = (2, 20, 20), *, multiple: int = 8, min_size: int = 64,
-                        out_device: torch.device | str | None = None) -> Tensor:
-    """Tiled inference of a VRT-like ``model(x)`` on a clip of any size (tiles are mirror-padded
-    to what the model accepts and cropped back). Call under ``torch.no_grad()`` for inference.
-
-    README settings for the official deblur models: DVD/REDS ``tile=(12, 256, 256)``, GoPro
-    ``tile=(18, 192, 192)``, ``overlap=(2, 20, 20)``.
-    """
-    def run(tiles: list[Tensor]) -> Tensor:
-        return padded_forward(lambda ts: model(ts[0]), tiles, multiple=multiple, min_size=min_size)
-
-    return tiled_forward(run, [x], tile, overlap, out_device=out_device)

@@ -34,7 +34,7 @@ from schemas.manifest import STATUS_DROPPED, STATUS_OK
 from schemas.store import DATASET_FILENAME, VOX_DIRNAME, StoreInfo
 from spikeprep.errors import InputError
 from spikeprep.ingest import SEQ_RECORD
-from spikeprep.luma import LUMA_601
+from spikeprep.images import LUMA_601, read_rgb
 from spikeprep.spike_source import SpikeSource
 from spikeprep.stats import FrameKey, check_std, stats_from_records
 from spikeprep.store import open_vox, read_manifest, read_store_info, write_manifest, write_store_info
@@ -68,10 +68,7 @@ class AuditOptions:
 # ---- the content check -------------------------------------------------------------------------------
 def blur_luma(path: Path) -> np.ndarray:
     """Rec.601 luma of an RGB PNG, float64 [H, W] in [0, 1]."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise InputError(path, "unreadable image", fix="re-run `spikeprep ingest`")
-    b, g, r = (img[..., i].astype(np.float64) / 255.0 for i in range(3))
+    r, g, b = read_rgb(path).astype(np.float64) / 255.0
     return LUMA_601[0] * r + LUMA_601[1] * g + LUMA_601[2] * b
 
 

@@ -28,7 +28,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -36,6 +35,7 @@ from schemas.atomic import atomic_write_bytes, atomic_write_text
 from schemas.manifest import STATUS_DROPPED, STATUS_OK
 from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_DIRNAME, NormStats, SequenceInfo, StoreInfo
 from spikeprep.errors import InputError
+from spikeprep.images import read_rgb
 from spikeprep.raw_layout import SequenceSpec, discover
 from spikeprep.spike_source import SpikeSource
 from spikeprep.stats import FrameKey, check_std, count_histogram, stats_from_records
@@ -83,17 +83,6 @@ def png_size(path: Path) -> tuple[int, int]:
     if head[25] not in (2, 6):  # colour types RGB, RGBA
         raise InputError(path, f"expected an RGB PNG, got PNG colour type {head[25]}", fix="save RGB frames")
     return int(height), int(width)
-
-
-def decode_rgb(path: Path, hw: tuple[int, int]) -> np.ndarray:
-    """Decode a PNG as uint8 ``[3, H, W]`` (RGB, channels first); InputError if it fails or is not ``hw``."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise InputError(path, "unreadable image (PNG data does not decode)", fix="re-export the frame")
-    if img.shape[:2] != hw:
-        raise InputError(path, f"decodes to {img.shape[0]}x{img.shape[1]}, header says {hw[0]}x{hw[1]}",
-                         fix="re-export the frame")
-    return np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))
 
 
 def _frame_image_problem(spec: SequenceSpec, idx: int, grid: dict) -> str | None:
@@ -196,7 +185,7 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
                     reason = reason or "empty window: no spike data inside [t0, t1)"
         if reason is None:
             try:
-                images = {kind: decode_rgb(getattr(spec, kind)[idx], rgb) for kind in ("blur", "sharp")}
+                images = {kind: read_rgb(getattr(spec, kind)[idx], rgb, expected="its header says") for kind in ("blur", "sharp")}
             except InputError as err:
                 reason = str(err)
         if reason is None:

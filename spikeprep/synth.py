@@ -52,7 +52,7 @@ from spikeprep.formats.arrays import write_binary_array
 from spikeprep.formats.dat import pack_frames, write_dat
 from spikeprep.formats.events import write_events
 from spikeprep.formats.meta import write_spike_meta
-from spikeprep.luma import LUMA_601
+from spikeprep.images import LUMA_601, write_rgb
 from spikeprep.windows import write_exposure_csv
 
 SYNTH_VERSION = 1
@@ -61,7 +61,6 @@ SPLITS = ("train", "val")
 # Colour photographs that scikit-image ships (no download). `cat` is the same image as `chelsea`.
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
           "retina", "colorwheel")
-PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]
 _TMP_PREFIX = ".synth-tmp-"
 _WARP_FLAGS = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
 
@@ -395,11 +394,6 @@ def encode_frame(intensity: np.ndarray, gamma: float = 1.0) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # one sequence
 # ------------------------------------------------------------------------------------------------
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), PNG_PARAMS):
-        raise OSError(f"{path}: cv2.imwrite failed")
-
-
 class _Spikes:
     """The spike stream of one sequence, held bit-packed ([T, ceil(Hs*Ws/8)] uint8, upright)."""
 
@@ -488,8 +482,8 @@ def render_sequence(cfg: SynthConfig, index: int, seq_dir: Path,
         if j == starts[i] + E // 2:
             sharp = encode_frame(sub, cfg.gamma)
         if j == starts[i] + E - 1:
-            _write_png(seq_dir / "blur" / f"{i:06d}.png", encode_frame(total / E, cfg.gamma))
-            _write_png(seq_dir / "sharp" / f"{i:06d}.png", sharp)
+            write_rgb(seq_dir / "blur" / f"{i:06d}.png", encode_frame(total / E, cfg.gamma))
+            write_rgb(seq_dir / "sharp" / f"{i:06d}.png", sharp)
             total[...] = 0.0
             if progress is not None:
                 progress(1)

@@ -1,6 +1,7 @@
-"""Shared test settings: a CI-stable hypothesis profile and small random generators."""
+"""Shared test settings: a CI-stable hypothesis profile, small random generators, torch thread pinning."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -16,7 +17,35 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 @pytest.fixture
 def rng() -> np.random.Generator:
+    """A fixed-seed numpy generator (seed 1234)."""
     return np.random.default_rng(1234)
+
+
+# ---- torch intra-op threads -------------------------------------------------------------------------
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the body with ``torch.set_num_threads(n)``; restore the previous count afterwards."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def torch_threads_fixture(n: int, scope: str = "module"):
+    """An autouse fixture pinning torch to ``n`` threads for its scope; bind it to a module-level name:
+    ``_threads = torch_threads_fixture(1)``. On shared CPU runners the tiny models are several times
+    slower when torch's default thread pool fights other processes for the cores."""
+
+    @pytest.fixture(scope=scope, autouse=True)
+    def _pinned_threads():
+        with torch_threads(n):
+            yield
+
+    return _pinned_threads
 
 
 # ---- synthetic raw trees and stores, built once per test session (per xdist worker) ------------------

@@ -1,6 +1,6 @@
 """``spikeprep compare``: the acceptance table, the verdict, the motion-boundary crops and the picture.
 
-Two runs are fabricated in ``tmp_path``: validation reports written with ``schemas.run.write_val_report``
+Two runs are fabricated in ``tmp_path``: validation reports written with ``schemas.val_report.write_val_report``
 and, for the last common step, validation images of a bright square moving over a smooth background
 (sharp = the square at its mid position, blur = mean of shifted copies, base recon = mostly blur,
 spike recon = mostly sharp).
@@ -17,7 +17,7 @@ from PIL import Image
 
 from cli.main import main
 from model.compare import HEADER_H, LABEL_H, SEP, best_windows, compare, load_run, window_scores
-from schemas.run import Metrics, ValReport, val_report_path, write_val_report
+from schemas.val_report import Metrics, ValReport, val_report_path, write_val_report
 
 H, W = 64, 80
 FRAMES = {"seq_000": (0, 1), "seq_001": (0, 1)}   # 4 val frames

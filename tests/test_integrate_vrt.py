@@ -5,9 +5,9 @@ import pytest
 import torch
 import yaml
 
-from model.integrate_vrt import (SpikeVRT, build_model, fuse_features, padded_inference, tiled_inference,
-                                 vrt_geometry)
+from model.integrate_vrt import SpikeVRT, build_model, fuse_features, tiled_inference, vrt_geometry
 from model.vrt import StateDictMismatchError, vrt_deblur, vrt_tiny
+from model.vrt_tiling import pad_spatial, padded_forward
 from schemas.config import parse_config
 
 from test_schemas import BASELINE
@@ -135,9 +135,13 @@ def test_padded_and_tiled_inference_of_the_fused_model():
     g = torch.Generator().manual_seed(9)
     blur, spike = torch.rand(1, 3, 3, 60, 100, generator=g), torch.randn(1, 3, K, 60, 100, generator=g)
     with torch.no_grad():
-        out = padded_inference(model, blur, spike)
+        out = padded_forward(lambda ts: model(*ts), [blur, spike])  # both mirror-padded alike to 64x104
         assert out.shape == blur.shape
-        tiled = tiled_inference(model, blur, spike, tile=(3, 64, 104), overlap=(0, 0, 0))
-        assert torch.equal(tiled, out)  # one tile covers the (padded) input: same as untiled
+        ref = model(pad_spatial(blur)[0], pad_spatial(spike)[0])[..., :60, :100]
+        assert torch.equal(out, ref)
+        for tile in [(3, 64, 104), (0, 0, 0)]:  # one tile covers the (padded) input: same as untiled
+            assert torch.equal(tiled_inference(model, blur, spike, tile=tile, overlap=(0, 0, 0)), out), tile
         small = tiled_inference(model, blur, spike, tile=(3, 64, 64), overlap=(1, 16, 16))
         assert small.shape == blur.shape and torch.isfinite(small).all()
+        with pytest.raises(ValueError, match="spike_vox"):
+            tiled_inference(model, blur, spike[:, :, :2])

@@ -15,7 +15,7 @@ from schemas.atomic import atomic_path, atomic_write_bytes, temp_name
 from schemas.config import MIN_STD, Config, ConfigError, NormConfig, load_config, parse_config
 from schemas.manifest import (MANIFEST_COLUMNS, MANIFEST_SCHEMA, ManifestSchemaError,
                               validate_manifest_table)
-from schemas.run import Arm, Metrics, ValReport, read_val_report, write_val_report
+from schemas.val_report import Arm, Metrics, ValReport, read_val_report, write_val_report
 from schemas.spike_meta import SpikeMeta
 from schemas.validation import describe_validation_error
 

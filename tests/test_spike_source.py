@@ -9,7 +9,7 @@ from spikeprep.errors import InputError
 from spikeprep.formats import write_binary_array, write_dat, write_events, write_spike_meta
 from spikeprep.spike_source import SpikeSource
 
-from oracles import reference_voxelize
+from oracles import voxelize as reference_voxelize
 
 H, W, RATE, START = 6, 8, 1000.0, 0.25
 BINARY_FORMATS = ["dat", "npy-binary", "npz-binary"]

@@ -13,23 +13,17 @@ import yaml
 from click.testing import CliRunner
 
 from cli.main import main
-from model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from model.checkpoint import CKPT_VERSION, load_checkpoint, model_from_checkpoint, save_checkpoint
 from model.integrate_vrt import build_model
 from model.test import plan_clips, resolve_sequences, spike_lut
 from schemas.config import parse_config
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
 from spikeprep.store import open_vox, read_store_info
 
-from conftest import TRAIN_K, tiny_config_dict
+from conftest import TRAIN_K, tiny_config_dict, torch_threads_fixture
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The tiny VRT is ~10x slower when torch's threads fight other processes for 2 shared cores.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# The tiny VRT is ~10x slower when torch's threads fight other processes for 2 shared cores.
+_one_thread = torch_threads_fixture(1)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +36,8 @@ def setup(train_store, tmp_path_factory):
         torch.manual_seed(0)
         model = build_model(cfg, use_spike=arm == "spike")
         ckpts[arm] = save_checkpoint(root / f"{arm}.pth", dict(
-            version=1, arm=arm, exp="t", step=7, model=model.state_dict(), config=cfg.model_dump(mode="json"),
-            config_text="", best_psnr=None))
+            version=CKPT_VERSION, arm=arm, exp="t", step=7, model=model.state_dict(),
+            config=cfg.model_dump(mode="json"), config_text="", best_psnr=None))
     (val_key,) = [k for k, s in read_store_info(train_store).sequences.items() if s.split == "val"]
     return {"store": train_store, "cfg": cfg, "ckpt": ckpts, "seq": val_key.split("/")[1], "root": root}
 

@@ -22,7 +22,7 @@ from model.checkpoint import load_checkpoint
 from model.integrate_vrt import build_model
 from model.train import TrainOptions, TrainingDiverged, flow_parameter_names, lr_factor, main
 from schemas.config import parse_config
-from schemas.run import read_val_report
+from schemas.val_report import read_val_report
 from spikeprep.errors import InputError, SpikeprepError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -39,24 +39,20 @@ from model.vrt import (
     window_reverse,
 )
 from model.vrt_tiling import (
-    PadWrapper,
     mirror_indices,
     pad_spatial,
+    padded_forward,
     tile_starts,
     tiled_forward,
-    vrt_tiled_inference,
 )
+
+from conftest import torch_threads_fixture
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 KEYS_TSV = REFERENCE / "vrt_deblur_state_dict_keys.tsv"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
+_threads = torch_threads_fixture(2)
 
 
 def _randomise_offsets(model: VRT, seed: int = 0) -> VRT:
@@ -311,7 +307,7 @@ def test_padding_wrapper_60x100(tiny):
     xp, hw = pad_spatial(x)
     assert hw == (60, 100) and xp.shape[-2:] == (64, 104)
     with torch.no_grad():
-        y = PadWrapper(tiny)(x)
+        y = padded_forward(lambda ts: tiny(ts[0]), [x])
         ref = tiny(xp)[..., :60, :100]
     assert y.shape == x.shape
     assert torch.equal(y, ref)
@@ -329,7 +325,9 @@ def test_tiled_equals_untiled_when_one_tile_covers(tiny):
     with torch.no_grad():
         ref = tiny(x)
         for tile in [(3, 64, 72), (0, 0, 0)]:
-            assert torch.equal(vrt_tiled_inference(tiny, x, tile=tile, overlap=(2, 20, 20)), ref), tile
+            out = tiled_forward(lambda tiles: padded_forward(lambda ts: tiny(ts[0]), tiles), [x], tile=tile,
+                                overlap=(2, 20, 20))
+            assert torch.equal(out, ref), tile
 
 
 def test_tiled_forward_two_inputs_pointwise_matches_untiled():

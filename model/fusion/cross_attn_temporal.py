@@ -29,6 +29,8 @@ class TemporalCrossAttnFuse(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, dim * 2), nn.GELU(), nn.Linear(dim * 2, dim))
 
     def forward(self, fr: torch.Tensor, fs: torch.Tensor) -> torch.Tensor:
+        """``fr`` (Fr_i, the query) and ``fs`` (Fs'_i, keys and values), both ``[B, T, C, H, W]`` ->
+        Ff_i ``[B, T, C, H, W]``; attention runs along T, independently per pixel. Unequal shapes raise."""
         if fr.shape != fs.shape:
             raise RuntimeError(f"fusion needs equal shapes, got Fr {tuple(fr.shape)} and Fs' {tuple(fs.shape)}")
         q = self.ln_q(to_pixel_sequences(fr))

@@ -13,4 +13,5 @@ class CharbonnierLoss(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Scalar ``mean(sqrt((x - y)^2 + eps^2))`` over all elements of equally shaped ``x`` and ``y``."""
         return torch.mean(torch.sqrt((x - y) ** 2 + self.eps ** 2))

@@ -28,6 +28,11 @@ class DeblurLoss(nn.Module):
         self.perceptual = VGGPerceptualLoss(vgg_weights) if perceptual_weight > 0 else None
 
     def forward(self, recon: torch.Tensor, sharp: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """``recon`` and ``sharp`` ``[B, T, 3, H, W]`` RGB in [0, 1] -> ``(loss, terms)``.
+
+        ``loss`` is the scalar total (differentiable); ``terms`` holds floats ``charbonnier``, ``perceptual``
+        (None when the perceptual term is off) and ``total``.
+        """
         charb = self.charbonnier(recon, sharp)
         terms = {"charbonnier": float(charb.detach()), "perceptual": None}
         total = charb

@@ -64,11 +64,14 @@ class VGGPerceptualLoss(nn.Module):
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
 
     def train(self, mode: bool = True):
+        """``nn.Module.train``, except that the VGG slice always stays in eval mode; returns ``self``."""
         super().train(mode)
         self.slice.eval()  # VGG has no dropout/BN in features, but keep it frozen whatever the caller does
         return self
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Scalar mean squared difference of the relu3_3 features of ``x`` and ``y``: ``[B, 3, H, W]`` or
+        ``[B, T, 3, H, W]``, RGB in [0, 1] (ImageNet-normalised here)."""
         if x.ndim == 5:
             x, y = x.flatten(0, 1), y.flatten(0, 1)
         x = (x - self.mean) / self.std

@@ -1,7 +1,7 @@
 """Both arms side by side: parameters, forward+backward time and peak memory, spike-arm overhead.
 
-    .venv/bin/python benchmarks/model.py                         # tiny preset, 5x64x64, K=32, CPU
-    .venv/bin/python benchmarks/model.py --preset deblur --size 5x64x64 --repeats 1
+    .venv/bin/python benchmarks/arms.py                          # tiny preset, 5x64x64, K=32, CPU
+    .venv/bin/python benchmarks/arms.py --preset deblur --size 5x64x64 --repeats 1
 
 Each (arm) runs in a fresh subprocess so its peak memory is its own; the arms alternate per repeat so
 a shared machine's load hits both alike. Time: median wall time of a training step's forward +
@@ -28,6 +28,11 @@ from _common import rss_kib  # noqa: E402
 
 
 def worker(preset: str, use_spike: bool, size: str, bins: int, repeats: int, warmup: int, device: str) -> dict:
+    """In the worker process: time ``repeats`` forward+backward steps of one arm on a random ``size`` clip.
+
+    Returns ``times`` (s per step), ``peak_mib`` (peak memory growth over the timed steps), ``params`` and
+    ``spike_params``.
+    """
     import resource
 
     import torch
@@ -69,6 +74,7 @@ def worker(preset: str, use_spike: bool, size: str, bins: int, repeats: int, war
 
 
 def run_case(args, use_spike: bool) -> dict:
+    """One timed step of one arm in a fresh ``--worker`` subprocess; its ``worker`` result."""
     cmd = [sys.executable, __file__, "--worker", json.dumps(dict(
         preset=args.preset, use_spike=use_spike, size=args.size, bins=args.bins, repeats=1,
         warmup=args.warmup, device=args.device))]
@@ -77,6 +83,7 @@ def run_case(args, use_spike: bool) -> dict:
 
 
 def main(argv=None) -> int:
+    """Alternate the arms over --repeats fresh processes and print the table and the time ratio."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="tiny", choices=["tiny", "deblur"])
     ap.add_argument("--size", default="5x64x64", help="T x H x W of the clip")
