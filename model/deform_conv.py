@@ -13,9 +13,10 @@ for sampling point ``k = g*kh*kw + kw*i + j``; ``mask`` ``[N, G*kh*kw, Ho, Wo]``
     through ``grid_sample`` gives all gradients (input, offset, mask, weight, bias). On CPU this is
     several times faster than torchvision's kernel, mostly in the backward pass.
 ``"auto"``
-    ``"sampling"`` on CPU (1.8x faster VRT training steps there), ``"torchvision"`` elsewhere (on an
-    H200 the two were within 4% and sampling took 9 GiB more; benchmarks/RESULTS.md, GPU check). Inputs with height or width 1 always use torchvision (``align_corners=True`` cannot address
-    a single-pixel axis).
+    ``"sampling"`` on CPU (11x faster alone, 1.7-2.2x faster VRT training steps there), ``"torchvision"``
+    elsewhere (on an H200 the two were within 4% and sampling took 9 GiB more; benchmarks/RESULTS.md, GPU
+    check). Inputs with height or width 1 always use torchvision (``align_corners=True`` cannot address a
+    single-pixel axis).
 
 Both agree to float rounding (about 1e-6 relative in float32); ``tests/test_deform_conv.py`` checks the
 values and all gradients. Under autocast both run in float32 on float32 copies of their inputs and return

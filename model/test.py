@@ -56,11 +56,10 @@ from schemas.config import Config, load_config
 from schemas.manifest import STATUS_OK
 from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_DIRNAME
 from schemas.atomic import atomic_write_text
-from spikeprep.errors import InputError
+from spikeprep.errors import InputError, SampleError
 from spikeprep.images import read_rgb, write_rgb
-from spikeprep.spike_deblur_dataset import (ChunkReader, SampleError, clip_starts, consecutive_runs, norm_lut,
-                                            normalise_upsample)
-from spikeprep.store import read_manifest, read_store_info
+from spikeprep.spike_deblur_dataset import clip_starts, consecutive_runs, norm_lut, normalise_upsample
+from spikeprep.store import ChunkReader, read_manifest, read_store_info
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VOX_SUFFIX = ".npy"

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from schemas.atomic import atomic_write_bytes
+from schemas.config import DEFAULT_CROP_SIZE
 from schemas.manifest import STATUS_DROPPED, STATUS_OK
 from schemas.store import DATASET_FILENAME, VOX_DIRNAME, StoreInfo
 from spikeprep.errors import InputError
@@ -62,7 +63,7 @@ class AuditOptions:
     roughness_factor: float = 10.0
     top_fraction: float = 0.05
     min_corr: float = 0.3
-    crop_size: int = 256
+    crop_size: int = DEFAULT_CROP_SIZE
 
 
 # ---- the content check -------------------------------------------------------------------------------
@@ -78,18 +79,10 @@ def spike_intensity(counts: np.ndarray, n_ticks: int, scale: tuple[int, int]) ->
     return np.repeat(np.repeat(inten, scale[0], axis=0), scale[1], axis=1)
 
 
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two equally shaped arrays; nan when either is constant."""
-    a = a.ravel() - a.mean()
-    b = b.ravel() - b.mean()
-    den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
-    return float((a * b).sum()) / den if den > 0 else math.nan
-
-
 class LumaCorrelator:
     """Pearson correlation of spike-grid intensities, replicated onto the RGB grid, with one luma image.
 
-    Exactly ``pearson(spike_intensity(counts, n, scale), luma)`` without building the replicated image:
+    Exactly the Pearson correlation of ``spike_intensity(counts, n, scale)`` with ``luma`` without building the replicated image:
     replicating a spike pixel s_y x s_x times multiplies its terms, so the sums reduce to the spike grid
     with the luma summed per block. The luma terms are computed once per frame, not once per shift.
     """

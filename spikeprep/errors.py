@@ -21,3 +21,7 @@ class InputError(SpikeprepError, ValueError):
         where = f"{self.path}: " if self.path is not None else ""
         tail = f". Fix: {fix}" if fix else ""
         super().__init__(f"{where}{problem}{tail}")
+
+
+class SampleError(Exception):
+    """A training sample that cannot be served (the Dataset logs it and returns None; the collate drops it)."""

@@ -32,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from schemas.atomic import atomic_write_bytes, atomic_write_text
+from schemas.config import DEFAULT_CROP_SIZE, DEFAULT_NUM_BINS
 from schemas.manifest import STATUS_DROPPED, STATUS_OK
 from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_DIRNAME, NormStats, SequenceInfo, StoreInfo
 from spikeprep.errors import InputError
@@ -51,9 +52,9 @@ SEQ_RECORD_VERSION = 2
 class IngestOptions:
     """What ingest does; part of every sequence's fingerprint (a change rebuilds the sequence)."""
 
-    num_bins: int = 32
+    num_bins: int = DEFAULT_NUM_BINS
     layout: str = "native"
-    crop_size: int = 256
+    crop_size: int = DEFAULT_CROP_SIZE
     copy_images: bool = False
     preset_overrides: dict = field(default_factory=dict)
 

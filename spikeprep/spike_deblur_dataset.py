@@ -42,7 +42,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,17 +55,12 @@ from torch.utils.data._utils.collate import default_collate
 from schemas.config import MIN_STD
 from schemas.manifest import MANIFEST_FILENAME, STATUS_OK
 from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_DIRNAME, StoreInfo
-from spikeprep.errors import InputError
-from spikeprep.store import open_vox, read_manifest, read_store_info
+from spikeprep.errors import InputError, SampleError
+from spikeprep.store import ChunkReader, read_manifest, read_store_info
 
 log = logging.getLogger("spikeprep.dataset")
 
 TENSOR_KEYS = ("blur", "sharp", "spike_vox")
-_MAX_U64 = np.uint64(2**64 - 1)
-
-
-class SampleError(Exception):
-    """A sample that cannot be served (logged and returned as None by ``__getitem__``)."""
 
 
 # ---- normalisation -------------------------------------------------------------------------------
@@ -107,141 +101,6 @@ def normalise_upsample(counts: np.ndarray, lut: np.ndarray, scale: tuple[int, in
         raise ValueError(f"out must be C-contiguous float32 {(n_bins, h * sy, w * sx)}, got {out.shape}")
     _lut_upsample(np.ascontiguousarray(counts), lut, int(sy), int(sx), out)
     return out
-
-
-# ---- voxel reads -----------------------------------------------------------------------------------
-class ChunkReader:
-    """Reads ``array[n, :, y0:y1, x0:x1]`` of one store array (``spike_vox.zarr`` counts, or the ``blur`` /
-    ``sharp`` frames of ``rgb.zarr``), touching only the chunks under it.
-
-    Opened lazily (per process). ``fast`` tells whether the direct shard path is used (the store's own
-    layout) or zarr's generic path.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.array = open_vox(self.path)
-        self.shape = tuple(int(n) for n in self.array.shape)
-        self.dtype = np.dtype(self.array.dtype)
-        self.fast = False
-        try:
-            self._setup_fast()
-        except (AttributeError, IndexError, TypeError, ValueError) as err:  # unknown layout
-            log.debug("%s: generic zarr reads (%s)", self.path, err)
-            self.fast = False
-
-    def _setup_fast(self) -> None:
-        from numcodecs import Blosc
-        from numcodecs import blosc as numcodecs_blosc
-        from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
-        from zarr.codecs.sharding import ShardingCodecIndexLocation
-
-        meta = self.array.metadata
-        codecs = meta.codecs
-        if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
-            raise ValueError("not one sharding codec")
-        shard = codecs[0]
-        inner, index = shard.codecs, shard.index_codecs
-        if (len(inner) != 2 or not isinstance(inner[0], BytesCodec) or not isinstance(inner[1], BloscCodec)
-                or len(index) != 2 or not isinstance(index[0], BytesCodec)
-                or not isinstance(index[1], Crc32cCodec)
-                or shard.index_location != ShardingCodecIndexLocation.end):
-            raise ValueError("codecs other than bytes+blosc / bytes+crc32c index at the end")
-        n, k, h, w = self.shape
-        shard_shape = tuple(int(s) for s in self.array.shards)
-        chunk = tuple(int(c) for c in shard.chunk_shape)
-        if shard_shape[:2] != (1, k) or shard_shape[2] < h or shard_shape[3] < w or chunk[:2] != (1, k):
-            raise ValueError(f"shards {shard_shape} / chunks {chunk} are not one frame per shard")
-        if shard_shape[2] % chunk[2] or shard_shape[3] % chunk[3]:
-            raise ValueError("shard not a whole number of chunks")
-        endian = getattr(inner[0], "endian", None)
-        order = {None: "<", "little": "<", "big": ">"}[getattr(endian, "value", endian)]
-        if index[0].endian is not None and getattr(index[0].endian, "value", index[0].endian) != "little":
-            raise ValueError("big-endian shard index")
-        self._item = self.dtype.newbyteorder(order) if self.dtype.itemsize > 1 else self.dtype
-        self._tile = chunk[2:]
-        self._grid = (shard_shape[2] // chunk[2], shard_shape[3] // chunk[3])
-        self._index_bytes = 16 * self._grid[0] * self._grid[1] + 4
-        self._key = meta.chunk_key_encoding.encode_chunk_key
-        self._fill = self.array.fill_value
-        self._blosc = Blosc()
-        # numcodecs decodes with blosc's own thread pool when called from a main thread. For ~100 KB
-        # chunks that gains nothing and its spinning threads fight torch's intra-op threads and the
-        # other DataLoader workers for the cores (3x slower items measured on 2 cores). zarr decodes
-        # in its thread pool, where numcodecs is single-threaded already; do the same here.
-        if numcodecs_blosc.use_threads is None:
-            numcodecs_blosc.use_threads = False
-        self.fast = True
-
-    def shard_path(self, n: int) -> str:
-        """Path of the shard file holding frame ``n`` (fast path only: one shard per frame)."""
-        return str(self.path / self._key((int(n), 0, 0, 0)))
-
-    def shard_index(self, n: int) -> np.ndarray:
-        """``[grid_y, grid_x, 2]`` uint64 (offset, nbytes) of frame ``n``'s chunks (crc32c checked)."""
-        path = self.shard_path(n)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            return self._read_index(fd, path)[0]
-        finally:
-            os.close(fd)
-
-    def _read_index(self, fd: int, path: str) -> tuple[np.ndarray, int]:
-        size = os.fstat(fd).st_size
-        if size < self._index_bytes:
-            raise OSError(f"{path}: shard of {size} bytes is smaller than its index")
-        raw = os.pread(fd, self._index_bytes, size - self._index_bytes)
-        if len(raw) != self._index_bytes:
-            raise OSError(f"{path}: short read of the shard index")
-        return self._parse_index(path, raw, size), size
-
-    def _parse_index(self, path: str, raw: bytes, size: int) -> np.ndarray:
-        import google_crc32c
-
-        body, crc = raw[:-4], int.from_bytes(raw[-4:], "little")
-        if google_crc32c.value(body) != crc:
-            raise OSError(f"{path}: shard index checksum mismatch (damaged file)")
-        idx = np.frombuffer(body, "<u8").reshape(*self._grid, 2)
-        stored = idx[..., 0] != _MAX_U64
-        if np.any(idx[..., 0][stored] + idx[..., 1][stored] > np.uint64(size)):
-            raise OSError(f"{path}: shard index points past the end of the file")
-        return idx
-
-    def read(self, n: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """``[C, y1-y0, x1-x0]`` of frame ``n`` (the array's own grid: spike grid for counts)."""
-        n_frames, k, h, w = self.shape
-        if not (0 <= n < n_frames and 0 <= y0 < y1 <= h and 0 <= x0 < x1 <= w):
-            raise SampleError(f"{self.path}: read [{n}, :, {y0}:{y1}, {x0}:{x1}] outside shape {self.shape}")
-        if not self.fast:
-            return np.asarray(self.array[n, :, y0:y1, x0:x1])
-        out = np.empty((k, y1 - y0, x1 - x0), self.dtype)
-        path = self.shard_path(n)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:  # zarr writes no shard for an all-fill frame
-            out[...] = self._fill
-            return out
-        th, tw = self._tile
-        tiles = [(ty, tx) for ty in range(y0 // th, (y1 - 1) // th + 1)
-                 for tx in range(x0 // tw, (x1 - 1) // tw + 1)]
-        try:
-            idx, _ = self._read_index(fd, path)
-            for ty, tx in tiles:
-                offset, nbytes = (int(v) for v in idx[ty, tx])
-                ys, xs = max(y0, ty * th), max(x0, tx * tw)
-                ye, xe = min(y1, (ty + 1) * th), min(x1, (tx + 1) * tw)
-                dst = out[:, ys - y0:ye - y0, xs - x0:xe - x0]
-                if offset == 2**64 - 1:  # chunk not stored: all fill value
-                    dst[...] = self._fill
-                    continue
-                data = os.pread(fd, nbytes, offset)
-                if len(data) != nbytes:
-                    raise OSError(f"{path}: short read of chunk ({ty}, {tx})")
-                tile = np.frombuffer(self._blosc.decode(data), self._item).reshape(k, th, tw)
-                dst[...] = tile[:, ys - ty * th:ye - ty * th, xs - tx * tw:xe - tx * tw]
-        finally:
-            os.close(fd)
-        return out
 
 
 # ---- the clip index --------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ import numbers
 import numba
 import numpy as np
 
+from schemas.config import DEFAULT_NUM_BINS
+
 __all__ = [
     "DEFAULT_NUM_BINS",
     "MIN_WINDOW_S",
@@ -39,7 +41,6 @@ __all__ = [
     "voxelize_binary",
 ]
 
-DEFAULT_NUM_BINS = 32
 #: Shortest accepted window (seconds). The reference divides by ``max(t1 - t0, 1e-9)``; rejecting
 #: shorter windows keeps every accepted window's bins even *and* equal to the reference.
 MIN_WINDOW_S = 1e-9

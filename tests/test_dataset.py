@@ -22,9 +22,9 @@ import spikeprep.spike_deblur_dataset as sdd
 from schemas.config import MIN_STD, parse_config
 from spikeprep.errors import InputError
 from spikeprep.ingest import IngestOptions, ingest
-from spikeprep.spike_deblur_dataset import (DropCounter, SpikeDeblurDataset, ChunkReader, clip_starts,
-                                            collate_drop_bad, normalise_upsample, norm_lut)
-from spikeprep.store import open_vox, read_manifest, read_store_info, write_manifest
+from spikeprep.spike_deblur_dataset import (DropCounter, SpikeDeblurDataset, clip_starts, collate_drop_bad,
+                                            normalise_upsample, norm_lut)
+from spikeprep.store import ChunkReader, open_vox, read_manifest, read_store_info, write_manifest
 
 K = 8
 # 128x192 frames, spikes at full resolution (2 x 3 chunks of 64), 64-tick windows -> counts 0..4

@@ -231,7 +231,7 @@ def test_compare_reads_what_the_trainer_wrote(runs):
 def test_damaged_training_frames_are_dropped_and_counted(train_store, tmp_path, capsys):
     import shutil
 
-    from spikeprep.spike_deblur_dataset import ChunkReader
+    from spikeprep.store import ChunkReader
     from spikeprep.store import read_manifest
 
     store = Path(shutil.copytree(train_store, tmp_path / "store"))
