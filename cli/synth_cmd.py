@@ -54,7 +54,7 @@ def _option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-@click.command("synth", epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("synth", epilog=EXAMPLES)
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="demo", show_default=True,
               help="named bundle of defaults; the options below override it")

@@ -23,7 +23,7 @@ Writes OUTPUT/<seq>/<frame name>.png (or .jpg), one per input frame and nothing 
 """
 
 
-@click.command("test", epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("test", epilog=EXAMPLES)
 @click.option("--ckpt", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="best.pth / last.pth written by `spikeprep train` (loaded with weights_only=True)")
 @click.option("--input_blur", "--input-blur", "input_blur", type=click.Path(file_okay=False, path_type=Path),
