@@ -82,9 +82,9 @@ def spike_intensity(counts: np.ndarray, n_ticks: int, scale: tuple[int, int]) ->
 class LumaCorrelator:
     """Pearson correlation of spike-grid intensities, replicated onto the RGB grid, with one luma image.
 
-    Exactly the Pearson correlation of ``spike_intensity(counts, n, scale)`` with ``luma`` without building the replicated image:
-    replicating a spike pixel s_y x s_x times multiplies its terms, so the sums reduce to the spike grid
-    with the luma summed per block. The luma terms are computed once per frame, not once per shift.
+    Exactly the Pearson correlation of ``spike_intensity(counts, n, scale)`` with ``luma``, without building
+    the replicated image: replicating a spike pixel s_y x s_x times multiplies its terms, so the sums reduce
+    to the spike grid with the luma summed per block. The luma terms are computed once per frame, not once per shift.
     """
 
     def __init__(self, luma: np.ndarray, scale: tuple[int, int]):

@@ -186,7 +186,8 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
                     reason = reason or "empty window: no spike data inside [t0, t1)"
         if reason is None:
             try:
-                images = {kind: read_rgb(getattr(spec, kind)[idx], rgb, expected="its header says") for kind in ("blur", "sharp")}
+                images = {kind: read_rgb(getattr(spec, kind)[idx], rgb, expected="its header says")
+                          for kind in ("blur", "sharp")}
             except InputError as err:
                 reason = str(err)
         if reason is None:

@@ -113,7 +113,7 @@ def read_store_info(root: Path) -> StoreInfo:
         raise InputError(path, f"invalid dataset.json ({err})", fix="re-run `spikeprep ingest`") from None
 
 
-# ---- direct reads of one frame's chunks (the Dataset's and `spikeprep test`'s reader) -----------------------------------------------------------------------------------
+# ---- direct reads of one frame's chunks (the Dataset's and `spikeprep test`'s reader) -----------------
 class ChunkReader:
     """Reads ``array[n, :, y0:y1, x0:x1]`` of one store array (``spike_vox.zarr`` counts, or the ``blur`` /
     ``sharp`` frames of ``rgb.zarr``), touching only the chunks under it.
@@ -235,7 +235,7 @@ class ChunkReader:
                 ys, xs = max(y0, ty * th), max(x0, tx * tw)
                 ye, xe = min(y1, (ty + 1) * th), min(x1, (tx + 1) * tw)
                 dst = out[:, ys - y0:ye - y0, xs - x0:xe - x0]
-                if offset == 2**64 - 1:  # chunk not stored: all fill value
+                if offset == _MAX_U64:  # chunk not stored: all fill value
                     dst[...] = self._fill
                     continue
                 data = os.pread(fd, nbytes, offset)

@@ -158,7 +158,8 @@ def test_validation_errors_read_field_colon_message():
     assert "DATA.KK: unknown key (not in schemas/config.py)" in text
     with pytest.raises(ValidationError) as err:
         SpikeMeta.model_validate(dict(format="dat", layout="stream", height=2, width=4, rate_hz=1.0, start_s=0.0))
-    assert describe_validation_error(err.value) == "record: layout 'stream' needs 'stream_file' (the file holding the stream)"
+    assert describe_validation_error(err.value) == ("record: layout 'stream' needs 'stream_file' "
+                                                    "(the file holding the stream)")
 
 
 def test_std_floor_is_one_constant():
