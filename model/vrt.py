@@ -19,7 +19,10 @@ Layout conventions
 Implementation choices (same function, different execution)
     * Window attention runs through ``F.scaled_dot_product_attention`` by default (faster on CPU,
       memory-efficient kernels on GPU); ``fused_attention=False`` uses the explicit
-      ``softmax(q * scale @ k^T + bias + mask) @ v``. They agree to float rounding.
+      ``softmax(q * scale @ k^T + bias + mask) @ v``. They agree to float rounding. On CPU, attention
+      whose relative position bias needs a gradient (training) goes to :mod:`model.cpu_attention`'s C
+      kernel instead (SDPA's CPU kernel cannot return that gradient), or to the explicit formula where
+      the kernel cannot be built.
     * The deformable convs run as bilinear sampling (``grid_sample``) + one matmul on CPU by default
       (several times faster in training than ``torchvision.ops.deform_conv2d``);
       ``deform_impl="torchvision"`` selects torchvision's kernel (see :mod:`model.deform_conv` and
@@ -50,6 +53,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as torch_checkpoint
 from torch import Tensor, nn
 
+from model import cpu_attention
 from model.deform_conv import IMPLS as DEFORM_IMPLS, deform_conv2d
 from model.vrt_tiling import pad_spatial, padded_forward, tiled_forward
 
@@ -468,20 +472,15 @@ class WindowAttention(nn.Module):
         if mask is not None:
             mask = mask[:, :n, :n]
         # On CPU, SDPA's flash kernel cannot return the gradient of its additive mask, so a trainable
-        # relative position bias sends it to the generic math path, which is slower than the explicit
-        # formula below (it also scans the mask for -inf rows); the explicit formula is the same function.
+        # relative position bias would send it to the generic math path, slower than the explicit
+        # formula; the fast path uses model.cpu_attention's kernel there (same function).
         bias_needs_grad = bias is not None and bias.requires_grad and q.device.type == "cpu"
         if self.fused and not bias_needs_grad:
             out = self._attend_fused(q, k, v, bias, mask)
+        elif self.fused and cpu_attention.supports(q, bias, mask):
+            out = cpu_attention.biased_attention(q, k, v, bias.contiguous(), mask, self.scale)
         else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)
-            if bias is not None:
-                attn = attn + bias.unsqueeze(0)
-            if mask is not None:
-                nw = mask.shape[0]
-                attn = attn.view(b // nw, nw, heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
-                attn = attn.view(b, heads, n, n)
-            out = attn.softmax(dim=-1) @ v
+            out = cpu_attention.explicit_attention(q, k, v, bias, mask, self.scale)
         return out.transpose(1, 2).reshape(b, n, heads * hd)
 
     def _attend_fused(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None,
