@@ -125,19 +125,28 @@ def _load(path: Path) -> ctypes.CDLL:
 
 
 def _self_check() -> str | None:
-    """Compare the kernel with the explicit formula on a small problem; None if they agree."""
-    with torch.inference_mode(False), torch.enable_grad():
+    """Compare the kernel with the formula's closed-form gradients on a small problem; None if they agree.
+
+    No autograd and no autocast here: the first use may come from inside a checkpointed block, whose
+    saved-tensor hooks would otherwise capture this check (and recompute the block, re-entering the
+    build lock), or from inside an autocast region.
+    """
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
         gen = torch.Generator().manual_seed(0)
-        b, h, n, d, g = 6, 2, 40, 5, 3
-        q, k, v = (torch.randn(b, h, n, d, generator=gen, requires_grad=True) for _ in range(3))
-        bias = torch.randn(h, n, n, generator=gen, requires_grad=True)
+        b, h, n, d, g, scale = 6, 2, 40, 5, 3, 0.4
+        q, k, v = (torch.randn(b, h, n, d, generator=gen) for _ in range(3))
+        bias = torch.randn(h, n, n, generator=gen)
         mask = torch.where(torch.rand(g, n, n, generator=gen) < 0.3, -100.0, 0.0)
-        ref = explicit_attention(q, k, v, bias, mask, 0.4)
-        got = _BiasedAttention.apply(q, k, v, bias, mask, 0.4)
-        seed = torch.randn(ref.shape, generator=gen)
-        ref_grads = torch.autograd.grad(ref, (q, k, v, bias), seed)
-        got_grads = torch.autograd.grad(got, (q, k, v, bias), seed)
-    for name, a, b_ in zip(("output", "dq", "dk", "dv", "dbias"), (ref, *ref_grads), (got, *got_grads)):
+        grad_out = torch.randn(b, h, n, d, generator=gen)
+        probs = (q * scale @ k.transpose(-2, -1) + bias
+                 + mask.repeat(b // g, 1, 1).unsqueeze(1)).softmax(-1)
+        dprobs = grad_out @ v.transpose(-2, -1)
+        dscores = probs * (dprobs - (dprobs * probs).sum(-1, keepdim=True))
+        ref = (probs @ v, scale * dscores @ k, scale * dscores.transpose(-2, -1) @ q,
+               probs.transpose(-2, -1) @ grad_out, dscores.sum(0))
+        out, stats = _kernel_forward(q, k, v, bias, mask, scale)
+        got = (out, *_kernel_backward(q, k, v, bias, mask, stats, grad_out, scale))
+    for name, a, b_ in zip(("output", "dq", "dk", "dv", "dbias"), ref, got):
         if not torch.allclose(a, b_, rtol=1e-4, atol=1e-5):
             return f"self-check failed: {name} differs by {(a - b_).abs().max().item():.3g}"
     return None
@@ -200,40 +209,53 @@ def _threads(rows: int) -> int:
     return max(1, min(torch.get_num_threads(), rows))
 
 
+def _kernel_forward(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None,
+                    scale: float) -> tuple[Tensor, Tensor]:
+    """The C forward on contiguous float32 inputs: (out ``[B, H, n, d]``, stats ``[B, H, n, 2]``)."""
+    b, h, n, d = q.shape
+    stats = q.new_empty(b, h, n, 2)                   # per query row: score maximum, 1 / sum of exps
+    out = torch.empty_like(q)
+    failed = _state["lib"].spikeprep_attn_forward(
+        _ptr(q), _ptr(k), _ptr(v), _ptr(bias), _ptr(mask), _ptr(stats), _ptr(out),
+        b, h, n, d, 1 if mask is None else mask.shape[0], scale, _threads(b * h))
+    if failed:
+        raise MemoryError("model.cpu_attention: the kernel could not allocate its work buffers")
+    return out, stats
+
+
+def _kernel_backward(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None, stats: Tensor,
+                     grad_out: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The C backward on contiguous float32 inputs: (dq, dk, dv, dbias ``[H, n, n]``)."""
+    b, h, n, d = q.shape
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    threads = _threads(b * h)
+    dbias = q.new_zeros(threads, h, n, n)              # one buffer per thread: no shared writes
+    failed = _state["lib"].spikeprep_attn_backward(
+        _ptr(q), _ptr(k), _ptr(v), _ptr(bias), _ptr(mask), _ptr(stats), _ptr(grad_out),
+        _ptr(dq), _ptr(dk), _ptr(dv), _ptr(dbias), b, h, n, d, 1 if mask is None else mask.shape[0],
+        scale, threads)
+    if failed:
+        raise MemoryError("model.cpu_attention: the kernel could not allocate its work buffers")
+    return dq, dk, dv, dbias.sum(0)
+
+
 class _BiasedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None,
                 scale: float) -> Tensor:
         q, k, v, bias = (t.contiguous() for t in (q, k, v, bias))
         mask = None if mask is None else mask.contiguous()
-        b, h, n, d = q.shape
-        groups = 1 if mask is None else mask.shape[0]
-        stats = q.new_empty(b, h, n, 2)               # per query row: score maximum, 1 / sum of exps
-        out = torch.empty_like(q)
-        failed = _state["lib"].spikeprep_attn_forward(
-            _ptr(q), _ptr(k), _ptr(v), _ptr(bias), _ptr(mask), _ptr(stats), _ptr(out),
-            b, h, n, d, groups, scale, _threads(b * h))
-        if failed:
-            raise MemoryError("model.cpu_attention: the kernel could not allocate its work buffers")
+        out, stats = _kernel_forward(q, k, v, bias, mask, scale)
         ctx.save_for_backward(q, k, v, bias, mask, stats)
-        ctx.scale, ctx.groups = scale, groups
+        ctx.scale = scale
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         q, k, v, bias, mask, stats = ctx.saved_tensors
-        b, h, n, d = q.shape
-        grad_out = grad_out.contiguous()
-        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        threads = _threads(b * h)
-        dbias = q.new_zeros(threads, h, n, n)          # one buffer per thread: no shared writes
-        failed = _state["lib"].spikeprep_attn_backward(
-            _ptr(q), _ptr(k), _ptr(v), _ptr(bias), _ptr(mask), _ptr(stats), _ptr(grad_out),
-            _ptr(dq), _ptr(dk), _ptr(dv), _ptr(dbias), b, h, n, d, ctx.groups, ctx.scale, threads)
-        if failed:
-            raise MemoryError("model.cpu_attention: the kernel could not allocate its work buffers")
-        return dq, dk, dv, dbias.sum(0), None, None
+        dq, dk, dv, dbias = _kernel_backward(q, k, v, bias, mask, stats, grad_out.contiguous(), ctx.scale)
+        return dq, dk, dv, dbias, None, None
 
 
 def explicit_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, mask: Tensor | None,

@@ -2,6 +2,12 @@
 NaN, threads), its fallbacks, its build cache, and the VRT training step with and without it."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -10,8 +16,9 @@ from model.cpu_attention import biased_attention, explicit_attention
 from model.vrt import shifted_window_mask, vrt_tiny
 from tests.conftest import torch_threads
 
-pytestmark = pytest.mark.skipif(not cpu_attention.available(),
-                                reason=f"C kernel unavailable: {cpu_attention.unavailable_reason()}")
+# Tests of the kernel itself need it built (a C compiler); the fallback tests below run everywhere.
+needs_kernel = pytest.mark.skipif(not cpu_attention.available(),
+                                  reason=f"C kernel unavailable: {cpu_attention.unavailable_reason()}")
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -39,6 +46,7 @@ def _run(fn, q, k, v, bias, mask, scale, seed=1):
 
 # (B, H, n, d, mask groups): VRT's shapes (n = 128 and 64 tokens; head_dim 8/12/16/20 take the unrolled
 # code), plus sizes that hit the scalar tails (n not a multiple of 16) and the generic head dimension.
+@needs_kernel
 @pytest.mark.parametrize("b,h,n,d,groups", [
     (6, 2, 128, 8, 0), (6, 2, 128, 8, 3), (4, 2, 64, 12, 2), (4, 3, 72, 16, 4), (2, 1, 32, 20, 1),
     (3, 3, 37, 5, 0), (3, 2, 9, 7, 3), (1, 1, 1, 3, 1),
@@ -51,6 +59,7 @@ def test_kernel_matches_explicit_formula(b, h, n, d, groups):
         assert _rel(a, r) < 1e-5, (name, _rel(a, r))
 
 
+@needs_kernel
 def test_vrt_shifted_window_mask_rows():
     """The real mask (0 / -100 blocks) over windows that tile the batch: window b uses mask[b % nW]."""
     window, shift = (2, 8, 8), (1, 4, 4)
@@ -61,6 +70,7 @@ def test_vrt_shifted_window_mask_rows():
     assert max(_rel(a, r) for a, r in zip(got, ref)) < 1e-5
 
 
+@needs_kernel
 def test_non_contiguous_inputs_untouched():
     q, k, v, bias, mask = _inputs(4, 2, 32, 8, 2)
     # the views VRT passes: heads split out of a qkv projection, a permuted bias
@@ -73,6 +83,7 @@ def test_non_contiguous_inputs_untouched():
     assert all(torch.equal(x, y) for x, y in zip(before, (qkv, bias_view, mask)))
 
 
+@needs_kernel
 def test_nan_propagates_like_the_formula():
     q, k, v, bias, mask = _inputs(2, 2, 16, 8, 0)
     with torch.no_grad():
@@ -85,6 +96,7 @@ def test_nan_propagates_like_the_formula():
     assert _rel(got[ok], ref[ok]) < 1e-5
 
 
+@needs_kernel
 def test_thread_count_does_not_change_results():
     q, k, v, bias, mask = _inputs(8, 2, 64, 8, 4)
     with torch_threads(1):
@@ -124,6 +136,7 @@ def test_shape_errors_name_the_argument():
         biased_attention(q, k[:, :1], v, bias, mask, 0.3)
 
 
+@needs_kernel
 def test_double_backward_is_refused():
     q, k, v, bias, mask = _inputs(2, 2, 16, 8, 0)
     out = biased_attention(q, k, v, bias, mask, 0.3)
@@ -132,6 +145,7 @@ def test_double_backward_is_refused():
         gq.sum().backward()
 
 
+@needs_kernel
 def test_build_is_cached_per_source_and_flags(tmp_path, monkeypatch):
     monkeypatch.setenv("SPIKEPREP_KERNEL_CACHE", str(tmp_path))
     first = cpu_attention._build("cc", cpu_attention._VARIANTS[-1])
@@ -145,6 +159,7 @@ def test_build_is_cached_per_source_and_flags(tmp_path, monkeypatch):
 
 def test_missing_compiler_falls_back_with_a_reason(tmp_path, monkeypatch):
     saved = dict(cpu_attention._state)
+    monkeypatch.delenv("SPIKEPREP_CPU_ATTENTION", raising=False)
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("SPIKEPREP_KERNEL_CACHE", str(tmp_path))
     cpu_attention._state.clear()
@@ -154,6 +169,21 @@ def test_missing_compiler_falls_back_with_a_reason(tmp_path, monkeypatch):
         assert "no-such-cc" in cpu_attention.unavailable_reason()
         q, k, v, bias, mask = _inputs(2, 2, 16, 8, 1)
         assert _rel(biased_attention(q, k, v, bias, mask, 0.3), explicit_attention(q, k, v, bias, mask, 0.3)) == 0
+    finally:
+        cpu_attention._state.clear()
+        cpu_attention._state.update(saved)
+
+
+@needs_kernel
+def test_failed_self_check_disables_the_kernel(monkeypatch):
+    saved = dict(cpu_attention._state)
+    monkeypatch.setattr(cpu_attention, "_self_check", lambda: "self-check failed: output differs by 1")
+    cpu_attention._state.clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="self-check failed"):
+            assert not cpu_attention.available()
+        q, k, v, bias, mask = _inputs(2, 2, 16, 8, 0)
+        assert not cpu_attention.supports(q, bias, mask)
     finally:
         cpu_attention._state.clear()
         cpu_attention._state.update(saved)
@@ -171,6 +201,7 @@ def test_switched_off_by_environment(monkeypatch):
         cpu_attention._state.update(saved)
 
 
+@needs_kernel
 def test_vrt_training_step_same_with_and_without_kernel():
     """A float32 training step of the tiny VRT: output and every parameter gradient agree between the
     fast path (kernel) and the explicit formula; the kernel is really used."""
@@ -205,3 +236,24 @@ def test_vrt_training_step_same_with_and_without_kernel():
     names = [n for n, _ in fast.named_parameters()]
     for a, b, name in zip(grads_a, grads_b, names):
         assert (a - b).abs().max() <= 1e-4 * b.abs().max() + 1e-12, name
+
+
+@needs_kernel
+def test_first_use_inside_a_checkpointed_block(tmp_path):
+    """The kernel's first use (build, load, self-check) may happen inside torch.utils.checkpoint, whose
+    saved-tensor hooks once captured the self-check and re-entered the build lock: a deadlock. A fresh
+    process, first attention call inside a checkpointed block, must finish."""
+    code = textwrap.dedent("""
+        import torch
+        from model import cpu_attention
+        from model.vrt import TMSA
+        block = TMSA(dim=16, num_heads=2, window_size=(2, 8, 8), mutual=False, use_checkpoint_attn=True)
+        x = torch.rand(1, 2, 16, 16, 16, requires_grad=True)
+        block(x).square().mean().backward()
+        assert x.grad is not None and cpu_attention.available()
+        print("done")
+    """)
+    env = {**os.environ, "SPIKEPREP_KERNEL_CACHE": str(tmp_path)}      # a cold cache: build inside too
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "done" in proc.stdout, proc.stderr[-2000:]
