@@ -19,11 +19,11 @@ forward+backward of a tiny-preset call (192 windows x 2 heads x 128 tokens x hea
 against the formula's 24.4 ms, and all such calls of a tiny training step 244 ms against 419 ms; at head_dim
 16 the gain shrinks to 1.2x (``benchmarks/cpu_attention.py``, benchmarks/RESULTS.md).
 
-Build: the source is compiled on first use with the system C compiler (``$CC`` or ``cc``; about a second)
-into ``$SPIKEPREP_KERNEL_CACHE`` (default ``~/.cache/spikeprep/kernels``), keyed by the source, the flags,
-the compiler and the CPU, and loaded with ctypes. Before first use a self-check compares it with the
-explicit formula on a small random problem. If there is no compiler, the build fails or the check
-disagrees, :func:`available` is False, a warning says why once, and callers use the explicit formula.
+Build: the source is compiled on first use with the system C compiler (``$CC`` or ``cc``; about 5 s, once
+per machine) into ``$SPIKEPREP_KERNEL_CACHE`` (default ``~/.cache/spikeprep/kernels``), keyed by the source,
+the flags, the compiler and the CPU, and loaded with ctypes. Before first use a self-check compares it with
+the formula's closed-form gradients on a small random problem. If there is no compiler, the build fails or
+the check disagrees, :func:`available` is False, a warning says why once, and callers use the formula.
 ``SPIKEPREP_CPU_ATTENTION=0`` switches the kernel off. The kernel runs the ``B*H`` (window, head) pairs
 on ``torch.get_num_threads()`` OpenMP threads; built with ``-fopenmp`` it links ``libgomp.so.1``, which
 the loader resolves to the copy torch has already loaded, so both share one thread team (Python threads

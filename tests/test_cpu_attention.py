@@ -105,6 +105,9 @@ def test_thread_count_does_not_change_results():
         two = _run(biased_attention, q, k, v, bias, mask, 0.3)
     for a, b in zip(one, two):        # the bias gradient sums per-thread buffers: rounding only
         assert _rel(a, b) < 1e-6
+    with torch_threads(2):            # static schedule: the same threads see the same rows every call
+        again = _run(biased_attention, q, k, v, bias, mask, 0.3)
+    assert all(torch.equal(a, b) for a, b in zip(two, again))
 
 
 @pytest.mark.parametrize("case", ["float64", "mask_grad", "autocast"])
@@ -117,7 +120,8 @@ def test_falls_back_to_the_formula_where_unsupported(case, monkeypatch):
         mask.requires_grad_()
     called = []
     monkeypatch.setattr(cpu_attention._BiasedAttention, "apply", lambda *a: called.append(a))
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if case == "autocast" else torch.autocast("cpu", enabled=False)
+    ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if case == "autocast"
+           else torch.autocast("cpu", enabled=False))
     with ctx:
         out = biased_attention(q, k, v, bias, mask, 0.3)
     assert not called and out.shape == q.shape
