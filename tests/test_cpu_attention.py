@@ -161,48 +161,40 @@ def test_build_is_cached_per_source_and_flags(tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temp files left
 
 
-def test_missing_compiler_falls_back_with_a_reason(tmp_path, monkeypatch):
+@pytest.fixture
+def fresh_state():
+    """An uninitialised kernel state for the test (build, load and check run again); restored after."""
     saved = dict(cpu_attention._state)
+    cpu_attention._state.clear()
+    yield
+    cpu_attention._state.clear()
+    cpu_attention._state.update(saved)
+
+
+def test_missing_compiler_falls_back_with_a_reason(tmp_path, monkeypatch, fresh_state):
     monkeypatch.delenv("SPIKEPREP_CPU_ATTENTION", raising=False)
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("SPIKEPREP_KERNEL_CACHE", str(tmp_path))
-    cpu_attention._state.clear()
-    try:
-        with pytest.warns(RuntimeWarning, match="no C compiler"):
-            assert not cpu_attention.available()
-        assert "no-such-cc" in cpu_attention.unavailable_reason()
-        q, k, v, bias, mask = _inputs(2, 2, 16, 8, 1)
-        assert _rel(biased_attention(q, k, v, bias, mask, 0.3), explicit_attention(q, k, v, bias, mask, 0.3)) == 0
-    finally:
-        cpu_attention._state.clear()
-        cpu_attention._state.update(saved)
+    with pytest.warns(RuntimeWarning, match="no C compiler"):
+        assert not cpu_attention.available()
+    assert "no-such-cc" in cpu_attention.unavailable_reason()
+    q, k, v, bias, mask = _inputs(2, 2, 16, 8, 1)
+    assert _rel(biased_attention(q, k, v, bias, mask, 0.3), explicit_attention(q, k, v, bias, mask, 0.3)) == 0
 
 
 @needs_kernel
-def test_failed_self_check_disables_the_kernel(monkeypatch):
-    saved = dict(cpu_attention._state)
+def test_failed_self_check_disables_the_kernel(monkeypatch, fresh_state):
     monkeypatch.setattr(cpu_attention, "_self_check", lambda: "self-check failed: output differs by 1")
-    cpu_attention._state.clear()
-    try:
-        with pytest.warns(RuntimeWarning, match="self-check failed"):
-            assert not cpu_attention.available()
-        q, k, v, bias, mask = _inputs(2, 2, 16, 8, 0)
-        assert not cpu_attention.supports(q, bias, mask)
-    finally:
-        cpu_attention._state.clear()
-        cpu_attention._state.update(saved)
-
-
-def test_switched_off_by_environment(monkeypatch):
-    saved = dict(cpu_attention._state)
-    monkeypatch.setenv("SPIKEPREP_CPU_ATTENTION", "0")
-    cpu_attention._state.clear()
-    try:
+    with pytest.warns(RuntimeWarning, match="self-check failed"):
         assert not cpu_attention.available()
-        assert "SPIKEPREP_CPU_ATTENTION=0" in cpu_attention.unavailable_reason()
-    finally:
-        cpu_attention._state.clear()
-        cpu_attention._state.update(saved)
+    q, k, v, bias, mask = _inputs(2, 2, 16, 8, 0)
+    assert not cpu_attention.supports(q, bias, mask)
+
+
+def test_switched_off_by_environment(monkeypatch, fresh_state):
+    monkeypatch.setenv("SPIKEPREP_CPU_ATTENTION", "0")
+    assert not cpu_attention.available()
+    assert "SPIKEPREP_CPU_ATTENTION=0" in cpu_attention.unavailable_reason()
 
 
 @needs_kernel
