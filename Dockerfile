@@ -12,10 +12,12 @@ FROM ${BASE}
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
-# python3 for CUDA bases; libgl1 and libglib2.0-0 for opencv-python. .git is not copied (.dockerignore), so run
-# logs record the revision as unknown; tag the image with it.
+# python3 for CUDA bases; libgl1 and libglib2.0-0 for opencv-python; gcc and libc6-dev for the CPU attention
+# kernel (model/cpu_attention.py compiles it on first use for the machine it runs on; without a compiler CPU
+# training falls back to the slower formula). .git is not copied (.dockerignore), so run logs record the
+# revision as unknown; tag the image with it.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv python3-pip libgl1 libglib2.0-0 \
+ && apt-get install -y --no-install-recommends python3 python3-venv python3-pip libgl1 libglib2.0-0 gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
