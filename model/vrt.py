@@ -473,12 +473,13 @@ class WindowAttention(nn.Module):
             mask = mask[:, :n, :n]
         # On CPU, SDPA's flash kernel cannot return the gradient of its additive mask, so a trainable
         # relative position bias would send it to the generic math path, slower than the explicit
-        # formula; the fast path uses model.cpu_attention's kernel there (same function).
+        # formula; the fast path uses model.cpu_attention there (its C kernel where it is built and
+        # supports the inputs, else the formula; the same function either way).
         bias_needs_grad = bias is not None and bias.requires_grad and q.device.type == "cpu"
         if self.fused and not bias_needs_grad:
             out = self._attend_fused(q, k, v, bias, mask)
-        elif self.fused and cpu_attention.supports(q, bias, mask):
-            out = cpu_attention.biased_attention(q, k, v, bias.contiguous(), mask, self.scale)
+        elif self.fused:
+            out = cpu_attention.biased_attention(q, k, v, bias, mask, self.scale)
         else:
             out = cpu_attention.explicit_attention(q, k, v, bias, mask, self.scale)
         return out.transpose(1, 2).reshape(b, n, heads * hd)
