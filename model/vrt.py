@@ -431,8 +431,9 @@ class WindowAttention(nn.Module):
         qkv_bias: bias in the q/k/v projections.
         qk_scale: override for the 1/sqrt(head_dim) scale.
         mutual: add the mutual-attention branch.
-        fused: compute attention with ``F.scaled_dot_product_attention`` (default) instead of the
-            explicit ``softmax(q*scale @ k^T + bias) @ v``; equal up to float rounding.
+        fused: compute attention with ``F.scaled_dot_product_attention`` (default; on CPU, when the
+            bias needs a gradient, :func:`model.cpu_attention.biased_attention`) instead of the explicit
+            ``softmax(q*scale @ k^T + bias) @ v``; equal up to float rounding.
     """
 
     def __init__(self, dim: int, window_size: Sequence[int], num_heads: int, qkv_bias: bool = True,
