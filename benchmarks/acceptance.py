@@ -1,18 +1,23 @@
 """The original document's acceptance experiment (section 8.3) on synthetic data, sized for this machine.
 
-    .venv/bin/python benchmarks/acceptance.py                       # ~1 hour on 2 CPU cores, writes RESULTS.md
+    .venv/bin/python benchmarks/acceptance.py                       # < 1 hour on 2 CPU cores, writes RESULTS.md
     .venv/bin/python benchmarks/acceptance.py --steps 40 --val-every 20 --no-results   # a quick smoke run
 
-Both arms (VRT + spike branch, and VRT alone with --no-spike) train on the same synthetic store with the
-same config, seed, clips, crops and number of steps, side by side (one process per arm, ``--threads``
-threads each), then ``spikeprep compare`` applies the rule: PSNR >= base - 0.05 dB and LPIPS <= base + 0.005.
-Everything goes through the ``spikeprep`` command line, as a user would run it; the work folder
-(``--out``, default ``outputs/acceptance``) keeps the raw data, the store, both runs and their logs.
+Three arms train on the same synthetic store with the same config, seed, clips, crops and number of steps,
+side by side (one process per arm, ``--threads`` threads each): the spike arm with the shipped fusion
+(``configs/deblur/demo_tiny.yaml``'s MODEL.FUSE.TYPE), the spike arm with the original's literal fusion
+(``TemporalCrossAttn``) and VRT alone (``--no-spike``). ``spikeprep compare`` applies the rule (PSNR >=
+base - 0.05 dB and LPIPS <= base + 0.005) to each spike arm against the base arm, with the spike reliance
+of every validation and the store's non-learned baselines (``spikeprep baselines``) beside them. The small
+CNN reference of ``benchmarks/references.py`` (blur + voxels, no VRT) trains in the same trainer for the
+same steps afterwards. Everything but the reference goes through the ``spikeprep`` command line, as a user
+would run it; the work folder (``--out``, default ``outputs/acceptance``) keeps the raw data, the store, the
+runs and their logs.
 
 Data: ``spikeprep synth`` with ``--train-seqs`` + ``--val-seqs`` sequences of ``--frames`` frames at
 ``--height`` x ``--width`` (independently moving foreground patch over a moving camera), K = ``--k`` bins.
 Model: ``configs/deblur/demo_tiny.yaml`` (tiny VRT, 3-frame clips, 64x64 crops) with the store's stats.
-Whatever the table shows is the result; RESULTS.md records it with the command and the machine.
+Whatever the tables show is the result; RESULTS.md records it with the command and the machine.
 """
 from __future__ import annotations
 
@@ -20,12 +25,13 @@ import argparse
 import json
 import os
 import platform
-import re
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,15 +55,25 @@ def main(argv: list[str] | None = None) -> int:
     """Synth, ingest and audit a store, train both arms side by side, compare them; write RESULTS.md."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "acceptance")
-    ap.add_argument("--steps", type=int, default=1500, help="optimiser steps per arm")
-    ap.add_argument("--val-every", type=int, default=250)
+    ap.add_argument("--steps", type=int, default=900, help="optimiser steps per arm")
+    ap.add_argument("--val-every", type=int, default=300)
     ap.add_argument("--train-seqs", type=int, default=6)
     ap.add_argument("--val-seqs", type=int, default=2)
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--height", type=int, default=128)
     ap.add_argument("--width", type=int, default=192)
     ap.add_argument("--k", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per arm (both arms run at once)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per arm (the arms run at once)")
+    ap.add_argument("--vrt-width", type=int, default=0, help="VRT channels (tiny topology); 0: the tiny preset's")
+    ap.add_argument("--crop", type=int, help="DATA.CROP_SIZE [demo_tiny.yaml's]")
+    ap.add_argument("--clip-len", type=int, help="DATA.CLIP_LEN [demo_tiny.yaml's]")
+    ap.add_argument("--batch", type=int, help="TRAIN.BATCH_SIZE [demo_tiny.yaml's]")
+    ap.add_argument("--lr", type=float, help="TRAIN.OPTIM.LR [demo_tiny.yaml's]")
+    ap.add_argument("--warmup", type=int, help="TRAIN.SCHED.WARMUP_STEPS [demo_tiny.yaml's]")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (every arm on it; AMP on CUDA)")
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers per arm")
+    ap.add_argument("--section", default="## Acceptance experiment (original section 8.3)",
+                    help="the RESULTS.md heading to write")
     ap.add_argument("--no-results", action="store_true", help="do not write benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
     t_start = time.time()
@@ -68,66 +84,142 @@ def main(argv: list[str] | None = None) -> int:
     # -- data ------------------------------------------------------------------------------------------
     run(["synth", str(out / "raw"), "--preset", "demo", "--height", str(args.height), "--width", str(args.width),
          "--train-seqs", str(args.train_seqs), "--val-seqs", str(args.val_seqs), "--frames", str(args.frames),
-         "--overwrite", "--workers", "2", "--no-progress"])
-    config = out / "config.yaml"
-    text = (REPO / "configs/deblur/demo_tiny.yaml").read_text()
-    text = text.replace('"demo_out/store"', f'"{out / "store"}"').replace('"demo_out/outputs"', f'"{out / "outputs"}"')
-    text = re.sub(r"^(  K:) \d+", rf"\1 {args.k}", text, flags=re.M)
-    config.write_text(text)
+         "--overwrite", "--workers", str(min(8, os.cpu_count() or 2)), "--no-progress"])
+    config, literal = out / "config.yaml", out / "config_literal.yaml"
+    raw = yaml.safe_load((REPO / "configs/deblur/demo_tiny.yaml").read_text())
+    data, train = raw["DATA"], raw["TRAIN"]
+    args.crop, args.clip_len = args.crop or data["CROP_SIZE"], args.clip_len or data["CLIP_LEN"]
+    args.batch, args.lr = args.batch or train["BATCH_SIZE"], args.lr or train["OPTIM"]["LR"]
+    args.warmup = train["SCHED"]["WARMUP_STEPS"] if args.warmup is None else args.warmup
+    data.update(ROOT=str(out / "store"), K=args.k, CROP_SIZE=args.crop, CLIP_LEN=args.clip_len)
+    train.update(BATCH_SIZE=args.batch)
+    train["OPTIM"]["LR"] = args.lr
+    train["SCHED"]["WARMUP_STEPS"] = args.warmup
+    raw["LOG"]["SAVE_DIR"] = str(out / "outputs")
+    if args.vrt_width:
+        vrt_cfg = out / f"vrt_tiny_{args.vrt_width}ch.yaml"
+        vrt_cfg.write_text(yaml.safe_dump({"preset": "tiny", "overrides": {"embed_dims": [args.vrt_width] * 11}}))
+        raw["MODEL"].update(VRT_CFG=str(vrt_cfg), CHANNELS_PER_SCALE=[args.vrt_width] * 4)
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
     run(["ingest", str(out / "raw"), "--out", str(out / "store"), "--config", str(config), "--write-config",
-         str(config), "--workers", "2", "--log-dir", str(out / "logs"), "--no-progress"])
-    run(["audit", str(out / "store"), "--crop", "64"])
+         str(config), "--workers", str(min(8, os.cpu_count() or 2)), "--log-dir", str(out / "logs"), "--no-progress"])
+    run(["audit", str(out / "store"), "--crop", str(args.crop)])
+    run(["baselines", str(out / "store"), "--clip-len", str(args.clip_len), "--no-progress"])
+    baselines = out / "store" / "baselines" / "val.json"
+    raw = yaml.safe_load(config.read_text())                  # with DATA.NORM from ingest
+    raw["MODEL"]["FUSE"]["TYPE"] = "TemporalCrossAttn"
+    literal.write_text(yaml.safe_dump(raw, sort_keys=False))
 
-    # -- both arms, side by side ----------------------------------------------------------------------------
+    # -- three arms, side by side ------------------------------------------------------------------------
     vgg = []
     sys.path.insert(0, str(REPO))          # the repo's `model` package
     from model.losses.vgg_perceptual import vgg19_weights_path
+    from schemas.config import load_config
 
+    fuse_type = load_config(config).MODEL.FUSE.TYPE
     if not vgg19_weights_path().is_file():
-        print(f"note: no VGG19 weights at {vgg19_weights_path()}: both arms train without the perceptual term")
+        print(f"note: no VGG19 weights at {vgg19_weights_path()}: every arm trains without the perceptual term")
         vgg = ["--no-vgg"]
-    common = ["train", "--config", str(config), "--max-steps", str(args.steps), "--val-every", str(args.val_every),
-              "--visual-every", str(args.steps), "--workers", "0", "--no-progress", *vgg]
+    common = ["--max-steps", str(args.steps), "--val-every", str(args.val_every), "--device", args.device,
+              "--visual-every", str(args.steps), "--workers", str(args.workers), "--no-progress", *vgg]
+    arms = {"spike": ["--config", str(config)], "base": ["--config", str(config), "--no-spike"]}
+    if fuse_type != "TemporalCrossAttn":
+        arms["literal"] = ["--config", str(literal)]
     env = {"OMP_NUM_THREADS": str(args.threads)}
     t_train = time.time()
-    procs = {arm: run(common + ["--exp", arm] + (["--no-spike"] if arm == "base" else []),
-                      log=out / "logs" / f"train_{arm}.log", env=env) for arm in ("spike", "base")}
+    procs = {arm: run(["train", *a, *common, "--exp", arm], log=out / "logs" / f"train_{arm}.log", env=env)
+             for arm, a in arms.items()}
     failed = [arm for arm, p in procs.items() if p.wait() != 0]
     if failed:
         for arm in failed:
             print((out / "logs" / f"train_{arm}.log").read_text()[-3000:])
         raise SystemExit(f"training failed: {failed}")
     train_s = time.time() - t_train
+    t_ref = time.time()
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "spike_ablation.py"), "--run", "cnn", "--reference",
+                    "cnn", "--config", str(config), "--steps", str(args.steps), "--device", args.device],
+                   cwd=REPO, check=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"},
+                   stdout=(out / "logs" / "train_cnn.log").open("w"), stderr=subprocess.STDOUT)
+    ref_s = time.time() - t_ref
 
-    # -- the rule ------------------------------------------------------------------------------------------
-    proc = subprocess.run(SPIKEPREP + ["compare", "spike", "base", "--outputs", str(out / "outputs"),
-                                       "--crop-size", "64"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                          capture_output=True, text=True)
-    print(proc.stdout)
-    if proc.returncode not in (0, 1):
-        print(proc.stderr)
-        raise SystemExit("compare failed")
-    report = json.loads(sorted((out / "outputs" / "metrics").glob("compare_spike_vs_base_*.json"))[-1].read_text())
+    # -- the rule, per spike arm ---------------------------------------------------------------------------
+    reports = {}
+    for arm in [a for a in ("spike", "literal") if a in arms]:
+        proc = subprocess.run(SPIKEPREP + ["compare", arm, "base", "--outputs", str(out / "outputs"),
+                                           "--crop-size", str(args.crop), "--baselines", str(baselines)],
+                              cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+        print(proc.stdout)
+        if proc.returncode not in (0, 1):
+            print(proc.stderr)
+            raise SystemExit("compare failed")
+        reports[arm] = json.loads(sorted((out / "outputs" / "metrics").glob(f"compare_{arm}_vs_base_*.json"))[-1]
+                                  .read_text())
+    targets = issue_targets(out, args.steps, fuse_type, baselines)
+    print(targets)
     total_s = time.time() - t_start
-    summary = (f"{args.steps} steps per arm, both arms at once ({args.threads} thread(s) each), training "
-               f"{train_s / 60:.1f} min, whole run {total_s / 60:.1f} min")
+    summary = (f"{args.steps} steps per arm, the {len(arms)} arms at once ({args.threads} thread(s) each), training "
+               f"{train_s / 60:.1f} min, then the CNN reference {ref_s / 60:.1f} min; whole run {total_s / 60:.1f} min")
     print(summary)
     if not args.no_results:
         cmd = "benchmarks/acceptance.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        body = "\n".join([
-            "## Acceptance experiment (original section 8.3)", "",
+        body = [
+            args.section, "",
             f"Command: `.venv/bin/python {cmd.strip()}` ({cpu_description()}, torch on the CPU, "
             f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}).", "",
             f"Data: `spikeprep synth` {args.train_seqs} train + {args.val_seqs} val sequences x {args.frames} frames "
-            f"at {args.height}x{args.width}, K={args.k}. Model: configs/deblur/demo_tiny.yaml (tiny VRT, 3-frame "
-            f"clips, 64x64 crops, batch 1, LR 5e-4 with 20 warm-up steps, cosine). {summary}."
-            + (" No VGG19 weights here: both arms trained without the perceptual term." if vgg else ""), "",
-            report["table_markdown"].strip(), "",
-            f"Verdict at step {report['verdict']['step']}: **{report['verdict']['result']}**. "
-            f"{report['verdict'].get('summary', '')}", ""])
-        write_section(REPO / "benchmarks" / "RESULTS.md", "## Acceptance experiment (original section 8.3)", body)
+            f"at {args.height}x{args.width}, K={args.k}. Model: configs/deblur/demo_tiny.yaml (tiny VRT"
+            f"{f' at {args.vrt_width} channels' if args.vrt_width else ''}, {args.clip_len}-frame clips, "
+            f"{args.crop}x{args.crop} crops, batch {args.batch}, LR {args.lr:g} with {args.warmup} warm-up steps, "
+            f"cosine; device {args.device}{', AMP fp16' if args.device.startswith('cuda') else ''}); the spike arm `spike` uses its "
+            f"MODEL.FUSE.TYPE `{fuse_type}`, the spike arm `literal` the original's `TemporalCrossAttn`. {summary}."
+            + (" No VGG19 weights here: every arm trained without the perceptual term." if vgg else ""), "",
+            targets, ""]
+        for arm, report in reports.items():
+            body += [f"### `{arm}` against `base`", "", report["table_markdown"].strip(), "",
+                     f"Verdict at step {report['verdict']['step']}: **{report['verdict']['result']}**. "
+                     f"{report['verdict'].get('summary', '')}", ""]
+        write_section(REPO / "benchmarks" / "RESULTS.md", args.section, "\n".join(body))
         print("wrote benchmarks/RESULTS.md")
     return 0
+
+
+def issue_targets(out: Path, steps: int, fuse_type: str, baselines: Path) -> str:
+    """Issue 15's targets at the last step: the shipped spike arm against base, its reliance, and the floors
+    (least squares, the small CNN at equal steps), with the literal arm's numbers beside it."""
+    from schemas.baselines import read_baselines_report
+    from schemas.val_report import read_val_report
+
+    metrics = out / "outputs" / "metrics"
+    rep = {name: read_val_report(p) for name in ("spike", "literal", "base", "cnn")
+           if (p := metrics / f"val_{name}_{steps}.json").exists()}
+    lsq = read_baselines_report(baselines).row("lsq")
+    base = rep["base"]
+
+    def check(value, floor):
+        return "PASS" if value is not None and floor is not None and value >= floor - 1e-9 else "FAIL"
+
+    lines = [f"### Issue 15's targets at step {steps} (PSNR-Y, val split)", "",
+             "| arm | spike - base | boundary spike - base | dB from the spikes | boundary dB from the spikes | "
+             "PSNR-Y | vs least squares | vs small CNN |", "|---|---|---|---|---|---|---|---|"]
+    for name in ("spike", "literal"):
+        r = rep.get(name)
+        if r is None:
+            continue
+        d, bd = r.overall.psnr_y - base.overall.psnr_y, r.boundary.psnr_y - base.boundary.psnr_y
+        gain, bgain = r.db_from_spikes(), r.db_from_spikes(region="boundary")
+        cnn = rep["cnn"].overall.psnr_y if "cnn" in rep else None
+        label = f"`{name}` ({fuse_type if name == 'spike' else 'TemporalCrossAttn'})"
+        lines.append(f"| {label} | {d:+.2f} ({check(d, 3.0)} >= 3) | {bd:+.2f} ({check(bd, 4.0)} >= 4) | "
+                     f"{gain:+.2f} ({check(gain, 3.0)} >= 3) | {bgain:+.2f} | {r.overall.psnr_y:.2f} | "
+                     f"{r.overall.psnr_y - lsq.overall.psnr_y:+.2f} ({check(r.overall.psnr_y, lsq.overall.psnr_y)}) | "
+                     + (f"{r.overall.psnr_y - cnn:+.2f} ({check(r.overall.psnr_y, cnn)})" if cnn else "not run") + " |")
+    lines += ["", f"Floors: base arm {base.overall.psnr_y:.2f} (boundary {base.boundary.psnr_y:.2f}); least squares "
+              f"{lsq.overall.psnr_y:.2f} (boundary {lsq.boundary.psnr_y:.2f}); the small CNN on blur + voxels at "
+              + (f"{steps} steps {rep['cnn'].overall.psnr_y:.2f} (boundary {rep['cnn'].boundary.psnr_y:.2f}, dB "
+                 f"from the spikes {rep['cnn'].db_from_spikes():+.2f})" if "cnn" in rep else "equal steps: not run")
+              + f"; the blurred input {read_baselines_report(baselines).row('blur').overall.psnr_y:.2f}."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,11 @@ Examples:
   spikeprep compare vrt_spike vrt_base
   spikeprep compare vrt_spike vrt_base --outputs runs/outputs --crops 6 --crop-size 128
   spikeprep compare a/outputs/metrics b/outputs/metrics --outputs reports
+  spikeprep compare vrt_spike vrt_base --baselines data/store/baselines/val.json
+\b
+The spike run's reliance (its validation with count-zero voxels, another clip's voxels and
+reversed bins) is tabled under the arms; --baselines adds the store's non-learned baselines
+(written by `spikeprep baselines DATA_ROOT`) beside both arms.
 """)
 @click.argument("run_spike")
 @click.argument("run_base")
@@ -39,8 +44,12 @@ Examples:
               help="crop side in pixels (clamped to the smallest frame)")
 @click.option("--step", type=click.IntRange(min=0),
               help="judge at this common step instead of the last one")
-def compare_cmd(run_spike: str, run_base: str, outputs: Path, crops: int, crop_size: int, step: int | None) -> None:
+@click.option("--baselines", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="a `spikeprep baselines` report (DATA_ROOT/baselines/<split>.json) to table beside the arms")
+def compare_cmd(run_spike: str, run_base: str, outputs: Path, crops: int, crop_size: int, step: int | None,
+                baselines: Path | None) -> None:
     """Compare a spike run with a base (no-spike) run at equal steps; exit 0 PASS, 1 FAIL, 2 bad input."""
-    result = compare(run_spike, run_base, outputs=outputs, crops=crops, crop_size=crop_size, step=step)
+    result = compare(run_spike, run_base, outputs=outputs, crops=crops, crop_size=crop_size, step=step,
+                     baselines=baselines)
     click.echo(format_report(result))
     sys.exit(0 if result.passed else 1)

@@ -22,6 +22,7 @@ Examples:
   spikeprep train --config CFG --exp spike ; spikeprep train --config CFG --exp base --no-spike
   spikeprep test --ckpt outputs/ckpts/spike/best.pth --store data/store --output outputs/test/spike
   spikeprep compare spike base
+  spikeprep baselines data/store                   # blur, TFP, TFI, least squares: the floor to clear
 """
 
 
@@ -41,6 +42,7 @@ def main() -> None:
 
 
 def _register() -> None:
+    from cli.baselines_cmd import baselines_cmd
     from cli.compare_cmd import compare_cmd
     from cli.store_cmds import audit_cmd, ingest_cmd, stats_cmd
     from cli.synth_cmd import synth
@@ -54,6 +56,7 @@ def _register() -> None:
     main.add_command(train_cmd, "train")
     main.add_command(test_cmd, "test")
     main.add_command(compare_cmd, "compare")
+    main.add_command(baselines_cmd, "baselines")
 
 
 _register()

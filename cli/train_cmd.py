@@ -46,8 +46,12 @@ Examples:
 @click.option("--val-tile", nargs=2, type=int, default=(256, 256), show_default=True,
               help="validation tile H W (0 0: whole frames)")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
+@click.option("--reliance/--no-reliance", default=True, show_default=True,
+              help="validate the spike arm also with count-zero voxels, another clip's voxels and reversed bins "
+                   "(dB from the spikes = true - count-zero; 4x the validation time)")
 def train_cmd(config, no_spike, exp, resume, dry_run, max_steps, val_every, visual_every, visual_frames, log_every,
-              workers, device, amp, stop_at, freeze_flow_steps, no_vgg, vrt_weights, val_tile, no_progress):
+              workers, device, amp, stop_at, freeze_flow_steps, no_vgg, vrt_weights, val_tile, no_progress,
+              reliance):
     """Train VRT fused with the spike branch, or plain VRT with --no-spike.
 
     Writes outputs/ckpts/{exp}/{best,last}.pth, outputs/metrics/val_{exp}_{step}.json, TensorBoard logs and
@@ -60,7 +64,8 @@ def train_cmd(config, no_spike, exp, resume, dry_run, max_steps, val_every, visu
                         max_steps=max_steps, val_every=val_every, visual_every=visual_every,
                         visual_frames=visual_frames, log_every=log_every, workers=workers, device=device, amp=amp,
                         stop_at=stop_at, freeze_flow_steps=freeze_flow_steps, perceptual=not no_vgg,
-                        vrt_weights=vrt_weights, val_tile=tuple(val_tile), progress=not no_progress)
+                        vrt_weights=vrt_weights, val_tile=tuple(val_tile), progress=not no_progress,
+                        reliance=reliance)
     result = main(opts)
     if not dry_run and result.best_psnr is not None:
         click.echo(f"{result.exp}: best validation PSNR {result.best_psnr:.2f} dB; {result.ckpt_dir}")

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from schemas.val_report import Metrics, ValReport, read_val_report
+from schemas.baselines import BaselinesReport, read_baselines_report
+from schemas.val_report import PROBE_TITLES, PROBES, Metrics, ValReport, read_val_report
 from schemas.atomic import atomic_write_text
 from spikeprep.errors import InputError
 from spikeprep.images import read_rgb
@@ -209,6 +210,7 @@ class Comparison:
     picture_path: Path | None = None
     picture_note: str | None = None
     json_path: Path | None = None
+    baselines: BaselinesReport | None = None
 
     @property
     def passed(self) -> bool:
@@ -229,6 +231,23 @@ class Comparison:
                                    base=_mdict(self.base.reports[s].boundary)))
                 for s in self.steps]
 
+    def reliance_rows(self) -> list[dict]:
+        """Per common step where the spike run measured it: PSNR-Y with the true voxels and each probe, and
+        dB from the spikes (true minus count-zero), overall and on motion boundaries."""
+        rows = []
+        for s in self.steps:
+            rep = self.spike.reports[s]
+            if rep.reliance is None:
+                continue
+            row = dict(step=s, db_from_spikes=rep.db_from_spikes(),
+                       boundary_db_from_spikes=rep.db_from_spikes(region="boundary"),
+                       true=dict(overall=rep.overall.psnr_y, boundary=rep.boundary.psnr_y))
+            for probe in PROBES:
+                m = getattr(rep.reliance, probe)
+                row[probe] = None if m is None else dict(overall=m.overall.psnr_y, boundary=m.boundary.psnr_y)
+            rows.append(row)
+        return rows
+
     def as_dict(self) -> dict:
         """The JSON written next to the picture: both runs, the table, the verdict, the picture and crops."""
         last = self.spike.reports[self.step]
@@ -241,6 +260,8 @@ class Comparison:
             split=last.split, frames=last.overall.frames, boundary_fraction=last.boundary_fraction,
             steps=self.steps, skipped_steps=dict(spike_only=self.spike_only, base_only=self.base_only),
             table=self.rows(), table_markdown=format_table(self), lpips_notes=self.lpips_notes,
+            reliance=self.reliance_rows(),
+            baselines=None if self.baselines is None else self.baselines.model_dump(mode="json"),
             verdict=self.verdict.as_dict(),
             picture=None if self.picture_path is None else str(self.picture_path),
             picture_note=self.picture_note, crops=[c.as_dict() for c in self.crops])
@@ -379,12 +400,58 @@ def format_table(comp: Comparison) -> str:
                 cells += [_fmt(va, name), _fmt(vb, name), d]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _reliance_table(comp)
+    lines += _baselines_table(comp)
     for arm, note in comp.lpips_notes.items():
         lines.append(f"LPIPS {NOT_COMPUTED} ({arm} run): {note}")
     if comp.spike_only or comp.base_only:
         lines.append(f"skipped steps (validated in one run only): spike {comp.spike_only or '-'}, "
                      f"base {comp.base_only or '-'}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _reliance_table(comp: Comparison) -> list[str]:
+    rows = comp.reliance_rows()
+    if not rows:
+        note = comp.spike.reports[comp.step].reliance_note
+        return [f"Spike reliance: not measured{f' ({note})' if note else ''}", ""]
+    probes = [p for p in PROBES if any(r[p] is not None for r in rows)]
+    head = ["step", "dB from the spikes", "boundary dB from the spikes", "PSNR Y true"] + \
+           [f"PSNR Y {PROBE_TITLES[p]}" for p in probes] + ["boundary PSNR Y true"] + \
+           [f"boundary PSNR Y {PROBE_TITLES[p]}" for p in probes]
+    lines = [f"### Spike reliance ({comp.spike.exp}: the same frames with altered voxels; dB from the spikes = "
+             f"PSNR Y true - count-zero)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [str(r["step"]), _signed(r["db_from_spikes"]), _signed(r["boundary_db_from_spikes"]),
+                 _fmt(r["true"]["overall"], "psnr")]
+        cells += [_fmt(r[p]["overall"] if r[p] else None, "psnr") for p in probes]
+        cells += [_fmt(r["true"]["boundary"], "psnr")]
+        cells += [_fmt(r[p]["boundary"] if r[p] else None, "psnr") for p in probes]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:+.2f}"
+
+
+def _baselines_table(comp: Comparison) -> list[str]:
+    """The non-learned baselines of the store, under both arms at the judged step, scored the same way."""
+    b = comp.baselines
+    if b is None:
+        return []
+    from model.evaluate import metric_rows_table     # (the metrics stack brings torch; see render_picture)
+
+    entries = [(f"{arm} arm {run.exp}", run.reports[comp.step].overall, run.reports[comp.step].boundary, None)
+               for arm, run in (("spike", comp.spike), ("base", comp.base))]
+    entries += [(f"{r.name}: {r.description}", r.overall, r.boundary, r.note) for r in b.rows]
+    lines = [f"### Both arms at step {comp.step} and the non-learned baselines ({b.split} of {b.store}, "
+             f"{b.frames} frames)", "", *metric_rows_table(entries)]
+    frames = comp.spike.reports[comp.step].overall.frames
+    if frames != b.frames:
+        lines.append(f"note: the baselines scored {b.frames} frames, the runs {frames} (run `spikeprep baselines` "
+                     f"with --clip-len DATA.CLIP_LEN to score the frames validation scores)")
+    return lines + [""]
 
 
 def format_report(comp: Comparison) -> str:
@@ -579,7 +646,8 @@ def _picture_blocker(spike: Run, base: Run, step: int) -> str | None:
 # ---- the whole command ---------------------------------------------------------------------------------
 
 def compare(run_spike: str | Path, run_base: str | Path, outputs: str | Path = "outputs", crops: int = 4,
-            crop_size: int = 96, step: int | None = None, write: bool = True) -> Comparison:
+            crop_size: int = 96, step: int | None = None, write: bool = True,
+            baselines: str | Path | None = None) -> Comparison:
     """Load both runs, judge the rule, draw the crops, write ``compare_{spike}_vs_{base}_{step}.{json,png}``.
 
     ``InputError`` for runs that cannot be compared (missing, same arm, no common step, validated
@@ -587,6 +655,14 @@ def compare(run_spike: str | Path, run_base: str | Path, outputs: str | Path = "
     """
     spike, base = load_run(run_spike, outputs), load_run(run_base, outputs)
     comp = compare_reports(spike, base, step)
+    if baselines is not None:
+        try:
+            comp.baselines = read_baselines_report(baselines)
+        except ValueError as err:
+            raise InputError(None, str(err), "run `spikeprep baselines DATA_ROOT` first, or drop --baselines") from err
+        if comp.baselines.split != spike.reports[comp.step].split:
+            raise InputError(Path(baselines), f"scores split {comp.baselines.split!r}, the runs validated on "
+                             f"{spike.reports[comp.step].split!r}", "run `spikeprep baselines` on the runs' val split")
     stem = f"compare_{spike.exp}_vs_{base.exp}_{comp.step}"
     metrics_dir = Path(outputs) / "metrics"
     if crops > 0:

@@ -3,8 +3,19 @@
     Fr_1..Fr_4 = VRT encoder (conv_first, stages 1-4: TMSA + parallel warping), RGB only
     Fs_1..Fs_4 = SpikeEncoder3D(spike_vox), each of Fr_i's shape
     Fs'_i      = TemporalSelfAttentionBlock_i(Fs_i)
-    Ff_i       = TemporalCrossAttnFuse_i(Fr_i, Fs'_i)
+    Ff_i       = fuse_i(Fr_i, Fs'_i)
     recon      = VRT decoder (stages 5-8, head) on Ff_1..Ff_4 where it used x1..x4
+               [+ SpikeHead(Fs'_1, spike_vox, h) for the *SpikeHead type, h = conv_last's input]
+
+``MODEL.FUSE.TYPE`` picks the fusion (``FUSE_TYPES``):
+
+- ``TemporalCrossAttn``: original section 10.2 literally (residual on LN(Fr)).
+- ``ResidualTemporalCrossAttn``: residual on Fr, zero-initialised output projections; the spike arm's
+  output equals plain VRT's at initialisation.
+- ``ResidualTemporalCrossAttnSpikeHead``: the residual fusion plus the spike head
+  (``model.fusion.spike_head``), a zero-initialised path from the spike features and voxels to the output;
+  still plain VRT at initialisation. The default of the shipped configs: the only one whose spikes count
+  in the measured budgets (README, "Why the spikes did not count").
 
 The integration point is ``fuse_features``, a function, so ablations can swap it. With
 ``use_spike=False`` the spike modules are not built and Ff_i = Fr_i: the output is plain VRT's, exactly.
@@ -19,13 +30,18 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from model.fusion.cross_attn_temporal import TemporalCrossAttnFuse
+from model.fusion.cross_attn_temporal import ResidualTemporalCrossAttnFuse, TemporalCrossAttnFuse
+from model.fusion.spike_head import SpikeHead
 from model.spike_encoder3d import ScaleGeometry, SpikeEncoder3D, check_same_shapes
 from model.spike_temporal_sa import TemporalSelfAttentionBlock
 from model.vrt import VRT, load_official, vrt_deblur, vrt_from_config, vrt_tiny
 from model.vrt_tiling import padded_forward, tiled_forward
 
 VRT_PRESETS = {"deblur": vrt_deblur, "tiny": vrt_tiny}
+# MODEL.FUSE.TYPE -> (fusion module per scale, whether the spike head is built)
+FUSE_TYPES = {"TemporalCrossAttn": (TemporalCrossAttnFuse, False),
+              "ResidualTemporalCrossAttn": (ResidualTemporalCrossAttnFuse, False),
+              "ResidualTemporalCrossAttnSpikeHead": (ResidualTemporalCrossAttnFuse, True)}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,11 +50,10 @@ def vrt_geometry(vrt: VRT) -> list[ScaleGeometry]:
     return [ScaleGeometry(c, 1, 2 ** i, 2 ** i) for i, c in enumerate(vrt.feature_dims())]
 
 
-def fuse_features(fr: Sequence[Tensor], fs: Sequence[Tensor], tsa: nn.ModuleList,
-                  fuse: nn.ModuleList) -> list[Tensor]:
-    """Ff_i = fuse_i(Fr_i, TSA_i(Fs_i)) per scale (original section 10.3)."""
-    check_same_shapes(list(fr), list(fs))
-    return [f(r, t(s)) for f, t, r, s in zip(fuse, tsa, fr, fs)]
+def fuse_features(fr: Sequence[Tensor], fs_attended: Sequence[Tensor], fuse: nn.ModuleList) -> list[Tensor]:
+    """Ff_i = fuse_i(Fr_i, Fs'_i) per scale (original section 10.3); ``fs_attended`` = TSA_i(Fs_i)."""
+    check_same_shapes(list(fr), list(fs_attended))
+    return [f(r, s) for f, r, s in zip(fuse, fr, fs_attended)]
 
 
 class SpikeVRT(nn.Module):
@@ -50,20 +65,29 @@ class SpikeVRT(nn.Module):
         channels_per_scale: MODEL.CHANNELS_PER_SCALE, checked against the backbone's Fr_i channels.
         tsa_heads, fuse_heads: MODEL.SPIKE_TSA.HEADS and MODEL.FUSE.HEADS (4 in the original).
         use_spike: False builds the spike-free arm (no spike modules; spike_vox is ignored).
+        fuse_type: MODEL.FUSE.TYPE, a key of ``FUSE_TYPES``.
     """
 
     def __init__(self, vrt: VRT, *, num_bins: int, channels_per_scale: Sequence[int], tsa_heads: int = 4,
-                 fuse_heads: int = 4, use_spike: bool = True):
+                 fuse_heads: int = 4, use_spike: bool = True, fuse_type: str = "TemporalCrossAttn"):
         super().__init__()
+        if fuse_type not in FUSE_TYPES:
+            raise ValueError(f"unknown MODEL.FUSE.TYPE {fuse_type!r}; choose one of {sorted(FUSE_TYPES)}")
         self.vrt = vrt
         self.use_spike = use_spike
         self.num_bins = num_bins
+        self.fuse_type = fuse_type
+        self.spike_head: SpikeHead | None = None
         geometry = vrt_geometry(vrt)
         if use_spike:
+            fuse_cls, with_head = FUSE_TYPES[fuse_type]
             self.spike_encoder = SpikeEncoder3D(num_bins=num_bins, channels_per_scale=list(channels_per_scale),
                                                 geometry=geometry)
             self.spike_tsa = nn.ModuleList(TemporalSelfAttentionBlock(g.channels, tsa_heads) for g in geometry)
-            self.fuse = nn.ModuleList(TemporalCrossAttnFuse(g.channels, fuse_heads) for g in geometry)
+            self.fuse = nn.ModuleList(fuse_cls(g.channels, fuse_heads) for g in geometry)
+            if with_head:
+                c1 = geometry[0].channels
+                self.spike_head = SpikeHead(c1, num_bins, c1)
 
     def encode_scales(self, blur: Tensor, spike_vox: Tensor | None):
         """(VRT encoder state, Fr list, Fs list or None): for --dry-run reports and tests."""
@@ -89,13 +113,19 @@ class SpikeVRT(nn.Module):
         state, fr, fs = self.encode_scales(blur, spike_vox)
         if not self.use_spike:
             return self.vrt.decode(state)
-        return self.vrt.decode(state, fuse_features(fr, fs, self.spike_tsa, self.fuse))
+        fs_attended = [t(s) for t, s in zip(self.spike_tsa, fs)]
+        ff = fuse_features(fr, fs_attended, self.fuse)
+        if self.spike_head is None:
+            return self.vrt.decode(state, ff)
+        h = self.vrt.decode_head_input(state, ff)
+        return self.vrt.head_output(h, state.x_lq) + self.spike_head(fs_attended[0], spike_vox, h)  # luma: all of RGB
 
     def spike_parameters(self) -> list[nn.Parameter]:
         """Parameters of the spike branch and the fusion (empty for the spike-free arm)."""
         if not self.use_spike:
             return []
-        return [*self.spike_encoder.parameters(), *self.spike_tsa.parameters(), *self.fuse.parameters()]
+        head = [] if self.spike_head is None else list(self.spike_head.parameters())
+        return [*self.spike_encoder.parameters(), *self.spike_tsa.parameters(), *self.fuse.parameters(), *head]
 
     def load_official_vrt(self, path: str | os.PathLike) -> "SpikeVRT":
         """Strictly load official VRT weights into the backbone; the spike branch keeps its init."""
@@ -124,7 +154,8 @@ def build_model(cfg, use_spike: bool = True) -> SpikeVRT:
         raise ValueError(f"MODEL.LAYERS is {m.LAYERS} but VRT's encoder has {len(vrt.feature_dims())} scales; "
                          f"set MODEL.LAYERS: {len(vrt.feature_dims())}")
     return SpikeVRT(vrt, num_bins=cfg.DATA.K, channels_per_scale=m.CHANNELS_PER_SCALE,
-                    tsa_heads=m.SPIKE_TSA.HEADS, fuse_heads=m.FUSE.HEADS, use_spike=use_spike)
+                    tsa_heads=m.SPIKE_TSA.HEADS, fuse_heads=m.FUSE.HEADS, use_spike=use_spike,
+                    fuse_type=m.FUSE.TYPE)
 
 
 def _inputs(model: SpikeVRT, blur: Tensor, spike_vox: Tensor | None) -> list[Tensor]:

@@ -51,10 +51,11 @@ from model.checkpoint import CKPT_VERSION, arm_name, check_compatible, load_chec
 from model.integrate_vrt import SpikeVRT, build_model, tiled_inference
 from model.losses.deblur_loss import DeblurLoss
 from model.losses.vgg_perceptual import VGGWeightsUnavailable
-from model.metrics import (image_metrics, lpips_or_reason, masked_metrics, mean_metrics, motion_boundary_mask,
-                           tensor_to_uint8)
+from model.evaluate import (BOUNDARY_FRACTION, FrameScorer, other_clip_index, probe_voxels, val_frames,
+                            zero_count_value)
+from model.metrics import lpips_or_reason, tensor_to_uint8
 from schemas.config import Config, load_config
-from schemas.val_report import Metrics, ValReport, val_report_path, write_val_report
+from schemas.val_report import PROBES, ProbeMetrics, SpikeReliance, ValReport, val_report_path, write_val_report
 from spikeprep.errors import SpikeprepError
 from spikeprep.images import write_rgb
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, collate_drop_bad
@@ -77,6 +78,7 @@ class TrainOptions:
     for time-boxed jobs. freeze_flow_steps: SpyNet and the deformable offsets stay fixed for the first N
     steps (VRT's recipe; 0 keeps the original's). perceptual: False drops the VGG term (only on request:
     without VGG19 weights training stops and says so). vrt_weights: official VRT weights as a warm start.
+    reliance: every validation of the spike arm also scores it with altered voxels (DESIGN section 8).
     """
 
     config: Path
@@ -98,6 +100,7 @@ class TrainOptions:
     vrt_weights: Path | None = None
     val_tile: tuple[int, int] = (256, 256)
     progress: bool = True
+    reliance: bool = True
 
     @property
     def exp_name(self) -> str:
@@ -205,66 +208,85 @@ def _batch_inputs(batch: dict, device: torch.device, use_spike: bool):
 @torch.no_grad()
 def validate(model: SpikeVRT, val_ds: SpikeDeblurDataset, *, device: torch.device, amp: bool, exp: str,
              step: int, outputs: Path, lpips_metric, lpips_note: str | None, tile: tuple[int, int],
-             write_images: bool, visual_frames: int, boundary_fraction: float = 0.05) -> ValReport:
+             write_images: bool, visual_frames: int, boundary_fraction: float = BOUNDARY_FRACTION,
+             reliance: bool = True) -> ValReport:
     """Full-size validation (no crop, no augmentation) of every kept val frame, tiled in space.
 
-    Each frame is scored once (the Dataset's last clip of a run overlaps the one before it).
+    Each frame is scored once (the Dataset's last clip of a run overlaps the one before it). For the spike
+    arm with ``reliance`` the same frames are scored again with each voxel probe of ``model.evaluate``
+    (count-zero voxels, another clip's voxels, bins reversed in time): the report's ``reliance``.
     """
     t_start = time.perf_counter()
     model.eval()
-    rows: dict[str, list[dict]] = {}
-    brows: list[dict] = []
-    done: set[tuple[str, int]] = set()
+    probes = PROBES if model.use_spike and reliance else ()
+    scorers = {name: FrameScorer(lpips_metric, boundary_fraction) for name in ("true", *probes)}
+    other_missing = 0
+    zero_value = zero_count_value(val_ds.norm_mean, val_ds.norm_std)
     images_dir = Path("visuals") / exp / f"step_{step:07d}"
     n_frames_total = sum(1 for i in range(len(val_ds)) for f in val_ds.clip_frames(i)[1])
     visual_pick = set(np.linspace(0, max(0, n_frames_total - 1), num=min(visual_frames, n_frames_total),
                                   dtype=int).tolist()) if write_images else set()
     frame_counter = 0
-    for i in range(len(val_ds)):
-        item = val_ds[i]
-        if item is None:
-            continue                               # logged and counted by the Dataset
-        blur = item["blur"][None].to(device)
-        spike = item["spike_vox"][None].to(device) if model.use_spike else None
-        t, _, h, w = item["blur"].shape
+
+    def restore(blur: torch.Tensor, spike: torch.Tensor | None) -> torch.Tensor:
+        t, _, h, w = blur.shape
         tile_t = (t, min(tile[0], h) if tile[0] else h, min(tile[1], w) if tile[1] else w)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            recon = tiled_inference(model, blur, spike, tile=tile_t, overlap=(0, 16, 16), out_device="cpu")
+            return tiled_inference(model, blur[None].to(device), None if spike is None else spike[None].to(device),
+                                   tile=tile_t, overlap=(0, 16, 16), out_device="cpu")[0]
+
+    for i, item, new in val_frames(val_ds):
+        if not new:
+            continue
         seq = item["meta"]["seq"]
-        for k, frame in enumerate(item["meta"]["frame_idx"]):
-            if (seq, frame) in done:
-                continue
-            done.add((seq, frame))
-            r, s, b = (tensor_to_uint8(x) for x in (recon[0, k].float(), item["sharp"][k], item["blur"][k]))
-            row = image_metrics(r, s)
-            mask = motion_boundary_mask(b, s, boundary_fraction)
-            brow = masked_metrics(r, s, mask) if mask.any() else {"psnr_rgb": None, "psnr_y": None, "ssim": None}
-            if lpips_metric is not None:
-                row["lpips"] = float(lpips_metric(r, s))
-                brow["lpips"] = float(lpips_metric.distance_map(r, s)[mask].mean()) if mask.any() else None
-            rows.setdefault(seq, []).append(row)
-            brows.append(brow)
+        spike = item["spike_vox"] if model.use_spike else None
+        recon = restore(item["blur"], spike)
+        sharp = {k: tensor_to_uint8(item["sharp"][k]) for k, _ in new}
+        blur = {k: tensor_to_uint8(item["blur"][k]) for k, _ in new}
+        masks = {k: scorers["true"].mask(blur[k], sharp[k]) for k, _ in new}
+        for k, frame in new:
+            r = tensor_to_uint8(recon[k].float())
+            scorers["true"].add(seq, r, sharp[k], masks[k])
             if write_images:
                 d = outputs / images_dir / seq
                 d.mkdir(parents=True, exist_ok=True)
-                for name, img in (("blur", b), ("recon", r), ("sharp", s)):
+                for name, img in (("blur", blur[k]), ("recon", r), ("sharp", sharp[k])):
                     write_rgb(d / f"{frame:06d}_{name}.png", img)
                 if frame_counter in visual_pick:
-                    save_triptych(outputs / images_dir / f"{seq}_{frame:06d}_triptych.png", b, r, s)
+                    save_triptych(outputs / images_dir / f"{seq}_{frame:06d}_triptych.png", blur[k], r, sharp[k])
             frame_counter += 1
+        for probe in probes:
+            other = None
+            if probe == "other_clip":
+                j = other_clip_index(val_ds, i)
+                other_item = None if j is None else val_ds[j]
+                if other_item is None:
+                    other_missing += 1
+                    continue
+                other = other_item["spike_vox"]
+            recon = restore(item["blur"], probe_voxels(probe, spike, zero_value, other))
+            for k, _ in new:
+                scorers[probe].add(seq, tensor_to_uint8(recon[k].float()), sharp[k], masks[k])
     model.train()
-    all_rows = [r for rs in rows.values() for r in rs]
 
-    def metrics(rs: list[dict]) -> Metrics:
-        m = mean_metrics(rs)
-        return Metrics(frames=len(rs), psnr_rgb=m.get("psnr_rgb"), psnr_y=m.get("psnr_y"), ssim=m.get("ssim"),
-                       lpips=m.get("lpips"))
+    def probe_metrics(name: str) -> ProbeMetrics | None:
+        sc = scorers[name]
+        return ProbeMetrics(overall=sc.overall(), boundary=sc.boundary()) if sc.rows else None
 
+    spike_reliance, reliance_note = None, None
+    if probes:
+        spike_reliance = SpikeReliance(
+            zeroed=probe_metrics("zeroed"), reversed=probe_metrics("reversed"), other_clip=probe_metrics("other_clip"),
+            other_clip_note=(f"{other_missing} clip(s) had no other clip of their size sharing no frame; the probe "
+                             f"scores the rest" if other_missing else None))
+    elif model.use_spike:
+        reliance_note = "not measured (--no-reliance)"
+    true = scorers["true"]
     return ValReport(exp=exp, arm=arm_name(model.use_spike), step=step, split=val_ds.split,
-                     overall=metrics(all_rows), boundary=metrics(brows), boundary_fraction=boundary_fraction,
-                     per_sequence={seq: metrics(rs) for seq, rs in rows.items()},
-                     lpips_note=lpips_note, images_dir=str(images_dir) if write_images else None,
-                     seconds=time.perf_counter() - t_start)
+                     overall=true.overall(), boundary=true.boundary(), boundary_fraction=boundary_fraction,
+                     per_sequence=true.per_sequence(), lpips_note=lpips_note,
+                     images_dir=str(images_dir) if write_images else None,
+                     seconds=time.perf_counter() - t_start, reliance=spike_reliance, reliance_note=reliance_note)
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -491,7 +513,7 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
                     report = validate(raw_model, val_ds, device=device, amp=amp, exp=exp, step=step,
                                       outputs=outputs, lpips_metric=lpips_metric, lpips_note=lpips_note,
                                       tile=opts.val_tile, write_images=last or step % opts.visual_every == 0,
-                                      visual_frames=opts.visual_frames)
+                                      visual_frames=opts.visual_frames, reliance=opts.reliance)
                     path = write_val_report(val_report_path(outputs, exp, step), report)
                     result.reports.append(path)
                     _log_validation(writer, report, step, say)
@@ -540,6 +562,10 @@ def _log_validation(writer, report: ValReport, step: int, say) -> None:
     say(f"val step {step}: PSNR {o.psnr_rgb:.2f} dB (Y {o.psnr_y:.2f}), SSIM {o.ssim:.4f}, LPIPS {lp}; "
         f"motion boundaries: PSNR {b.psnr_rgb if b.psnr_rgb is None else round(b.psnr_rgb, 2)} dB "
         f"[{o.frames} frames, {report.seconds:.1f} s]")
+    gain, boundary_gain = report.db_from_spikes(), report.db_from_spikes(region="boundary")
+    if report.reliance is not None:
+        say(f"  spike reliance at step {step}: dB from the spikes (PSNR Y true - count-zero voxels) {_db(gain)} "
+            f"overall, {_db(boundary_gain)} on motion boundaries")
     if writer is None:
         return
     for prefix, m in (("val", o), ("val_boundary", b)):
@@ -547,6 +573,20 @@ def _log_validation(writer, report: ValReport, step: int, say) -> None:
             value = getattr(m, key)
             if value is not None and math.isfinite(value):
                 writer.add_scalar(f"{prefix}/{key}", value, step)
+    if report.reliance is not None:
+        for tag, value in (("db_from_spikes", gain), ("boundary_db_from_spikes", boundary_gain)):
+            if value is not None and math.isfinite(value):
+                writer.add_scalar(f"val_reliance/{tag}", value, step)
+        for probe in PROBES:
+            m = getattr(report.reliance, probe)
+            for region in ("overall", "boundary"):
+                value = None if m is None else getattr(m, region).psnr_y
+                if value is not None and math.isfinite(value):
+                    writer.add_scalar(f"val_reliance/{probe}_{region}_psnr_y", value, step)
+
+
+def _db(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f} dB"
 
 
 def _dry_run(raw_model: SpikeVRT, model, loader: DataLoader, loss_fn, device, amp, say, exp) -> TrainResult:

@@ -1064,9 +1064,13 @@ class VRT(nn.Module):
             x = layer(x)
         return self.norm(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
 
-    def _head(self, x_first: Tensor, feat: Tensor, x_lq: Tensor) -> Tensor:
-        x = x_first + self.conv_after_body(feat.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
-        return self.conv_last(x).transpose(1, 2) + x_lq
+    def _head_input(self, x_first: Tensor, feat: Tensor) -> Tensor:
+        """``conv_last``'s input: the body residual ``x_first + conv_after_body(feat)``, ``[B, C_1, T, H, W]``."""
+        return x_first + self.conv_after_body(feat.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+
+    def head_output(self, h: Tensor, x_lq: Tensor) -> Tensor:
+        """The restored clip from the reconstruction features ``h``: ``conv_last(h) + x_lq``, ``[B, T, 3, H, W]``."""
+        return self.conv_last(h).transpose(1, 2) + x_lq
 
     def forward(self, x: Tensor) -> Tensor:
         """``[B, T, 3, H, W]`` blurry clip in [0, 1] -> restored clip of the same shape."""
@@ -1074,7 +1078,7 @@ class VRT(nn.Module):
         flows_backward, flows_forward = self.get_flows(x)
         x_first = self.conv_first(self.align_input(x, flows_backward[0], flows_forward[0]).transpose(1, 2))
         feat = self.forward_features(x_first, flows_backward, flows_forward)
-        return self._head(x_first, feat, x)
+        return self.head_output(self._head_input(x_first, feat), x)
 
     # -- encoder / decoder split (fusion integration point) ---------------------------------
 
@@ -1094,6 +1098,11 @@ class VRT(nn.Module):
         """Stages 5-8 and the head. ``feats`` (default ``state.feats``) replace x1..x4 everywhere
         the decoder uses them: stage 5 input (x4) and the skips into stages 6, 7 and 8 (x3, x2, x1).
         """
+        return self.head_output(self.decode_head_input(state, feats), state.x_lq)
+
+    def decode_head_input(self, state: VRTEncoded, feats: Sequence[Tensor] | None = None) -> Tensor:
+        """``decode`` up to ``conv_last``'s input ``[B, C_1, T, H, W]`` (the reconstruction features h):
+        ``decode(state, feats) == head_output(h, state.x_lq)``."""
         feats = state.feats if feats is None else list(feats)
         if len(feats) != 4:
             raise ValueError(f"decode needs 4 features, got {len(feats)}")
@@ -1106,8 +1115,7 @@ class VRT(nn.Module):
         x = self.stage6(x + x3, fb[1], ff[1])
         x = self.stage7(x + x2, fb[0], ff[0])
         x = x + x1
-        feat = self._reconstruct_features(x)
-        return self._head(state.x_first, feat, state.x_lq)
+        return self._head_input(state.x_first, self._reconstruct_features(x))
 
     def feature_dims(self) -> list[int]:
         """Channels of Fr_1..Fr_4."""

@@ -60,10 +60,17 @@ class HeadsConfig(_Section):
     HEADS: int = Field(4, gt=0)
 
 
-class FuseConfig(_Section):
-    """``MODEL.FUSE``: the fusion module (temporal cross-attention only) and its heads."""
+FUSE_TYPES = ("TemporalCrossAttn", "ResidualTemporalCrossAttn", "ResidualTemporalCrossAttnSpikeHead")
 
-    TYPE: Literal["TemporalCrossAttn"] = "TemporalCrossAttn"
+
+class FuseConfig(_Section):
+    """``MODEL.FUSE``: the fusion (``model.integrate_vrt.FUSE_TYPES``) and its heads.
+
+    ``TemporalCrossAttn`` is the original section 10.2; the ``Residual*`` types are its measured departures
+    (README, "Why the spikes did not count").
+    """
+
+    TYPE: Literal[FUSE_TYPES] = "TemporalCrossAttn"
     HEADS: int = Field(4, gt=0)
 
 

@@ -5,6 +5,10 @@ and refuses another version instead of guessing. Frozen validated records with a
 
 LPIPS is ``None`` when it was not computed; ``lpips_note`` then says why (for example "not computed
 (weights unavailable: ...)"), and every report prints that note instead of a number.
+
+Version 2 adds ``reliance`` (DESIGN section 8): the spike arm scored again with count-zero voxels, another
+clip's voxels and time-reversed bins; "dB from the spikes" is the PSNR-Y with the true voxels minus the
+PSNR-Y with count-zero voxels. Version 1 reports (no reliance) are still read, with ``reliance`` None.
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.atomic import atomic_write_text
 
-RUN_VERSION = 1
+RUN_VERSION = 2
+READ_VERSIONS = (1, 2)   # version 1: the same record without ``reliance``
 Arm = Literal["spike", "base"]    # the spike arm and the spike-free arm (--no-spike)
 
 
@@ -44,6 +49,37 @@ class Metrics(_Record):
         return value
 
 
+class ProbeMetrics(_Record):
+    """The metrics of one voxel probe: the same frames, scored overall and on motion boundaries."""
+
+    overall: Metrics
+    boundary: Metrics
+
+
+# The voxel probes of the spike-reliance measurement, in report order.
+PROBES = ("zeroed", "other_clip", "reversed")
+PROBE_TITLES = {"zeroed": "count-zero voxels", "other_clip": "another clip's voxels",
+                "reversed": "bins reversed in time"}
+
+
+class SpikeReliance(_Record):
+    """The spike arm fed altered voxels (DESIGN section 8): a model that ignores its spikes scores the same.
+
+    ``zeroed``: every count 0 (normalised like any count); ``other_clip``: the voxels of another val clip of
+    the same size (None, with ``other_clip_note``, when the split has no such clip); ``reversed``: the K
+    bins in reverse time order.
+    """
+
+    zeroed: ProbeMetrics
+    other_clip: ProbeMetrics | None
+    reversed: ProbeMetrics
+    other_clip_note: str | None = None
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
 class ValReport(_Record):
     """One validation of one run at one step.
 
@@ -53,7 +89,7 @@ class ValReport(_Record):
     written (relative to the outputs root), else ``None``.
     """
 
-    version: Literal[1] = RUN_VERSION
+    version: Literal[1, 2] = RUN_VERSION
     exp: str
     arm: Arm
     step: int = Field(ge=0)
@@ -65,6 +101,15 @@ class ValReport(_Record):
     lpips_note: str | None = None
     images_dir: str | None = None
     seconds: float = Field(ge=0)
+    reliance: SpikeReliance | None = None
+    reliance_note: str | None = None
+
+    def db_from_spikes(self, key: str = "psnr_y", region: str = "overall") -> float | None:
+        """True minus count-zero voxels, in dB of ``key`` (``psnr_y`` or ``psnr_rgb``) over ``region``
+        (``overall`` or ``boundary``); None without a reliance measurement."""
+        if self.reliance is None:
+            return None
+        return _difference(getattr(getattr(self, region), key), getattr(getattr(self.reliance.zeroed, region), key))
 
 
 def val_report_path(outputs: str | os.PathLike, exp: str, step: int) -> Path:
@@ -86,9 +131,9 @@ def read_val_report(path: str | os.PathLike) -> ValReport:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not a readable validation report ({err})") from err
-    if isinstance(raw, dict) and raw.get("version") != RUN_VERSION:
-        raise ValueError(f"{path}: report version {raw.get('version')!r}, this spikeprep reads version "
-                         f"{RUN_VERSION}; re-run the validation with this version")
+    if isinstance(raw, dict) and raw.get("version") not in READ_VERSIONS:
+        raise ValueError(f"{path}: report version {raw.get('version')!r}, this spikeprep reads versions "
+                         f"{', '.join(map(str, READ_VERSIONS))}; re-run the validation with this version")
     try:
         return ValReport.model_validate(raw)
     except Exception as err:  # pydantic.ValidationError: name the file

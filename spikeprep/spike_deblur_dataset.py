@@ -10,6 +10,10 @@ manifest (a dropped frame never appears and breaks a run)::
                    'crop': (y, x)}          # top-left of the crop in RGB pixels ((0, 0) at full size)
     }
 
+With ``voxels="counts"`` the item holds ``'spike_counts'`` instead of ``'spike_vox'``: the stored counts
+``[T, K, H/sy, W/sx]`` (uint8 or uint16) at the native spike grid, not normalised, and ``meta['scale']``
+is ``(sy, sx)``; the non-learned baselines read these.
+
 Train (``train=True``): one random ``crop_size`` x ``crop_size`` crop per clip, its top-left a multiple
 of the spike-grid scale ``s`` (so RGB and spike pixels line up), the same for every frame and for blur,
 sharp and spike; clips start at every frame (stride 1). Val (``train=False``): full frames, no crop, no
@@ -60,7 +64,8 @@ from spikeprep.store import ChunkReader, read_manifest, read_store_info
 
 log = logging.getLogger("spikeprep.dataset")
 
-TENSOR_KEYS = ("blur", "sharp", "spike_vox")
+TENSOR_KEYS = ("blur", "sharp", "spike_vox", "spike_counts")
+VOXEL_KINDS = ("normalised", "counts")
 
 
 # ---- normalisation -------------------------------------------------------------------------------
@@ -171,12 +176,18 @@ class SpikeDeblurDataset(Dataset):
         seed: ``None`` (torch's worker-seeded generator) or an int (crops a function of seed, epoch, item).
         with_spike: False serves items without ``spike_vox`` and never opens a voxel array (the
             spike-free arm's data: same clips, same crops, no spike reads).
+        voxels: ``"normalised"`` (``spike_vox``, the model's input) or ``"counts"`` (``spike_counts``, the
+            stored counts at the spike grid).
     """
 
     def __init__(self, root: str | Path, split: str, clip_len: int = 5, crop_size: int | None = None,
                  num_bins: int | None = None, norm_mean: float | None = None, norm_std: float | None = None,
-                 train: bool | None = None, seed: int | None = None, with_spike: bool = True):
+                 train: bool | None = None, seed: int | None = None, with_spike: bool = True,
+                 voxels: str = "normalised"):
         super().__init__()
+        if voxels not in VOXEL_KINDS:
+            raise ValueError(f"voxels must be one of {VOXEL_KINDS}, got {voxels!r}")
+        self.voxels = voxels
         self.root = Path(root)
         self.split = split
         self.train = (split == "train") if train is None else bool(train)
@@ -340,6 +351,11 @@ class SpikeDeblurDataset(Dataset):
         s = self.sequences[si]
         return s.name, s.frame_idx[pos:pos + self.clip_len].tolist()
 
+    def clip_size(self, index: int) -> tuple[int, int]:
+        """``(H, W)`` of clip ``index``'s items (the crop, or the full frame), without reading anything."""
+        s = self.sequences[int(self._clips[index][0])]
+        return (s.H, s.W) if self.crop_size is None else (self.crop_size, self.crop_size)
+
     def _reader(self, si: int, kind: str = "vox") -> ChunkReader:
         """The (lazily opened, per process) reader of sequence ``si``'s ``vox``, ``blur`` or ``sharp``."""
         reader = self._readers.get((si, kind))
@@ -392,7 +408,10 @@ class SpikeDeblurDataset(Dataset):
         meta = {"seq": s.name, "frame_idx": s.frame_idx[sl].tolist(), "t0": s.t0[sl].tolist(),
                 "t1": s.t1[sl].tolist(), "crop": (y, x)}
         item = {"blur": torch.from_numpy(images["blur"]), "sharp": torch.from_numpy(images["sharp"])}
-        if self.with_spike:
+        if self.with_spike and self.voxels == "counts":
+            item["spike_counts"] = torch.from_numpy(self._read_counts(si, pos, (y, x, h, w)))
+            meta["scale"] = s.scale
+        elif self.with_spike:
             item["spike_vox"] = torch.from_numpy(self._read_spike(si, pos, (y, x, h, w)))
         item["meta"] = meta
         return item
@@ -414,17 +433,23 @@ class SpikeDeblurDataset(Dataset):
             images[kind] = out
         return images
 
-    def _read_spike(self, si: int, pos: int, box: tuple[int, int, int, int]) -> np.ndarray:
-        """Normalised voxels ``[T, K, h, w]`` (float32, RGB grid) of the clip at ``pos`` of sequence
-        ``si`` under the RGB box ``(y, x, h, w)`` (aligned to the scale): only its chunks are read."""
+    def _read_counts(self, si: int, pos: int, box: tuple[int, int, int, int]) -> np.ndarray:
+        """Stored counts ``[T, K, h/sy, w/sx]`` under the RGB box ``(y, x, h, w)`` (aligned to the scale)."""
         s = self.sequences[si]
         sy, sx = s.scale
         y, x, h, w = box
         reader = self._reader(si)
-        spike = np.empty((self.clip_len, self.num_bins, h, w), np.float32)
         ys, xs = y // sy, x // sx
-        for t, n in enumerate(s.vox_index[pos:pos + self.clip_len].tolist()):
-            counts = reader.read(n, ys, ys + h // sy, xs, xs + w // sx)
+        return np.stack([reader.read(n, ys, ys + h // sy, xs, xs + w // sx)
+                         for n in s.vox_index[pos:pos + self.clip_len].tolist()])
+
+    def _read_spike(self, si: int, pos: int, box: tuple[int, int, int, int]) -> np.ndarray:
+        """Normalised voxels ``[T, K, h, w]`` (float32, RGB grid) of the clip at ``pos`` of sequence
+        ``si`` under the RGB box ``(y, x, h, w)`` (aligned to the scale): only its chunks are read."""
+        s = self.sequences[si]
+        _, _, h, w = box
+        spike = np.empty((self.clip_len, self.num_bins, h, w), np.float32)
+        for t, counts in enumerate(self._read_counts(si, pos, box)):
             normalise_upsample(counts, self._lut, s.scale, out=spike[t])
         return spike
 

@@ -106,7 +106,7 @@ def test_fuse_features_is_the_integration_point(clip):
     blur, spike = clip
     with torch.no_grad():
         state, fr, fs = model.encode_scales(blur, spike)
-        ff = fuse_features(fr, fs, model.spike_tsa, model.fuse)
+        ff = fuse_features(fr, [t(s) for t, s in zip(model.spike_tsa, fs)], model.fuse)
         assert torch.equal(model.vrt.decode(state, ff), model(blur, spike))
 
 
@@ -145,3 +145,72 @@ def test_padded_and_tiled_inference_of_the_fused_model():
         assert small.shape == blur.shape and torch.isfinite(small).all()
         with pytest.raises(ValueError, match="spike_vox"):
             tiled_inference(model, blur, spike[:, :, :2])
+
+
+RESIDUAL_TYPES = ["ResidualTemporalCrossAttn", "ResidualTemporalCrossAttnSpikeHead"]
+
+
+def fused(fuse_type: str, seed: int = 10) -> SpikeVRT:
+    torch.manual_seed(seed)
+    vrt = vrt_tiny()
+    return SpikeVRT(vrt, num_bins=K, channels_per_scale=vrt.feature_dims(), fuse_type=fuse_type)
+
+
+@pytest.mark.parametrize("fuse_type", RESIDUAL_TYPES)
+def test_residual_fusions_start_as_plain_vrt_exactly(clip, fuse_type):
+    model = fused(fuse_type).eval()
+    blur, spike = clip
+    with torch.no_grad():
+        plain = model.vrt(blur)
+        assert torch.equal(model(blur, spike), plain)
+        assert torch.equal(model(blur, torch.randn_like(spike)), plain)       # whatever the voxels
+    assert (model.spike_head is not None) == fuse_type.endswith("SpikeHead")
+
+
+def test_the_literal_fusion_is_not_neutral_at_initialisation(clip):
+    model = fused("TemporalCrossAttn").eval()
+    blur, spike = clip
+    with torch.no_grad():
+        assert not torch.allclose(model(blur, spike), model.vrt(blur), atol=1e-3)
+
+
+@pytest.mark.parametrize("fuse_type", RESIDUAL_TYPES)
+def test_residual_fusions_learn_from_the_spikes(clip, fuse_type):
+    """Zero-initialised outputs are not dead ends: after one step every spike parameter gets a gradient and
+    the output depends on the voxels."""
+    model = fused(fuse_type, seed=11)
+    blur, spike = clip
+    target = torch.rand_like(blur)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(2):
+        opt.zero_grad()
+        (model(blur, spike) - target).abs().mean().backward()
+        opt.step()
+    for name, p in model.named_parameters():
+        if not name.startswith("vrt."):
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+    with torch.no_grad():
+        assert not torch.equal(model(blur, spike), model(blur, torch.zeros_like(spike)))
+
+
+def test_spike_head_reads_spike_features_voxels_and_vrt_features():
+    from model.fusion.spike_head import SpikeHead
+
+    head = SpikeHead(spike_channels=5, num_bins=3, head_channels=6)
+    fs1, vox, h = torch.randn(2, 4, 5, 8, 8), torch.randn(2, 4, 3, 8, 8), torch.randn(2, 6, 4, 8, 8)
+    assert torch.equal(head(fs1, vox, h), torch.zeros(2, 4, 1, 8, 8))     # one luma channel, zero at init
+    for conv in (head.from_spike_features, head.from_voxels, head.from_vrt):
+        torch.nn.init.normal_(conv.weight)
+    out = head(fs1, vox, h)
+    # frame t of the output sees frame t of every input only
+    out2 = head(fs1, vox, torch.cat([h[:, :, :1], torch.randn(2, 6, 3, 8, 8)], 2))
+    assert torch.equal(out[:, 0], out2[:, 0]) and not torch.equal(out[:, 1:], out2[:, 1:])
+
+
+def test_fuse_types_of_model_and_schema_agree():
+    from model.integrate_vrt import FUSE_TYPES
+    from schemas.config import FUSE_TYPES as SCHEMA_TYPES
+
+    assert tuple(FUSE_TYPES) == SCHEMA_TYPES
+    with pytest.raises(ValueError, match="FUSE.TYPE"):
+        fused("Concat1x1")

@@ -29,12 +29,14 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS = 4
 
 
-def write_config(tmp: Path, store: Path, *, drop_path: float = 0.1, **train) -> Path:
+def write_config(tmp: Path, store: Path, *, drop_path: float = 0.1, fuse: str | None = None, **train) -> Path:
     """A config for the tiny VRT (with drop path, so the resume test covers torch's RNG state)."""
     vrt_yaml = tmp / "vrt_tiny_droppath.yaml"
     vrt_yaml.write_text(yaml.safe_dump({"preset": "tiny", "overrides": {"drop_path_rate": drop_path}}))
     raw = tiny_config_dict(store, tmp / "outputs", **train)
     raw["MODEL"]["VRT_CFG"] = str(vrt_yaml)
+    if fuse is not None:
+        raw["MODEL"]["FUSE"]["TYPE"] = fuse
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -131,6 +133,29 @@ def test_resume_continues_exactly(runs, tmp_path):
     a = load_checkpoint(runs["outputs"] / "ckpts" / "spike" / "last.pth")["model"]
     b = load_checkpoint(runs["outputs"] / "ckpts" / "resumed" / "last.pth")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("fuse", ["ResidualTemporalCrossAttn", "ResidualTemporalCrossAttnSpikeHead"])
+def test_every_fuse_type_trains_saves_and_resumes(train_store, tmp_path, fuse):
+    """(TemporalCrossAttn is the `runs` fixture's type.) Resume is bit for bit; the report measures reliance."""
+    config = write_config(tmp_path, train_store, fuse=fuse)
+    whole = main(options(config, exp="whole", val_every=STEPS))
+    main(options(config, exp="cut", stop_at=2, val_every=STEPS))
+    resumed = main(options(config, exp="cut", resume=True, val_every=STEPS))
+    assert resumed.losses == whole.losses[2:]
+    out = tmp_path / "outputs"
+    a, b = (load_checkpoint(out / "ckpts" / e / "last.pth") for e in ("whole", "cut"))
+    assert a["config"]["MODEL"]["FUSE"]["TYPE"] == fuse
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert any(k.startswith("spike_head.") for k in a["model"]) == fuse.endswith("SpikeHead")
+    report = read_val_report(out / "metrics" / f"val_whole_{STEPS}.json")
+    assert report.version == 2 and report.reliance is not None and report.db_from_spikes() is not None
+    raw = yaml.safe_load(config.read_text())
+    raw["MODEL"]["FUSE"]["TYPE"] = "TemporalCrossAttn"
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(raw))
+    with pytest.raises(InputError, match="FUSE"):
+        main(options(other, exp="whole", resume=True))
 
 
 def test_resume_refuses_the_other_arm(runs):

@@ -1,0 +1,260 @@
+"""Scoring restorations the one way (DESIGN section 8): validation, spike reliance and the baselines.
+
+* ``FrameScorer``: per frame basicsr's PSNR (RGB, Y) and SSIM, LPIPS when its weights exist, the same on
+  the motion-boundary mask, averaged into ``schemas.val_report.Metrics``. Validation, the voxel probes
+  of the reliance measurement and ``spikeprep baselines`` all score through it, so their numbers compare.
+* ``val_frames``: every kept frame of a validation Dataset once (the last clip of a run overlaps the
+  clip before it; its repeated frames are not scored twice).
+* ``probe_voxels`` / ``other_clip_index``: the voxel alterations of the reliance measurement: count-zero
+  voxels, another clip's voxels, the K bins reversed in time.
+* ``score_baselines``: blur, TFP, TFI and the least-squares map (``spikeprep.baselines``) on a store's split.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.metrics import image_metrics, masked_metrics, mean_metrics, motion_boundary_mask, tensor_to_uint8
+from schemas.baselines import BaselineRow, BaselinesReport
+from schemas.val_report import Metrics
+from spikeprep import baselines as bl
+from spikeprep.errors import InputError
+from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, norm_lut
+from spikeprep.store import read_manifest
+
+BOUNDARY_FRACTION = 0.05   # the motion-boundary mask: the 5% of pixels where sharp and blur differ most
+
+
+# ---- scoring ----------------------------------------------------------------------------------------
+def as_metrics(rows: list[dict]) -> Metrics:
+    """Per-frame metric rows averaged into a ``Metrics`` record."""
+    m = mean_metrics(rows)
+    return Metrics(frames=len(rows), psnr_rgb=m.get("psnr_rgb"), psnr_y=m.get("psnr_y"), ssim=m.get("ssim"),
+                   lpips=m.get("lpips"))
+
+
+class FrameScorer:
+    """Accumulates per-frame metrics of uint8 ``[H, W, 3]`` RGB restorations against their sharp frames.
+
+    Args:
+        lpips_metric: a ``model.metrics.LPIPSMetric`` or None (LPIPS then stays None in every record).
+        boundary_fraction: the share of pixels in the motion-boundary mask.
+    """
+
+    def __init__(self, lpips_metric=None, boundary_fraction: float = BOUNDARY_FRACTION):
+        self.lpips_metric = lpips_metric
+        self.boundary_fraction = boundary_fraction
+        self.rows: dict[str, list[dict]] = {}
+        self.boundary_rows: list[dict] = []
+
+    def mask(self, blur: np.ndarray, sharp: np.ndarray) -> np.ndarray:
+        """The frame's motion-boundary mask (compute once when several restorations share a frame)."""
+        return motion_boundary_mask(blur, sharp, self.boundary_fraction)
+
+    def add(self, seq: str, recon: np.ndarray, sharp: np.ndarray, mask: np.ndarray) -> None:
+        """Score one frame of sequence ``seq``; ``mask`` from ``FrameScorer.mask(blur, sharp)``."""
+        row = image_metrics(recon, sharp)
+        brow = masked_metrics(recon, sharp, mask) if mask.any() else {"psnr_rgb": None, "psnr_y": None,
+                                                                      "ssim": None}
+        if self.lpips_metric is not None:
+            row["lpips"] = float(self.lpips_metric(recon, sharp))
+            brow["lpips"] = float(self.lpips_metric.distance_map(recon, sharp)[mask].mean()) if mask.any() else None
+        self.rows.setdefault(seq, []).append(row)
+        self.boundary_rows.append(brow)
+
+    def overall(self) -> Metrics:
+        """Mean over every scored frame."""
+        return as_metrics([r for rs in self.rows.values() for r in rs])
+
+    def boundary(self) -> Metrics:
+        """Mean over every scored frame of the metrics on its motion-boundary mask."""
+        return as_metrics(self.boundary_rows)
+
+    def per_sequence(self) -> dict[str, Metrics]:
+        """Mean per sequence."""
+        return {seq: as_metrics(rs) for seq, rs in self.rows.items()}
+
+
+def val_frames(ds: SpikeDeblurDataset) -> Iterator[tuple[int, dict, list[tuple[int, int]]]]:
+    """``(clip index, item, [(position in clip, frame_idx), ...])`` for every readable clip of ``ds``,
+    listing only the frames no earlier clip had. Unreadable clips are skipped (the Dataset logs them)."""
+    done: set[tuple[str, int]] = set()
+    for i in range(len(ds)):
+        item = ds[i]
+        if item is None:
+            continue
+        seq = item["meta"]["seq"]
+        new = [(k, f) for k, f in enumerate(item["meta"]["frame_idx"]) if (seq, f) not in done]
+        done.update((seq, f) for _, f in new)
+        yield i, item, new
+
+
+# ---- spike reliance ---------------------------------------------------------------------------------
+def zero_count_value(mean: float, std: float) -> float:
+    """The served value of a count of 0: ``(log1p(0) - MEAN) / STD``, from the Dataset's own lookup table."""
+    return float(norm_lut(mean, std)[0])
+
+
+def probe_voxels(kind: str, spike_vox: torch.Tensor, zero_value: float,
+                 other: torch.Tensor | None = None) -> torch.Tensor:
+    """The altered voxels of probe ``kind`` for ``spike_vox [..., K, H, W]`` (never modified).
+
+    ``zeroed``: every count 0 (``zero_value``, see ``zero_count_value``); ``reversed``: the K bins in
+    reverse time order; ``other_clip``: ``other`` (another clip's voxels of the same shape).
+    """
+    if kind == "zeroed":
+        return torch.full_like(spike_vox, zero_value)
+    if kind == "reversed":
+        return spike_vox.flip(-3)
+    if kind == "other_clip":
+        if other is None or other.shape != spike_vox.shape:
+            raise ValueError("the other_clip probe needs another clip's voxels of the same shape")
+        return other
+    raise ValueError(f"unknown voxel probe {kind!r}")
+
+
+def other_clip_index(ds: SpikeDeblurDataset, index: int) -> int | None:
+    """A clip of ``ds`` far from ``index`` (half the split away, then onwards), served at the same size and
+    sharing no frame with it; None when there is none (a split of one clip, or of one size per clip)."""
+    n = len(ds)
+    seq, frames = ds.clip_frames(index)
+    mine = {(seq, f) for f in frames}
+    for m in range(n):
+        j = (index + n // 2 + m) % n
+        if j == index or ds.clip_size(j) != ds.clip_size(index):
+            continue
+        other_seq, other_frames = ds.clip_frames(j)
+        if not mine & {(other_seq, f) for f in other_frames}:
+            return j
+    return None
+
+
+# ---- baselines --------------------------------------------------------------------------------------
+def _counts_dataset(root: Path, split: str, clip_len: int) -> SpikeDeblurDataset:
+    return SpikeDeblurDataset(root, split, clip_len=clip_len, train=False, voxels="counts")
+
+
+def _frame(item: dict, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    counts = item["spike_counts"][k].numpy()
+    return counts, item["blur"][k].numpy(), item["sharp"][k].numpy()
+
+
+def fit_lsq(root: Path, split: str, progress=None) -> tuple[np.ndarray, int]:
+    """The least-squares map of ``spikeprep.baselines`` fitted on every kept frame of ``split``:
+    ``(coefficients [K + 4, 3], frames)``."""
+    ds = _counts_dataset(root, split, 1)
+    acc = bl.LsqAccumulator(ds.num_bins)
+    frames = 0
+    for _, item, new in val_frames(ds):
+        for k, _ in new:
+            acc.add(*_frame(item, k))
+            frames += 1
+        if progress is not None:
+            progress.update(1)
+    return acc.solve(), frames
+
+
+def score_baselines(root: str | Path, split: str = "val", *, fit_split: str = "train", clip_len: int = 1,
+                    tfp_widths: tuple[int, ...] | None = None, lpips_metric=None, lpips_note: str | None = None,
+                    boundary_fraction: float = BOUNDARY_FRACTION, progress: bool = False) -> BaselinesReport:
+    """Score blur, TFP (centred ``tfp_widths`` bins; default K/4 and K/2), TFI and the least-squares map
+    (fitted on ``fit_split``) on every kept frame of ``split`` that a validation with ``clip_len`` scores."""
+    t_start = time.perf_counter()
+    root = Path(root)
+    ds = _counts_dataset(root, split, clip_len)
+    k = ds.num_bins
+    widths = tuple(tfp_widths) if tfp_widths else tuple(sorted({max(1, k // 4), max(1, k // 2)}))
+    for w in widths:
+        try:
+            bl.centred_bins(k, w)
+        except ValueError as err:
+            raise InputError(None, str(err), "pass --tfp-bins with widths that can be centred in K bins") from None
+    manifest = read_manifest(root).select(["split", "n_ticks", "status"]).to_pydict()
+    ticks = [n for s, n, st in zip(manifest["split"], manifest["n_ticks"], manifest["status"])
+             if s == split and st == "ok"]
+    tfi_ok = bool(ticks) and bl.tfi_applies(k, max(ticks))
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=None, desc="baselines", unit="frame")
+    coef, fit_frames = fit_lsq(root, fit_split, bar)
+    restorations = {"blur": lambda c, b: b}
+    restorations.update({f"tfp_{w}": (lambda c, b, w=w: bl.tfp(c, b, w)) for w in widths})
+    if tfi_ok:
+        restorations["tfi"] = bl.tfi
+    restorations["lsq"] = lambda c, b: bl.lsq_restore(c, b, coef)
+    scorers = {name: FrameScorer(lpips_metric, boundary_fraction) for name in restorations}
+    frames = 0
+    for _, item, new in val_frames(ds):
+        seq = item["meta"]["seq"]
+        for pos, _ in new:
+            counts, blur, sharp = _frame(item, pos)
+            s8, b8 = tensor_to_uint8(torch.from_numpy(sharp)), tensor_to_uint8(torch.from_numpy(blur))
+            mask = scorers["blur"].mask(b8, s8)
+            for name, restore in restorations.items():
+                recon = b8 if name == "blur" else tensor_to_uint8(torch.from_numpy(restore(counts, blur)))
+                scorers[name].add(seq, recon, s8, mask)
+            frames += 1
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+
+    described = {"blur": "the blurred input itself",
+                 **{f"tfp_{w}": f"TFP: spike rate over the centred {w} of {k} bins, as luma (blur's colour)"
+                    for w in widths},
+                 "tfi": "TFI: 1 / inter-spike interval across the window's centre, as luma (blur's colour)",
+                 "lsq": f"least squares: one linear map (K counts, blur RGB, 1) -> sharp RGB, fitted on "
+                        f"{fit_split} ({fit_frames} frames)"}
+    rows = [BaselineRow(name=name, description=described[name], overall=sc.overall(), boundary=sc.boundary())
+            for name, sc in scorers.items()]
+    if not tfi_ok:
+        widest = max(ticks) if ticks else 0
+        rows.insert(len(rows) - 1, BaselineRow(
+            name="tfi", description=described["tfi"], overall=None, boundary=None,
+            note=f"not applicable: a bin spans {widest / k:.3g} spike frames (n_ticks {widest} > K {k}); TFI "
+                 f"needs bins at most one spike frame wide (ingest with --k {widest} or more)"))
+    return BaselinesReport(store=str(root), split=split, fit_split=fit_split, num_bins=k, clip_len=clip_len,
+                           frames=frames, fit_frames=fit_frames, boundary_fraction=boundary_fraction, rows=rows,
+                           lsq_coefficients=coef.tolist(), lpips_note=lpips_note,
+                           seconds=time.perf_counter() - t_start)
+
+
+# ---- tables -------------------------------------------------------------------------------------------
+_TABLE_KEYS = ("psnr_rgb", "psnr_y", "ssim")
+TABLE_HEAD = ["restoration", "PSNR RGB", "PSNR Y", "SSIM", "boundary PSNR RGB", "boundary PSNR Y", "boundary SSIM"]
+
+
+def _cell(value: float | None, key: str) -> str:
+    if value is None:
+        return "not computed"
+    return f"{value:.4f}" if key == "ssim" else f"{value:.2f}"
+
+
+def metric_rows_table(entries: list[tuple[str, Metrics | None, Metrics | None, str | None]]) -> list[str]:
+    """Markdown lines: one row per ``(name, overall, boundary, note)``; a row without metrics shows its note."""
+    lines = ["| " + " | ".join(TABLE_HEAD) + " |", "|" + "---|" * len(TABLE_HEAD)]
+    for name, overall, boundary, note in entries:
+        if overall is None or boundary is None:
+            lines.append(f"| {name} | {note} |" + " |" * (len(TABLE_HEAD) - 2))
+        else:
+            lines.append("| " + " | ".join([name] + [_cell(getattr(m, k), k) for m in (overall, boundary)
+                                                      for k in _TABLE_KEYS]) + " |")
+    return lines
+
+
+def format_baselines(report: BaselinesReport) -> str:
+    """The baselines report as a markdown table (what ``spikeprep baselines`` prints)."""
+    lines = [f"### Non-learned baselines: {report.split} of {report.store} ({report.frames} frames, K={report.num_bins}; "
+             f"boundary = per frame the {report.boundary_fraction:.0%} of pixels where sharp and blur differ most)",
+             "", *metric_rows_table([(f"{r.name}: {r.description}", r.overall, r.boundary, r.note)
+                                     for r in report.rows])]
+    if report.lpips_note:
+        lines.append(f"LPIPS: {report.lpips_note}")
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""What ``spikeprep baselines`` writes: non-learned restorations of a store's split, scored like validation.
+
+``DATA_ROOT/baselines/<split>.json`` is a ``BaselinesReport``; ``spikeprep compare --baselines`` prints its
+rows under the two arms. Frozen validated records with a version field; another version is refused.
+A row that does not apply to the store (TFI on bins wider than one spike frame) has no metrics and a note.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.atomic import atomic_write_text
+from schemas.val_report import Metrics
+
+BASELINES_VERSION = 1
+BASELINES_DIRNAME = "baselines"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaselineRow(_Record):
+    """One restoration: its name (``blur``, ``tfp_<w>``, ``tfi``, ``lsq``), what it is, and its scores."""
+
+    name: str
+    description: str
+    overall: Metrics | None
+    boundary: Metrics | None
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _scored_or_explained(self) -> "BaselineRow":
+        if (self.overall is None) != (self.boundary is None):
+            raise ValueError("overall and boundary are both scored or both absent")
+        if self.overall is None and not self.note:
+            raise ValueError("a row without metrics needs a note saying why")
+        return self
+
+
+class BaselinesReport(_Record):
+    """The baselines of one split of one store.
+
+    ``lsq_coefficients`` is the fitted map, ``[K + 4][3]``: rows are the K counts, blur R, G, B and the
+    constant; columns the sharp R, G, B it predicts. ``clip_len`` is the clip length the frames were
+    grouped in (the one of the validation they are compared with: frames in shorter runs are not scored).
+    """
+
+    version: Literal[1] = BASELINES_VERSION
+    store: str
+    split: str
+    fit_split: str
+    num_bins: int = Field(gt=0)
+    clip_len: int = Field(gt=0)
+    frames: int = Field(ge=0)
+    fit_frames: int = Field(ge=0)
+    boundary_fraction: float = Field(gt=0, le=1)
+    rows: list[BaselineRow]
+    lsq_coefficients: list[list[float]] | None = None
+    lpips_note: str | None = None
+    seconds: float = Field(ge=0)
+
+    def row(self, name: str) -> BaselineRow:
+        """The row called ``name``; ``KeyError`` naming the rows there are."""
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(f"no baseline {name!r}; the report has {[r.name for r in self.rows]}")
+
+
+def baselines_path(root: str | os.PathLike, split: str) -> Path:
+    """``DATA_ROOT/baselines/<split>.json``: where ``spikeprep baselines`` writes by default."""
+    return Path(root) / BASELINES_DIRNAME / f"{split}.json"
+
+
+def write_baselines_report(path: str | os.PathLike, report: BaselinesReport) -> Path:
+    """Write atomically (a reader never sees half a report)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(path, json.dumps(report.model_dump(mode="json"), indent=2, allow_nan=True) + "\n")
+
+
+def read_baselines_report(path: str | os.PathLike) -> BaselinesReport:
+    """Read and validate; ``ValueError`` naming the file on a bad or foreign report."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable baselines report ({err})") from err
+    if isinstance(raw, dict) and raw.get("version") != BASELINES_VERSION:
+        raise ValueError(f"{path}: baselines report version {raw.get('version')!r}, this spikeprep reads version "
+                         f"{BASELINES_VERSION}; re-run `spikeprep baselines`")
+    try:
+        return BaselinesReport.model_validate(raw)
+    except Exception as err:  # pydantic.ValidationError: name the file
+        raise ValueError(f"{path}: invalid baselines report: {err}") from err
