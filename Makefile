@@ -25,11 +25,11 @@ $(STAMP): requirements.lock pyproject.toml
 # fusion, the spike arm with the original's literal fusion, plain VRT) -> test on the val split -> compare.
 # Without VGG19 weights in torch's cache the arms train without the perceptual term (said once, and
 # recorded in each run log); LPIPS reads "not computed" in every report when AlexNet's weights are absent.
-DEMO_STEPS ?= 200
+DEMO_STEPS ?= 150
 SP         := $(VENV)/bin/spikeprep
 DEMO_CFG   := $(DEMO)/config.yaml
 DEMO_LIT   := $(DEMO)/config_literal.yaml
-DEMO_TRAIN  = train --max-steps $(DEMO_STEPS) --val-every 100 --visual-every $(DEMO_STEPS) \
+DEMO_TRAIN  = train --max-steps $(DEMO_STEPS) --val-every $(DEMO_STEPS) --visual-every $(DEMO_STEPS) \
               --workers 0 --no-progress $$vgg
 
 demo: $(STAMP)

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "acceptance")
     ap.add_argument("--steps", type=int, default=900, help="optimiser steps per arm")
-    ap.add_argument("--val-every", type=int, default=300)
+    ap.add_argument("--val-every", type=int, help="validate every N steps [--steps: once, at the end; each "
+                    "validation of a spike arm scores the val split four times, for its spike reliance]")
     ap.add_argument("--train-seqs", type=int, default=6)
     ap.add_argument("--val-seqs", type=int, default=2)
     ap.add_argument("--frames", type=int, default=16)
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the RESULTS.md heading to write")
     ap.add_argument("--no-results", action="store_true", help="do not write benchmarks/RESULTS.md")
     args = ap.parse_args(argv)
+    args.val_every = args.val_every or args.steps
     t_start = time.time()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

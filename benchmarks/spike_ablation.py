@@ -1,6 +1,6 @@
 """Why the spike arm ignored its spikes, one suspect per row (issue 15): the ablation table of RESULTS.md.
 
-    .venv/bin/python benchmarks/spike_ablation.py                          # every row, 300 steps (hours on 2 cores)
+    .venv/bin/python benchmarks/spike_ablation.py                          # every row, 150 steps (hours on 2 cores)
     .venv/bin/python benchmarks/spike_ablation.py --rows literal spike_head cnn --steps 300
     .venv/bin/python benchmarks/spike_ablation.py --list                   # the rows and what each changes
 
@@ -66,42 +66,50 @@ class Row:
 
 
 ROWS = [
+    # the literal fusion and the suspects for why it ignores its spikes
     Row("literal", "original section 10.2: Ff = LN(Fr) + MHA + FFN (MODEL.FUSE.TYPE TemporalCrossAttn)", LITERAL),
-    Row("literal_flat_lr", "literal; LR constant after the warm-up instead of cosine (both arms)", LITERAL,
-        shared={"patches": ("flat_lr",)}),
-    Row("literal_lr_5e-4", "literal; LR 5e-4 instead of 1e-3 (both arms)", LITERAL, shared={"LR": 5e-4}),
-    Row("literal_lr_2e-3", "literal; LR 2e-3 instead of 1e-3 (both arms)", LITERAL, shared={"LR": 2e-3}),
-    Row("literal_warmup_100", "literal; 100 warm-up steps instead of 20 (both arms)", LITERAL,
-        shared={"WARMUP_STEPS": 100}),
-    Row("literal_fanin_init", "literal; VRT's Linear layers at std 1/sqrt(fan_in), deep features alive at init "
-        "(both arms)", LITERAL, shared={"patches": ("vrt_fanin_init",)}),
     Row("residual", "residual on Fr, zero-initialised output projections: plain VRT at step 0 "
         "(ResidualTemporalCrossAttn)", RESIDUAL),
     Row("residual_frame_position", "residual + a learned per-head bias for the frame offset in the fusion's "
         "attention", RESIDUAL, ("frame_position",)),
     Row("residual_no_temporal_mixing", "residual, no attention across T: Ff = Fr + out(v(LN(Fs'))) + FFN",
         RESIDUAL, ("no_temporal_mixing",)),
+    Row("literal_fanin_init", "literal; VRT's Linear layers at std 1/sqrt(fan_in), deep features alive at init "
+        "(both arms)", LITERAL, shared={"patches": ("vrt_fanin_init",)}),
+    Row("literal_flat_lr", "literal; LR constant after the warm-up instead of cosine (both arms)", LITERAL,
+        shared={"patches": ("flat_lr",)}),
+    Row("literal_lr_5e-4", "literal; LR 5e-4 instead of 1e-3 (both arms)", LITERAL, shared={"LR": 5e-4}),
+    Row("literal_warmup_100", "literal; 100 warm-up steps instead of 20 (both arms)", LITERAL,
+        shared={"WARMUP_STEPS": 100}),
+    Row("literal_32ch", "literal on a 32-channel VRT (tiny topology; both arms)", LITERAL,
+        shared={"preset_width": 32}),
+    Row("literal_crop_96", "literal; 96x96 crops (both arms)", LITERAL, shared={"CROP_SIZE": 96}),
+    Row("literal_clip_3", "literal; 3-frame clips (both arms)", LITERAL, shared={"CLIP_LEN": 3}),
+    Row("literal_k_32", "literal; K = 32 bins (store re-ingested; both arms)", LITERAL, shared={"K": 32}),
+    # the fix and its parts
     Row("spike_head", "residual + the spike head: a luma correction conv3x3(Fs'_1) + conv3x3(voxels) + conv3x3(h) "
         "added to VRT's output, zero-initialised (ResidualTemporalCrossAttnSpikeHead)"),
+    Row("spike_head_into_conv_last", "the head's correction added to h before VRT's conv_last instead of to "
+        "the output", patches=("head_into_conv_last",)),
+    Row("spike_head_only", "spike head, no fusion at the four scales (Ff_i = Fr_i)", patches=("no_scale_fusion",)),
+    Row("literal_plus_spike_head", "the spike head on top of the literal fusion", patches=("literal_fusion",)),
     Row("spike_head_no_voxels", "spike head without its voxel input", patches=("head_no_voxels",)),
     Row("spike_head_no_spike_features", "spike head without Fs'_1 (voxels and h only)",
         patches=("head_no_spike_features",)),
     Row("spike_head_no_vrt_features", "spike head without h (Fs'_1 and voxels only)",
         patches=("head_no_vrt_features",)),
-    Row("spike_head_only", "spike head, no fusion at the four scales (Ff_i = Fr_i)", patches=("no_scale_fusion",)),
-    Row("spike_head_into_conv_last", "the head's correction added to h before VRT's conv_last instead of to "
-        "the output", patches=("head_into_conv_last",)),
-    Row("literal_plus_spike_head", "the spike head on top of the literal fusion", patches=("literal_fusion",)),
-    Row("spike_head_zero_init_branch", "spike head; the encoder's residual blocks and the temporal "
-        "self-attention zero-initialised (identity at init)", patches=("zero_init_branch",)),
-    Row("spike_head_32ch", "spike head on a 32-channel VRT (tiny topology; both arms)",
-        shared={"preset_width": 32}),
-    Row("spike_head_crop_96", "spike head; 96x96 crops (both arms)", shared={"CROP_SIZE": 96}),
-    Row("spike_head_lr_5e-4", "spike head; LR 5e-4 instead of 1e-3 (both arms)", shared={"LR": 5e-4}),
     Row("spike_head_rgb", "spike head predicting an RGB correction (3 channels) instead of one luma channel",
         patches=("head_rgb",)),
-    Row("spike_head_clip_3", "spike head; 3-frame clips (both arms)", shared={"CLIP_LEN": 3}),
+    Row("spike_head_gain_4", "spike head's correction x 4 (under Adam: the head alone at 4 x LR)",
+        patches=("head_gain_4",)),
+    Row("spike_head_gain_16", "spike head's correction x 16 (the head alone at 16 x LR)", patches=("head_gain_16",)),
+    Row("spike_head_zero_init_branch", "spike head; the encoder's residual blocks and the temporal "
+        "self-attention zero-initialised (identity at init)", patches=("zero_init_branch",)),
+    Row("spike_head_lr_5e-4", "spike head; LR 5e-4 instead of 1e-3 (both arms)", shared={"LR": 5e-4}),
+    Row("spike_head_32ch", "spike head on a 32-channel VRT (tiny topology; both arms)",
+        shared={"preset_width": 32}),
     Row("spike_head_k_32", "spike head; K = 32 bins (store re-ingested; both arms)", shared={"K": 32}),
+    # what is learnable in the same steps without VRT
     Row("cnn", "reference: 4-layer CNN (32 ch, 3x3) on blur + voxels, residual on the blur, no VRT",
         reference="cnn"),
     Row("cnn_blur_only", "reference: the same CNN on the blur alone", reference="cnn_blur"),
@@ -161,6 +169,18 @@ class PassThrough(nn.Module):
         return fr
 
 
+class GainHead(nn.Module):
+    """The spike head's correction times a constant: under Adam (steps ~ LR whatever the gradient's size) the
+    correction moves ``gain`` times faster, i.e. the head alone trains at ``gain`` x LR; zero at init still."""
+
+    def __init__(self, head: nn.Module, gain: float):
+        super().__init__()
+        self.inner, self.gain = head, gain
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.gain * self.inner(*inputs)
+
+
 def head_into_conv_last(self, blur: torch.Tensor, spike_vox: torch.Tensor | None = None) -> torch.Tensor:
     """SpikeVRT.forward with the head's inputs projected onto h (before VRT's conv_last) instead."""
     state, fr, fs = self.encode_scales(blur, spike_vox)
@@ -196,6 +216,8 @@ def patch_model(model: nn.Module, patches: tuple[str, ...]) -> nn.Module:
                 for p in conv.parameters():
                     nn.init.zeros_(p)
                 setattr(model.spike_head, name, conv)
+        elif patch.startswith("head_gain_"):
+            model.spike_head = GainHead(model.spike_head, float(patch.removeprefix("head_gain_")))
         elif patch == "no_scale_fusion":
             model.fuse = nn.ModuleList(PassThrough() for _ in model.fuse)
         elif patch == "head_into_conv_last":
@@ -248,7 +270,6 @@ def install(reference: str | None, patches: tuple[str, ...]):
 
 def _gradient_probe(model, cfg) -> dict:
     """RMS of dLoss/dFf_i and of Fr_1, Fs'_1 on the first training clip, with the trained weights."""
-    import torch
 
     from model.losses.charbonnier import CharbonnierLoss
     from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
@@ -359,7 +380,8 @@ def plan(rows: list[Row], work: Path, steps: int) -> list[tuple[str, list[str]]]
     """(run name, command) for every run the rows need, bases once each."""
     runs: dict[str, list[str]] = {}
     me = [sys.executable, str(Path(__file__).resolve())]
-    for row in rows:
+    # rows that change a shared setting need their own (often slower) base arm: run them last
+    for row in sorted(rows, key=lambda r: bool(r.shared)):
         shared_patches = tuple(row.shared.get("patches", ()))
         shared = {k: v for k, v in row.shared.items() if k != "patches"}
         base = base_name(row)
@@ -431,10 +453,29 @@ def table(rows: list[Row], work: Path, steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def floors(work: Path, steps: int) -> str:
+    """The default store's non-learned floors (``spikeprep baselines``, scored on the rows' frames)."""
+    from schemas.baselines import baselines_path, read_baselines_report
+
+    store = prepare_store(work, 16)
+    path = baselines_path(store, "val")
+    if not path.exists():
+        _sh([sys.executable, "-m", "cli.main", "baselines", str(store), "--config",
+             str(write_config(work, "baselines", HEAD, {})), "--no-progress"])
+    report = read_baselines_report(path)
+    cells = []
+    for name in ("blur", "lsq"):
+        row = report.row(name)
+        cells.append(f"{name} {row.overall.psnr_y:.2f} (boundary {row.boundary.psnr_y:.2f})")
+    return (f"Floors on the same {report.frames} val frames (PSNR-Y, `spikeprep baselines`): "
+            + "; ".join(cells) + ". Any row alone: `.venv/bin/python benchmarks/spike_ablation.py --rows ROW "
+            f"--steps {steps}` (finished runs under `--out` are reused).\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", nargs="*", default=None, help="row names (default: all; --list shows them)")
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=150, help="steps per run (make demo's)")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "ablation", help="work folder (kept; reruns reuse "
                     "finished runs)")
     ap.add_argument("--parallel", type=int, default=2, help="runs at once (one torch thread each)")
@@ -458,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.out.resolve()
     t0 = time.time()
     execute(plan(rows, work, args.steps), work, args.parallel)
-    text = table(rows, work, args.steps)
+    text = table(rows, work, args.steps) + "\n" + floors(work, args.steps)
     print(text)
     print(f"{len(rows)} rows, {args.steps} steps each, {(time.time() - t0) / 60:.1f} min")
     if args.results:

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 import zarr
 from click.testing import CliRunner
 from hypothesis import given
@@ -19,7 +20,7 @@ from spikeprep import baselines as bl
 from spikeprep.images import read_rgb
 from spikeprep.store import read_manifest
 
-from conftest import TRAIN_K
+from conftest import TRAIN_K, tiny_config_dict
 
 
 # ---- the least-squares map ---------------------------------------------------------------------------
@@ -165,8 +166,12 @@ def test_baselines_are_scored_like_validation(train_store):
 
 
 def test_baselines_command_writes_a_versioned_report(train_store, tmp_path):
+    """--config gives the clip length of the validation the baselines stand beside (its DATA.CLIP_LEN, 3)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(train_store, tmp_path / "outputs")))
     out = tmp_path / "b.json"
-    res = CliRunner().invoke(cli, ["baselines", str(train_store), "--clip-len", "3", "--no-progress", "--out", str(out)])
+    res = CliRunner().invoke(cli, ["baselines", str(train_store), "--config", str(config), "--no-progress",
+                                   "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "| lsq: least squares" in res.output and "not applicable" in res.output
     report = read_baselines_report(out)
