@@ -6,14 +6,13 @@ A row that does not apply to the store (TFI on bins wider than one spike frame) 
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.atomic import atomic_write_text
+from schemas.json_record import read_json_record, write_json_record
 from schemas.val_report import Metrics
 
 BASELINES_VERSION = 1
@@ -79,22 +78,10 @@ def baselines_path(root: str | os.PathLike, split: str) -> Path:
 
 def write_baselines_report(path: str | os.PathLike, report: BaselinesReport) -> Path:
     """Write atomically (a reader never sees half a report)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(path, json.dumps(report.model_dump(mode="json"), indent=2, allow_nan=True) + "\n")
+    return write_json_record(path, report)
 
 
 def read_baselines_report(path: str | os.PathLike) -> BaselinesReport:
     """Read and validate; ``ValueError`` naming the file on a bad or foreign report."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable baselines report ({err})") from err
-    if isinstance(raw, dict) and raw.get("version") != BASELINES_VERSION:
-        raise ValueError(f"{path}: baselines report version {raw.get('version')!r}, this spikeprep reads version "
-                         f"{BASELINES_VERSION}; re-run `spikeprep baselines`")
-    try:
-        return BaselinesReport.model_validate(raw)
-    except Exception as err:  # pydantic.ValidationError: name the file
-        raise ValueError(f"{path}: invalid baselines report: {err}") from err
+    return read_json_record(path, BaselinesReport, kind="baselines report", versions=(BASELINES_VERSION,),
+                            rerun="re-run `spikeprep baselines`")

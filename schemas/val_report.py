@@ -12,7 +12,6 @@ PSNR-Y with count-zero voxels. Version 1 reports (no reliance) are still read, w
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas.atomic import atomic_write_text
+from schemas.json_record import read_json_record, write_json_record
 
 RUN_VERSION = 2
 READ_VERSIONS = (1, 2)   # version 1: the same record without ``reliance``
@@ -119,22 +118,10 @@ def val_report_path(outputs: str | os.PathLike, exp: str, step: int) -> Path:
 
 def write_val_report(path: str | os.PathLike, report: ValReport) -> Path:
     """Write atomically (a reader never sees half a report)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(path, json.dumps(report.model_dump(mode="json"), indent=2, allow_nan=True) + "\n")
+    return write_json_record(path, report)
 
 
 def read_val_report(path: str | os.PathLike) -> ValReport:
     """Read and validate; ``ValueError`` naming the file on a bad or foreign report."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable validation report ({err})") from err
-    if isinstance(raw, dict) and raw.get("version") not in READ_VERSIONS:
-        raise ValueError(f"{path}: report version {raw.get('version')!r}, this spikeprep reads versions "
-                         f"{', '.join(map(str, READ_VERSIONS))}; re-run the validation with this version")
-    try:
-        return ValReport.model_validate(raw)
-    except Exception as err:  # pydantic.ValidationError: name the file
-        raise ValueError(f"{path}: invalid validation report: {err}") from err
+    return read_json_record(path, ValReport, kind="validation report", versions=READ_VERSIONS,
+                            rerun="re-run the validation with this version")

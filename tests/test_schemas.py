@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from schemas.atomic import atomic_path, atomic_write_bytes, temp_name
+from schemas.json_record import read_json_record, write_json_record
 from schemas.config import MIN_STD, Config, ConfigError, NormConfig, load_config, parse_config
 from schemas.manifest import (MANIFEST_COLUMNS, MANIFEST_SCHEMA, ManifestSchemaError,
                               validate_manifest_table)
@@ -217,6 +218,22 @@ def test_val_report_write_does_not_share_a_temp_file(tmp_path):
     assert read_val_report(path) == _report()
     assert other.read_text() == "another writer's half-written report"
     assert sorted(os.listdir(tmp_path)) == ["val.json", "val.json.tmp"]
+
+
+def test_json_records_name_the_file_and_what_to_rerun(tmp_path):
+    path = write_json_record(tmp_path / "sub" / "r.json", _report())
+    assert read_json_record(path, ValReport, kind="validation report", versions=(1, 2), rerun="x") == _report()
+    raw = path.read_text()
+    path.write_text(raw.replace('"version": 2', '"version": 7'))
+    with pytest.raises(ValueError, match=r"r\.json: validation report version 7, this spikeprep reads versions 1, 2; "
+                                         r"re-run it"):
+        read_json_record(path, ValReport, kind="validation report", versions=(1, 2), rerun="re-run it")
+    path.write_text(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match="r.json: not a readable validation report"):
+        read_val_report(path)
+    path.write_text(raw.replace('"step": 1', '"step": -1'))
+    with pytest.raises(ValueError, match="r.json: invalid validation report"):
+        read_val_report(path)
 
 
 def test_arm_literal_is_the_val_report_arm():
