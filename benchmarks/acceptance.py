@@ -51,6 +51,48 @@ def run(args: list[str], log: Path | None = None, env: dict | None = None) -> su
     return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
+def make_data(args, out: Path, config: Path, literal: Path) -> None:
+    """Synth, ingest, audit and score the baselines of the store; write both arms' configs."""
+    run(["synth", str(out / "raw"), "--preset", "demo", "--height", str(args.height), "--width", str(args.width),
+         "--train-seqs", str(args.train_seqs), "--val-seqs", str(args.val_seqs), "--frames", str(args.frames),
+         "--overwrite", "--workers", str(min(8, os.cpu_count() or 2)), "--no-progress"])
+    raw = yaml.safe_load((REPO / "configs/deblur/demo_tiny.yaml").read_text())
+    data, train = raw["DATA"], raw["TRAIN"]
+    args.crop, args.clip_len = args.crop or data["CROP_SIZE"], args.clip_len or data["CLIP_LEN"]
+    args.batch, args.lr = args.batch or train["BATCH_SIZE"], args.lr or train["OPTIM"]["LR"]
+    args.warmup = train["SCHED"]["WARMUP_STEPS"] if args.warmup is None else args.warmup
+    data.update(ROOT=str(out / "store"), K=args.k, CROP_SIZE=args.crop, CLIP_LEN=args.clip_len)
+    train.update(BATCH_SIZE=args.batch)
+    train["OPTIM"]["LR"] = args.lr
+    train["SCHED"]["WARMUP_STEPS"] = args.warmup
+    raw["LOG"]["SAVE_DIR"] = str(out / "outputs")
+    if args.vrt_width:
+        vrt_cfg = out / f"vrt_tiny_{args.vrt_width}ch.yaml"
+        vrt_cfg.write_text(yaml.safe_dump({"preset": "tiny", "overrides": {"embed_dims": [args.vrt_width] * 11}}))
+        raw["MODEL"].update(VRT_CFG=str(vrt_cfg), CHANNELS_PER_SCALE=[args.vrt_width] * 4)
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    run(["ingest", str(out / "raw"), "--out", str(out / "store"), "--config", str(config), "--write-config",
+         str(config), "--workers", str(min(8, os.cpu_count() or 2)), "--log-dir", str(out / "logs"), "--no-progress"])
+    run(["audit", str(out / "store"), "--crop", str(args.crop)])
+    run(["baselines", str(out / "store"), "--clip-len", str(args.clip_len), "--no-progress"])
+    raw = yaml.safe_load(config.read_text())                  # with DATA.NORM from ingest
+    raw["MODEL"]["FUSE"]["TYPE"] = "TemporalCrossAttn"
+    literal.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def finished_training_s(out: Path, arm: str, steps: int) -> float | None:
+    """Seconds an earlier run of ``arm`` trained (its run log's start to its last checkpoint), when that
+    checkpoint reached ``steps``; None otherwise."""
+    import torch
+
+    ckpt = out / "outputs" / "ckpts" / arm / "last.pth"
+    logs = sorted((out / "outputs" / "logs").glob(f"run_{arm}_*.txt"))
+    if not ckpt.is_file() or not logs or torch.load(ckpt, map_location="cpu", weights_only=False)["step"] != steps:
+        return None
+    started = time.mktime(time.strptime(logs[-1].stem.removeprefix(f"run_{arm}_"), "%Y%m%d_%H%M%S"))
+    return ckpt.stat().st_mtime - started
+
+
 def main(argv: list[str] | None = None) -> int:
     """Synth, ingest and audit a store, train both arms side by side, compare them; write RESULTS.md."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -76,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--section", default="## Acceptance experiment (original section 8.3)",
                     help="the RESULTS.md heading to write")
     ap.add_argument("--no-results", action="store_true", help="do not write benchmarks/RESULTS.md")
+    ap.add_argument("--reuse", action="store_true", help="finish an interrupted run: keep --out's store and every "
+                    "arm whose last checkpoint reached --steps (their time is read from their logs)")
     args = ap.parse_args(argv)
     args.val_every = args.val_every or args.steps
     t_start = time.time()
@@ -84,33 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     (out / "logs").mkdir(exist_ok=True)
 
     # -- data ------------------------------------------------------------------------------------------
-    run(["synth", str(out / "raw"), "--preset", "demo", "--height", str(args.height), "--width", str(args.width),
-         "--train-seqs", str(args.train_seqs), "--val-seqs", str(args.val_seqs), "--frames", str(args.frames),
-         "--overwrite", "--workers", str(min(8, os.cpu_count() or 2)), "--no-progress"])
     config, literal = out / "config.yaml", out / "config_literal.yaml"
-    raw = yaml.safe_load((REPO / "configs/deblur/demo_tiny.yaml").read_text())
-    data, train = raw["DATA"], raw["TRAIN"]
-    args.crop, args.clip_len = args.crop or data["CROP_SIZE"], args.clip_len or data["CLIP_LEN"]
-    args.batch, args.lr = args.batch or train["BATCH_SIZE"], args.lr or train["OPTIM"]["LR"]
-    args.warmup = train["SCHED"]["WARMUP_STEPS"] if args.warmup is None else args.warmup
-    data.update(ROOT=str(out / "store"), K=args.k, CROP_SIZE=args.crop, CLIP_LEN=args.clip_len)
-    train.update(BATCH_SIZE=args.batch)
-    train["OPTIM"]["LR"] = args.lr
-    train["SCHED"]["WARMUP_STEPS"] = args.warmup
-    raw["LOG"]["SAVE_DIR"] = str(out / "outputs")
-    if args.vrt_width:
-        vrt_cfg = out / f"vrt_tiny_{args.vrt_width}ch.yaml"
-        vrt_cfg.write_text(yaml.safe_dump({"preset": "tiny", "overrides": {"embed_dims": [args.vrt_width] * 11}}))
-        raw["MODEL"].update(VRT_CFG=str(vrt_cfg), CHANNELS_PER_SCALE=[args.vrt_width] * 4)
-    config.write_text(yaml.safe_dump(raw, sort_keys=False))
-    run(["ingest", str(out / "raw"), "--out", str(out / "store"), "--config", str(config), "--write-config",
-         str(config), "--workers", str(min(8, os.cpu_count() or 2)), "--log-dir", str(out / "logs"), "--no-progress"])
-    run(["audit", str(out / "store"), "--crop", str(args.crop)])
-    run(["baselines", str(out / "store"), "--clip-len", str(args.clip_len), "--no-progress"])
     baselines = out / "store" / "baselines" / "val.json"
-    raw = yaml.safe_load(config.read_text())                  # with DATA.NORM from ingest
-    raw["MODEL"]["FUSE"]["TYPE"] = "TemporalCrossAttn"
-    literal.write_text(yaml.safe_dump(raw, sort_keys=False))
+    reuse_data = args.reuse and all(p.is_file() for p in (config, literal, baselines, out / "store" / "dataset.json"))
+    if reuse_data:
+        print(f"--reuse: keeping the store, configs and baselines in {out}")
+    else:
+        make_data(args, out, config, literal)
+    cfg_raw = yaml.safe_load(config.read_text())
+    args.crop, args.clip_len = cfg_raw["DATA"]["CROP_SIZE"], cfg_raw["DATA"]["CLIP_LEN"]
+    args.batch, args.lr = cfg_raw["TRAIN"]["BATCH_SIZE"], cfg_raw["TRAIN"]["OPTIM"]["LR"]
+    args.warmup = cfg_raw["TRAIN"]["SCHED"]["WARMUP_STEPS"]
+    data_s = time.time() - t_start
 
     # -- three arms, side by side ------------------------------------------------------------------------
     vgg = []
@@ -129,14 +158,18 @@ def main(argv: list[str] | None = None) -> int:
         arms["literal"] = ["--config", str(literal)]
     env = {"OMP_NUM_THREADS": str(args.threads)}
     t_train = time.time()
+    reused = {arm: finished_training_s(out, arm, args.steps) for arm in arms} if args.reuse else {}
+    reused = {arm: s for arm, s in reused.items() if s is not None}
+    if reused:
+        print(f"--reuse: keeping the finished arms {sorted(reused)}")
     procs = {arm: run(["train", *a, *common, "--exp", arm], log=out / "logs" / f"train_{arm}.log", env=env)
-             for arm, a in arms.items()}
+             for arm, a in arms.items() if arm not in reused}
     failed = [arm for arm, p in procs.items() if p.wait() != 0]
     if failed:
         for arm in failed:
             print((out / "logs" / f"train_{arm}.log").read_text()[-3000:])
         raise SystemExit(f"training failed: {failed}")
-    train_s = time.time() - t_train
+    train_s = max([time.time() - t_train, *reused.values()])
     t_ref = time.time()
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "spike_ablation.py"), "--run", "cnn", "--reference",
                     "cnn", "--config", str(config), "--steps", str(args.steps), "--device", args.device],
@@ -144,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                    env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"},
                    stdout=(out / "logs" / "train_cnn.log").open("w"), stderr=subprocess.STDOUT)
     ref_s = time.time() - t_ref
+    t_ref_end = time.time()
 
     # -- the rule, per spike arm ---------------------------------------------------------------------------
     reports = {}
@@ -160,8 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     targets = issue_targets(out, args.steps, fuse_type, baselines)
     print(targets)
     total_s = time.time() - t_start
+    if reuse_data or reused:
+        # time the earlier invocation spent on what was reused: data (up to the first arm's start) + training
+        first_log = min((out / "outputs" / "logs").glob("run_*_*.txt"), key=lambda p: p.stem[-15:])
+        data_s = (time.mktime(time.strptime(first_log.stem[-15:], "%Y%m%d_%H%M%S"))
+                  - (out / "raw" / "synth.json").stat().st_mtime) if reuse_data else data_s
+        total_s = data_s + train_s + ref_s + (time.time() - t_ref_end)
     summary = (f"{args.steps} steps per arm, the {len(arms)} arms at once ({args.threads} thread(s) each), training "
-               f"{train_s / 60:.1f} min, then the CNN reference {ref_s / 60:.1f} min; whole run {total_s / 60:.1f} min")
+               f"{train_s / 60:.1f} min, then the CNN reference {ref_s / 60:.1f} min; whole run {total_s / 60:.1f} min"
+               + (f" (finished with --reuse: data and training of {sorted(reused)} timed from the earlier "
+                  "invocation's logs)" if reused else ""))
     print(summary)
     if not args.no_results:
         cmd = "benchmarks/acceptance.py " + " ".join(argv if argv is not None else sys.argv[1:])

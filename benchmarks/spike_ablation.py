@@ -33,6 +33,7 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
@@ -49,6 +50,7 @@ from model.spike_temporal_sa import (TemporalSelfAttentionBlock, from_pixel_sequ
                                      to_pixel_sequences)
 
 HEAD = "ResidualTemporalCrossAttnSpikeHead"
+FITTED = "ResidualTemporalCrossAttnFittedSpikeHead"
 RESIDUAL = "ResidualTemporalCrossAttn"
 LITERAL = "TemporalCrossAttn"
 
@@ -89,6 +91,16 @@ ROWS = [
     # the fix and its parts
     Row("spike_head", "residual + the spike head: a luma correction conv3x3(Fs'_1) + conv3x3(voxels) + conv3x3(h) "
         "added to VRT's output, zero-initialised (ResidualTemporalCrossAttnSpikeHead)"),
+    Row("fitted_spike_head", "spike head that also reads the counts (normalisation undone) and the blur, "
+        "started at the least-squares map of the train split (ResidualTemporalCrossAttnFittedSpikeHead)", FITTED),
+    Row("fitted_spike_head_centred", "the fitted head with counts and blur centred and standardised (training "
+        "moments) instead of counts / RMS and the blur as it is", FITTED, ("centred_head_inputs",)),
+    Row("fitted_spike_head_slow_taps", "the fitted head's inputs divided by 4 more (its fitted taps learn 4x "
+        "slower)", FITTED, ("slow_fitted_taps",)),
+    Row("fitted_spike_head_frozen_taps", "the fitted head's least-squares taps kept as fitted (not trained); "
+        "its other paths and the rest of the model train", FITTED, ("frozen_fitted_taps",)),
+    Row("fitted_spike_head_zero_start", "the fitted head's inputs (counts, blur) but zero-initialised like "
+        "spike_head: no least-squares start", FITTED, ("no_lsq_start",)),
     Row("spike_head_into_conv_last", "the head's correction added to h before VRT's conv_last instead of to "
         "the output", patches=("head_into_conv_last",)),
     Row("spike_head_only", "spike head, no fusion at the four scales (Ff_i = Fr_i)", patches=("no_scale_fusion",)),
@@ -192,6 +204,12 @@ def head_into_conv_last(self, blur: torch.Tensor, spike_vox: torch.Tensor | None
     return self.vrt.head_output(h, state.x_lq)
 
 
+def start_slow(head, coef, mean, scale, norm_mean, norm_std, factor: float = 4.0) -> None:
+    """The trainer's start with the inputs divided by ``factor`` more (the fitted taps learn ``factor`` x slower
+    under Adam, which moves each weight by about the learning rate whatever its scale)."""
+    type(head).start_from_least_squares(head, coef, mean, np.asarray(scale) * factor, norm_mean, norm_std)
+
+
 def patch_model(model: nn.Module, patches: tuple[str, ...]) -> nn.Module:
     """Apply the named experiments to a freshly built model (before the optimiser sees it)."""
     for patch in patches:
@@ -218,6 +236,13 @@ def patch_model(model: nn.Module, patches: tuple[str, ...]) -> nn.Module:
                 setattr(model.spike_head, name, conv)
         elif patch.startswith("head_gain_"):
             model.spike_head = GainHead(model.spike_head, float(patch.removeprefix("head_gain_")))
+        elif patch == "no_lsq_start":
+            model.spike_head.start_from_least_squares = lambda *args, **kwargs: None
+        elif patch == "slow_fitted_taps":
+            model.spike_head.start_from_least_squares = types.MethodType(start_slow, model.spike_head)
+        elif patch == "frozen_fitted_taps":
+            for p in (*model.spike_head.from_counts.parameters(), *model.spike_head.from_blur.parameters()):
+                p.requires_grad_(False)          # the least-squares map stays as fitted; the rest learns
         elif patch == "no_scale_fusion":
             model.fuse = nn.ModuleList(PassThrough() for _ in model.fuse)
         elif patch == "head_into_conv_last":
@@ -236,7 +261,7 @@ def patch_model(model: nn.Module, patches: tuple[str, ...]) -> nn.Module:
                 if isinstance(m, TemporalSelfAttentionBlock):
                     for layer in (m.attn.out_proj, m.mlp[-1]):
                         nn.init.zeros_(layer.weight), nn.init.zeros_(layer.bias)
-        elif patch != "flat_lr":                  # flat_lr patches the schedule (see install)
+        elif patch not in ("flat_lr", "centred_head_inputs"):   # these patch the trainer (see install)
             raise SystemExit(f"unknown patch {patch!r}")
     return model
 
@@ -264,6 +289,13 @@ def install(reference: str | None, patches: tuple[str, ...]):
         return m
 
     train_mod.build_model = build
+    if "centred_head_inputs" in patches:
+        def start_centred(head, train_ds, say):
+            """The fitted head's start with counts and blur centred and standardised (training moments)."""
+            acc, _ = train_mod.lsq_accumulate(train_ds.root, train_ds.split)
+            head.start_from_least_squares(acc.solve(), *acc.input_moments(), train_ds.norm_mean, train_ds.norm_std)
+
+        train_mod.start_fitted_head = start_centred
     if "flat_lr" in patches:
         train_mod.lr_factor = lambda step, warmup, max_steps: min(1.0, (step + 1) / warmup) if warmup else 1.0
 

@@ -143,9 +143,9 @@ def _frame(item: dict, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return counts, item["blur"][k].numpy(), item["sharp"][k].numpy()
 
 
-def fit_lsq(root: Path, split: str, progress=None) -> tuple[np.ndarray, int]:
-    """The least-squares map of ``spikeprep.baselines`` fitted on every kept frame of ``split``:
-    ``(coefficients [K + 4, 3], frames)``."""
+def lsq_accumulate(root: Path, split: str, progress=None) -> tuple[bl.LsqAccumulator, int]:
+    """The normal equations of ``spikeprep.baselines``' least-squares map over every kept frame of ``split``:
+    ``(accumulator, frames)``."""
     ds = _counts_dataset(root, split, 1)
     acc = bl.LsqAccumulator(ds.num_bins)
     frames = 0
@@ -155,6 +155,12 @@ def fit_lsq(root: Path, split: str, progress=None) -> tuple[np.ndarray, int]:
             frames += 1
         if progress is not None:
             progress.update(1)
+    return acc, frames
+
+
+def fit_lsq(root: Path, split: str, progress=None) -> tuple[np.ndarray, int]:
+    """The least-squares map fitted on every kept frame of ``split``: ``(coefficients [K + 4, 3], frames)``."""
+    acc, frames = lsq_accumulate(root, split, progress)
     return acc.solve(), frames
 
 

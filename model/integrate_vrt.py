@@ -14,8 +14,11 @@
   output equals plain VRT's at initialisation.
 - ``ResidualTemporalCrossAttnSpikeHead``: the residual fusion plus the spike head
   (``model.fusion.spike_head``), a zero-initialised path from the spike features and voxels to the output;
-  still plain VRT at initialisation. The default of the shipped configs: the only one whose spikes count
-  in the measured budgets (README, "Why the spikes did not count").
+  still plain VRT at initialisation.
+- ``ResidualTemporalCrossAttnFittedSpikeHead``: the residual fusion plus the fitted spike head
+  (``FittedSpikeHead``), which also reads the counts and the blur frame and starts at the least-squares
+  baseline's map, fitted on the training split by the trainer before step 0 (``model.train``). Not plain
+  VRT at initialisation. README, "Why the spikes did not count", measures every type.
 
 The integration point is ``fuse_features``, a function, so ablations can swap it. With
 ``use_spike=False`` the spike modules are not built and Ff_i = Fr_i: the output is plain VRT's, exactly.
@@ -31,17 +34,18 @@ import torch
 from torch import Tensor, nn
 
 from model.fusion.cross_attn_temporal import ResidualTemporalCrossAttnFuse, TemporalCrossAttnFuse
-from model.fusion.spike_head import SpikeHead
+from model.fusion.spike_head import FittedSpikeHead, SpikeHead
 from model.spike_encoder3d import ScaleGeometry, SpikeEncoder3D, check_same_shapes
 from model.spike_temporal_sa import TemporalSelfAttentionBlock
 from model.vrt import VRT, load_official, vrt_deblur, vrt_from_config, vrt_tiny
 from model.vrt_tiling import padded_forward, tiled_forward
 
 VRT_PRESETS = {"deblur": vrt_deblur, "tiny": vrt_tiny}
-# MODEL.FUSE.TYPE -> (fusion module per scale, whether the spike head is built)
-FUSE_TYPES = {"TemporalCrossAttn": (TemporalCrossAttnFuse, False),
-              "ResidualTemporalCrossAttn": (ResidualTemporalCrossAttnFuse, False),
-              "ResidualTemporalCrossAttnSpikeHead": (ResidualTemporalCrossAttnFuse, True)}
+# MODEL.FUSE.TYPE -> (fusion module per scale, the spike head's class or None)
+FUSE_TYPES = {"TemporalCrossAttn": (TemporalCrossAttnFuse, None),
+              "ResidualTemporalCrossAttn": (ResidualTemporalCrossAttnFuse, None),
+              "ResidualTemporalCrossAttnSpikeHead": (ResidualTemporalCrossAttnFuse, SpikeHead),
+              "ResidualTemporalCrossAttnFittedSpikeHead": (ResidualTemporalCrossAttnFuse, FittedSpikeHead)}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -80,14 +84,14 @@ class SpikeVRT(nn.Module):
         self.spike_head: SpikeHead | None = None
         geometry = vrt_geometry(vrt)
         if use_spike:
-            fuse_cls, with_head = FUSE_TYPES[fuse_type]
+            fuse_cls, head_cls = FUSE_TYPES[fuse_type]
             self.spike_encoder = SpikeEncoder3D(num_bins=num_bins, channels_per_scale=list(channels_per_scale),
                                                 geometry=geometry)
             self.spike_tsa = nn.ModuleList(TemporalSelfAttentionBlock(g.channels, tsa_heads) for g in geometry)
             self.fuse = nn.ModuleList(fuse_cls(g.channels, fuse_heads) for g in geometry)
-            if with_head:
+            if head_cls is not None:
                 c1 = geometry[0].channels
-                self.spike_head = SpikeHead(c1, num_bins, c1)
+                self.spike_head = head_cls(c1, num_bins, c1)
 
     def encode_scales(self, blur: Tensor, spike_vox: Tensor | None):
         """(VRT encoder state, Fr list, Fs list or None): for --dry-run reports and tests."""
@@ -118,7 +122,8 @@ class SpikeVRT(nn.Module):
         if self.spike_head is None:
             return self.vrt.decode(state, ff)
         h = self.vrt.decode_head_input(state, ff)
-        return self.vrt.head_output(h, state.x_lq) + self.spike_head(fs_attended[0], spike_vox, h)  # luma: all of RGB
+        correction = self.spike_head(fs_attended[0], spike_vox, h, state.x_lq)  # luma: added to all of RGB
+        return self.vrt.head_output(h, state.x_lq) + correction
 
     def spike_parameters(self) -> list[nn.Parameter]:
         """Parameters of the spike branch and the fusion (empty for the spike-free arm)."""

@@ -51,8 +51,9 @@ from model.checkpoint import CKPT_VERSION, arm_name, check_compatible, load_chec
 from model.integrate_vrt import SpikeVRT, build_model, tiled_inference
 from model.losses.deblur_loss import DeblurLoss
 from model.losses.vgg_perceptual import VGGWeightsUnavailable
-from model.evaluate import (BOUNDARY_FRACTION, FrameScorer, other_clip_index, probe_voxels, val_frames,
-                            zero_count_value)
+from model.evaluate import (BOUNDARY_FRACTION, FrameScorer, lsq_accumulate, other_clip_index, probe_voxels,
+                            val_frames, zero_count_value)
+from model.fusion.spike_head import FittedSpikeHead
 from model.metrics import lpips_or_reason, tensor_to_uint8
 from schemas.config import Config, load_config
 from schemas.val_report import PROBES, ProbeMetrics, SpikeReliance, ValReport, val_report_path, write_val_report
@@ -332,6 +333,25 @@ def main(opts: TrainOptions) -> TrainResult:
             dist.destroy_process_group()
 
 
+def start_fitted_head(head: FittedSpikeHead, train_ds: SpikeDeblurDataset, say) -> None:
+    """Start the fitted spike head at the least-squares map of the training split, its counts divided by their
+    RMS there and its blur input as it is (every rank computes the same deterministic fit, so DDP's replicas
+    agree without a broadcast)."""
+    t0 = time.perf_counter()
+    acc, frames = lsq_accumulate(train_ds.root, train_ds.split)
+    mean, std = acc.input_moments()
+    k = acc.num_bins
+    count_rms = float(np.sqrt(np.mean(mean[:k] ** 2 + std[:k] ** 2)))
+    if count_rms == 0:
+        say(f"spike head: no spike in the {frames} {train_ds.split} frames of {train_ds.root}; it starts at "
+            "zero instead of the least-squares map")
+        return
+    head.start_from_least_squares(acc.solve(), np.zeros(k + 3), np.array([count_rms] * k + [1.0] * 3),
+                                  train_ds.norm_mean, train_ds.norm_std)
+    say(f"spike head: started at the least-squares map of {frames} {train_ds.split} frames "
+        f"({time.perf_counter() - t0:.1f} s)")
+
+
 def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, world, master, ddp) -> TrainResult:
     say = print if master else (lambda *a, **k: None)
 
@@ -368,6 +388,9 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
         model.load_state_dict(ckpt["model"], strict=True)
     elif opts.vrt_weights is not None:
         model.load_official_vrt(opts.vrt_weights)
+    head = getattr(model, "spike_head", None)        # (reference models of the benchmarks have none)
+    if ckpt is None and isinstance(head, FittedSpikeHead):
+        start_fitted_head(head, train_ds, say)
     model.to(device)
     raw_model = model
     if ddp:

@@ -60,7 +60,8 @@ class HeadsConfig(_Section):
     HEADS: int = Field(4, gt=0)
 
 
-FUSE_TYPES = ("TemporalCrossAttn", "ResidualTemporalCrossAttn", "ResidualTemporalCrossAttnSpikeHead")
+FUSE_TYPES = ("TemporalCrossAttn", "ResidualTemporalCrossAttn", "ResidualTemporalCrossAttnSpikeHead",
+              "ResidualTemporalCrossAttnFittedSpikeHead")
 
 
 class FuseConfig(_Section):

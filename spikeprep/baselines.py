@@ -177,6 +177,16 @@ class LsqAccumulator:
         self.xty += x.T @ y
         self.rows += x.shape[0]
 
+    def input_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation ``[K + 3]`` of each input but the constant (K counts, blur R, G, B)
+        over every added pixel, from ``X^T X`` (a constant input gets std 0); ``ValueError`` before any frame."""
+        if self.rows == 0:
+            raise ValueError("no training pixels to take input moments of")
+        n = self.num_bins + 3
+        mean = self.xtx[:n, n] / self.rows
+        second = np.diag(self.xtx)[:n] / self.rows
+        return mean, np.sqrt(np.maximum(second - mean ** 2, 0.0))
+
     def solve(self) -> np.ndarray:
         """Coefficients ``[K + 4, 3]``; ``ValueError`` before any frame was added."""
         if self.rows == 0:

@@ -63,8 +63,14 @@ def test_lsq_accumulator_gives_the_minimum_norm_solution_when_a_bin_is_always_em
     y = np.concatenate([s.reshape(3, -1).T for *_, s in frames])
     np.testing.assert_allclose(acc.solve(), np.linalg.lstsq(x, y, rcond=None)[0], atol=1e-9)
     assert acc.rows == 3 * 120
-    with pytest.raises(ValueError, match="no training pixels"):
-        bl.LsqAccumulator(4).solve()
+    # per input (counts at every RGB pixel they cover, blur RGB): mean and std of the stacked rows
+    mean, std = acc.input_moments()
+    np.testing.assert_allclose(mean, x[:, :7].mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(std, x[:, :7].std(axis=0), rtol=1e-9, atol=1e-12)
+    assert std[2] == 0                                # the bin that never fires
+    for empty in (bl.LsqAccumulator(4).solve, bl.LsqAccumulator(4).input_moments):
+        with pytest.raises(ValueError, match="no training pixels"):
+            empty()
 
 
 def test_lsq_features_replicate_each_spike_pixel_over_its_rgb_block():

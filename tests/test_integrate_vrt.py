@@ -147,7 +147,9 @@ def test_padded_and_tiled_inference_of_the_fused_model():
             tiled_inference(model, blur, spike[:, :, :2])
 
 
-RESIDUAL_TYPES = ["ResidualTemporalCrossAttn", "ResidualTemporalCrossAttnSpikeHead"]
+# (the fitted head is zero, hence plain VRT, until the trainer starts it at the least-squares map)
+RESIDUAL_TYPES = ["ResidualTemporalCrossAttn", "ResidualTemporalCrossAttnSpikeHead",
+                  "ResidualTemporalCrossAttnFittedSpikeHead"]
 
 
 def fused(fuse_type: str, seed: int = 10) -> SpikeVRT:
@@ -205,6 +207,44 @@ def test_spike_head_reads_spike_features_voxels_and_vrt_features():
     # frame t of the output sees frame t of every input only
     out2 = head(fs1, vox, torch.cat([h[:, :, :1], torch.randn(2, 6, 3, 8, 8)], 2))
     assert torch.equal(out[:, 0], out2[:, 0]) and not torch.equal(out[:, 1:], out2[:, 1:])
+
+
+def test_fitted_spike_head_starts_at_the_least_squares_map():
+    """Oracle: spikeprep.baselines' least-squares restoration (itself tested against numpy's lstsq), read
+    through the dataset's own voxel normalisation; the head adds its luma minus the blur's."""
+    import numpy as np
+
+    from model.fusion.spike_head import FittedSpikeHead
+    from spikeprep import baselines as bl
+    from spikeprep.spike_deblur_dataset import norm_lut
+
+    rng = np.random.default_rng(3)
+    k, size, mean, std = 5, 12, 0.7, 0.4
+    acc = bl.LsqAccumulator(k)
+    for _ in range(3):
+        counts = rng.integers(0, 6, (k, size, size)).astype(np.uint8)
+        blur = rng.random((3, size, size))
+        sharp = np.clip(0.3 * blur + 0.05 * counts[1:4] + rng.normal(0, 0.01, blur.shape), 0, 1)
+        acc.add(counts, blur, sharp)
+    coef = acc.solve()
+    head = FittedSpikeHead(spike_channels=4, num_bins=k, head_channels=6)
+    fs1, h = torch.randn(1, 1, 4, size, size), torch.randn(1, 6, 1, size, size)
+    vox = torch.from_numpy(norm_lut(mean, std)[counts])[None, None]
+    blur_t = torch.from_numpy(blur).float()[None, None]
+    assert torch.equal(head(fs1, vox, h, blur_t), torch.zeros(1, 1, 1, size, size))   # zero until started
+    head.start_from_least_squares(coef, *acc.input_moments(), mean, std)   # any normalisation: the same map
+    assert torch.allclose(head.counts(vox), torch.from_numpy(counts).float()[None, None], atol=1e-5)
+    expected = bl.luma(bl.lsq_restore(counts, blur, coef)) - bl.luma(blur)
+    got = head(fs1, vox, h, blur_t)[0, 0, 0].detach().double().numpy()
+    assert np.abs(got - expected).max() < 1e-5
+    zero = torch.full_like(vox, float(norm_lut(mean, std)[0]))
+    assert torch.equal(head.counts(zero), torch.zeros_like(zero))                    # count-zero probe: no spikes
+    with pytest.raises(ValueError, match="blur"):
+        head(fs1, vox, h)
+    with pytest.raises(ValueError, match="coefficients"):
+        head.start_from_least_squares(coef[:-1], *acc.input_moments(), mean, std)
+    with pytest.raises(ValueError, match="input normalisation"):
+        head.start_from_least_squares(coef, np.zeros(k), np.ones(k), mean, std)
 
 
 def test_fuse_types_of_model_and_schema_agree():

@@ -135,7 +135,8 @@ def test_resume_continues_exactly(runs, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("fuse", ["ResidualTemporalCrossAttn", "ResidualTemporalCrossAttnSpikeHead"])
+@pytest.mark.parametrize("fuse", ["ResidualTemporalCrossAttn", "ResidualTemporalCrossAttnSpikeHead",
+                                  "ResidualTemporalCrossAttnFittedSpikeHead"])
 def test_every_fuse_type_trains_saves_and_resumes(train_store, tmp_path, fuse):
     """(TemporalCrossAttn is the `runs` fixture's type.) Resume is bit for bit; the report measures reliance."""
     config = write_config(tmp_path, train_store, fuse=fuse)
@@ -149,6 +150,20 @@ def test_every_fuse_type_trains_saves_and_resumes(train_store, tmp_path, fuse):
     assert a["config"]["MODEL"]["FUSE"]["TYPE"] == fuse
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert any(k.startswith("spike_head.") for k in a["model"]) == fuse.endswith("SpikeHead")
+    if "Fitted" in fuse:      # started at the training split's least-squares map, kept through the resume
+        from spikeprep.baselines import grid_scale, replicate
+        from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
+
+        frames = SpikeDeblurDataset(train_store, "train", clip_len=1, train=False, voxels="counts")
+        squares = []                     # every training count at every RGB pixel it covers, brute force
+        for i in range(len(frames)):
+            counts, blur = frames[i]["spike_counts"][0].numpy(), frames[i]["blur"][0].numpy()
+            squares.append((replicate(counts, grid_scale(counts, blur)).astype(np.float64) ** 2).ravel())
+        count_rms, k = np.sqrt(np.concatenate(squares).mean()), frames.num_bins
+        assert not a["model"]["spike_head.input_mean"].any()         # counts / their RMS, the blur as it is
+        assert np.allclose(a["model"]["spike_head.input_scale"].numpy(), [count_rms] * k + [1, 1, 1], rtol=1e-6)
+        assert torch.equal(a["model"]["spike_head.input_scale"], b["model"]["spike_head.input_scale"])
+        assert torch.equal(a["model"]["spike_head.voxel_norm"], b["model"]["spike_head.voxel_norm"])
     report = read_val_report(out / "metrics" / f"val_whole_{STEPS}.json")
     assert report.version == 2 and report.reliance is not None and report.db_from_spikes() is not None
     raw = yaml.safe_load(config.read_text())

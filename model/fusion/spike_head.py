@@ -13,11 +13,30 @@ normalised voxels themselves and h VRT's reconstruction features. Spikes are mon
 integrates luma), so the head predicts a luma correction, the same for the three channels; colour stays
 VRT's (adding d to R, G and B adds d to Rec.601 luma, whose weights sum to 1). The three convolutions start
 at zero, so the spike arm's output equals plain VRT's at initialisation.
+
+The fitted spike head (``FUSE.TYPE: ResidualTemporalCrossAttnFittedSpikeHead``, ``FittedSpikeHead``) adds two
+inputs and starts somewhere else::
+
+    ... + conv3x3(standardised counts) + conv3x3(standardised blur)   counts = expm1(spike_vox * STD + MEAN)
+
+Why: the model's voxels are ``(log1p(count) - MEAN) / STD`` (DESIGN section 6), but light is linear in the
+counts, not in their logarithm: on the acceptance store a per-pixel least-squares map from the normalised
+voxels + blur RGB to the sharp luma scores 1.55 dB below the same map from the counts
+(``benchmarks/lsq_inputs.py``), so a linear head on the voxels starts from a worse family than the baseline it
+must clear. The fitted head undoes the normalisation exactly (its MEAN and STD are buffers, saved with the
+weights), standardises counts and blur by their training-split moments (buffers too), and its new centre
+taps and bias start at the least-squares map of ``spikeprep baselines``,
+fitted on the training split before step 0 (``start_from_least_squares``): the spike arm starts where the
+least-squares baseline ends, and training adds the spatial context, the spike features and VRT's own
+restoration. It is therefore not plain VRT at initialisation.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+
+from spikeprep.images import LUMA_601
 
 
 class SpikeHead(nn.Module):
@@ -41,11 +60,94 @@ class SpikeHead(nn.Module):
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
 
-    def forward(self, fs1: torch.Tensor, spike_vox: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, fs1: torch.Tensor, spike_vox: torch.Tensor, h: torch.Tensor,
+                blur: torch.Tensor | None = None) -> torch.Tensor:
         """``fs1 [B, T, C, H, W]``, ``spike_vox [B, T, K, H, W]``, ``h [B, C_h, T, H, W]`` (conv3d layout,
-        as VRT holds it) -> ``[B, T, 1, H, W]``."""
+        as VRT holds it) -> ``[B, T, 1, H, W]``. ``blur [B, T, 3, H, W]`` is read by ``FittedSpikeHead`` only."""
         b, t, _, height, width = fs1.shape
         flat = lambda x: x.reshape(b * t, -1, height, width)  # noqa: E731
         out = (self.from_spike_features(flat(fs1)) + self.from_voxels(flat(spike_vox))
                + self.from_vrt(flat(h.transpose(1, 2))))
         return out.reshape(b, t, -1, height, width)
+
+
+class FittedSpikeHead(SpikeHead):
+    """``SpikeHead`` that also reads the spike counts (the voxels' normalisation undone) and the blur frame, and
+    starts at the least-squares map from ``(counts, blur RGB, 1)`` to the sharp luma (module docstring).
+
+    Both new inputs pass through an affine normalisation ``(x - input_mean) / input_scale`` (buffers) chosen
+    at the start; the trainer (``model.train.start_fitted_head``) divides the counts by their RMS over the
+    training split and leaves the blur as it is, which measured better than centring and standardising both
+    (README, "Why the spikes did not count").
+
+    Until ``start_from_least_squares`` is called it is zero, like ``SpikeHead``; the trainer calls it before
+    step 0 of a run from scratch (a resumed run loads the fitted weights and buffers instead).
+
+    Args: as ``SpikeHead``.
+    """
+
+    def __init__(self, spike_channels: int, num_bins: int, head_channels: int):
+        super().__init__(spike_channels, num_bins, head_channels)
+        self.from_counts = nn.Conv2d(num_bins, 1, 3, padding=1, bias=False)
+        self.from_blur = nn.Conv2d(3, 1, 3, padding=1, bias=False)
+        for conv in (self.from_counts, self.from_blur):
+            nn.init.zeros_(conv.weight)
+        # (MEAN, STD) of the voxels' log1p(count) normalisation; mean and scale of (K counts, blur R, G, B)
+        self.register_buffer("voxel_norm", torch.tensor([0.0, 1.0]))
+        self.register_buffer("input_mean", torch.zeros(num_bins + 3))
+        self.register_buffer("input_scale", torch.ones(num_bins + 3))
+
+    def counts(self, spike_vox: torch.Tensor) -> torch.Tensor:
+        """The stored counts ``[..., K, H, W]`` of normalised voxels (the Dataset's normalisation undone)."""
+        mean, std = self.voxel_norm[0], self.voxel_norm[1]
+        return torch.expm1(spike_vox * std + mean).clamp_min(0)
+
+    def normalised(self, counts: torch.Tensor, blur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(counts, blur)`` (``[N, K, H, W]``, ``[N, 3, H, W]``) minus ``input_mean``, over ``input_scale``."""
+        k = counts.shape[1]
+        view = lambda v: v.view(1, -1, 1, 1)  # noqa: E731
+        return ((counts - view(self.input_mean[:k])) / view(self.input_scale[:k]),
+                (blur - view(self.input_mean[k:])) / view(self.input_scale[k:]))
+
+    @torch.no_grad()
+    def start_from_least_squares(self, coef: np.ndarray, input_mean: np.ndarray, input_scale: np.ndarray,
+                                 norm_mean: float, norm_std: float) -> None:
+        """Set the head to the luma of ``spikeprep.baselines``' least-squares map.
+
+        ``coef [K + 4, 3]`` maps ``(K counts, blur R, G, B, 1)`` to sharp RGB; its luma is ``coef @ LUMA_601``
+        (least squares is linear in its targets, so this is the least-squares fit of the sharp luma). VRT's
+        output already holds the blur, so the blur taps get that luma minus Rec.601's weights.
+        ``input_mean``/``input_scale [K + 3]`` normalise the inputs (a scale of 0 is taken as 1);
+        ``norm_mean``/``norm_std`` are the Dataset's voxel normalisation.
+        """
+        k = self.from_counts.in_channels
+        coef = np.asarray(coef, np.float64)
+        if coef.shape != (k + 4, 3):
+            raise ValueError(f"least-squares coefficients are {coef.shape}, expected {(k + 4, 3)}")
+        mean, scale = (np.asarray(a, np.float64) for a in (input_mean, input_scale))
+        if mean.shape != (k + 3,) or scale.shape != (k + 3,) or not (np.isfinite(mean).all()
+                                                                     and np.isfinite(scale).all()):
+            raise ValueError(f"input normalisation must be finite [{k + 3}] arrays, got {mean.shape} and "
+                             f"{scale.shape}")
+        scale = np.where(scale > 0, scale, 1.0)
+        luma_w = np.asarray(LUMA_601, np.float64)
+        y = coef @ luma_w
+        w = y[:k + 3] - np.concatenate([np.zeros(k), luma_w])      # d = w . x + y[-1], x = mean + scale * z
+        dtype = self.from_counts.weight.dtype
+        self.voxel_norm.copy_(torch.tensor([norm_mean, norm_std], dtype=self.voxel_norm.dtype))
+        self.input_mean.copy_(torch.as_tensor(mean, dtype=self.input_mean.dtype))
+        self.input_scale.copy_(torch.as_tensor(scale, dtype=self.input_scale.dtype))
+        self.from_counts.weight[0, :, 1, 1] = torch.as_tensor(w[:k] * scale[:k], dtype=dtype)
+        self.from_blur.weight[0, :, 1, 1] = torch.as_tensor(w[k:] * scale[k:], dtype=dtype)
+        self.from_spike_features.bias[0] = float(y[k + 3] + w @ mean)
+
+    def forward(self, fs1: torch.Tensor, spike_vox: torch.Tensor, h: torch.Tensor,
+                blur: torch.Tensor | None = None) -> torch.Tensor:
+        """As ``SpikeHead.forward``, plus ``blur [B, T, 3, H, W]`` (required)."""
+        if blur is None:
+            raise ValueError("FittedSpikeHead reads the blur clip: pass blur [B, T, 3, H, W]")
+        b, t, _, height, width = fs1.shape
+        flat = lambda x: x.reshape(b * t, -1, height, width)  # noqa: E731
+        counts, blur_z = self.normalised(self.counts(flat(spike_vox)), flat(blur))
+        extra = self.from_counts(counts) + self.from_blur(blur_z)
+        return super().forward(fs1, spike_vox, h) + extra.reshape(b, t, -1, height, width)
