@@ -48,14 +48,14 @@ def test_a_manifest_path_outside_the_store_is_refused_by_every_reader(store, col
 
 
 def test_a_dataset_json_sequence_outside_the_store_is_refused(store, tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config_dict(store, tmp_path / "outputs")))
     info = json.loads((store / "dataset.json").read_text())
     key = next(iter(info["sequences"]))
     info["sequences"]["train/../../outside_seq"] = info["sequences"].pop(key)
     (store / "dataset.json").write_text(json.dumps(info))
     with pytest.raises(InputError, match="never leave DATA_ROOT"):
         read_store_info(store)
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_config_dict(store, tmp_path / "outputs")))
     res = CliRunner().invoke(main, ["train", "--config", str(cfg), "--dry-run", "--no-vgg", "--device", "cpu"])
     assert res.exit_code == 2 and "Traceback" not in res.output and "never leave DATA_ROOT" in res.output
     assert not (tmp_path / "root" / "outside_seq").exists()
