@@ -39,6 +39,7 @@ from model.spike_encoder3d import ScaleGeometry, SpikeEncoder3D, check_same_shap
 from model.spike_temporal_sa import TemporalSelfAttentionBlock
 from model.vrt import VRT, load_official, vrt_deblur, vrt_from_config, vrt_tiny
 from model.vrt_tiling import padded_forward, tiled_forward
+from spikeprep.errors import InputError
 
 VRT_PRESETS = {"deblur": vrt_deblur, "tiny": vrt_tiny}
 # MODEL.FUSE.TYPE -> (fusion module per scale, the spike head's class or None)
@@ -146,8 +147,8 @@ def build_vrt(vrt_cfg: str) -> VRT:
     if not path.is_absolute() and not path.exists():
         path = REPO_ROOT / path
     if not path.is_file():
-        raise FileNotFoundError(f"MODEL.VRT_CFG {vrt_cfg!r}: no such preset or file. Fix: use 'deblur', "
-                                f"'tiny' or a file like configs/vrt/deblur.yaml")
+        raise InputError(None, f"MODEL.VRT_CFG {vrt_cfg!r}: no such preset or file",
+                         fix="use 'deblur', 'tiny' or a file like configs/vrt/deblur.yaml")
     return vrt_from_config(path)
 
 

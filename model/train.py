@@ -30,9 +30,11 @@ generator, and the checkpoint holds torch's RNG state (drop path) with the step 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
+import pickle
 import platform
 import subprocess
 import sys
@@ -49,15 +51,16 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from model.checkpoint import CKPT_VERSION, arm_name, check_compatible, load_checkpoint, save_checkpoint
 from model.integrate_vrt import SpikeVRT, build_model, tiled_inference
+from model.vrt import StateDictMismatchError
 from model.losses.deblur_loss import DeblurLoss
 from model.losses.vgg_perceptual import VGGWeightsUnavailable
 from model.evaluate import (BOUNDARY_FRACTION, FrameScorer, lsq_accumulate, other_clip_index, probe_voxels,
                             val_frames, zero_count_value)
 from model.fusion.spike_head import FittedSpikeHead
 from model.metrics import lpips_or_reason, tensor_to_uint8
-from schemas.config import Config, load_config
+from schemas.config import Config, ConfigError, load_config
 from schemas.val_report import PROBES, ProbeMetrics, SpikeReliance, ValReport, val_report_path, write_val_report
-from spikeprep.errors import SpikeprepError
+from spikeprep.errors import InputError, SpikeprepError
 from spikeprep.images import write_rgb
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, collate_drop_bad
 
@@ -120,6 +123,9 @@ class TrainResult:
     reports: list[Path] = field(default_factory=list)
     best_psnr: float | None = None
     ckpt_dir: Path | None = None
+
+
+MAX_SKIPPED_BATCHES_IN_A_ROW = 100   # or a whole epoch, if shorter: then training stops with an error
 
 
 def lr_factor(step: int, warmup_steps: int, max_steps: int) -> float:
@@ -300,6 +306,11 @@ def main(opts: TrainOptions) -> TrainResult:
     # -- config ------------------------------------------------------------------------------------
     cfg = load_config(opts.config)
     config_text = Path(opts.config).read_text()
+    crop = cfg.DATA.CROP_SIZE
+    if crop % 8 or crop < 64:      # VRT's windows and its three 2x downsamplings need this of every crop
+        raise ConfigError(f"{opts.config}: DATA.CROP_SIZE is {crop}; VRT trains on crops that are multiples of 8 "
+                          f"and at least 64 pixels. Fix: set DATA.CROP_SIZE to {max(64, crop // 8 * 8)} or more "
+                          f"(a multiple of 8)")
     exp = opts.exp_name
     outputs = Path(cfg.LOG.SAVE_DIR)
     ckpt_dir = outputs / "ckpts" / exp
@@ -387,7 +398,13 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
         check_compatible(ckpt, ckpt_path, use_spike=opts.use_spike, cfg=cfg)
         model.load_state_dict(ckpt["model"], strict=True)
     elif opts.vrt_weights is not None:
-        model.load_official_vrt(opts.vrt_weights)
+        try:
+            model.load_official_vrt(opts.vrt_weights)
+        except (OSError, pickle.UnpicklingError, RuntimeError, TypeError, StateDictMismatchError) as err:
+            # (torch.load refuses pickled code under weights_only=True with an UnpicklingError)
+            raise InputError(opts.vrt_weights, f"cannot be loaded as official VRT weights: {err}",
+                             fix="pass a released VRT .pth (e.g. 006_VRT_videodeblurring_GoPro.pth) that loads "
+                             "with torch.load(weights_only=True)") from None
     head = getattr(model, "spike_head", None)        # (reference models of the benchmarks have none)
     if ckpt is None and isinstance(head, FittedSpikeHead):
         start_fitted_head(head, train_ds, say)
@@ -471,13 +488,22 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
     raw_model.train()
     t_last = time.perf_counter()
     dropped_samples, skipped_batches = 0, 0
+    # A store whose training samples are (nearly) all unreadable would otherwise skip batches forever.
+    skipped_in_a_row, max_skipped_in_a_row = 0, min(steps_per_epoch, MAX_SKIPPED_BATCHES_IN_A_ROW)
     flow_trainable = None                              # set on the first step, flipped once after the freeze
     while step < max_steps:
         for batch in loader_for(epoch, batch_in_epoch):
             batch_in_epoch += 1
             if batch is None:
                 skipped_batches += 1              # every sample of the batch was bad (each one logged)
+                skipped_in_a_row += 1
+                if skipped_in_a_row >= max_skipped_in_a_row:
+                    raise SpikeprepError(
+                        f"{cfg.DATA.ROOT}: the last {skipped_in_a_row} training batches were all unreadable "
+                        f"(every sample dropped; the warnings above name the files). Fix: re-run `spikeprep "
+                        f"ingest` for the damaged sequences (a rerun rebuilds what changed) or remove them")
                 continue
+            skipped_in_a_row = 0
             dropped_samples += batch["meta"]["n_dropped"]   # counted in the worker that collated it
             if frozen and not ddp and flow_trainable != (step >= opts.freeze_flow_steps):
                 # Without DDP the frozen parameters simply need no gradient: autograd then skips SpyNet's
@@ -614,7 +640,11 @@ def _db(value: float | None) -> str:
 
 def _dry_run(raw_model: SpikeVRT, model, loader: DataLoader, loss_fn, device, amp, say, exp) -> TrainResult:
     """The original document's appendix B: one batch forward and backward, shapes and parameter counts."""
-    batch = next(b for b in loader if b is not None)
+    batch = next((b for b in itertools.islice(loader, MAX_SKIPPED_BATCHES_IN_A_ROW) if b is not None), None)
+    if batch is None:
+        raise SpikeprepError(f"{loader.dataset.root}: no readable training batch in the first "
+                             f"{min(len(loader), MAX_SKIPPED_BATCHES_IN_A_ROW)} (every sample dropped; the warnings "
+                             "above name the files). Fix: re-run `spikeprep ingest` for the damaged sequences")
     blur, sharp, spike = _batch_inputs(batch, device, raw_model.use_spike)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
         _, fr, fs = raw_model.encode_scales(blur, spike)

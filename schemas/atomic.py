@@ -11,23 +11,66 @@ that want a file name (``np.save``, ``np.savez_compressed``, ``cv2.imwrite``, a 
 step). The temp name keeps the destination's suffix, so writers that add a missing ``.npy``/``.npz`` do
 not rename it. Folder renames (a sequence built in ``.NAME.partial``) are not covered here.
 
+A writer killed between creating its temp file and the rename (SIGKILL, power loss) leaves the temp file
+behind; ``remove_stale_temps`` removes those of one destination whose writer process is gone, so a rerun
+ends with the same folder as an uninterrupted run.
+
 Lives in ``schemas`` (imports point cli -> model -> spikeprep -> schemas) so every layer can use it.
 """
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "temp_name"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "remove_stale_temps", "stale_temps",
+           "temp_name"]
 
 
 def temp_name(path: str | os.PathLike) -> Path:
     """A fresh hidden temp path beside ``path`` that keeps its suffix: ``.NAME.<pid>-<token>.tmp<suffix>``."""
     path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp{path.suffix}")
+
+
+def _temp_pattern(path: Path) -> re.Pattern:
+    return re.compile(rf"\.{re.escape(path.name)}\.(\d+)-[0-9a-f]{{12}}\.tmp{re.escape(path.suffix)}")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True           # someone else's live process (or a pid we cannot judge): leave its file alone
+    return True
+
+
+def stale_temps(path: str | os.PathLike) -> list[Path]:
+    """The temp files of ``temp_name(path)``'s naming beside ``path`` whose writer process is no longer running
+    (sorted). Another live writer's temp file is never listed."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = _temp_pattern(path)
+    found = []
+    for entry in path.parent.iterdir():
+        match = pattern.fullmatch(entry.name)
+        if match and entry.is_file() and not entry.is_symlink() and not _process_alive(int(match.group(1))):
+            found.append(entry)
+    return sorted(found)
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove ``stale_temps(path)``; returns what was removed."""
+    removed = stale_temps(path)
+    for entry in removed:
+        entry.unlink(missing_ok=True)
+    return removed
 
 
 def _fsync_file(path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from schemas.validation import describe_validation_error
 
@@ -90,6 +90,18 @@ class ModelConfig(_Section):
         if not value or any(c <= 0 for c in value):
             raise ValueError("must be a non-empty list of positive channel counts")
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelConfig":
+        channels = self.CHANNELS_PER_SCALE
+        if len(channels) != self.LAYERS:
+            raise ValueError(f"CHANNELS_PER_SCALE has {len(channels)} entries but LAYERS is {self.LAYERS}: give "
+                             "one channel count per scale")
+        for key, heads in (("SPIKE_TSA.HEADS", self.SPIKE_TSA.HEADS), ("FUSE.HEADS", self.FUSE.HEADS)):
+            if any(c % heads for c in channels):
+                raise ValueError(f"{key} is {heads}, which does not divide every entry of CHANNELS_PER_SCALE "
+                                 f"{channels}: attention splits each scale's channels evenly over its heads")
+        return self
 
 
 class OptimConfig(_Section):

@@ -48,12 +48,50 @@ class ManifestSchemaError(ValueError):
     """A manifest table that does not match ``MANIFEST_SCHEMA``."""
 
 
+# ---- names and paths that come from a store: never outside DATA_ROOT -----------------------------------
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a split or sequence name (one visible path component), or None."""
+    if not isinstance(name, str) or not name:
+        return "is empty"
+    if name in (".", "..") or name.startswith("."):
+        return "starts with '.' (hidden or parent folder)"
+    if any(c in name for c in ("/", "\\", "\0")):
+        return "holds a path separator or NUL"
+    return None
+
+
+def store_path_problem(path: str, split: str, seq: str) -> str | None:
+    """Why ``path`` is not a normalised relative path inside its sequence folder ``split/seq/``, or None."""
+    parts = path.split("/")
+    if path.startswith("/") or any(c in path for c in ("\\", "\0")) or any(p in ("", ".", "..") for p in parts):
+        return "is not a normalised relative path"
+    if parts[:2] != [split, seq] or len(parts) < 3:
+        return f"is not inside its sequence folder {split}/{seq}/"
+    return None
+
+
+def check_rows_inside_store(table: pa.Table, source: str) -> None:
+    """Every row's split and seq are plain names and its blur/sharp paths lie in ``split/seq/``."""
+    cols = table.select(["split", "seq", "blur", "sharp"]).to_pydict()
+    for i, (split, seq, blur, sharp) in enumerate(zip(cols["split"], cols["seq"], cols["blur"], cols["sharp"])):
+        for what, name in (("split", split), ("seq", seq)):
+            problem = name_problem(name)
+            if problem:
+                raise ManifestSchemaError(f"{source}: row {i}: {what} {name!r} {problem}. Fix: re-run "
+                                          "`spikeprep ingest` (a store's paths never leave DATA_ROOT)")
+        for what, path in (("blur", blur), ("sharp", sharp)):
+            problem = store_path_problem(path, split, seq)
+            if problem:
+                raise ManifestSchemaError(f"{source}: row {i}: {what} path {path!r} {problem}. Fix: re-run "
+                                          "`spikeprep ingest` (a store's paths never leave DATA_ROOT)")
+
+
 def validate_manifest_table(table: pa.Table, source: str = "manifest") -> pa.Table:
     """Check a table against the schema (names, order, types, version); return it unchanged."""
     meta = table.schema.metadata or {}
     version = meta.get(VERSION_KEY)
-    if version is None or int(version) != MANIFEST_VERSION:
-        found = "none" if version is None else version.decode()
+    if version is None or version.strip() != str(MANIFEST_VERSION).encode():
+        found = "none" if version is None else version.decode(errors="replace")
         raise ManifestSchemaError(f"{source}: manifest version {found}, expected {MANIFEST_VERSION}. "
                                   "Fix: re-run `spikeprep ingest` with this version of spikeprep")
     names = table.schema.names
@@ -69,4 +107,5 @@ def validate_manifest_table(table: pa.Table, source: str = "manifest") -> pa.Tab
                                       f"expected {field.type}. Fix: re-run `spikeprep ingest`")
         if not field.nullable and table.column(field.name).null_count:
             raise ManifestSchemaError(f"{source}: column {field.name!r} has nulls but is required")
+    check_rows_inside_store(table, source)
     return table

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from schemas.manifest import name_problem
 from schemas.spike_meta import SpikeMeta
 
 STORE_VERSION = 1
@@ -72,6 +73,20 @@ class StoreInfo(_Record):
     ingest_options: dict[str, str | int | float | bool | None]
     sequences: dict[str, SequenceInfo]    # key: "<split>/<seq>"
     stats: NormStats | None               # None when no training frame was kept
+
+    @field_validator("sequences")
+    @classmethod
+    def _keys_inside_store(cls, value: dict[str, SequenceInfo]) -> dict[str, SequenceInfo]:
+        for key, seq in value.items():
+            split, _, name = key.partition("/")
+            for what, part in (("split", split), ("sequence", name)):
+                problem = name_problem(part)
+                if problem:
+                    raise ValueError(f"key {key!r}: {what} name {part!r} {problem} (a store's paths never "
+                                     "leave DATA_ROOT)")
+            if seq.split != split:
+                raise ValueError(f"key {key!r} holds a sequence of split {seq.split!r}")
+        return value
 
     def to_json(self) -> str:
         """The ``dataset.json`` text, keys sorted (stable bytes)."""

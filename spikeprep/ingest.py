@@ -31,16 +31,17 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from schemas.atomic import atomic_write_bytes, atomic_write_text
+from schemas.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temps
 from schemas.config import DEFAULT_CROP_SIZE, DEFAULT_NUM_BINS
-from schemas.manifest import STATUS_DROPPED, STATUS_OK
+from schemas.manifest import MANIFEST_FILENAME, STATUS_DROPPED, STATUS_OK, name_problem
 from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_DIRNAME, NormStats, SequenceInfo, StoreInfo
 from spikeprep.errors import InputError
 from spikeprep.images import read_rgb
 from spikeprep.raw_layout import SequenceSpec, discover
 from spikeprep.spike_source import SpikeSource
 from spikeprep.stats import FrameKey, check_std, count_histogram, stats_from_records
-from spikeprep.store import counts_checksum, create_rgb_arrays, create_vox_array, write_manifest, write_store_info
+from spikeprep.store import (counts_checksum, create_rgb_arrays, create_vox_array, store_lock, write_manifest,
+                             write_store_info)
 
 log = logging.getLogger("spikeprep.ingest")
 SEQ_RECORD = "ingest.json"
@@ -229,9 +230,60 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
     return dict(rows=rows, histograms={str(k): v for k, v in hists.items()}, info=info.model_dump(mode="json"))
 
 
+# ---- what ingest may replace --------------------------------------------------------------------------
+# Everything a store's sequence folder holds; anything else in one is the user's and is never deleted.
+SEQUENCE_ENTRIES = frozenset({SEQ_RECORD, VOX_DIRNAME, RGB_DIRNAME, "blur", "sharp"})
+
+
+def check_output_location(raw: Path, out: Path) -> None:
+    """Refuse an output that holds the input or lies inside it (a rebuilt sequence would replace the raw
+    files, and the store would be rediscovered as raw data on the next run)."""
+    raw_r, out_r = Path(raw).resolve(), Path(out).resolve()
+    if out_r == raw_r or raw_r in out_r.parents:
+        raise InputError(out, f"the store would be written inside the raw tree {raw}",
+                         fix="pass an --out folder outside RAW")
+    if out_r in raw_r.parents:
+        raise InputError(out, f"the raw tree {raw} lies inside the store folder",
+                         fix="pass an --out folder that does not contain RAW")
+
+
+def check_replaceable(final: Path) -> None:
+    """``final`` (a sequence folder of the store) is absent, or a sequence ingest wrote with nothing foreign
+    in it; otherwise ``InputError`` naming what would be lost."""
+    if not final.exists() and not final.is_symlink():
+        return
+    if final.is_symlink() or not final.is_dir():
+        raise InputError(final, "exists and is not a sequence folder spikeprep wrote",
+                         fix="move it away or choose another --out")
+    if not (final / SEQ_RECORD).is_file():
+        raise InputError(final, f"exists and is not a sequence spikeprep wrote (no {SEQ_RECORD}); ingest "
+                         "would replace it", fix="move it away or choose another --out")
+    foreign = sorted(p.name for p in final.iterdir() if p.name not in SEQUENCE_ENTRIES)
+    if foreign:
+        raise InputError(final, f"holds files spikeprep did not write ({', '.join(foreign[:5])}"
+                         f"{', ...' if len(foreign) > 5 else ''}); rebuilding the sequence would delete them",
+                         fix="move them out of the store")
+
+
+def check_store_files(out: Path) -> None:
+    """The store files ingest overwrites (``dataset.json``, ``manifest.parquet``) are absent or ours."""
+    info = out / DATASET_FILENAME
+    if info.is_file():
+        try:
+            StoreInfo.model_validate_json(info.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise InputError(info, "exists and is not a spikeprep store's dataset.json; ingest would replace it",
+                             fix="choose an empty or spikeprep --out folder") from None
+    manifest = out / MANIFEST_FILENAME
+    if manifest.exists() and not info.is_file() and not any(out.glob(f"*/*/{SEQ_RECORD}")):
+        raise InputError(manifest, "exists in a folder that is not a spikeprep store; ingest would replace it",
+                         fix="choose an empty or spikeprep --out folder")
+
+
 def ingest_sequence(spec: SequenceSpec, options: IngestOptions, out: Path) -> dict:
     """Build (or reuse, when its fingerprint matches) one sequence of the store; returns its record."""
     final = out / spec.split / spec.name
+    check_replaceable(final)
     fingerprint = sequence_fingerprint(spec, options)
     record_path = final / SEQ_RECORD
     if record_path.is_file():
@@ -300,41 +352,57 @@ def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), worke
            log_dir: Path | None = Path("outputs/logs"), progress: bool = True) -> IngestResult:
     """Ingest the raw tree ``raw`` into the store ``out`` (see the module docstring)."""
     raw, out = Path(raw), Path(out)
+    check_output_location(raw, out)
     specs = discover(raw, options.layout, **options.preset_overrides)
+    for spec in specs:          # they become folder names of the store: one plain path component each
+        for what, name in (("split", spec.split), ("sequence", spec.name)):
+            problem = name_problem(name)
+            if problem:
+                raise InputError(spec.spike_dir, f"{what} name {name!r} {problem}",
+                                 fix="rename the folder in RAW")
+    if out.exists():          # before anything is written: nothing of the user's may be replaced
+        check_store_files(out)
+        for spec in specs:
+            check_replaceable(out / spec.split / spec.name)
     out.mkdir(parents=True, exist_ok=True)
-    (out / DATASET_FILENAME).unlink(missing_ok=True)  # the store is incomplete until the end
+    with store_lock(out, "ingest"):   # two ingests into one store would interleave its files
+        # temp files a killed run left: the resumed store must not differ from an uninterrupted one
+        for name in (DATASET_FILENAME, MANIFEST_FILENAME):
+            for stale in remove_stale_temps(out / name):
+                log.info("removed %s, left by an interrupted ingest", stale)
+        (out / DATASET_FILENAME).unlink(missing_ok=True)  # the store is incomplete until the end
 
-    tasks = [(spec, options, out) for spec in specs]
-    bar = tqdm(total=len(tasks), desc="ingest", unit="seq", disable=not progress)
-    records = []
-    if workers > 1 and len(tasks) > 1:
-        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
-                                          else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            for record in pool.map(_ingest_sequence_task, tasks):
-                records.append(record)
+        tasks = [(spec, options, out) for spec in specs]
+        bar = tqdm(total=len(tasks), desc="ingest", unit="seq", disable=not progress)
+        records = []
+        if workers > 1 and len(tasks) > 1:
+            ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                              else "spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                for record in pool.map(_ingest_sequence_task, tasks):
+                    records.append(record)
+                    bar.update()
+        else:
+            for task in tasks:
+                records.append(_ingest_sequence_task(task))
                 bar.update()
-    else:
-        for task in tasks:
-            records.append(_ingest_sequence_task(task))
-            bar.update()
-    bar.close()
+        bar.close()
 
-    rows = [r for rec in records for r in rec["rows"]]
-    # keyed by split too: train/X and val/X are different sequences (their frames share indices)
-    histograms: dict[FrameKey, list[int]] = {(spec.split, spec.name, int(k)): v
-                                             for spec, rec in zip(specs, records)
-                                             for k, v in rec["histograms"].items()}
-    stats = stats_from_records(rows, histograms)
-    if stats is not None:
-        check_std(stats.std, str(out / DATASET_FILENAME))
-    write_manifest(out, rows)
-    align_log = write_align_log(Path(log_dir), rows) if log_dir is not None else None
-    info = StoreInfo(
-        K=options.num_bins, raw_root=str(raw.resolve()), layout=options.layout,
-        ingest_options={"crop_size": options.crop_size, "copy_images": options.copy_images,
-                        **{k: v for k, v in options.preset_overrides.items()}},
-        sequences={spec.key: SequenceInfo.model_validate(rec["info"]) for spec, rec in zip(specs, records)},
-        stats=stats)
-    write_store_info(out, info)
+        rows = [r for rec in records for r in rec["rows"]]
+        # keyed by split too: train/X and val/X are different sequences (their frames share indices)
+        histograms: dict[FrameKey, list[int]] = {(spec.split, spec.name, int(k)): v
+                                                 for spec, rec in zip(specs, records)
+                                                 for k, v in rec["histograms"].items()}
+        stats = stats_from_records(rows, histograms)
+        if stats is not None:
+            check_std(stats.std, str(out / DATASET_FILENAME))
+        write_manifest(out, rows)
+        align_log = write_align_log(Path(log_dir), rows) if log_dir is not None else None
+        info = StoreInfo(
+            K=options.num_bins, raw_root=str(raw.resolve()), layout=options.layout,
+            ingest_options={"crop_size": options.crop_size, "copy_images": options.copy_images,
+                            **{k: v for k, v in options.preset_overrides.items()}},
+            sequences={spec.key: SequenceInfo.model_validate(rec["info"]) for spec, rec in zip(specs, records)},
+            stats=stats)
+        write_store_info(out, info)
     return IngestResult(out, rows, stats, align_log)

@@ -10,9 +10,12 @@ incomplete whatever else it holds.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +80,31 @@ def counts_checksum(counts: np.ndarray) -> str:
     return h.hexdigest()
 
 
+# ---- one writer at a time ------------------------------------------------------------------------------
+LOCK_FILENAME = ".spikeprep.lock"   # hidden, empty; held with flock while a command writes the store
+
+
+@contextmanager
+def store_lock(root: Path, command: str) -> Iterator[None]:
+    """Hold the store's write lock for ``command`` (``ingest``, ...); ``InputError`` at once if another
+    process holds it. The kernel drops the lock when its holder exits, however it exits (a killed run never
+    leaves a stale lock), so the file itself carries no state."""
+    root = Path(root)
+    fd = os.open(root / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise InputError(root, f"another spikeprep command is writing this store; {command} would mix its "
+                         "files with that one's", fix="wait for the other command to end, then run this one "
+                         "again (an ingest rerun resumes)") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 def write_manifest(root: Path, rows: list[dict]) -> Path:
     """Validate rows against the manifest schema and write ``manifest.parquet`` atomically."""
     table = validate_manifest_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA))
@@ -91,9 +119,14 @@ def read_manifest(root: Path) -> pa.Table:
     if not path.is_file():
         raise InputError(path, "manifest not found", fix="run `spikeprep ingest RAW --out DATA_ROOT` first")
     try:
-        return validate_manifest_table(pq.read_table(path), str(path))
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:      # not Parquet, truncated, unreadable
+        raise InputError(path, f"not a readable Parquet manifest ({err})",
+                         fix="re-run `spikeprep ingest RAW --out DATA_ROOT` (a rerun rewrites it)") from None
+    try:
+        return validate_manifest_table(table, str(path))
     except ManifestSchemaError as err:
-        raise InputError(path, str(err)) from None
+        raise InputError(path, str(err).removeprefix(f"{path}: ")) from None
 
 
 def write_store_info(root: Path, info: StoreInfo) -> Path:

@@ -86,6 +86,9 @@ class ExposureTable:
         return bad
 
 
+MAX_FRAME_IDX = 10**12   # far beyond any video; keeps the manifest's int64 columns and file names safe
+
+
 def read_exposure_csv(path: str | Path) -> ExposureTable:
     """Read ``exposure.csv`` (header ``frame_idx,t0,t1``; one row per blur frame).
 
@@ -99,7 +102,7 @@ def read_exposure_csv(path: str | Path) -> ExposureTable:
         raise InputError(path, "exposure file not found",
                          fix="write exposure.csv with columns frame_idx,t0,t1 (one row per blur frame)")
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()   # -sig: a spreadsheet's byte-order mark
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(path, f"unreadable ({err})", fix="rewrite it as UTF-8 CSV") from None
     lines = [ln for ln in lines if ln.strip()]
@@ -121,6 +124,9 @@ def read_exposure_csv(path: str | Path) -> ExposureTable:
         if f < 0 or not (math.isfinite(a) and math.isfinite(b)):
             raise InputError(path, f"line {lineno} has a negative index or a non-finite time: {line!r}",
                              fix="frame_idx >= 0 and finite t0, t1")
+        if f > MAX_FRAME_IDX:
+            raise InputError(path, f"line {lineno}: frame_idx {f} is larger than {MAX_FRAME_IDX}",
+                             fix="number the blur frames from 0")
         idx.append(f), t0.append(a), t1.append(b)
     if not idx:
         raise InputError(path, "no rows after the header", fix="one row per blur frame")

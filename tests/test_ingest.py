@@ -212,6 +212,20 @@ def test_interrupted_ingest_resumes_byte_identical(synth_tree, tmp_path):
     assert tree_digest(store) == tree_digest(clean)
 
 
+def test_rerun_removes_temp_files_a_killed_run_left(synth_tree, tmp_path):
+    """A SIGKILL between a store file's temp write and its rename leaves the temp file; the rerun removes it."""
+    raw = synth_tree()
+    clean, store = tmp_path / "clean", tmp_path / "store"
+    ingest(raw, clean, OPTS, log_dir=None, progress=False)
+    ingest(raw, store, OPTS, log_dir=None, progress=False)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()                                                      # a writer that is gone
+    for name in (f".manifest.parquet.{proc.pid}-{'0a' * 6}.tmp.parquet", f".dataset.json.{proc.pid}-{'0b' * 6}.tmp.json"):
+        (store / name).write_bytes(b"half a file")
+    ingest(raw, store, OPTS, log_dir=None, progress=False)
+    assert tree_digest(store) == tree_digest(clean)
+
+
 def test_rerun_reuses_complete_sequences(synth_tree, tmp_path):
     raw = synth_tree()
     ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
@@ -376,3 +390,71 @@ def test_cli_ingest_and_errors(synth_tree, tmp_path):
     empty.mkdir()
     res = runner.invoke(main, ["ingest", str(empty), "--out", str(tmp_path / "s3")])
     assert res.exit_code == 2 and "no sequences found" in res.output and "Fix:" in res.output
+
+
+# ---- issue 16, item 1: ingest never deletes or overwrites a file it did not create ---------------------
+@pytest.mark.parametrize("where", ["raw itself", "inside raw", "holding raw"])
+def test_ingest_refuses_an_output_that_overlaps_the_raw_tree(synth_tree, tmp_path, where):
+    raw = copy_tree(synth_tree(), tmp_path / "work" / "raw")
+    before = tree_digest(tmp_path / "work")
+    out = {"raw itself": raw, "inside raw": raw / "train" / "store", "holding raw": tmp_path / "work"}[where]
+    res = CliRunner().invoke(main, ["ingest", str(raw), "--out", str(out), "--log-dir", str(tmp_path / "logs"),
+                                    "--no-progress"])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and "Fix:" in res.output and str(out) in res.output
+    assert tree_digest(tmp_path / "work") == before                  # nothing deleted, nothing written
+
+
+def test_ingest_never_replaces_what_it_did_not_write(synth_tree, tmp_path):
+    raw, out = synth_tree(), tmp_path / "store"
+    ingest(raw, out, OPTS, log_dir=None, progress=False)
+    labels = out / "train" / "seq_000" / "labels.txt"
+    labels.write_text("the user's own notes\n")
+    other = IngestOptions(num_bins=4, crop_size=32)                 # another K: every sequence is rebuilt
+    with pytest.raises(InputError, match="labels.txt") as err:
+        ingest(raw, out, other, log_dir=None, progress=False)
+    assert err.value.fix and labels.read_text() == "the user's own notes\n"
+    assert read_store_info(out).K == 8                               # refused before anything was written
+    labels.unlink()
+    ingest(raw, out, other, log_dir=None, progress=False)            # without it the rebuild goes ahead
+    assert read_store_info(out).K == 4
+
+    foreign = tmp_path / "foreign"
+    (foreign / "train" / "seq_000").mkdir(parents=True)
+    (foreign / "train" / "seq_000" / "photo.png").write_bytes(b"not ours")
+    with pytest.raises(InputError, match="not a sequence spikeprep wrote"):
+        ingest(raw, foreign, OPTS, log_dir=None, progress=False)
+    assert (foreign / "train" / "seq_000" / "photo.png").read_bytes() == b"not ours"
+    assert sorted(p.name for p in foreign.iterdir()) == ["train"]
+
+    for name, content in (("dataset.json", '{"title": "my dataset"}'), ("manifest.parquet", "mine")):
+        folder = tmp_path / f"has_{name}"
+        folder.mkdir()
+        (folder / name).write_text(content)
+        with pytest.raises(InputError, match="not a spikeprep store"):
+            ingest(raw, folder, OPTS, log_dir=None, progress=False)
+        assert (folder / name).read_text() == content and sorted(p.name for p in folder.iterdir()) == [name]
+
+
+def test_a_second_ingest_into_a_store_being_written_stops_with_a_clear_error(synth_tree, tmp_path):
+    """Issue 16, item 2, with two real processes: the first holds the store's write lock (as a running
+    ingest does) until told to let go; the second is refused without touching the store."""
+    raw, out = synth_tree(), tmp_path / "store"
+    ingest(raw, out, OPTS, log_dir=None, progress=False)
+    before = tree_digest(out)
+    code = ("import sys; from pathlib import Path; from spikeprep.store import store_lock\n"
+            f"with store_lock(Path({str(out)!r}), 'ingest'):\n    print('held', flush=True); sys.stdin.readline()")
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = subprocess.run([sys.executable, "-m", "cli.main", "ingest", str(raw), "--out", str(out), "--k", "4",
+                              "--log-dir", str(tmp_path / "logs"), "--no-progress"], cwd=ROOT,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True)
+        assert res.returncode == 2, res.stdout + res.stderr
+        text = res.stdout + res.stderr
+        assert "another spikeprep command is writing this store" in text and "Traceback" not in text
+        assert tree_digest(out) == before
+    finally:
+        holder.communicate("\n", timeout=60)
+    ingest(raw, out, OPTS, log_dir=None, progress=False)             # the lock went with its holder

@@ -9,6 +9,7 @@ from model.integrate_vrt import SpikeVRT, build_model, fuse_features, tiled_infe
 from model.vrt import StateDictMismatchError, vrt_deblur, vrt_tiny
 from model.vrt_tiling import pad_spatial, padded_forward
 from schemas.config import parse_config
+from spikeprep.errors import InputError
 
 from test_schemas import BASELINE
 
@@ -72,8 +73,9 @@ def test_build_from_config_presets():
                        use_spike=False)
     assert not base.spike_parameters()
     assert set(base.state_dict()) == {f"vrt.{k}" for k in vrt_tiny().state_dict()}
-    with pytest.raises(FileNotFoundError, match="VRT_CFG"):
+    with pytest.raises(InputError, match="VRT_CFG") as err:        # issue 16, item 10: no traceback
         build_model(config(VRT_CFG="nope.yaml"))
+    assert "Fix:" in str(err.value)
 
 
 def test_spike_free_arm_equals_plain_vrt(clip):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from schemas.atomic import atomic_path, atomic_write_bytes, temp_name
+from schemas.atomic import atomic_path, atomic_write_bytes, remove_stale_temps, stale_temps, temp_name
 from schemas.json_record import read_json_record, write_json_record
 from schemas.config import MIN_STD, Config, ConfigError, NormConfig, load_config, parse_config
 from schemas.manifest import (MANIFEST_COLUMNS, MANIFEST_SCHEMA, ManifestSchemaError,
@@ -75,6 +77,20 @@ def test_invalid_values_are_named(path, value):
     node[path[-1]] = value
     with pytest.raises(ConfigError, match=r"\.".join(path)):
         parse_config(raw)
+
+
+@pytest.mark.parametrize("model, fragment", [
+    ({"CHANNELS_PER_SCALE": [16, 16]}, "2 entries but LAYERS is 4"),
+    ({"FUSE": {"TYPE": "TemporalCrossAttn", "HEADS": 5}}, "FUSE.HEADS is 5"),
+    ({"SPIKE_TSA": {"HEADS": 7}}, "SPIKE_TSA.HEADS is 7"),
+])
+def test_inconsistent_model_sections_are_named(model, fragment):
+    """Issue 16, item 10: these used to surface as a ValueError / AssertionError inside the model."""
+    raw = yaml.safe_load(BASELINE.read_text())
+    raw["MODEL"].update(model)
+    with pytest.raises(ConfigError, match=fragment) as err:
+        parse_config(raw, "cfg.yaml")
+    assert "cfg.yaml" in str(err.value) and "MODEL" in str(err.value)
 
 
 def test_config_file_errors(tmp_path):
@@ -201,6 +217,28 @@ def test_atomic_path_failure_keeps_the_old_file(tmp_path):
         with atomic_path(target):
             pass  # wrote nothing: nothing to commit
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["x.npy"]
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temps_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    target = tmp_path / "manifest.parquet"
+    target.write_bytes(b"the file")
+    dead = tmp_path / f".manifest.parquet.{dead_pid()}-{'ab' * 6}.tmp.parquet"
+    live = temp_name(target)                                         # this process: a writer still running
+    other = tmp_path / f".dataset.json.{dead_pid()}-{'cd' * 6}.tmp.json"   # another destination's
+    mine = tmp_path / ".manifest.parquet.notes"                      # not of the temp naming
+    for f in (dead, live, other, mine):
+        f.write_bytes(b"x")
+    assert stale_temps(target) == [dead]
+    assert remove_stale_temps(target) == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (target, live, other, mine))
+    assert remove_stale_temps(tmp_path / "missing" / "x.json") == []
 
 
 def _report() -> ValReport:

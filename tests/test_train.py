@@ -21,7 +21,7 @@ from conftest import tiny_config_dict
 from model.checkpoint import load_checkpoint
 from model.integrate_vrt import build_model
 from model.train import TrainOptions, TrainingDiverged, flow_parameter_names, lr_factor, main
-from schemas.config import parse_config
+from schemas.config import ConfigError, parse_config
 from schemas.val_report import read_val_report
 from spikeprep.errors import InputError, SpikeprepError
 
@@ -284,3 +284,44 @@ def test_damaged_training_frames_are_dropped_and_counted(train_store, tmp_path, 
     out = capsys.readouterr().out
     assert "all-bad batches skipped" in out                          # batch 1: a bad clip is a skipped batch
     assert not any(seq == row["seq"] and 2 in frames for step in result.batches for seq, frames, _ in step)
+
+
+def test_a_store_whose_training_samples_are_all_damaged_stops_with_an_error(train_store, tmp_path):
+    """Issue 16, item 5: it used to skip all-bad batches forever."""
+    import shutil
+
+    store = Path(shutil.copytree(train_store, tmp_path / "store"))
+    shards = [p for p in (store / "train").rglob("spike_vox.zarr/c/**/*") if p.is_file()]
+    assert shards
+    for shard in shards:
+        shard.write_bytes(shard.read_bytes()[:10])                  # every training voxel shard truncated
+    with pytest.raises(SpikeprepError, match="training batches were all unreadable") as err:
+        main(options(write_config(tmp_path, store), exp="damaged", max_steps=2, val_every=2))
+    assert str(store) in str(err.value) and "Fix:" in str(err.value)
+    with pytest.raises(SpikeprepError, match="no readable training batch") as err:   # item 9: StopIteration
+        main(options(write_config(tmp_path, store), exp="damaged", dry_run=True))
+    assert str(store) in str(err.value)
+
+
+def test_bad_crop_size_and_weights_are_clear_errors(train_store, tmp_path):
+    """Issue 16, item 10: a crop VRT cannot take and a pickle payload as --vrt-weights, without a traceback."""
+    raw = yaml.safe_load(write_config(tmp_path, train_store).read_text())
+    raw["DATA"]["CROP_SIZE"] = 60
+    bad = tmp_path / "crop60.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="CROP_SIZE is 60") as err:
+        main(options(bad, exp="crop"))
+    assert str(bad) in str(err.value) and "Fix:" in str(err.value)
+
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this would run",))
+
+    weights = tmp_path / "evil.pth"
+    weights.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(InputError, match="cannot be loaded as official VRT weights") as err:
+        main(options(write_config(tmp_path, train_store), exp="w", vrt_weights=weights, max_steps=1))
+    assert str(weights) in str(err.value)
+    assert not (tmp_path / "outputs" / "ckpts" / "w").exists()

@@ -81,6 +81,7 @@ def test_exposure_problems_are_per_frame(tmp_path):
     ("frame_idx,t0,t1\n0,abc,1\n", "not numbers"),
     ("frame_idx,t0,t1\n0,nan,1\n", "non-finite"),
     ("frame_idx,t0,t1\n0,0,1\n0,1,2\n", "twice"),
+    ("frame_idx,t0,t1\n99999999999999999999,0,1\n", "larger than"),      # issue 16, item 8
 ])
 def test_malformed_exposure_csv(tmp_path, text, fragment):
     path = tmp_path / "exposure.csv"
@@ -88,6 +89,15 @@ def test_malformed_exposure_csv(tmp_path, text, fragment):
     with pytest.raises(InputError, match=fragment) as err:
         read_exposure_csv(path)
     assert str(path) in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_exposure_csv_with_a_byte_order_mark_reads_like_without(tmp_path):
+    """Issue 16, item 11: spreadsheets save UTF-8 CSV with a BOM, which used to fail as a wrong header."""
+    plain, marked = tmp_path / "plain.csv", tmp_path / "marked.csv"
+    plain.write_text("frame_idx,t0,t1\n0,0.0,0.5\n1,0.5,1.0\n")
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    a, b = read_exposure_csv(plain), read_exposure_csv(marked)
+    assert np.array_equal(a.frame_idx, b.frame_idx) and np.array_equal(a.t0, b.t0) and np.array_equal(a.t1, b.t1)
 
 
 def test_missing_exposure_csv(tmp_path):
