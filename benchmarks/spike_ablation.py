@@ -210,6 +210,14 @@ def start_slow(head, coef, mean, scale, norm_mean, norm_std, factor: float = 4.0
     type(head).start_from_least_squares(head, coef, mean, np.asarray(scale) * factor, norm_mean, norm_std)
 
 
+def start_zero(head, *args) -> None:
+    """The trainer's start (voxel normalisation and input scales set) with every fitted weight set back to zero."""
+    type(head).start_from_least_squares(head, *args)
+    with torch.no_grad():
+        for p in (head.from_counts.weight, head.from_blur.weight, head.from_spike_features.bias):
+            p.zero_()
+
+
 def patch_model(model: nn.Module, patches: tuple[str, ...]) -> nn.Module:
     """Apply the named experiments to a freshly built model (before the optimiser sees it)."""
     for patch in patches:
@@ -237,7 +245,7 @@ def patch_model(model: nn.Module, patches: tuple[str, ...]) -> nn.Module:
         elif patch.startswith("head_gain_"):
             model.spike_head = GainHead(model.spike_head, float(patch.removeprefix("head_gain_")))
         elif patch == "no_lsq_start":
-            model.spike_head.start_from_least_squares = lambda *args, **kwargs: None
+            model.spike_head.start_from_least_squares = types.MethodType(start_zero, model.spike_head)
         elif patch == "slow_fitted_taps":
             model.spike_head.start_from_least_squares = types.MethodType(start_slow, model.spike_head)
         elif patch == "frozen_fitted_taps":

@@ -61,8 +61,10 @@ def test_wrong_channels_fail_at_construction():
     with pytest.raises(ValueError, match=r"scale 2: MODEL.CHANNELS_PER_SCALE gives 64 channels but the "
                                          r"backbone's Fr_2 has 96"):
         build_model(config(CHANNELS_PER_SCALE=[96, 64, 96, 96]))
-    with pytest.raises(ValueError, match="MODEL.LAYERS is 3"):
-        build_model(config(LAYERS=3))
+    with pytest.raises(ValueError, match="MODEL.LAYERS is 3"):                 # consistent config, not VRT's
+        build_model(config(LAYERS=3, CHANNELS_PER_SCALE=[96, 96, 96]))
+    with pytest.raises(ValueError, match="CHANNELS_PER_SCALE has 4 entries but LAYERS is 3"):
+        config(LAYERS=3)                                                         # caught by the schema first
 
 
 def test_build_from_config_presets():
