@@ -83,11 +83,11 @@ def make_data(args, out: Path, config: Path, literal: Path) -> None:
 def finished_training_s(out: Path, arm: str, steps: int) -> float | None:
     """Seconds an earlier run of ``arm`` trained (its run log's start to its last checkpoint), when that
     checkpoint reached ``steps``; None otherwise."""
-    import torch
+    from model.checkpoint import load_checkpoint
 
     ckpt = out / "outputs" / "ckpts" / arm / "last.pth"
     logs = sorted((out / "outputs" / "logs").glob(f"run_{arm}_*.txt"))
-    if not ckpt.is_file() or not logs or torch.load(ckpt, map_location="cpu", weights_only=False)["step"] != steps:
+    if not ckpt.is_file() or not logs or load_checkpoint(ckpt)["step"] != steps:
         return None
     started = time.mktime(time.strptime(logs[-1].stem.removeprefix(f"run_{arm}_"), "%Y%m%d_%H%M%S"))
     return ckpt.stat().st_mtime - started

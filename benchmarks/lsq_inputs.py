@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_description, write_section  # noqa: E402
-from model.evaluate import FrameScorer, fit_lsq, val_frames  # noqa: E402
+from model.evaluate import FrameScorer, fit_lsq, kept_frames  # noqa: E402
 from model.metrics import tensor_to_uint8  # noqa: E402
 from spikeprep import baselines as bl  # noqa: E402
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, norm_lut  # noqa: E402
@@ -36,15 +36,6 @@ ROWS = {"counts + blur": ("the K stored counts, blur R, G, B, 1 (spikeprep basel
         "voxels + blur": ("the K normalised voxels (log1p(count) - MEAN) / STD, blur R, G, B, 1", True),
         "counts": ("the K counts, 1 (the blur only through the model's residual)", False),
         "voxels": ("the K normalised voxels, 1", False)}
-
-
-def frames(root: Path, split: str):
-    """``(seq, counts [K, Hs, Ws], blur, sharp [3, H, W])`` for every kept frame of ``split``."""
-    ds = SpikeDeblurDataset(root, split, clip_len=1, train=False, voxels="counts")
-    for _, item, new in val_frames(ds):
-        for k, _ in new:
-            counts, blur, sharp = (item[key][k].numpy() for key in ("spike_counts", "blur", "sharp"))
-            yield item["meta"]["seq"], counts, blur, sharp
 
 
 def inputs(row: str, counts: np.ndarray, blur: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,13 +51,13 @@ def measure(root: Path) -> list[tuple[str, float, float]]:
     coefs = {}
     for row in ROWS:
         acc = bl.LsqAccumulator(ds.num_bins)
-        for _, counts, blur, sharp in frames(root, "train"):
+        for _, counts, blur, sharp in kept_frames(root, "train"):
             spikes, b = inputs(row, counts, blur, lut)
             # without blur as an input the map predicts sharp - blur (the model adds its residual to the blur)
             acc.add(spikes, b, sharp - (0 if ROWS[row][1] else blur))
         coefs[row] = acc.solve()
     scorers = {name: FrameScorer() for name in ("blur", *ROWS)}
-    for seq, counts, blur, sharp in frames(root, "val"):
+    for seq, counts, blur, sharp in kept_frames(root, "val"):
         s8, b8 = tensor_to_uint8(torch.from_numpy(sharp)), tensor_to_uint8(torch.from_numpy(blur))
         mask = scorers["blur"].mask(b8, s8)
         scorers["blur"].add(seq, b8, s8, mask)

@@ -88,6 +88,8 @@ ROWS = [
     Row("literal_crop_96", "literal; 96x96 crops (both arms)", LITERAL, shared={"CROP_SIZE": 96}),
     Row("literal_clip_3", "literal; 3-frame clips (both arms)", LITERAL, shared={"CLIP_LEN": 3}),
     Row("literal_k_32", "literal; K = 32 bins (store re-ingested; both arms)", LITERAL, shared={"K": 32}),
+    Row("literal_spynet_true_flows", "literal; SpyNet pretrained on the train sequences' true flows "
+        "(benchmarks/spynet_true_flows.py) instead of random (both arms)", LITERAL, shared={"SPYNET": "true_flows"}),
     # the fix and its parts
     Row("spike_head", "residual + the spike head: a luma correction conv3x3(Fs'_1) + conv3x3(voxels) + conv3x3(h) "
         "added to VRT's output, zero-initialised (ResidualTemporalCrossAttnSpikeHead)"),
@@ -378,6 +380,16 @@ def prepare_store(work: Path, k: int) -> Path:
     return store
 
 
+def prepare_spynet(work: Path) -> Path:
+    """SpyNet pretrained on the true flows of the rows' synth tree (made once, then reused)."""
+    weights = work / "spynet_true_flows.pth"
+    if not weights.exists():
+        prepare_store(work, 16)
+        _sh([sys.executable, str(Path(__file__).resolve().parent / "spynet_true_flows.py"), str(work / "raw"),
+             "--out", str(weights), "--steps", "500", "--crop", "64"])
+    return weights
+
+
 def write_config(work: Path, name: str, fuse: str, shared: dict) -> Path:
     """The demo config (configs/deblur/demo_tiny.yaml) with this run's changes, its store's stats and outputs."""
     from spikeprep.store import read_store_info
@@ -398,6 +410,13 @@ def write_config(work: Path, name: str, fuse: str, shared: dict) -> Path:
         vrt_cfg.parent.mkdir(parents=True, exist_ok=True)
         vrt_cfg.write_text(yaml.safe_dump({"preset": "tiny", "overrides": {"embed_dims": [c] * 11}}))
         raw["MODEL"].update(VRT_CFG=str(vrt_cfg), CHANNELS_PER_SCALE=[c] * 4)
+    if "SPYNET" in shared:
+        # the user's path to released SpyNet weights (a VRT preset's spynet_path), here synth's true flows
+        weights = prepare_spynet(work)
+        vrt_cfg = work / "configs" / "vrt_tiny_spynet_true_flows.yaml"
+        vrt_cfg.parent.mkdir(parents=True, exist_ok=True)
+        vrt_cfg.write_text(yaml.safe_dump({"preset": "tiny", "overrides": {"spynet_path": str(weights)}}))
+        raw["MODEL"]["VRT_CFG"] = str(vrt_cfg)
     if "LR" in shared:
         raw["TRAIN"]["OPTIM"]["LR"] = shared["LR"]
     if "WARMUP_STEPS" in shared:

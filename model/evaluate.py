@@ -143,16 +143,26 @@ def _frame(item: dict, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return counts, item["blur"][k].numpy(), item["sharp"][k].numpy()
 
 
+def _kept_frames(ds: SpikeDeblurDataset) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    for _, item, new in val_frames(ds):
+        for k, _ in new:
+            yield (item["meta"]["seq"], *_frame(item, k))
+
+
+def kept_frames(root: Path, split: str) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(seq, counts [K, Hs, Ws], blur [3, H, W], sharp [3, H, W])`` for every kept frame of ``split``, once each."""
+    return _kept_frames(_counts_dataset(root, split, 1))
+
+
 def lsq_accumulate(root: Path, split: str, progress=None) -> tuple[bl.LsqAccumulator, int]:
     """The normal equations of ``spikeprep.baselines``' least-squares map over every kept frame of ``split``:
     ``(accumulator, frames)``."""
     ds = _counts_dataset(root, split, 1)
     acc = bl.LsqAccumulator(ds.num_bins)
     frames = 0
-    for _, item, new in val_frames(ds):
-        for k, _ in new:
-            acc.add(*_frame(item, k))
-            frames += 1
+    for _, counts, blur, sharp in _kept_frames(ds):
+        acc.add(counts, blur, sharp)
+        frames += 1
         if progress is not None:
             progress.update(1)
     return acc, frames

@@ -295,6 +295,43 @@ class SequencePlan:
             np.clip(roi, 0.0, 1.0, out=roi)
         return out
 
+    def object_alpha(self, tick: int) -> np.ndarray:
+        """The object's coverage of the view at ``tick``: float32 [H, W] in [0, 1] (what ``render`` composites)."""
+        alpha = np.ascontiguousarray(self.fg_image[..., 3])
+        return cv2.warpAffine(alpha, self.fg_matrices[tick], (self.cfg.width, self.cfg.height), flags=_WARP_FLAGS,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+    def true_flow(self, ref_tick: int, supp_tick: int) -> np.ndarray:
+        """Where each view pixel of ``ref_tick`` is at ``supp_tick``: float32 [H, W, 2] (dx, dy) in pixels.
+
+        The convention of VRT's SpyNet and ``model.vrt.flow_warp``: sampling the frame of ``supp_tick`` at
+        ``(x + dx, y + dy)`` gives the frame of ``ref_tick`` wherever the content stays in view and is not
+        covered or uncovered by the object. Pixels the object covers by more than half at ``ref_tick``
+        follow the object's motion, all others the background's (pixel centres at integers, as cv2's).
+        """
+        h, w = self.cfg.height, self.cfg.width
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+        view = np.stack([xs, ys, np.ones_like(xs)], axis=-1)             # [H, W, 3]
+
+        def follow(matrices: np.ndarray) -> np.ndarray:
+            src = view @ matrices[ref_tick].T                            # view (ref) -> scene [H, W, 2]
+            lin, off = matrices[supp_tick][:, :2], matrices[supp_tick][:, 2]
+            return (src - off) @ np.linalg.inv(lin).T                    # scene -> view (supp)
+
+        target = np.where((self.object_alpha(ref_tick) > 0.5)[..., None], follow(self.fg_matrices),
+                          follow(self.bg_matrices))
+        return (target - view[..., :2]).astype(np.float32)
+
+
+def read_synth_config(root: Path) -> SynthConfig:
+    """The configuration a ``spikeprep synth`` tree was made with (its ``synth.json``), to redraw its plans."""
+    path = Path(root) / SYNTH_JSON
+    try:
+        return SynthConfig.model_validate(json.loads(path.read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(path, f"is not the synth.json of a spikeprep synth tree ({err})",
+                         "give the folder `spikeprep synth` wrote") from None
+
 
 def make_plan(cfg: SynthConfig, index: int) -> SequencePlan:
     """Draw the scene, the photographs and both trajectories of sequence ``index`` (deterministic)."""

@@ -18,7 +18,8 @@ from spikeprep.formats.arrays import read_binary_array
 from spikeprep.formats.dat import dat_num_frames, read_dat
 from spikeprep.formats.events import read_events
 from spikeprep.formats.meta import read_spike_meta
-from spikeprep.synth import (SynthConfig, encode_frame, luma, make_plan, sequence_names, synthesize)
+from spikeprep.synth import (SynthConfig, encode_frame, luma, make_plan, read_synth_config, sequence_names,
+                             synthesize)
 from spikeprep.windows import read_exposure_csv, tick_range
 
 TINY = SynthConfig.from_preset("tiny")
@@ -143,6 +144,42 @@ def test_blur_is_mean_of_subframes_and_sharp_is_middle(tiny_tree):
             assert np.abs(blur.astype(np.float64) - plain).max() <= 1
             moving += int(np.abs(blur.astype(int) - sharp).mean() > 0.5)
     assert moving >= len(SEQS) * TINY.frames // 2  # the camera / object really move
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_true_flow_warps_the_later_frame_onto_the_earlier(index):
+    """Sampling frame b at (x + dx, y + dy) (cv2.remap, not our warp) gives frame a; zero flow and the
+    reversed flow do not. Pixels whose target leaves the view are excluded."""
+    cfg = SynthConfig.from_preset("demo", height=96, width=128)
+    plan = make_plan(cfg, index)
+    a = int(cfg.exposure_starts()[2]) + cfg.exposure_ticks // 2
+    b = a + cfg.period_ticks
+    ref, supp = plan.render(a), plan.render(b)
+    flow = plan.true_flow(a, b)
+    assert flow.shape == (96, 128, 2) and flow.dtype == np.float32
+    ys, xs = np.mgrid[0:96, 0:128].astype(np.float32)
+
+    def error(f):
+        mx, my = xs + f[..., 0], ys + f[..., 1]
+        inside = (mx >= 0) & (mx <= 127) & (my >= 0) & (my <= 95)
+        warped = cv2.remap(supp, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return np.abs(warped - ref).mean(-1)[inside]
+
+    assert np.abs(flow).mean() > 1.0                                   # it really moves
+    right, still, wrong = error(flow), error(np.zeros_like(flow)), error(-flow)
+    # occlusions (the object's edges) and resampling keep some pixels off; most must match
+    assert (right < 0.01).mean() > 0.75 > (still < 0.01).mean() + 0.25
+    assert np.median(right) < 0.3 * min(np.median(still), np.median(wrong))
+    np.testing.assert_allclose(plan.true_flow(a, a), 0, atol=1e-9)
+
+
+def test_read_synth_config_round_trips_and_names_a_bad_file(tiny_tree, tmp_path):
+    assert read_synth_config(tiny_tree) == TINY
+    (tmp_path / "synth.json").write_text('{"config": {"height": -1}}')
+    with pytest.raises(InputError, match="synth.json"):
+        read_synth_config(tmp_path)
+    with pytest.raises(InputError, match="synth.json"):
+        read_synth_config(tmp_path / "nowhere")
 
 
 def test_spikes_are_integrate_and_fire_on_luma(tiny_tree):
