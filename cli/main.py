@@ -44,7 +44,7 @@ def main() -> None:
 def _register() -> None:
     from cli.baselines_cmd import baselines_cmd
     from cli.compare_cmd import compare_cmd
-    from cli.store_cmds import audit_cmd, ingest_cmd, stats_cmd
+    from cli.store_cmds import audit_cmd, ingest_cmd, stats_cmd, verify_cmd
     from cli.synth_cmd import synth
     from cli.test_cmd import test_cmd
     from cli.train_cmd import train_cmd
@@ -53,6 +53,7 @@ def _register() -> None:
     main.add_command(ingest_cmd, "ingest")
     main.add_command(audit_cmd, "audit")
     main.add_command(stats_cmd, "stats")
+    main.add_command(verify_cmd, "verify")
     main.add_command(train_cmd, "train")
     main.add_command(test_cmd, "test")
     main.add_command(compare_cmd, "compare")

@@ -150,3 +150,34 @@ def stats_cmd(root, write_config):
     if write_config is not None:
         write_config_norm(write_config, info.stats.mean, info.stats.std)
         click.echo(f"wrote DATA.NORM.MEAN/STD into {write_config}")
+
+
+@click.command(epilog="""\b
+Examples:
+  spikeprep verify data/store
+  spikeprep verify data/store --json outputs/verify.json
+""")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="also write the report (a versioned record) here")
+@click.option("--show", default=20, show_default=True, type=click.IntRange(min=0), help="problems listed in full")
+@click.option("--progress/--no-progress", default=True)
+def verify_cmd(root, json_path, show, progress):
+    """Check every stored frame against the manifest (chunk checksums, voxel sha256); exit 1 on any problem."""
+    from schemas.verify import write_verify_report
+    from spikeprep.verify import verify_store
+
+    report = verify_store(root, progress=progress)
+    if json_path is not None:
+        write_verify_report(json_path, report)
+    for p in report.problems[:show]:
+        frame = "" if p.frame_idx is None else f" frame {p.frame_idx}"
+        click.echo(f"{p.split}/{p.seq}{frame}: {p.path}: {p.problem}")
+    if len(report.problems) > show:
+        click.echo(f"... and {len(report.problems) - show} more" + (f" (all in {json_path})" if json_path else
+                                                                     " (--json PATH lists them all)"))
+    verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+    click.echo(f"verified {report.frames} frames of {report.sequences} sequences in {report.seconds:.1f} s: {verdict}")
+    if not report.ok:
+        sys.exit(1)
+

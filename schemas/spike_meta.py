@@ -40,6 +40,11 @@ FORMAT_SUFFIX: dict[str, str] = {
 }
 
 
+# Spike cameras run at 20-40 kHz; a GHz is beyond any sensor and keeps tick counts (duration x rate) exact
+# in int64 and float64.
+MAX_RATE_HZ = 1e9
+
+
 class SpikeMeta(BaseModel):
     """Validated content of ``spike/meta.json`` (see the module docstring for the fields)."""
 
@@ -50,7 +55,7 @@ class SpikeMeta(BaseModel):
     layout: Literal["stream", "per-frame"]
     height: int = Field(gt=0)
     width: int = Field(gt=0)
-    rate_hz: float = Field(gt=0)
+    rate_hz: float = Field(gt=0, le=MAX_RATE_HZ)
     flipud: bool = True
     start_s: float | None = None
     stream_file: str | None = None

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from schemas.manifest import name_problem
 from schemas.spike_meta import SpikeMeta
 
-STORE_VERSION = 1
+STORE_VERSION = 2                    # 2: every chunk carries a crc32c and every chunk is stored
 DATASET_FILENAME = "dataset.json"
 VOX_DIRNAME = "spike_vox.zarr"
 RGB_DIRNAME = "rgb.zarr"             # group with arrays blur, sharp: uint8 [N, 3, H, W] (RGB)
@@ -66,7 +66,7 @@ class SequenceInfo(_Record):
 class StoreInfo(_Record):
     """Content of ``dataset.json``."""
 
-    version: Literal[1] = STORE_VERSION
+    version: Literal[2] = STORE_VERSION
     K: int = Field(gt=0)
     raw_root: str
     layout: str                           # native | s-sdm | spk-gopro

@@ -33,12 +33,12 @@ from schemas.atomic import atomic_write_bytes
 from schemas.config import DEFAULT_CROP_SIZE
 from schemas.manifest import STATUS_DROPPED, STATUS_OK
 from schemas.store import DATASET_FILENAME, VOX_DIRNAME, StoreInfo
-from spikeprep.errors import InputError
+from spikeprep.errors import InputError, SampleError
 from spikeprep.ingest import SEQ_RECORD
 from spikeprep.images import LUMA_601, read_rgb
 from spikeprep.spike_source import SpikeSource
 from spikeprep.stats import FrameKey, check_std, stats_from_records
-from spikeprep.store import open_vox, read_manifest, read_store_info, write_manifest, write_store_info
+from spikeprep.store import read_frame, read_manifest, read_store_info, write_manifest, write_store_info
 
 log = logging.getLogger("spikeprep.audit")
 AUDIT_PREFIX = "audit: "
@@ -221,7 +221,7 @@ def overlay_image(root: Path, row: dict, info: StoreInfo) -> np.ndarray:
     """blur | spike intensity | spike_vox.sum(K) over blur (the original document's check 13.1), BGR."""
     seq = info.sequences[f"{row['split']}/{row['seq']}"]
     blur = cv2.imread(str(root / row["blur"]), cv2.IMREAD_COLOR)
-    counts = np.asarray(open_vox(root / row["split"] / row["seq"] / VOX_DIRNAME)[row["vox_index"]])
+    counts = read_frame(root / row["split"] / row["seq"] / VOX_DIRNAME, row["vox_index"])
     total = counts.sum(axis=0, dtype=np.int64)
     inten = _to_u8(spike_intensity(total, row["n_ticks"], seq.scale))
     heat = cv2.applyColorMap(inten, cv2.COLORMAP_INFERNO)
@@ -242,7 +242,12 @@ def write_overlays(root: Path, rows: list[dict], info: StoreInfo, n: int, seed: 
     for i in sorted(pick.tolist()):
         r = candidates[i]
         path = folder / f"{r['split']}_{r['seq']}_{r['frame_idx']:06d}.png"
-        ok, buf = cv2.imencode(".png", overlay_image(root, r, info))
+        try:
+            image = overlay_image(root, r, info)
+        except (SampleError, OSError) as err:       # a damaged shard: say so, draw the others
+            log.warning("no overlay for %s/%s frame %d: %s", r["split"], r["seq"], r["frame_idx"], err)
+            continue
+        ok, buf = cv2.imencode(".png", image)
         if not ok:  # never write an empty PNG
             raise OSError(f"{path}: cv2.imencode could not encode the overlay as PNG")
         atomic_write_bytes(path, buf.tobytes())
@@ -293,6 +298,10 @@ def audit(root: Path, options: AuditOptions = AuditOptions(), overlays: int = 0,
     by_seq: dict[str, list[dict]] = {}
     for r in rows:
         by_seq.setdefault(f"{r['split']}/{r['seq']}", []).append(r)
+    unknown = sorted(set(by_seq) - set(info.sequences))
+    if unknown:
+        raise InputError(root / DATASET_FILENAME, f"sequences {unknown[:5]} are in the manifest but not in "
+                         "dataset.json (a damaged or mixed store)", fix="re-run `spikeprep ingest RAW --out DATA_ROOT`")
     new_rows, curves = [], []
     for key in tqdm(sorted(by_seq), desc="audit", unit="seq", disable=not progress):
         seq_rows, seq_curves = audit_sequence(root, key, info, by_seq[key], options)
@@ -303,7 +312,14 @@ def audit(root: Path, options: AuditOptions = AuditOptions(), overlays: int = 0,
 
     histograms: dict[FrameKey, list[int]] = {}  # keyed by split too: train/X and val/X differ
     for key in by_seq:
-        record = json.loads((root / key / SEQ_RECORD).read_text())
+        path = root / key / SEQ_RECORD
+        try:
+            record = json.loads(path.read_text())
+            record["histograms"].items()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise InputError(path, f"missing or unreadable, and the stats are recomputed from its count "
+                             f"histograms ({type(err).__name__})", fix=f"move {root / key} away and re-run "
+                             "`spikeprep ingest RAW --out DATA_ROOT`: it rebuilds that sequence") from None
         split, seq_name = key.split("/", 1)
         histograms.update({(split, seq_name, int(k)): v for k, v in record["histograms"].items()})
     stats = stats_from_records(new_rows, histograms)

@@ -34,7 +34,8 @@ from tqdm import tqdm
 from schemas.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temps
 from schemas.config import DEFAULT_CROP_SIZE, DEFAULT_NUM_BINS
 from schemas.manifest import MANIFEST_FILENAME, STATUS_DROPPED, STATUS_OK, name_problem
-from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_DIRNAME, NormStats, SequenceInfo, StoreInfo
+from schemas.store import (DATASET_FILENAME, RGB_DIRNAME, STORE_VERSION, VOX_DIRNAME, NormStats, SequenceInfo,
+                           StoreInfo)
 from spikeprep.errors import InputError
 from spikeprep.images import read_rgb
 from spikeprep.raw_layout import SequenceSpec, discover
@@ -46,7 +47,7 @@ from spikeprep.store import (counts_checksum, create_rgb_arrays, create_vox_arra
 log = logging.getLogger("spikeprep.ingest")
 SEQ_RECORD = "ingest.json"
 # Bump when what a sequence build writes changes: old builds then no longer match and are rebuilt.
-SEQ_RECORD_VERSION = 2
+SEQ_RECORD_VERSION = 3  # 3: store version 2 (checksummed chunks): a rerun rebuilds older sequences
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class _Overflow(Exception):
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+MAX_IMAGE_PIXELS = 2**30   # OpenCV's own decode limit (CV_IO_MAX_IMAGE_PIXELS)
+
+
 def png_size(path: Path) -> tuple[int, int]:
     """(H, W) of an RGB(A) PNG from its IHDR header (no decode); InputError if it is not one."""
     try:
@@ -82,6 +86,10 @@ def png_size(path: Path) -> tuple[int, int]:
     if len(head) < 26 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
         raise InputError(path, "unreadable image (not a PNG)", fix="re-export the frame as PNG")
     width, height = struct.unpack(">II", head[16:24])
+    if not (1 <= width < 2**31 and 1 <= height < 2**31) or width * height > MAX_IMAGE_PIXELS:
+        raise InputError(path, f"PNG header gives {height}x{width} pixels: " + (
+            "not a valid PNG size" if not (1 <= width < 2**31 and 1 <= height < 2**31)
+            else f"more than the {MAX_IMAGE_PIXELS} pixels OpenCV decodes"), fix="re-export the frame as PNG")
     if head[25] not in (2, 6):  # colour types RGB, RGBA
         raise InputError(path, f"expected an RGB PNG, got PNG colour type {head[25]}", fix="save RGB frames")
     return int(height), int(width)
@@ -174,7 +182,7 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
         n_ticks = event_count = 0
         vox_index = checksum = None
         source_file = str(spec.spike_dir)
-        if idx not in window_problems:
+        if reason is None:       # a frame already dropped is never voxelized (its grid may be absurd)
             try:
                 wc = source.window(t0, t1, options.num_bins, frame_idx=idx)
             except InputError as err:
@@ -270,7 +278,10 @@ def check_store_files(out: Path) -> None:
     info = out / DATASET_FILENAME
     if info.is_file():
         try:
-            StoreInfo.model_validate_json(info.read_text())
+            old = json.loads(info.read_text())
+            if not (isinstance(old, dict) and isinstance(old.get("version"), int) and old["version"] < STORE_VERSION
+                    and {"K", "raw_root", "sequences"} <= set(old)):   # an older spikeprep's: rebuilt in place
+                StoreInfo.model_validate_json(info.read_text())
         except (ValueError, UnicodeDecodeError):
             raise InputError(info, "exists and is not a spikeprep store's dataset.json; ingest would replace it",
                              fix="choose an empty or spikeprep --out folder") from None
@@ -348,6 +359,24 @@ def write_align_log(log_dir: Path, rows: list[dict]) -> Path:
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+# One frame's voxel counts (uint32 [K, Hs, Ws]) a worker holds at once; far above any camera made so far
+# (a 1000x1000 sensor at K = 64 needs 256 MB), far below what a wrong K or a wrong meta.json asks for.
+MAX_FRAME_VOXEL_BYTES = 2 * 2**30
+
+
+def check_frame_memory(spec: SequenceSpec, num_bins: int) -> None:
+    """Refuse, before anything is allocated or written, a K and spike grid whose one frame of counts would
+    take more than ``MAX_FRAME_VOXEL_BYTES``."""
+    meta = spec.spike_meta
+    need = num_bins * meta.height * meta.width * np.dtype(np.uint32).itemsize
+    if need > MAX_FRAME_VOXEL_BYTES:
+        raise InputError(spec.spike_dir, f"one frame's voxels would take {need / 2**30:.3g} GiB (K={num_bins} "
+                         f"bins x {meta.height}x{meta.width} spike pixels x 4 bytes), more than the "
+                         f"{MAX_FRAME_VOXEL_BYTES / 2**30:g} GiB one ingest worker may hold",
+                         fix="use fewer bins (--k), or correct the spike grid (meta.json height/width or "
+                         "--height/--width)")
+
+
 def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), workers: int = 1,
            log_dir: Path | None = Path("outputs/logs"), progress: bool = True) -> IngestResult:
     """Ingest the raw tree ``raw`` into the store ``out`` (see the module docstring)."""
@@ -360,6 +389,7 @@ def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), worke
             if problem:
                 raise InputError(spec.spike_dir, f"{what} name {name!r} {problem}",
                                  fix="rename the folder in RAW")
+        check_frame_memory(spec, options.num_bins)
     if out.exists():          # before anything is written: nothing of the user's may be replaced
         check_store_files(out)
         for spec in specs:

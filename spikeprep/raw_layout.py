@@ -206,7 +206,11 @@ def resolve_preset(name: str, **overrides) -> PerFramePreset:
     unknown = sorted(set(overrides) - set(PerFramePreset.__dataclass_fields__))
     if unknown:
         raise ValueError(f"unknown preset fields {unknown}")
-    return replace(PRESETS[name], **overrides)
+    try:
+        return replace(PRESETS[name], **overrides)
+    except ValueError as err:          # the overrides make an impossible preset: the user's options
+        raise InputError(None, str(err), fix="check --exposure-start / --exposure-stop / --exposure-length / "
+                         "--frames-per-file (stop after start, inside the file)") from None
 
 
 def discover(raw: Path, layout: str = "native", **overrides) -> list[SequenceSpec]:

@@ -4,7 +4,11 @@ Voxel counts of a sequence live in ``{split}/{seq}/spike_vox.zarr`` (and its dec
 ``{split}/{seq}/rgb.zarr``, uint8 ``[N, 3, H, W]``, chunks ``(1, 3, 128, 128)``): shape ``[N, K, Hs, Ws]`` (frame,
 time bin, spike row, spike column), uint8 or uint16, at the spike sensor's native resolution. Chunks are
 ``(1, K, 64, 64)`` so a random crop reads only the tiles under it; chunks are grouped into one shard per
-frame so a sequence is a handful of files, not thousands. Every file is written atomically (temp file +
+frame so a sequence is a handful of files, not thousands. Every chunk carries a crc32c of its compressed
+bytes (zarr's ``crc32c`` codec after blosc) and every chunk is stored, all-zero ones too, so a flipped bit
+is a checksum error and a missing shard or chunk is damage, never a frame of zeros: both are refused by
+``ChunkReader`` (the Dataset drops and counts such clips), and ``spikeprep verify`` checks a whole store
+against the manifest's per-frame ``vox_checksum``. Every file is written atomically (temp file +
 rename: ``schemas.atomic``, re-exported here) and ``dataset.json`` last, so a store without it is
 incomplete whatever else it holds.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -22,11 +27,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from schemas.atomic import atomic_write_bytes  # also importable from here, as before
 from schemas.manifest import MANIFEST_FILENAME, MANIFEST_SCHEMA, ManifestSchemaError, validate_manifest_table
-from schemas.store import DATASET_FILENAME, VOX_AXES, StoreInfo
+from schemas.store import DATASET_FILENAME, STORE_VERSION, VOX_AXES, StoreInfo
 from spikeprep.errors import InputError, SampleError
 
 log = logging.getLogger("spikeprep.store")
@@ -45,8 +50,8 @@ def create_vox_array(path: Path, n_frames: int, num_bins: int, height: int, widt
     return zarr.create_array(
         store=str(path), shape=(n_frames, num_bins, height, width), dtype=dtype,
         chunks=(1, num_bins, tile_h, tile_w), shards=shard, fill_value=0,
-        compressors=BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),
-        attributes=attrs, overwrite=True)
+        compressors=(BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), Crc32cCodec()),
+        attributes=attrs, overwrite=True, config={"write_empty_chunks": True})
 
 
 def create_rgb_arrays(path: Path, n_frames: int, height: int, width: int) -> dict[str, zarr.Array]:
@@ -60,7 +65,9 @@ def create_rgb_arrays(path: Path, n_frames: int, height: int, width: int) -> dic
     shard = (1, 3, -(-height // tile_h) * tile_h, -(-width // tile_w) * tile_w)
     return {kind: group.create_array(kind, shape=(n_frames, 3, height, width), dtype=np.uint8,
                                      chunks=(1, 3, tile_h, tile_w), shards=shard, fill_value=0,
-                                     compressors=BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle"))
+                                     compressors=(BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle"),
+                                                  Crc32cCodec()),
+                                     config={"write_empty_chunks": True})
             for kind in ("blur", "sharp")}
 
 
@@ -141,7 +148,16 @@ def read_store_info(root: Path) -> StoreInfo:
         raise InputError(path, "no dataset.json: the store is missing or incomplete (interrupted ingest?)",
                          fix="run `spikeprep ingest RAW --out DATA_ROOT` (a rerun resumes)")
     try:
-        return StoreInfo.model_validate_json(path.read_text())
+        text = path.read_text()
+        version = json.loads(text).get("version") if text.lstrip().startswith("{") else None
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"unreadable dataset.json ({err})", fix="re-run `spikeprep ingest`") from None
+    if isinstance(version, int) and version < STORE_VERSION:
+        raise InputError(path, f"store version {version}, written by an older spikeprep (this one reads version "
+                         f"{STORE_VERSION}: every chunk checksummed and stored)",
+                         fix="re-run `spikeprep ingest RAW --out DATA_ROOT`: it rebuilds the store in place") from None
+    try:
+        return StoreInfo.model_validate_json(text)
     except ValueError as err:
         raise InputError(path, f"invalid dataset.json ({err})", fix="re-run `spikeprep ingest`") from None
 
@@ -179,11 +195,11 @@ class ChunkReader:
             raise ValueError("not one sharding codec")
         shard = codecs[0]
         inner, index = shard.codecs, shard.index_codecs
-        if (len(inner) != 2 or not isinstance(inner[0], BytesCodec) or not isinstance(inner[1], BloscCodec)
-                or len(index) != 2 or not isinstance(index[0], BytesCodec)
-                or not isinstance(index[1], Crc32cCodec)
+        if (len(inner) != 3 or not isinstance(inner[0], BytesCodec) or not isinstance(inner[1], BloscCodec)
+                or not isinstance(inner[2], Crc32cCodec) or len(index) != 2
+                or not isinstance(index[0], BytesCodec) or not isinstance(index[1], Crc32cCodec)
                 or shard.index_location != ShardingCodecIndexLocation.end):
-            raise ValueError("codecs other than bytes+blosc / bytes+crc32c index at the end")
+            raise ValueError("codecs other than bytes+blosc+crc32c / bytes+crc32c index at the end")
         n, k, h, w = self.shape
         shard_shape = tuple(int(s) for s in self.array.shards)
         chunk = tuple(int(c) for c in shard.chunk_shape)
@@ -200,7 +216,6 @@ class ChunkReader:
         self._grid = (shard_shape[2] // chunk[2], shard_shape[3] // chunk[3])
         self._index_bytes = 16 * self._grid[0] * self._grid[1] + 4
         self._key = meta.chunk_key_encoding.encode_chunk_key
-        self._fill = self.array.fill_value
         self._blosc = Blosc()
         # numcodecs decodes with blosc's own thread pool when called from a main thread. For ~100 KB
         # chunks that gains nothing and its spinning threads fight torch's intra-op threads and the
@@ -251,13 +266,15 @@ class ChunkReader:
             raise SampleError(f"{self.path}: read [{n}, :, {y0}:{y1}, {x0}:{x1}] outside shape {self.shape}")
         if not self.fast:
             return np.asarray(self.array[n, :, y0:y1, x0:x1])
+        import google_crc32c
+
         out = np.empty((k, y1 - y0, x1 - x0), self.dtype)
         path = self.shard_path(n)
         try:
             fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:  # zarr writes no shard for an all-fill frame
-            out[...] = self._fill
-            return out
+        except FileNotFoundError:  # ingest stores every chunk of every row: a missing shard is damage
+            raise SampleError(f"{path}: shard missing (damaged store; `spikeprep verify` lists what else is "
+                              "damaged, an ingest rerun rebuilds it)") from None
         th, tw = self._tile
         tiles = [(ty, tx) for ty in range(y0 // th, (y1 - 1) // th + 1)
                  for tx in range(x0 // tw, (x1 - 1) // tw + 1)]
@@ -268,14 +285,24 @@ class ChunkReader:
                 ys, xs = max(y0, ty * th), max(x0, tx * tw)
                 ye, xe = min(y1, (ty + 1) * th), min(x1, (tx + 1) * tw)
                 dst = out[:, ys - y0:ye - y0, xs - x0:xe - x0]
-                if offset == _MAX_U64:  # chunk not stored: all fill value
-                    dst[...] = self._fill
-                    continue
+                if offset == _MAX_U64:
+                    raise SampleError(f"{path}: chunk ({ty}, {tx}) missing from its shard (damaged store)")
                 data = os.pread(fd, nbytes, offset)
-                if len(data) != nbytes:
+                if len(data) != nbytes or nbytes < 4:
                     raise OSError(f"{path}: short read of chunk ({ty}, {tx})")
-                tile = np.frombuffer(self._blosc.decode(data), self._item).reshape(k, th, tw)
+                if google_crc32c.value(data[:-4]) != int.from_bytes(data[-4:], "little"):
+                    raise OSError(f"{path}: chunk ({ty}, {tx}) checksum mismatch (damaged file)")
+                tile = np.frombuffer(self._blosc.decode(data[:-4]), self._item).reshape(k, th, tw)
                 dst[...] = tile[:, ys - ty * th:ye - ty * th, xs - tx * tw:xe - tx * tw]
         finally:
             os.close(fd)
         return out
+
+
+def read_frame(path: str | Path, n: int) -> np.ndarray:
+    """The whole row ``n`` of a store array (``[K, Hs, Ws]`` counts or ``[3, H, W]`` frames), every chunk
+    checked; ``SampleError`` / ``OSError`` naming the shard when it is missing or damaged."""
+    reader = ChunkReader(path)
+    _, _, h, w = reader.shape
+    return reader.read(int(n), 0, h, 0, w)
+

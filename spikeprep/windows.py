@@ -16,6 +16,7 @@ import numpy as np
 
 from schemas.atomic import atomic_write_text
 from spikeprep.errors import InputError
+from spikeprep.voxelizer import MIN_WINDOW_S
 
 EXPOSURE_COLUMNS = ("frame_idx", "t0", "t1")
 
@@ -69,7 +70,7 @@ class ExposureTable:
     def problems(self) -> dict[int, str]:
         """Per-frame window sanity (DESIGN section 6): {frame_idx: reason} for every bad window.
 
-        Checks: t0 < t1; in frame order, a window neither starts before nor overlaps the last good
+        Checks: t0 < t1, a finite duration of at least ``MIN_WINDOW_S``; in frame order, a window neither starts before nor overlaps the last good
         window before it.
         """
         bad: dict[int, str] = {}
@@ -77,6 +78,11 @@ class ExposureTable:
         for f, a, b in zip(self.frame_idx.tolist(), self.t0.tolist(), self.t1.tolist()):
             if not b > a:
                 bad[f] = f"empty or reversed exposure window: t1 {b!r} <= t0 {a!r}"
+            elif not math.isfinite(b - a):
+                bad[f] = f"exposure window [{a!r}, {b!r}) is too long: t1 - t0 overflows float64"
+            elif b - a < MIN_WINDOW_S:
+                bad[f] = (f"exposure window [{a!r}, {b!r}) lasts {b - a:.3g} s, shorter than {MIN_WINDOW_S:g} s "
+                          "(below any exposure a camera makes; check the units of exposure.csv: seconds)")
             elif prev is not None and a < prev[0]:
                 bad[f] = f"windows out of order: t0 {a!r} is before the previous frame's t0 {prev[0]!r}"
             elif prev is not None and a < prev[1]:

@@ -270,7 +270,27 @@ DROP_CASES = {
                                3, "past the spike data"),
     "empty window": (lambda s: _edit_exposure(s, lambda t0, t1: t1.__setitem__(2, t0[2] + 0.2 / 20000)),
                      2, "empty window"),
+    # issue 16, item 8: degenerate numbers are counted drops, not tracebacks
+    "0.1 ns window": (lambda s: _edit_exposure(s, lambda t0, t1: t1.__setitem__(1, t0[1] + 1e-10)), 1,
+                      "shorter than 1e-09 s"),
+    "window overflowing float64": (lambda s: _edit_exposure(s, lambda t0, t1: (t0.__setitem__(0, -1.5e308),
+                                                                              t1.__setitem__(0, 1.5e308))),
+                                   0, "overflows float64"),
+    "last t1 1e300": (lambda s: _edit_exposure(s, lambda t0, t1: t1.__setitem__(len(t1) - 1, 1e300)), 3,
+                      "past the spike data"),
+    "PNG header of 2^31+16 rows": (lambda s: _png_header_rows(s / "blur" / "000001.png", 2**31 + 16), 1,
+                                   "not a valid PNG size"),
+    "PNG header of 0x0": (lambda s: _png_header_rows(s / "sharp" / "000002.png", 0, 0), 2, "not a valid PNG size"),
 }
+
+
+def _png_header_rows(path: Path, rows: int, cols: int | None = None) -> None:
+    """Rewrite the IHDR height (and width) of a PNG without touching anything else."""
+    data = bytearray(path.read_bytes())
+    data[20:24] = rows.to_bytes(4, "big")
+    if cols is not None:
+        data[16:20] = cols.to_bytes(4, "big")
+    path.write_bytes(bytes(data))
 
 
 @pytest.mark.parametrize("case", sorted(DROP_CASES))
@@ -311,6 +331,43 @@ def test_structural_errors_name_the_file(synth_tree, tmp_path, damage, fragment)
         ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
     assert "Fix:" in str(err.value)
     assert not (tmp_path / "store" / "dataset.json").exists()
+
+
+def test_a_frame_dropped_for_its_images_is_never_voxelized(synth_tree, tmp_path, monkeypatch):
+    """Issue 16, item 7: the voxels of a frame that is dropped anyway are not computed (its grid may be absurd)."""
+    from spikeprep import spike_source
+
+    raw = copy_tree(synth_tree(), tmp_path / "raw")
+    (raw / "train" / "seq_000" / "sharp" / "000001.png").unlink()
+    asked = []
+    window = spike_source.SpikeSource.window
+    monkeypatch.setattr(spike_source.SpikeSource, "window",
+                        lambda self, *a, **kw: asked.append(kw.get("frame_idx")) or window(self, *a, **kw))
+    result = ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
+    assert any(r["seq"] == "seq_000" and r["frame_idx"] == 1 and r["status"] == "dropped" for r in result.rows)
+    kept = sum(r["status"] == "ok" for r in result.rows)
+    assert len(asked) == kept and len(result.rows) == kept + 1
+
+
+@pytest.mark.parametrize("args, damage, fragment", [
+    (["--k", "100000000"], None, "fewer bins"),
+    ([], lambda s: (s / "spike" / "meta.json").write_text((s / "spike" / "meta.json").read_text().replace(
+        '"height": 48', '"height": 100000').replace('"width": 64', '"width": 100000')), "GiB"),
+    ([], lambda s: (s / "spike" / "meta.json").write_text((s / "spike" / "meta.json").read_text().replace(
+        '"rate_hz": 20000.0', '"rate_hz": 1e300')), "rate_hz"),
+    (["--layout", "s-sdm", "--exposure-start", "50", "--exposure-stop", "10"], None, "exposure_start"),
+])
+def test_sizes_and_numbers_no_machine_can_hold_stop_before_anything_is_written(synth_tree, tmp_path, args,
+                                                                               damage, fragment):
+    """Issue 16, items 7 and 8: exit 2 naming the cause and the fix; no store folder is created."""
+    raw = copy_tree(synth_tree(), tmp_path / "raw")
+    if damage is not None:
+        damage(raw / "train" / "seq_000")
+    out = tmp_path / "store"
+    res = CliRunner().invoke(main, ["ingest", str(raw), "--out", str(out), "--no-progress", "--log-dir",
+                                    str(tmp_path / "logs"), *args])
+    assert res.exit_code == 2 and fragment in res.output and "Fix:" in res.output, res.output
+    assert "Traceback" not in res.output and not out.exists()
 
 
 def test_write_config_norm_uses_its_own_temp_file(tmp_path):
