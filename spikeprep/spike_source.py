@@ -65,7 +65,7 @@ class SpikeSource:
     def _open(self, path: Path):
         m = self.meta
         if m.format == "dat":
-            return open_dat(path, m.height, m.width)
+            return open_dat(path, m.height, m.stored_width)
         if m.is_events:
             events = read_events(path, m.height, m.width)
             if max(m.height, m.width) <= np.iinfo(np.uint16).max:
@@ -73,7 +73,7 @@ class SpikeSource:
                 events = Events(events.t, events.y.astype(np.uint16), events.x.astype(np.uint16), events.p)
             return events
         if m.format == "npz-binary":
-            return read_binary_array(path, m.height, m.width)  # npz cannot be memory-mapped: load once
+            return read_binary_array(path, m.height, m.width, axes=m.axis_order)  # npz cannot be memory-mapped
         return None  # npy-binary: memory-mapped per window by read_binary_array
 
     # ---- voxelization -------------------------------------------------------------------------------
@@ -107,13 +107,18 @@ class SpikeSource:
             return WindowCounts(counts, n_ticks, len(events), None, path)
 
         # Frame-based: membership and bins on the tick axis, exactly (DESIGN section 3).
-        n_frames = binary_array_num_frames(path, m.height, m.width) if data is None else len(data)
+        n_frames = (binary_array_num_frames(path, m.height, m.width, m.axis_order) if data is None
+                    else len(data))
         u0, u1 = tick_position(t0, start_s, m.rate_hz), tick_position(t1, start_s, m.rate_hz)
         lo, hi = tick_span(u0, u1, n_frames)
         covered = bool(u0 >= 0 and u1 <= n_frames)
         if m.format == "dat":
-            counts = voxelize_packed_ticks(data[lo:hi], lo, u0, u1, m.height, m.width, num_bins, flipud=m.flipud)
+            counts = voxelize_packed_ticks(data[lo:hi], lo, u0, u1, m.height, m.stored_width, num_bins,
+                                           flipud=m.flipud)
+            if m.head_columns:  # drop the head columns at the end of every row (SPS10)
+                counts = np.ascontiguousarray(counts[:, :, :m.width])
         else:
-            frames = read_binary_array(path, m.height, m.width, lo, hi) if data is None else data[lo:hi]
+            frames = (read_binary_array(path, m.height, m.width, lo, hi, axes=m.axis_order) if data is None
+                      else data[lo:hi])
             counts = voxelize_binary_ticks(frames, lo, u0, u1, num_bins)
         return WindowCounts(counts, hi - lo, int(counts.sum(dtype=np.int64)), covered, path)

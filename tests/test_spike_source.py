@@ -153,3 +153,26 @@ def test_dat_size_mismatch_is_named(tmp_path, frames):
         fh.write(b"\x00\x01\x02")
     with pytest.raises(InputError, match="not a whole number"):
         SpikeSource(tmp_path / "spike").window(START, START + 0.01, 4)
+
+
+def test_head_columns_and_frames_last_give_the_plain_counts(tmp_path, frames):
+    """meta.json version 2: an SPS10-style .dat (extra columns at the end of each row, dropped) and an
+    [H, W, N] binary array voxelize like the plain [N, H, W] stream."""
+    write_stream(tmp_path / "plain", "dat", frames)
+    plain = SpikeSource(tmp_path / "plain")
+    head = tmp_path / "head"
+    head.mkdir()
+    padded = np.concatenate([frames, np.ones((300, H, 8), bool)], axis=2)  # 8 head columns, all firing
+    write_dat(head / "s.dat", padded)
+    write_spike_meta(head, SpikeMeta(version=2, format="dat", layout="stream", height=H, width=W, rate_hz=RATE,
+                                     start_s=START, stream_file="s.dat", head_columns=8))
+    last = tmp_path / "last"
+    last.mkdir()
+    np.save(last / "s.npy", np.moveaxis(frames, 0, 2))
+    write_spike_meta(last, SpikeMeta(version=2, format="npy-binary", layout="stream", height=H, width=W,
+                                     rate_hz=RATE, start_s=START, stream_file="s.npy", axes="HWN"))
+    for t0, t1 in [(START + 3 / RATE, START + 67 / RATE), (START + 100.5 / RATE, START + 197.5 / RATE)]:
+        want = plain.window(t0, t1, 8)
+        for other in (SpikeSource(head), SpikeSource(last)):
+            got = other.window(t0, t1, 8)
+            assert np.array_equal(got.counts, want.counts) and got.n_ticks == want.n_ticks
