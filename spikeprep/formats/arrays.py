@@ -136,6 +136,16 @@ def binary_array_num_frames(path: str | Path, height: int, width: int, axes: str
     return _check_binary(path, arr, height, width, axes)
 
 
+def binary_array_shape(path: str | Path) -> tuple[int, int, int]:
+    """The stored shape of a 3-D binary spike array file (reads no frames), e.g. to infer the sensor size."""
+    path = Path(path)
+    arr = _load_single_array(path, NPZ_SPIKES_KEY, "spike array")
+    if arr.ndim != 3:
+        raise InputError(path, f"spike array has shape {arr.shape}, expected 3 axes ([N, H, W] or [H, W, N])",
+                         fix="save binary spike frames as [N, H, W]")
+    return tuple(int(v) for v in arr.shape)
+
+
 def write_binary_array(path: str | Path, frames: np.ndarray) -> Path:
     """Write ``[N, H, W]`` binary frames as bool ``.npy`` or ``.npz`` (by suffix), atomically."""
     path = Path(path)
