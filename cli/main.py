@@ -23,6 +23,7 @@ Examples:
   spikeprep test --ckpt outputs/ckpts/spike/best.pth --store data/store --output outputs/test/spike
   spikeprep compare spike base
   spikeprep baselines data/store                   # blur, TFP, TFI, least squares: the floor to clear
+  spikeprep view rec.dat --height 250 --width 400  # TFP/TFI frames and video of a recording
 """
 
 
@@ -48,6 +49,7 @@ def _register() -> None:
     from cli.synth_cmd import synth
     from cli.test_cmd import test_cmd
     from cli.train_cmd import train_cmd
+    from cli.view_cmd import view_cmd
 
     main.add_command(synth)
     main.add_command(ingest_cmd, "ingest")
@@ -58,6 +60,7 @@ def _register() -> None:
     main.add_command(test_cmd, "test")
     main.add_command(compare_cmd, "compare")
     main.add_command(baselines_cmd, "baselines")
+    main.add_command(view_cmd, "view")
 
 
 _register()

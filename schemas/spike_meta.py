@@ -1,10 +1,10 @@
 """``spike/meta.json``: how a sequence's raw spike data is stored (DESIGN section 4).
 
 One record per sequence, next to the spike files. Frozen and validated: a reader never guesses a
-missing field. Version 1::
+missing field. Version 2 (version 1 is version 2 without ``axes`` and ``head_columns``, and still reads)::
 
     {
-      "version": 1,
+      "version": 2,
       "format": "dat",                 # dat | npy-binary | npz-binary | npy-events | npz-events
       "layout": "stream",              # stream: one continuous file; per-frame: one file per blur frame
       "height": 250, "width": 400,     # spike sensor resolution (rows, columns)
@@ -12,8 +12,16 @@ missing field. Version 1::
       "flipud": true,                  # .dat only: the file stores the image upside down
       "start_s": 0.0,                  # binary stream: time of spike frame 0 on the spike clock
       "stream_file": "stream.dat",     # stream layout: the file holding the stream
-      "file_start_s": {"000000": 0.0}  # binary per-frame: time of each file's frame 0, by file stem
+      "file_start_s": {"000000": 0.0}, # binary per-frame: time of each file's frame 0, by file stem
+      "axes": "NHW",                   # npy/npz-binary only: axis order of the stored array, NHW or HWN
+      "head_columns": 16               # dat only: extra columns at the end of every stored row, dropped
     }
+
+``axes`` (default ``NHW``): ``[N, H, W]`` (spike frame, row, column) or ``[H, W, N]`` (frames last, as the
+SpikingSIM sample of a real recording is stored). ``head_columns`` (default none): each stored row holds
+``width + head_columns`` pixels and the last ``head_columns`` carry no image (SpikeCV's SPS10 layout: rows of
+416 columns, columns 400..415 dropped, ``width`` 400); the packed frame is ``height * (width + head_columns)``
+bits.
 
 Spike frame j of a binary stream starting at s has time ``s + j / rate_hz`` (DESIGN section 3).
 Event formats carry their own times; ``rate_hz`` still gives the tick length used for intensities.
@@ -27,7 +35,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SPIKE_META_VERSION = 1
+SPIKE_META_VERSION = 2
+#: fields a version-1 record cannot hold
+_SINCE_V2 = ("axes", "head_columns")
 SPIKE_META_FILENAME = "meta.json"
 
 SpikeFormat = Literal["dat", "npy-binary", "npz-binary", "npy-events", "npz-events"]
@@ -50,7 +60,7 @@ class SpikeMeta(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    version: Literal[1] = SPIKE_META_VERSION
+    version: Literal[1, 2] = SPIKE_META_VERSION
     format: SpikeFormat
     layout: Literal["stream", "per-frame"]
     height: int = Field(gt=0)
@@ -60,11 +70,23 @@ class SpikeMeta(BaseModel):
     start_s: float | None = None
     stream_file: str | None = None
     file_start_s: dict[str, float] | None = None
+    axes: Literal["NHW", "HWN"] | None = None
+    head_columns: int | None = Field(default=None, gt=0)
 
     @property
     def is_events(self) -> bool:
         """True for event-list formats (``npy-events``, ``npz-events``), False for binary frames."""
         return self.format.endswith("events")
+
+    @property
+    def axis_order(self) -> str:
+        """Axis order of a stored binary array: ``axes``, or ``NHW`` when unset."""
+        return self.axes or "NHW"
+
+    @property
+    def stored_width(self) -> int:
+        """Pixels per stored row: ``width`` plus the dropped ``head_columns`` (``.dat``)."""
+        return self.width + (self.head_columns or 0)
 
     @property
     def suffix(self) -> str:
@@ -75,7 +97,7 @@ class SpikeMeta(BaseModel):
     @classmethod
     def _version_not_bool(cls, value):
         if isinstance(value, bool):  # True == 1 would otherwise pass as version 1
-            raise ValueError("version must be the integer 1")
+            raise ValueError("version must be the integer 1 or 2")
         return value
 
     @field_validator("stream_file")
@@ -97,9 +119,19 @@ class SpikeMeta(BaseModel):
 
     @model_validator(mode="after")
     def _layout_fields(self) -> "SpikeMeta":
-        if self.format == "dat" and (self.height * self.width) % 8:
+        for name in _SINCE_V2:
+            if self.version == 1 and getattr(self, name) is not None:
+                raise ValueError(f"'{name}' needs version 2 (set \"version\": 2)")
+        if self.axes is not None and self.format not in ("npy-binary", "npz-binary"):
+            raise ValueError(f"'axes' is the axis order of a binary array (npy-binary, npz-binary), "
+                             f"not of format {self.format!r}; remove it")
+        if self.head_columns is not None and self.format != "dat":
+            raise ValueError(f"'head_columns' belongs to format 'dat' (rows with extra columns), "
+                             f"not {self.format!r}; remove it")
+        if self.format == "dat" and (self.height * self.stored_width) % 8:
+            stored = "height*width" if self.head_columns is None else "height*(width + head_columns)"
             raise ValueError(
-                f"height*width = {self.height * self.width} is not a multiple of 8; "
+                f"{stored} = {self.height * self.stored_width} is not a multiple of 8; "
                 ".dat frames are whole bytes"
             )
         if self.layout == "stream":

@@ -107,10 +107,16 @@ def centred_bins(num_bins: int, width: int) -> slice:
     return slice(start, start + width)
 
 
+def tfp_rate(counts: np.ndarray, width: int) -> np.ndarray:
+    """TFP (texture from playback): the mean count per bin over the centred ``width`` of the ``K`` bins of
+    ``counts [K, Hs, Ws]``, float64 ``[Hs, Ws]``. On bins one spike frame wide (``spikeprep view`` on a raw
+    recording) that is the spike rate per frame over a window of ``width`` frames."""
+    return counts[centred_bins(counts.shape[0], width)].sum(axis=0, dtype=np.float64) / width
+
+
 def tfp(counts: np.ndarray, blur: np.ndarray, width: int) -> np.ndarray:
-    """TFP restoration: the mean count per bin over the centred ``width`` bins, as luma, blur's colour."""
-    rate = counts[centred_bins(counts.shape[0], width)].sum(axis=0, dtype=np.float64) / width
-    return _with_luma(blur, counts, rate)
+    """TFP restoration: ``tfp_rate`` over the centred ``width`` bins, as luma, blur's colour."""
+    return _with_luma(blur, counts, tfp_rate(counts, width))
 
 
 def tfi_applies(num_bins: int, n_ticks: int) -> bool:
@@ -118,12 +124,13 @@ def tfi_applies(num_bins: int, n_ticks: int) -> bool:
     return n_ticks <= num_bins
 
 
-def tfi(counts: np.ndarray, blur: np.ndarray) -> np.ndarray:
-    """TFI restoration: ``1 / ISI`` (spikes per bin) of the interval spanning the window's centre, as luma.
+def tfi_rate(counts: np.ndarray) -> np.ndarray:
+    """TFI (texture from interval): ``1 / ISI`` (spikes per bin) of the interval spanning the centre of
+    ``counts [K, Hs, Ws]``, float64 ``[Hs, Ws]``.
 
     Needs bins at most one spike frame wide (``tfi_applies``), so that a non-empty bin is one spike at its
     bin's time. The interval runs from the last spike before the centre (bins ``< K/2``) to the first at or
-    after it; a pixel without a spike on one side keeps the full-window rate (its blur luma).
+    after it; a pixel without a spike on one side keeps the full-window rate.
     """
     k = counts.shape[0]
     if counts.max(initial=0) > 1:
@@ -136,8 +143,13 @@ def tfi(counts: np.ndarray, blur: np.ndarray) -> np.ndarray:
     first_after = np.where(fired[half:], idx[half:], k + k).min(axis=0)
     both = (last_before >= 0) & (first_after < k)
     full_rate = counts.sum(axis=0, dtype=np.float64) / k
-    rate = np.where(both, 1.0 / np.maximum(first_after - last_before, 1), full_rate)
-    return _with_luma(blur, counts, rate)
+    return np.where(both, 1.0 / np.maximum(first_after - last_before, 1), full_rate)
+
+
+def tfi(counts: np.ndarray, blur: np.ndarray) -> np.ndarray:
+    """TFI restoration: ``tfi_rate`` as luma, blur's colour (a pixel without a spike on one side of the
+    centre keeps the full-window rate, i.e. its blur luma)."""
+    return _with_luma(blur, counts, tfi_rate(counts))
 
 
 # ---- least squares ------------------------------------------------------------------------------------

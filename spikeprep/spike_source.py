@@ -2,7 +2,8 @@
 
 ``SpikeSource(spike_dir)`` reads ``spike/meta.json`` once, opens the spike files lazily (``.dat`` and
 ``.npy`` are memory-mapped, so a window reads only its own bytes) and turns an exposure window
-``[t0, t1)`` into voxel counts ``[K, Hs, Ws]`` with the Numba voxelizer. It is the single place where
+``[t0, t1)`` into voxel counts ``[K, Hs, Ws]`` with the Numba voxelizer: binned exactly on the tick axis
+for ``.dat`` and binary arrays, with the float formula for event lists (DESIGN section 3). It is the single place where
 the five raw formats and the two layouts (one continuous stream, or one file per blur frame) meet.
 """
 from __future__ import annotations
@@ -19,8 +20,8 @@ from spikeprep.formats.arrays import binary_array_num_frames, read_binary_array
 from spikeprep.formats.dat import open_dat
 from spikeprep.formats.events import Events, read_events
 from spikeprep.formats.meta import read_spike_meta
-from spikeprep.voxelizer import voxelize_binary, voxelize_events, voxelize_packed
-from spikeprep.windows import tick_range
+from spikeprep.voxelizer import voxelize_binary_ticks, voxelize_events, voxelize_packed_ticks
+from spikeprep.windows import tick_position, tick_span
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class SpikeSource:
     def _open(self, path: Path):
         m = self.meta
         if m.format == "dat":
-            return open_dat(path, m.height, m.width)
+            return open_dat(path, m.height, m.stored_width)
         if m.is_events:
             events = read_events(path, m.height, m.width)
             if max(m.height, m.width) <= np.iinfo(np.uint16).max:
@@ -72,7 +73,7 @@ class SpikeSource:
                 events = Events(events.t, events.y.astype(np.uint16), events.x.astype(np.uint16), events.p)
             return events
         if m.format == "npz-binary":
-            return read_binary_array(path, m.height, m.width)  # npz cannot be memory-mapped: load once
+            return read_binary_array(path, m.height, m.width, axes=m.axis_order)  # npz cannot be memory-mapped
         return None  # npy-binary: memory-mapped per window by read_binary_array
 
     # ---- voxelization -------------------------------------------------------------------------------
@@ -105,14 +106,19 @@ class SpikeSource:
             n_ticks = int(round((t1 - t0) * m.rate_hz))
             return WindowCounts(counts, n_ticks, len(events), None, path)
 
-        n_frames = binary_array_num_frames(path, m.height, m.width) if data is None else len(data)
-        lo, hi = tick_range(t0, t1, start_s, m.rate_hz, n_frames)
-        times = m.frame_time(start_s, np.arange(lo, hi, dtype=np.int64))
-        first, last = m.frame_time(start_s, 0), m.frame_time(start_s, n_frames - 1)
-        covered = bool(t0 >= first and t1 <= last + 1.0 / m.rate_hz)
+        # Frame-based: membership and bins on the tick axis, exactly (DESIGN section 3).
+        n_frames = (binary_array_num_frames(path, m.height, m.width, m.axis_order) if data is None
+                    else len(data))
+        u0, u1 = tick_position(t0, start_s, m.rate_hz), tick_position(t1, start_s, m.rate_hz)
+        lo, hi = tick_span(u0, u1, n_frames)
+        covered = bool(u0 >= 0 and u1 <= n_frames)
         if m.format == "dat":
-            counts = voxelize_packed(data[lo:hi], times, t0, t1, m.height, m.width, num_bins, flipud=m.flipud)
+            counts = voxelize_packed_ticks(data[lo:hi], lo, u0, u1, m.height, m.stored_width, num_bins,
+                                           flipud=m.flipud)
+            if m.head_columns:  # drop the head columns at the end of every row (SPS10)
+                counts = np.ascontiguousarray(counts[:, :, :m.width])
         else:
-            frames = read_binary_array(path, m.height, m.width, lo, hi) if data is None else data[lo:hi]
-            counts = voxelize_binary(frames, times, t0, t1, num_bins)
+            frames = (read_binary_array(path, m.height, m.width, lo, hi, axes=m.axis_order) if data is None
+                      else data[lo:hi])
+            counts = voxelize_binary_ticks(frames, lo, u0, u1, num_bins)
         return WindowCounts(counts, hi - lo, int(counts.sum(dtype=np.int64)), covered, path)

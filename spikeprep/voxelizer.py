@@ -16,6 +16,13 @@ Three inputs, one output contract:
 * ``voxelize_packed``  packed ``.dat`` frames ``[N, H*W/8]`` uint8, straight from the packed bytes;
 * ``voxelize_binary``  unpacked binary frames ``[N, H, W]`` bool/uint8.
 
+Frame-based sources (a ``.dat`` stream, a binary array) have a better clock than float seconds: frame
+``j`` is tick ``j``. ``voxelize_packed_ticks`` and ``voxelize_binary_ticks`` take consecutive frames and
+the window's edges as exact tick positions ``u0, u1`` (``spikeprep.windows.tick_position``) and bin
+frame ``j`` by ``tick_bin_index``: the same formula evaluated in exact rational arithmetic, so a window
+whose edges sit on frame times gets equal bins. ``SpikeSource`` uses these for ``.dat`` and binary
+arrays; event lists keep the float formula.
+
 Output: counts ``[K, H, W]`` (bin, row, column), dtype uint32, C-contiguous, a new array; inputs are
 never modified; no spikes in the window -> all zeros of the same shape.
 
@@ -25,20 +32,26 @@ fork after import (or after the kernels ran in the parent) are safe.
 """
 from __future__ import annotations
 
+import math
 import numbers
+from fractions import Fraction
 
 import numba
 import numpy as np
 
 from schemas.config import DEFAULT_NUM_BINS
+from spikeprep.windows import tick_span
 
 __all__ = [
     "DEFAULT_NUM_BINS",
     "MIN_WINDOW_S",
     "bin_index",
+    "tick_bin_index",
     "voxelize_events",
     "voxelize_packed",
     "voxelize_binary",
+    "voxelize_packed_ticks",
+    "voxelize_binary_ticks",
 ]
 
 #: Shortest accepted window (seconds). The reference divides by ``max(t1 - t0, 1e-9)``; rejecting
@@ -250,16 +263,13 @@ def _flush(acc, out, b, height, width, flipud):
 
 
 @numba.njit(cache=True)
-def _packed_kernel(packed, tw, t0, t1, num_bins, height, width, flipud, lut, out, max_acc):
-    """Count packed frames ``[M, H*W/8]`` (all inside the window, ``tw`` non-decreasing) into ``out``.
+def _packed_kernel(packed, bins, height, width, flipud, lut, out, max_acc):
+    """Count packed frames ``[M, H*W/8]`` into ``out[bins[f]]`` (``bins`` non-decreasing, in range).
 
     One uint64 per packed byte accumulates ``lut[byte]`` (8 one-byte counters, one per pixel); it is
     flushed into the uint32 counts when the bin changes and before any counter could pass 255.
     Frames of the same bin are added four at a time (at most 4 per counter per add, no carries).
     """
-    dur = t1 - t0
-    kf = np.float64(num_bins)
-    k_last = num_bins - 1
     m = packed.shape[0]
     nb = packed.shape[1]
     acc = np.zeros(nb, np.uint64)
@@ -267,15 +277,14 @@ def _packed_kernel(packed, tw, t0, t1, num_bins, height, width, flipud, lut, out
     nacc = 0
     f = 0
     while f < m:
-        b = _bin_of(tw[f], t0, dur, kf, k_last)
+        b = bins[f]
         if b != cur or nacc >= max_acc:
             if nacc > 0:
                 _flush(acc, out, cur, height, width, flipud)
                 nacc = 0
             cur = b
-        if (f + 4 <= m and nacc + 4 <= max_acc
-                and _bin_of(tw[f + 3], t0, dur, kf, k_last) == b):
-            # tw is non-decreasing, so frames f..f+3 all fall in bin b
+        if f + 4 <= m and nacc + 4 <= max_acc and bins[f + 3] == b:
+            # bins is non-decreasing, so frames f..f+3 all fall in bin b
             r0 = packed[f]
             r1 = packed[f + 1]
             r2 = packed[f + 2]
@@ -295,17 +304,16 @@ def _packed_kernel(packed, tw, t0, t1, num_bins, height, width, flipud, lut, out
 
 
 @numba.njit(cache=True)
-def _binary_kernel(frames, t, t0, t1, num_bins, out):
-    """Add each in-window frame ``[H, W]`` (uint8 0/1) into its bin. Returns -1 or a bad frame index."""
-    dur = t1 - t0
-    kf = np.float64(num_bins)
-    k_last = num_bins - 1
+def _binary_kernel(frames, bins, out):
+    """Add each frame ``[H, W]`` (uint8 0/1) with ``bins[f] >= 0`` into ``out[bins[f]]``.
+
+    Returns -1 or the index of a frame holding a value other than 0/1.
+    """
     height = frames.shape[1]
     width = frames.shape[2]
     for f in range(frames.shape[0]):
-        tf = t[f]
-        if (tf >= t0) & (tf < t1):
-            b = _bin_of(tf, t0, dur, kf, k_last)
+        b = bins[f]
+        if b >= 0:
             seen = np.uint8(0)
             for r in range(height):
                 src = frames[f, r]
@@ -350,9 +358,49 @@ def bin_index(t, t0: float, t1: float, num_bins: int = DEFAULT_NUM_BINS) -> np.n
     arr = arr.astype(np.float64, copy=False)
     if np.isnan(arr).any():
         raise ValueError(f"t[{int(np.flatnonzero(np.isnan(arr.ravel()))[0])}] is NaN")
+    return _float_bins(arr, t0, dur, k)
+
+
+def _float_bins(t: np.ndarray, t0: float, dur: float, k: int) -> np.ndarray:
+    """``clip(floor((t - t0) / dur * K), 0, K - 1)`` as int64, in float64 in exactly the reference's order.
+
+    The compiled event kernels evaluate the same expression (``_bin_of``).
+    """
     with np.errstate(over="ignore", invalid="ignore"):
-        b = np.floor((arr - t0) / dur * k)
+        b = np.floor((t - t0) / dur * k)
     return np.clip(b, 0, k - 1).astype(np.int64)
+
+
+def tick_bin_index(ticks, u0, u1, num_bins: int = DEFAULT_NUM_BINS) -> np.ndarray:
+    """Bin of each spike frame of a frame-based source, the reference formula evaluated exactly.
+
+    Parameters
+    ----------
+    ticks : array_like of int, any shape
+        Frame indices ``j`` on the stream's tick axis (frame ``j`` is at ``start_s + j / rate_hz``).
+    u0, u1 : int or fractions.Fraction
+        The window's edges as tick positions (``spikeprep.windows.tick_position``), ``u1 > u0``.
+    num_bins : int
+        ``K >= 1``.
+
+    Returns
+    -------
+    numpy.ndarray of int64, same shape as ``ticks``
+        ``clip(floor((j - u0) / (u1 - u0) * K), 0, K - 1)`` in exact rational arithmetic. That is the
+        reference's ``floor((t - t0) / (t1 - t0) * K)`` at the exact times ``t = s + j / r``,
+        ``t0 = s + u0 / r``, ``t1 = s + u1 / r``; a window of ``n = m * K`` frames on frame times gets
+        ``m`` frames in every bin (the float expression may put ``m - 1`` to ``m + 1`` there).
+    """
+    k = _as_int(num_bins, "num_bins")
+    u0, u1 = Fraction(u0), Fraction(u1)
+    if not u1 > u0:
+        raise ValueError(f"tick window [u0, u1) needs u1 > u0, got [{u0}, {u1})")
+    j = np.asarray(ticks)
+    if j.dtype.kind not in "iu":
+        raise ValueError(f"ticks must be integer frame indices, got dtype {j.dtype}")
+    # first tick of bin b (b = 1..K-1): the least integer j with (j - u0) * K >= b * (u1 - u0)
+    firsts = np.array([math.ceil(u0 + b * (u1 - u0) / k) for b in range(1, k)], dtype=np.int64)
+    return np.searchsorted(firsts, j.astype(np.int64, copy=False), side="right").astype(np.int64)
 
 
 def _unsigned_view(a: np.ndarray) -> np.ndarray:
@@ -429,6 +477,61 @@ def voxelize_events(t, y, x, t0: float, t1: float, height: int, width: int,
     )
 
 
+def _check_packed(packed, height, width) -> tuple[np.ndarray, int, int]:
+    """``(packed as a uint8 [N, H*W/8] array, height, width)``; ValueError on bad shapes or sizes."""
+    height = _as_int(height, "height")
+    width = _as_int(width, "width")
+    if (height * width) % 8:
+        raise ValueError(f"packed frames are whole bytes: height*width = {height * width} "
+                         "is not a multiple of 8")
+    nbytes = height * width // 8
+    p = np.asarray(packed)  # a memmap becomes a plain ndarray view, no copy
+    if p.dtype != np.uint8:
+        raise ValueError(f"packed must be uint8 bytes, got dtype {p.dtype}")
+    if p.ndim != 2 or p.shape[1] != nbytes:
+        raise ValueError(
+            f"packed must be [N, H*W/8] = [N, {nbytes}] for a {height}x{width} sensor, got shape "
+            f"{p.shape}; reshape a flat buffer with packed.reshape(-1, {nbytes})"
+        )
+    return p, height, width
+
+
+def _count_packed(p: np.ndarray, bins: np.ndarray, k: int, height: int, width: int,
+                  flipud: bool) -> np.ndarray:
+    """Counts ``[K, H, W]`` of packed frames ``p`` (all counted) in their non-decreasing ``bins``."""
+    out = np.zeros((k, height, width), dtype=np.uint32)
+    if p.shape[0]:
+        sub = np.ascontiguousarray(p)  # copies only if the window's rows are strided
+        _packed_kernel(sub, np.ascontiguousarray(bins, np.int64), height, width, bool(flipud), _LUT, out,
+                       _MAX_ACC_FRAMES)
+    return out
+
+
+def _check_frames(frames) -> np.ndarray:
+    """Binary frames ``[N, H, W]`` bool/uint8 -> a uint8 view; ValueError on bad shapes or dtypes."""
+    fr = np.asarray(frames)
+    if fr.ndim != 3:
+        raise ValueError(f"frames must be [N, H, W], got shape {fr.shape}")
+    if fr.dtype == np.bool_:
+        fr = fr.view(np.uint8)
+    elif fr.dtype != np.uint8:
+        raise ValueError(f"frames must be bool or uint8 holding 0/1, got dtype {fr.dtype}")
+    if fr.shape[1] == 0 or fr.shape[2] == 0:
+        raise ValueError(f"frames must have a non-empty [H, W], got shape {fr.shape}")
+    return fr
+
+
+def _count_binary(fr: np.ndarray, bins: np.ndarray, k: int) -> np.ndarray:
+    """Counts ``[K, H, W]`` of the frames with ``bins >= 0``; ValueError on a value other than 0/1."""
+    out = np.zeros((k, fr.shape[1], fr.shape[2]), dtype=np.uint32)
+    if fr.shape[0]:
+        r = _binary_kernel(fr, np.ascontiguousarray(bins, np.int64), out)
+        if r != -1:
+            yy, xx = np.argwhere(fr[r] > 1)[0]
+            raise ValueError(f"frames must hold 0/1 spikes, but frames[{r}, {yy}, {xx}] = {fr[r, yy, xx]}")
+    return out
+
+
 def voxelize_packed(packed, t, t0: float, t1: float, height: int, width: int,
                     num_bins: int = DEFAULT_NUM_BINS, flipud: bool = True) -> np.ndarray:
     """Voxelize packed ``.dat`` spike frames straight from their bytes (nothing is unpacked).
@@ -454,35 +557,18 @@ def voxelize_packed(packed, t, t0: float, t1: float, height: int, width: int,
     Returns
     -------
     numpy.ndarray, shape [K, H, W] (bin, row, column), uint32, C-contiguous, new
-        Per-pixel spike counts of the frames with ``t0 <= t < t1``, binned like ``voxelize_events``.
+        Per-pixel spike counts of the frames with ``t0 <= t < t1``, binned like ``voxelize_events``
+        (the float formula; ``voxelize_packed_ticks`` bins frames of a stream exactly on ticks).
     """
-    t0, t1, _ = _check_window(t0, t1)
-    height = _as_int(height, "height")
-    width = _as_int(width, "width")
+    t0, t1, dur = _check_window(t0, t1)
     k = _as_int(num_bins, "num_bins")
-    if (height * width) % 8:
-        raise ValueError(f"packed frames are whole bytes: height*width = {height * width} "
-                         "is not a multiple of 8")
-    nbytes = height * width // 8
-    p = np.asarray(packed)  # a memmap becomes a plain ndarray view, no copy
-    if p.dtype != np.uint8:
-        raise ValueError(f"packed must be uint8 bytes, got dtype {p.dtype}")
-    if p.ndim != 2 or p.shape[1] != nbytes:
-        raise ValueError(
-            f"packed must be [N, H*W/8] = [N, {nbytes}] for a {height}x{width} sensor, got shape "
-            f"{p.shape}; reshape a flat buffer with packed.reshape(-1, {nbytes})"
-        )
+    p, height, width = _check_packed(packed, height, width)
     tt = _check_times(t)
     if tt.shape[0] != p.shape[0]:
         raise ValueError(f"t has {tt.shape[0]} times for {p.shape[0]} packed frames")
     _check_non_decreasing(tt)
-    out = np.zeros((k, height, width), dtype=np.uint32)
     lo, hi = _window_frames(tt, t0, t1)
-    if hi > lo:
-        sub = np.ascontiguousarray(p[lo:hi])  # copies only if the window's rows are strided
-        _packed_kernel(sub, tt[lo:hi], t0, t1, k, height, width, bool(flipud), _LUT, out,
-                       _MAX_ACC_FRAMES)
-    return out
+    return _count_packed(p[lo:hi], _float_bins(tt[lo:hi], t0, dur, k), k, height, width, flipud)
 
 
 def voxelize_binary(frames, t, t0: float, t1: float, num_bins: int = DEFAULT_NUM_BINS) -> np.ndarray:
@@ -503,27 +589,61 @@ def voxelize_binary(frames, t, t0: float, t1: float, num_bins: int = DEFAULT_NUM
     Returns
     -------
     numpy.ndarray, shape [K, H, W] (bin, row, column), uint32, C-contiguous, new
-        Per-pixel spike counts of the frames with ``t0 <= t < t1``, binned like ``voxelize_events``.
+        Per-pixel spike counts of the frames with ``t0 <= t < t1``, binned like ``voxelize_events``
+        (the float formula; ``voxelize_binary_ticks`` bins frames of a stream exactly on ticks).
     """
-    t0, t1, _ = _check_window(t0, t1)
+    t0, t1, dur = _check_window(t0, t1)
     k = _as_int(num_bins, "num_bins")
-    fr = np.asarray(frames)
-    if fr.ndim != 3:
-        raise ValueError(f"frames must be [N, H, W], got shape {fr.shape}")
-    if fr.dtype == np.bool_:
-        fr = fr.view(np.uint8)
-    elif fr.dtype != np.uint8:
-        raise ValueError(f"frames must be bool or uint8 holding 0/1, got dtype {fr.dtype}")
+    fr = _check_frames(frames)
     tt = _check_times(t)
     if tt.shape[0] != fr.shape[0]:
         raise ValueError(f"t has {tt.shape[0]} times for {fr.shape[0]} frames")
-    _, height, width = fr.shape
-    if height == 0 or width == 0:
-        raise ValueError(f"frames must have a non-empty [H, W], got shape {fr.shape}")
-    out = np.zeros((k, height, width), dtype=np.uint32)
-    if fr.shape[0]:
-        r = _binary_kernel(fr, tt, t0, t1, k, out)
-        if r != -1:
-            yy, xx = np.argwhere(fr[r] > 1)[0]
-            raise ValueError(f"frames must hold 0/1 spikes, but frames[{r}, {yy}, {xx}] = {fr[r, yy, xx]}")
-    return out
+    inside = (tt >= t0) & (tt < t1)  # NaN is never inside
+    return _count_binary(fr, np.where(inside, _float_bins(tt, t0, dur, k), -1), k)
+
+
+def _tick_window(first_tick, n: int, u0, u1, k: int) -> tuple[int, int, np.ndarray]:
+    """Frames ``[a, b)`` (of ``n`` starting at tick ``first_tick``) with ``u0 <= j < u1``, and their bins."""
+    if isinstance(first_tick, (bool, np.bool_)) or not isinstance(first_tick, numbers.Integral):
+        raise ValueError(f"first_tick must be an integer frame index, got {first_tick!r}")
+    first_tick = int(first_tick)
+    u0, u1 = Fraction(u0), Fraction(u1)
+    a, b = tick_span(u0 - first_tick, u1 - first_tick, n)
+    return a, b, tick_bin_index(np.arange(first_tick + a, first_tick + b, dtype=np.int64), u0, u1, k)
+
+
+def voxelize_packed_ticks(packed, first_tick: int, u0, u1, height: int, width: int,
+                          num_bins: int = DEFAULT_NUM_BINS, flipud: bool = True) -> np.ndarray:
+    """Voxelize consecutive packed ``.dat`` frames on the tick axis, binned exactly (``tick_bin_index``).
+
+    Parameters
+    ----------
+    packed : array_like, shape [N, H*W/8], uint8
+        Consecutive packed frames (the ``.dat`` layout, see ``voxelize_packed``); ``packed[i]`` is tick
+        ``first_tick + i``.
+    first_tick : int
+        Tick index of ``packed[0]``.
+    u0, u1 : int or fractions.Fraction
+        The window ``[u0, u1)`` in ticks (``spikeprep.windows.tick_position``); frames with
+        ``u0 <= j < u1`` are counted.
+    height, width, num_bins, flipud
+        As ``voxelize_packed``.
+
+    Returns
+    -------
+    numpy.ndarray, shape [K, H, W], uint32, C-contiguous, new
+    """
+    k = _as_int(num_bins, "num_bins")
+    p, height, width = _check_packed(packed, height, width)
+    a, b, bins = _tick_window(first_tick, p.shape[0], u0, u1, k)
+    return _count_packed(p[a:b], bins, k, height, width, flipud)
+
+
+def voxelize_binary_ticks(frames, first_tick: int, u0, u1, num_bins: int = DEFAULT_NUM_BINS) -> np.ndarray:
+    """Voxelize consecutive binary frames ``[N, H, W]`` (``frames[i]`` is tick ``first_tick + i``) on the
+    tick axis, binned exactly (``tick_bin_index``); frames with ``u0 <= j < u1`` are counted. Output as
+    ``voxelize_binary``."""
+    k = _as_int(num_bins, "num_bins")
+    fr = _check_frames(frames)
+    a, b, bins = _tick_window(first_tick, fr.shape[0], u0, u1, k)
+    return _count_binary(fr[a:b], bins, k)

@@ -5,11 +5,17 @@ clock. Spike frame ``j`` of a binary stream whose frame 0 is at ``start_s`` has 
 ``start_s + j / rate_hz`` (``SpikeMeta.frame_time``) and belongs to the window iff ``t0 <= t_j < t1``. Nothing here interpolates or
 rescales time. ``tick_range`` gives the exact index range by evaluating that same float expression at
 the boundary, so it agrees with a brute-force scan of every frame time.
+
+Frame-based sources (``.dat``, binary arrays) decide membership and voxel bins on the tick axis instead
+(DESIGN section 3): ``tick_position`` turns a window edge into the exact rational tick position it stands
+for, ``tick_span`` gives the frames ``u0 <= j < u1``, and ``spikeprep.voxelizer.tick_bin_index`` bins
+them with the reference formula evaluated exactly.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +58,42 @@ def tick_range(t0: float, t1: float, start_s: float, rate_hz: float, n_frames: i
         raise ValueError(f"rate_hz must be > 0 and n_frames >= 0, got {rate_hz!r}, {n_frames!r}")
     lo = _first_at_or_after(t0, start_s, rate_hz, n_frames)
     hi = _first_at_or_after(t1, start_s, rate_hz, n_frames)
+    return lo, max(lo, hi)
+
+
+#: Largest denominator (in ticks) a window edge is read as: integer ticks (frame times), half ticks (the
+#: presets), microseconds at 20 or 40 kHz (1/50, 1/25 tick). Distinct such positions lie >= 1e-4 tick apart.
+TICK_MAX_DENOMINATOR = 100
+
+
+def tick_position(t: float, start_s: float, rate_hz: float) -> Fraction:
+    """The tick position ``(t - start_s) * rate_hz`` of a window edge ``t``, as an exact rational.
+
+    Float seconds carry rounding noise: ``3 / 20000`` is not exactly three ticks. When the exact value of
+    the floats lies within that noise (a few ulps of ``t`` and ``start_s``, in ticks) of a rational with
+    denominator at most ``TICK_MAX_DENOMINATOR``, that rational is what the edge stands for and is
+    returned; otherwise the exact value of the floats is returned. So an edge written as
+    ``start_s + j / rate_hz`` (however computed) is exactly tick ``j``, and ``j - 0.5`` stays a half tick.
+    """
+    if not (math.isfinite(t) and math.isfinite(start_s)) or not (math.isfinite(rate_hz) and rate_hz > 0):
+        raise ValueError(f"tick position needs finite t, start_s and rate_hz > 0, got {t!r}, {start_s!r}, "
+                         f"{rate_hz!r}")
+    exact = (Fraction(t) - Fraction(start_s)) * Fraction(rate_hz)
+    tol = Fraction(8 * rate_hz * (math.ulp(t) + math.ulp(start_s)))
+    near = exact.limit_denominator(TICK_MAX_DENOMINATOR)
+    # Only snap when the noise is far below the spacing of the candidates (1 / 100**2 tick).
+    if tol < Fraction(1, 4 * TICK_MAX_DENOMINATOR ** 2) and abs(near - exact) <= tol:
+        return near
+    return exact
+
+
+def tick_span(u0: Fraction, u1: Fraction, n_frames: int) -> tuple[int, int]:
+    """Frames ``[lo, hi)`` with ``u0 <= j < u1`` (tick positions from ``tick_position``), clipped to
+    ``[0, n_frames]``; empty when the window misses the stream. ``ValueError`` unless ``u1 > u0``."""
+    if not u1 > u0:
+        raise ValueError(f"window must have u1 > u0 in ticks, got [{u0}, {u1})")
+    lo = min(max(math.ceil(u0), 0), n_frames)
+    hi = min(max(math.ceil(u1), 0), n_frames)
     return lo, max(lo, hi)
 
 

@@ -106,6 +106,9 @@ _dat_case("range-past-end", _good_dat, H, W, ("[0, 4)", f"{N} frames"), readers=
           start=0, stop=N + 1)
 _dat_case("range-start-past-end", _good_dat, H, W, ("[5, 6)",), readers=("read_dat", "read_dat_packed"),
           start=5, stop=6)
+# SPS10 head columns: the file is read as rows of W + head columns
+_dat_case("head-columns-not-whole-frames", _good_dat, H, W, (f"{H}x{W + 16} frames", "height/width"),
+          readers=("read_dat",), head_columns=16)
 _dat_case("range-negative", _good_dat, H, W, ("[-1, 2)",), readers=("read_dat", "read_dat_packed"),
           start=-1, stop=2)
 _dat_case("range-reversed", _good_dat, H, W, ("[2, 1)",), readers=("read_dat", "read_dat_packed"),
@@ -115,7 +118,7 @@ _dat_case("range-reversed", _good_dat, H, W, ("[2, 1)",), readers=("read_dat", "
 # ------------------------------------------------------------------------------------ binary arrays
 BINARY_READERS: dict[str, Callable] = {
     "read_binary_array": lambda p, **kw: read_binary_array(p, H, W, **kw),
-    "binary_array_num_frames": lambda p, **kw: binary_array_num_frames(p, H, W),
+    "binary_array_num_frames": lambda p, **kw: binary_array_num_frames(p, H, W, axes=kw.get("axes", "NHW")),
 }
 
 
@@ -150,6 +153,13 @@ _THREES[2, 0, 0] = 3
 
 for ext, save in ((".npy", _npy), (".npz", lambda n, a: _npz(n, spikes=a))):
     tag = ext[1:]
+    # axis order (meta.json "axes"): the message says which order the array looks like
+    _bin_case(f"{tag}-frames-last-read-as-nhw", save("s" + ext, np.moveaxis(_GOOD_U8, 0, 2)),
+              ("shape (8, 16, 3)", '"axes": "HWN"'))
+    _bin_case(f"{tag}-frames-first-read-as-hwn", save("s" + ext, _GOOD_U8), (f"[{H}, {W}, N]", 'remove "axes"'),
+              axes="HWN")
+    _bin_case(f"{tag}-hwn-value-2", save("s" + ext, np.moveaxis(_TWOS, 0, 2)), ("value 2",),
+              readers=("read_binary_array",), axes="HWN")
     _bin_case(f"{tag}-wrong-shape", save("s" + ext, np.zeros((N, W, H), np.uint8)), ("shape", f"[N, {H}, {W}]"))
     _bin_case(f"{tag}-2d", save("s" + ext, np.zeros((H, W), np.bool_)), ("shape (8, 16)",))
     _bin_case(f"{tag}-4d", save("s" + ext, np.zeros((N, H, W, 1), np.bool_)), ("shape",))
@@ -343,7 +353,21 @@ _meta_case("flipud-string", _meta(META_DAT_STREAM, flipud="yes"), ("flipud",))
 _meta_case("flipud-int", _meta(META_DAT_STREAM, flipud=1), ("flipud",))
 _meta_case("format-unknown", _meta(META_DAT_STREAM, format="hdf5"), ("format",))
 _meta_case("layout-unknown", _meta(META_DAT_STREAM, layout="folder"), ("layout",))
-_meta_case("version-2", _meta(META_DAT_STREAM, version=2), ("version",))
+# version 2 fields: axes (binary arrays), head_columns (.dat)
+META_V2_BINARY = dict(META_BINARY_PER_FRAME, version=2)
+_meta_case("axes-unknown", _meta(META_V2_BINARY, axes="TWH"), ("axes", "'NHW' or 'HWN'"))
+_meta_case("axes-lowercase", _meta(META_V2_BINARY, axes="hwn"), ("axes",))
+_meta_case("axes-on-dat", _meta(META_DAT_STREAM, version=2, axes="HWN"), ("'axes'", "binary array", "remove it"))
+_meta_case("axes-on-events", _meta(META_EVENTS_STREAM, version=2, axes="NHW"), ("'axes'", "npz-events"))
+_meta_case("axes-version-1", _meta(META_BINARY_PER_FRAME, version=1, axes="HWN"), ("'axes' needs version 2",))
+_meta_case("head-columns-zero", _meta(META_DAT_STREAM, version=2, head_columns=0), ("head_columns", "greater than 0"))
+_meta_case("head-columns-string", _meta(META_DAT_STREAM, version=2, head_columns="16"),
+           ("head_columns", "valid integer"))
+_meta_case("head-columns-on-npy", _meta(META_V2_BINARY, head_columns=16), ("'head_columns'", "format 'dat'"))
+_meta_case("head-columns-not-whole-bytes", _meta(META_DAT_STREAM, version=2, height=1, width=8, head_columns=3),
+           ("height*(width + head_columns) = 11", "multiple of 8"))
+_meta_case("head-columns-version-1", _meta(META_DAT_STREAM, head_columns=16), ("'head_columns' needs version 2",))
+_meta_case("version-3", _meta(META_DAT_STREAM, version=3), ("version",))
 _meta_case("version-bool", _meta(META_DAT_STREAM, version=True), ("version",))
 _meta_case("dat-hw-not-multiple-of-8", _meta(META_DAT_STREAM, height=5, width=5), ("multiple of 8",))
 _meta_case("stream-with-file_start_s", _meta(META_DAT_STREAM, file_start_s={"000000": 0.0}), ("file_start_s",))

@@ -29,3 +29,25 @@ def voxelize(events, t0, t1, H, W, K=32):
     np.add.at(vox, (bin_idx, ys, xs), 1.0)
     return vox  # 后续再做 log1p 与标准化
 
+
+
+def voxelize_exact(frames, times, t0, t1, K=32):
+    """The reference bin expression ``floor((t - t0) / (t1 - t0) * K)``, clipped to ``[0, K-1]``, evaluated
+    in exact rational arithmetic: the oracle of tick-exact binning (frame-based sources, DESIGN section 3).
+
+    frames: upright binary frames [N, H, W]; times: each frame's exact time (``fractions.Fraction``, e.g.
+    ``Fraction(start) + Fraction(j) / Fraction(rate)``); t0, t1: the window's exact edges. Frames with
+    ``t0 <= t < t1`` are counted. Returns uint32 [K, H, W].
+    """
+    import math
+    from fractions import Fraction
+
+    t0, t1 = Fraction(t0), Fraction(t1)
+    frames = np.asarray(frames)
+    out = np.zeros((K,) + frames.shape[1:], dtype=np.uint32)
+    for f, t in enumerate(times):
+        t = Fraction(t)
+        if t0 <= t < t1:
+            k = min(max(math.floor((t - t0) / (t1 - t0) * K), 0), K - 1)
+            out[k] += frames[f].astype(np.uint32)
+    return out

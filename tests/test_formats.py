@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import spikeprep.formats.dat as dat_module
-from schemas.spike_meta import SpikeMeta
+from schemas.spike_meta import SPIKE_META_VERSION, SpikeMeta
 from spikeprep.errors import InputError
 from spikeprep.formats import (Events, binary_array_num_frames, dat_num_frames, open_dat, pack_frames,
                                read_binary_array, read_dat, read_dat_packed, read_events, read_spike_meta,
@@ -423,12 +423,17 @@ def spike_metas(draw):
     layout = draw(st.sampled_from(["stream", "per-frame"]))
     h = draw(st.integers(1, 2000))
     w = draw(st.integers(1, 2000))
+    head = draw(st.sampled_from([None, 16, 24])) if fmt == "dat" else None
     if fmt == "dat":
-        w = w * 8 // math.gcd(h * w, 8)
+        w = w * 8 // math.gcd(h * w, 8)   # h * (w + head) stays a multiple of 8 for head in {16, 24}
     finite = st.floats(-1e9, 1e9, allow_nan=False, allow_infinity=False)
     record = dict(format=fmt, layout=layout, height=h, width=w, flipud=draw(st.booleans()),
                   rate_hz=draw(st.floats(1e-3, 1e7, allow_nan=False, allow_infinity=False)))
     binary = not fmt.endswith("events")
+    if head is not None:
+        record["head_columns"] = head
+    if fmt in ("npy-binary", "npz-binary") and draw(st.booleans()):
+        record["axes"] = draw(st.sampled_from(["NHW", "HWN"]))
     if layout == "stream":
         record["stream_file"] = "stream" + {"dat": ".dat"}.get(fmt, "." + fmt[:3])
         if binary or draw(st.booleans()):
@@ -448,7 +453,7 @@ def test_meta_round_trip(meta, as_dir):
         back = read_spike_meta(d if as_dir else path)
         assert back == meta
         assert path.read_text() == back.to_json()  # stable bytes
-        assert json.loads(path.read_text())["version"] == 1
+        assert json.loads(path.read_text())["version"] == SPIKE_META_VERSION == 2
 
 
 def test_meta_reads_minimal_handwritten_record(tmp_path):
@@ -456,7 +461,34 @@ def test_meta_reads_minimal_handwritten_record(tmp_path):
                                         ' "width": 400, "rate_hz": 20000, "stream_file": "events.npz"}')
     meta = read_spike_meta(tmp_path)
     assert meta.rate_hz == 20000.0 and isinstance(meta.rate_hz, float)
-    assert meta.flipud is True and meta.version == 1 and meta.start_s is None
+    assert meta.flipud is True and meta.version == SPIKE_META_VERSION and meta.start_s is None
+    assert meta.axis_order == "NHW" and meta.stored_width == 400
+
+
+def test_meta_version_1_records_still_read(tmp_path):
+    (tmp_path / "meta.json").write_text('{"version": 1, "format": "dat", "layout": "stream", "height": 250,'
+                                        ' "width": 400, "rate_hz": 20000.0, "start_s": 0.0, "stream_file": "s.dat"}')
+    meta = read_spike_meta(tmp_path)
+    assert meta.version == 1 and meta.head_columns is None and meta.stored_width == 400
+
+
+def test_dat_head_columns_are_dropped(tmp_path):
+    """SPS10 rows: 416 stored columns, columns 400..415 carry no image (SpikeCV's layout)."""
+    frames = np.random.default_rng(3).random((4, 2, 416)) < 0.5
+    write_dat(tmp_path / "s.dat", frames)
+    got = read_dat(tmp_path / "s.dat", 2, 400, head_columns=16)
+    np.testing.assert_array_equal(got, frames[:, :, :400])
+    np.testing.assert_array_equal(read_dat(tmp_path / "s.dat", 2, 400, 1, 3, head_columns=16), frames[1:3, :, :400])
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_binary_frames_last_axes(tmp_path, suffix):
+    frames = np.random.default_rng(4).random((5, 3, 4)) < 0.5
+    path = tmp_path / f"s{suffix}"
+    (np.save if suffix == ".npy" else lambda p, a: np.savez(p, spikes=a))(path, np.moveaxis(frames, 0, 2))
+    assert binary_array_num_frames(path, 3, 4, axes="HWN") == 5
+    np.testing.assert_array_equal(read_binary_array(path, 3, 4, axes="HWN"), frames)
+    np.testing.assert_array_equal(read_binary_array(path, 3, 4, 1, 4, axes="HWN"), frames[1:4])
 
 
 # ----------------------------------------------------------------------------- atomic writers

@@ -1,5 +1,8 @@
-"""SpikeSource: every raw format and both layouts give the same counts as the reference voxelizer."""
+"""SpikeSource: every raw format and both layouts give the same counts as the reference voxelizer (frame-based
+formats: the reference formula evaluated exactly on the tick axis; event lists: the float formula)."""
 from __future__ import annotations
+
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ from spikeprep.formats import write_binary_array, write_dat, write_events, write
 from spikeprep.spike_source import SpikeSource
 
 from oracles import voxelize as reference_voxelize
+from oracles import voxelize_exact
 
 H, W, RATE, START = 6, 8, 1000.0, 0.25
 BINARY_FORMATS = ["dat", "npy-binary", "npz-binary"]
@@ -25,6 +29,11 @@ def frames_to_events(frames, start_s):
 def oracle(events, t0, t1, K):
     inside = events[(events[:, 0] >= t0) & (events[:, 0] < t1)]
     return reference_voxelize(inside, t0, t1, H, W, K)
+
+
+def exact_times(n, start=START, first=0):
+    """Exact times ``start + (first + j) / RATE`` of n consecutive frames."""
+    return [Fraction(start) + Fraction(first + j) / Fraction(RATE) for j in range(n)]
 
 
 def write_stream(spike_dir, fmt, frames):
@@ -61,7 +70,10 @@ def test_stream_windows_equal_reference(tmp_path, frames, fmt, K, rng):
         t1 = START + (b + 1 - rng.random()) / RATE
         got = source.window(t0, t1, K)
         assert got.counts.shape == (K, H, W) and got.counts.dtype == np.uint32
-        assert np.array_equal(got.counts, oracle(events, t0, t1, K))
+        if fmt.endswith("events"):
+            assert np.array_equal(got.counts, oracle(events, t0, t1, K))
+        else:  # random edges: the exact value of the floats
+            assert np.array_equal(got.counts, voxelize_exact(frames, exact_times(300), t0, t1, K))
         assert got.event_count == int(got.counts.sum())
         if not fmt.endswith("events"):
             ticks = START + np.arange(300) / RATE
@@ -116,7 +128,11 @@ def test_per_frame_layout(tmp_path, frames, fmt):
     for idx, a, b in windows:
         t0, t1 = START + (a - 0.5) / RATE, START + (b - 0.5) / RATE
         got = source.window(t0, t1, 8, frame_idx=idx)
-        assert np.array_equal(got.counts, oracle(file_events[idx], t0, t1, 8))
+        if binary:  # half-tick edges, binned exactly: the window [a - 1/2, b - 1/2) in ticks
+            e0, e1 = (Fraction(START) + (Fraction(x) - Fraction(1, 2)) / Fraction(RATE) for x in (a, b))
+            assert np.array_equal(got.counts, voxelize_exact(frames, exact_times(300), e0, e1, 8))
+        else:
+            assert np.array_equal(got.counts, oracle(file_events[idx], t0, t1, 8))
         assert got.event_count == int(frames[a:b].sum())
         if binary:
             assert got.n_ticks == b - a and got.covered is True
@@ -137,3 +153,26 @@ def test_dat_size_mismatch_is_named(tmp_path, frames):
         fh.write(b"\x00\x01\x02")
     with pytest.raises(InputError, match="not a whole number"):
         SpikeSource(tmp_path / "spike").window(START, START + 0.01, 4)
+
+
+def test_head_columns_and_frames_last_give_the_plain_counts(tmp_path, frames):
+    """meta.json version 2: an SPS10-style .dat (extra columns at the end of each row, dropped) and an
+    [H, W, N] binary array voxelize like the plain [N, H, W] stream."""
+    write_stream(tmp_path / "plain", "dat", frames)
+    plain = SpikeSource(tmp_path / "plain")
+    head = tmp_path / "head"
+    head.mkdir()
+    padded = np.concatenate([frames, np.ones((300, H, 8), bool)], axis=2)  # 8 head columns, all firing
+    write_dat(head / "s.dat", padded)
+    write_spike_meta(head, SpikeMeta(version=2, format="dat", layout="stream", height=H, width=W, rate_hz=RATE,
+                                     start_s=START, stream_file="s.dat", head_columns=8))
+    last = tmp_path / "last"
+    last.mkdir()
+    np.save(last / "s.npy", np.moveaxis(frames, 0, 2))
+    write_spike_meta(last, SpikeMeta(version=2, format="npy-binary", layout="stream", height=H, width=W,
+                                     rate_hz=RATE, start_s=START, stream_file="s.npy", axes="HWN"))
+    for t0, t1 in [(START + 3 / RATE, START + 67 / RATE), (START + 100.5 / RATE, START + 197.5 / RATE)]:
+        want = plain.window(t0, t1, 8)
+        for other in (SpikeSource(head), SpikeSource(last)):
+            got = other.window(t0, t1, 8)
+            assert np.array_equal(got.counts, want.counts) and got.n_ticks == want.n_ticks

@@ -1,7 +1,10 @@
 """Binary spike arrays in ``.npy`` / ``.npz``: ``[N, H, W]`` bool or uint8 holding 0/1.
 
-Axis order ``[N, H, W]`` (spike frame, row, column), stored upright (no flip). An ``.npz`` holds one
-array, under the key ``spikes`` or as its only entry. Loading uses ``allow_pickle=False``.
+Axis order ``[N, H, W]`` (spike frame, row, column) by default, or ``[H, W, N]`` (``axes="HWN"``, frames
+last, as some simulators and the SpikingSIM sample store them); stored upright (no flip). Readers always
+return ``[n, H, W]``. An ``.npz`` holds one array, under the key ``spikes`` or as its only entry. Loading
+uses ``allow_pickle=False``. A memory-mapped ``[H, W, N]`` file is read through: a range of frames touches
+every page, so such files read no faster in ranges than whole.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from schemas.atomic import atomic_path
 from spikeprep.errors import InputError
 
 NPZ_SPIKES_KEY = "spikes"
+AXES = ("NHW", "HWN")
 
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -78,33 +82,46 @@ def _load_single_array(path: Path, key: str, what: str) -> np.ndarray:
                          fix=fix) from None
 
 
-def _check_binary(path: Path, arr: np.ndarray, height: int, width: int) -> None:
-    """Shape ``[N, H, W]`` and dtype bool/uint8 (values are checked on the frames actually read)."""
+def _check_binary(path: Path, arr: np.ndarray, height: int, width: int, axes: str = "NHW") -> int:
+    """Shape ``[N, H, W]`` (or ``[H, W, N]``) and dtype bool/uint8; returns N (values are checked on the
+    frames actually read)."""
+    if axes not in AXES:
+        raise ValueError(f"axes must be one of {AXES}, got {axes!r}")
     if arr.dtype.names is not None or arr.dtype not in (np.bool_, np.uint8):
         raise InputError(path, f"spike array has dtype {arr.dtype}, expected bool or uint8 (0/1)",
                          fix="save binary spikes as bool or uint8; event lists use format *-events")
-    if arr.ndim != 3 or arr.shape[1:] != (height, width):
-        raise InputError(path, f"spike array has shape {arr.shape}, expected [N, {height}, {width}]",
-                         fix="check height/width in spike/meta.json, or save frames as [N, H, W]")
+    hw = (height, width)
+    ok = arr.ndim == 3 and (arr.shape[1:] == hw if axes == "NHW" else arr.shape[:2] == hw)
+    if not ok:
+        want = f"[N, {height}, {width}]" if axes == "NHW" else f"[{height}, {width}, N]"
+        if arr.ndim == 3 and axes == "NHW" and arr.shape[:2] == hw:
+            fix = 'the array looks like [H, W, N] (frames last): set "axes": "HWN" in spike/meta.json'
+        elif arr.ndim == 3 and axes == "HWN" and arr.shape[1:] == hw:
+            fix = 'the array looks like [N, H, W]: remove "axes" from spike/meta.json (or set "NHW")'
+        else:
+            fix = "check height/width in spike/meta.json, or save frames as [N, H, W]"
+        raise InputError(path, f"spike array has shape {arr.shape}, expected {want} (axes {axes})", fix=fix)
+    return int(arr.shape[0] if axes == "NHW" else arr.shape[2])
 
 
 def read_binary_array(path: str | Path, height: int, width: int, start: int = 0,
-                      stop: int | None = None) -> np.ndarray:
+                      stop: int | None = None, axes: str = "NHW") -> np.ndarray:
     """Read spike frames ``[start, stop)`` of a binary array file as ``[n, H, W]`` bool.
 
-    ``.npy`` files are memory-mapped, so only the requested frames are read. Values other than 0/1,
-    a wrong shape, or a dtype other than bool/uint8 raise ``InputError``.
+    ``axes``: the stored axis order, ``NHW`` or ``HWN``. ``.npy`` files are memory-mapped, so only the
+    requested frames are read (``NHW``). Values other than 0/1, a wrong shape, or a dtype other than
+    bool/uint8 raise ``InputError``.
     """
     path = Path(path)
     arr = _load_single_array(path, NPZ_SPIKES_KEY, "spike array")
-    _check_binary(path, arr, height, width)
-    n = arr.shape[0]
+    n = _check_binary(path, arr, height, width, axes)
     start = operator.index(start)
     stop = n if stop is None else operator.index(stop)
     if not 0 <= start <= stop <= n:
         raise InputError(path, f"frame range [{start}, {stop}) is outside the file's {n} frames",
                          fix="check the exposure windows against the stream length")
-    raw = np.asarray(arr[start:stop]).view(np.uint8)
+    part = arr[start:stop] if axes == "NHW" else np.moveaxis(arr[:, :, start:stop], 2, 0)
+    raw = np.ascontiguousarray(part).view(np.uint8)
     if arr.dtype == np.uint8 and raw.size and raw.max() > 1:
         raise InputError(path, f"spike array holds value {int(raw.max())}; binary spikes are 0/1",
                          fix="store one frame per tick with 0/1 values (counts are not spikes)")
@@ -112,12 +129,21 @@ def read_binary_array(path: str | Path, height: int, width: int, start: int = 0,
     return raw != 0
 
 
-def binary_array_num_frames(path: str | Path, height: int, width: int) -> int:
+def binary_array_num_frames(path: str | Path, height: int, width: int, axes: str = "NHW") -> int:
     """Number of spike frames in a binary array file (validates shape and dtype, reads no frames)."""
     path = Path(path)
     arr = _load_single_array(path, NPZ_SPIKES_KEY, "spike array")
-    _check_binary(path, arr, height, width)
-    return int(arr.shape[0])
+    return _check_binary(path, arr, height, width, axes)
+
+
+def binary_array_shape(path: str | Path) -> tuple[int, int, int]:
+    """The stored shape of a 3-D binary spike array file (reads no frames), e.g. to infer the sensor size."""
+    path = Path(path)
+    arr = _load_single_array(path, NPZ_SPIKES_KEY, "spike array")
+    if arr.ndim != 3:
+        raise InputError(path, f"spike array has shape {arr.shape}, expected 3 axes ([N, H, W] or [H, W, N])",
+                         fix="save binary spike frames as [N, H, W]")
+    return tuple(int(v) for v in arr.shape)
 
 
 def write_binary_array(path: str | Path, frames: np.ndarray) -> Path:

@@ -7,6 +7,10 @@ resolution is), so a frame is ``H*W/8`` whole bytes and frame ``j`` starts at by
 
 Axis order of unpacked frames: ``[N, H, W]`` (frame, row, column), dtype bool.
 Packed frames: ``[N, H*W/8]`` uint8, exactly the file's bytes.
+
+Head columns (SpikeCV's SPS10 raw files): every stored row holds ``W + head_columns`` pixels, the last
+``head_columns`` of which carry no image (rows of 416 columns of which columns 400..415 are dropped). Such a
+file is the layout above with width ``W + head_columns``; ``read_dat(..., head_columns=16)`` drops them.
 """
 from __future__ import annotations
 
@@ -132,7 +136,15 @@ def read_dat_packed(path: str | Path, height: int, width: int, start: int = 0,
 
 
 def read_dat(path: str | Path, height: int, width: int, start: int = 0, stop: int | None = None,
-             flipud: bool = True) -> np.ndarray:
-    """Read frames ``[start, stop)`` of a ``.dat`` file as ``[n, H, W]`` bool (flipped upright by default)."""
-    packed = read_dat_packed(path, height, width, start, stop)
-    return unpack_frames(packed, height, width, flipud=flipud)
+             flipud: bool = True, head_columns: int = 0) -> np.ndarray:
+    """Read frames ``[start, stop)`` of a ``.dat`` file as ``[n, H, W]`` bool (flipped upright by default).
+
+    ``head_columns``: extra columns at the end of every stored row (SPS10: 16), read and dropped.
+    """
+    head_columns = operator.index(head_columns)
+    if head_columns < 0:
+        raise ValueError(f"head_columns must be >= 0, got {head_columns}")
+    stored = width + head_columns
+    packed = read_dat_packed(path, height, stored, start, stop)
+    frames = unpack_frames(packed, height, stored, flipud=flipud)
+    return np.ascontiguousarray(frames[:, :, :width]) if head_columns else frames
