@@ -51,10 +51,13 @@ Examples:
               help="where align_<time>.txt goes")
 @click.option("--write-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="write the voxel MEAN/STD into this config's DATA.NORM (other lines unchanged)")
+@click.option("--force", is_flag=True, help="rebuild every sequence; a rerun otherwise reuses each sequence whose "
+              "inputs keep their names, sizes and modification times and whose options are the same")
 @click.option("--progress/--no-progress", default=True)
 @click.option("-v", "--verbose", is_flag=True, help="log every dropped frame")
 def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rate_hz, frames_per_file,
-               exposure_start, exposure_stop, exposure_length, workers, copy_images, log_dir, write_config, progress, verbose):
+               exposure_start, exposure_stop, exposure_length, workers, copy_images, log_dir, write_config, force, progress,
+               verbose):
     """Turn raw sequences into a store: Zarr voxel counts, manifest.parquet, dataset.json (with stats)."""
     _setup_logging(verbose)
     cfg = load_config(config) if config else None
@@ -74,7 +77,7 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
     options = IngestOptions(num_bins=num_bins or (cfg.DATA.K if cfg else IngestOptions.num_bins),
                             crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else IngestOptions.crop_size),
                             layout=layout, copy_images=copy_images, preset_overrides=overrides)
-    result = ingest(raw, out, options, workers=workers, log_dir=log_dir, progress=progress)
+    result = ingest(raw, out, options, workers=workers, log_dir=log_dir, progress=progress, force=force)
     click.echo(f"wrote {out}: {len(result.rows)} frames, {result.n_ok} ok, {result.n_dropped} dropped; "
                f"K={options.num_bins}")
     for r in result.rows:
@@ -90,7 +93,22 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
             raise click.ClickException("no kept training frame: no stats to write")
         write_config_norm(write_config, result.stats.mean, result.stats.std)
         click.echo(f"wrote DATA.NORM.MEAN/STD into {write_config}")
+    lost = result.lost_sequences()
+    for key, n, reason in lost:
+        hint = (f" (pass --crop with at most the frames' short side, e.g. --crop {_crop_hint(reason)})"
+                if reason.startswith("short side") else "")
+        click.echo(f"error: {key}: all {n} frames dropped, most often for: {reason}{hint}", err=True)
+    if lost:
+        click.echo(f"{len(lost)} sequence(s) kept no frame; the rest of the store is written. Fix those inputs and "
+                   "run ingest again: it reuses the sequences that did not change", err=True)
+        sys.exit(1)
     click.echo("next: spikeprep audit " + str(out))
+
+
+def _crop_hint(reason: str) -> int:
+    """The largest multiple of 8 (VRT's constraint) within the short side a crop-size drop reason names."""
+    short = int(reason.split()[2])
+    return max(8, short // 8 * 8)
 
 
 @click.command(epilog="""\b

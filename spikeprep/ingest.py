@@ -10,7 +10,8 @@ align log, and ``dataset.json`` last.
 
 Atomicity and resume: a sequence is built in ``{split}/.{seq}.partial`` and renamed into place with its
 ``ingest.json`` record once complete; a rerun keeps every complete sequence whose inputs and options are
-unchanged (same fingerprint) and rebuilds the rest. ``dataset.json`` is removed at the start and written
+unchanged (same fingerprint: the options, meta.json, the windows, and every input file's name, size and
+modification time, not its bytes) and rebuilds the rest; ``force`` rebuilds them all. ``dataset.json`` is removed at the start and written
 last, so an interrupted ingest never leaves a store that looks complete, and a resumed one ends
 byte-identical to an uninterrupted one (nothing written depends on time or order of completion).
 """
@@ -291,13 +292,14 @@ def check_store_files(out: Path) -> None:
                          fix="choose an empty or spikeprep --out folder")
 
 
-def ingest_sequence(spec: SequenceSpec, options: IngestOptions, out: Path) -> dict:
-    """Build (or reuse, when its fingerprint matches) one sequence of the store; returns its record."""
+def ingest_sequence(spec: SequenceSpec, options: IngestOptions, out: Path, force: bool = False) -> dict:
+    """Build (or reuse, when its fingerprint matches and not ``force``) one sequence of the store; returns its
+    record."""
     final = out / spec.split / spec.name
     check_replaceable(final)
     fingerprint = sequence_fingerprint(spec, options)
     record_path = final / SEQ_RECORD
-    if record_path.is_file():
+    if record_path.is_file() and not force:
         record = json.loads(record_path.read_text())
         if record.get("fingerprint") == fingerprint:
             return record
@@ -339,6 +341,17 @@ class IngestResult:
         """Frames kept (``status == ok``)."""
         return sum(r["status"] == STATUS_OK for r in self.rows)
 
+    def lost_sequences(self) -> list[tuple[str, int, str]]:
+        """``(split/seq, frames, most frequent reason)`` of every sequence that kept none of its frames: one
+        bad file (a truncated stream, a wrong grid) or option (a crop larger than the frames) behind them all."""
+        from collections import Counter
+
+        by_seq: dict[str, list[dict]] = {}
+        for r in self.rows:
+            by_seq.setdefault(f"{r['split']}/{r['seq']}", []).append(r)
+        return [(key, len(rows), Counter(r["reason"] for r in rows).most_common(1)[0][0])
+                for key, rows in by_seq.items() if rows and all(r["status"] != STATUS_OK for r in rows)]
+
     @property
     def n_dropped(self) -> int:
         """Frames dropped by ingest, each with its reason in the row."""
@@ -357,6 +370,19 @@ def write_align_log(log_dir: Path, rows: list[dict]) -> Path:
             current = key
         lines.append(f"{r['frame_idx']}, {r['t0']!r}, {r['t1']!r}, {r['event_count']}")
     return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def warn_links_outside(raw: Path, spec: SequenceSpec) -> None:
+    """Say so when a sequence's input files are symlinks that lead out of RAW (followed, since a user may
+    keep recordings on another disk, but never silently)."""
+    inside = raw.resolve()
+    files = [*spec.blur.values(), *spec.sharp.values()]
+    if spec.spike_dir.is_dir():
+        files += [p for p in spec.spike_dir.iterdir()]
+    outside = [p for p in files if p.is_symlink() and not p.resolve().is_relative_to(inside)]
+    if outside:
+        log.warning("%s: %d input file(s) are symlinks leading outside %s (e.g. %s -> %s); ingest reads them",
+                    spec.key, len(outside), raw, outside[0], outside[0].resolve())
 
 
 # One frame's voxel counts (uint32 [K, Hs, Ws]) a worker holds at once; far above any camera made so far
@@ -378,8 +404,9 @@ def check_frame_memory(spec: SequenceSpec, num_bins: int) -> None:
 
 
 def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), workers: int = 1,
-           log_dir: Path | None = Path("outputs/logs"), progress: bool = True) -> IngestResult:
-    """Ingest the raw tree ``raw`` into the store ``out`` (see the module docstring)."""
+           log_dir: Path | None = Path("outputs/logs"), progress: bool = True, force: bool = False) -> IngestResult:
+    """Ingest the raw tree ``raw`` into the store ``out`` (see the module docstring); ``force`` rebuilds every
+    sequence, even those whose inputs look unchanged."""
     raw, out = Path(raw), Path(out)
     check_output_location(raw, out)
     specs = discover(raw, options.layout, **options.preset_overrides)
@@ -390,6 +417,7 @@ def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), worke
                 raise InputError(spec.spike_dir, f"{what} name {name!r} {problem}",
                                  fix="rename the folder in RAW")
         check_frame_memory(spec, options.num_bins)
+        warn_links_outside(raw, spec)
     if out.exists():          # before anything is written: nothing of the user's may be replaced
         check_store_files(out)
         for spec in specs:
@@ -402,7 +430,7 @@ def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), worke
                 log.info("removed %s, left by an interrupted ingest", stale)
         (out / DATASET_FILENAME).unlink(missing_ok=True)  # the store is incomplete until the end
 
-        tasks = [(spec, options, out) for spec in specs]
+        tasks = [(spec, options, out, force) for spec in specs]
         bar = tqdm(total=len(tasks), desc="ingest", unit="seq", disable=not progress)
         records = []
         if workers > 1 and len(tasks) > 1:

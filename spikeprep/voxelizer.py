@@ -40,7 +40,7 @@ import numba
 import numpy as np
 
 from schemas.config import DEFAULT_NUM_BINS
-from spikeprep.windows import tick_span
+from spikeprep.windows import MIN_WINDOW_S, tick_span
 
 __all__ = [
     "DEFAULT_NUM_BINS",
@@ -54,9 +54,6 @@ __all__ = [
     "voxelize_binary_ticks",
 ]
 
-#: Shortest accepted window (seconds). The reference divides by ``max(t1 - t0, 1e-9)``; rejecting
-#: shorter windows keeps every accepted window's bins even *and* equal to the reference.
-MIN_WINDOW_S = 1e-9
 
 # Events path tuning: runs of equal t (one spike frame turned into events) shorter than _MIN_RUN are
 # handled event by event, for at least _SLOW_STRETCH events before looking for a long run again.

@@ -22,7 +22,6 @@ import numpy as np
 
 from schemas.atomic import atomic_write_text
 from spikeprep.errors import InputError
-from spikeprep.voxelizer import MIN_WINDOW_S
 
 EXPOSURE_COLUMNS = ("frame_idx", "t0", "t1")
 
@@ -63,6 +62,9 @@ def tick_range(t0: float, t1: float, start_s: float, rate_hz: float, n_frames: i
 
 #: Largest denominator (in ticks) a window edge is read as: integer ticks (frame times), half ticks (the
 #: presets), microseconds at 20 or 40 kHz (1/50, 1/25 tick). Distinct such positions lie >= 1e-4 tick apart.
+#: Shortest accepted window (seconds). The reference voxelizer divides by ``max(t1 - t0, 1e-9)``; rejecting
+#: shorter windows keeps every accepted window's bins even *and* equal to the reference.
+MIN_WINDOW_S = 1e-9
 TICK_MAX_DENOMINATOR = 100
 
 

@@ -233,6 +233,9 @@ def test_rerun_reuses_complete_sequences(synth_tree, tmp_path):
     before = vox.stat().st_mtime_ns
     ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
     assert vox.stat().st_mtime_ns == before
+    digest = tree_digest(tmp_path / "store")
+    ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False, force=True)   # rebuilt, equal
+    assert vox.stat().st_mtime_ns != before and tree_digest(tmp_path / "store") == digest
     ingest(raw, tmp_path / "store", IngestOptions(num_bins=4, crop_size=32), log_dir=None, progress=False)
     assert read_store_info(tmp_path / "store").K == 4
     assert open_vox(vox.parent).shape[1] == 4
@@ -515,3 +518,36 @@ def test_a_second_ingest_into_a_store_being_written_stops_with_a_clear_error(syn
     finally:
         holder.communicate("\n", timeout=60)
     ingest(raw, out, OPTS, log_dir=None, progress=False)             # the lock went with its holder
+
+
+@pytest.mark.parametrize("damage, args, fragment", [
+    (None, [], "--crop 48"),                                                        # crop larger than frames
+    (lambda s: (s / "spike" / "stream.dat").write_bytes(b""), ["--crop", "32"], "train/seq_000: all 4 frames"),
+])
+def test_a_sequence_that_keeps_no_frame_is_an_error_naming_it(synth_tree, tmp_path, damage, args, fragment):
+    """Issue 16 ("also noticed") and 18: one bad file or option behind every drop of a sequence is exit 1, with
+    the cause; the store is still written and a rerun reuses the good sequences."""
+    raw = copy_tree(synth_tree(), tmp_path / "raw")
+    if damage is not None:
+        damage(raw / "train" / "seq_000")
+    out = tmp_path / "store"
+    res = CliRunner().invoke(main, ["ingest", str(raw), "--out", str(out), "--no-progress", "--log-dir",
+                                    str(tmp_path / "logs"), *args])
+    assert res.exit_code == 1 and fragment in res.output and "Traceback" not in res.output, res.output
+    assert "kept no frame" in res.output and (out / "dataset.json").is_file()
+    if damage is not None:
+        assert "train/seq_001: all" not in res.output     # the intact sequences are not blamed
+
+
+def test_a_spike_file_linked_from_outside_raw_is_named(synth_tree, tmp_path, caplog):
+    """Issue 16, item 4: a symlink out of RAW is followed, but never silently."""
+    raw = copy_tree(synth_tree(), tmp_path / "raw")
+    elsewhere = tmp_path / "other_disk"
+    elsewhere.mkdir()
+    stream = raw / "train" / "seq_001" / "spike" / "stream.dat"
+    shutil.move(stream, elsewhere / "stream.dat")
+    stream.symlink_to(elsewhere / "stream.dat")
+    with caplog.at_level("WARNING", logger="spikeprep.ingest"):
+        ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
+    assert "train/seq_001: 1 input file(s) are symlinks leading outside" in caplog.text
+    assert str(elsewhere / "stream.dat") in caplog.text and "seq_000" not in caplog.text

@@ -19,7 +19,6 @@ from spikeprep.errors import InputError, SampleError
 from spikeprep.ingest import IngestOptions, ingest
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
 from spikeprep.store import ChunkReader, read_frame, read_manifest, read_store_info
-from spikeprep.verify import verify_store
 
 
 @pytest.fixture
