@@ -65,7 +65,7 @@ class SpikeMeta(BaseModel):
     layout: Literal["stream", "per-frame"]
     height: int = Field(gt=0)
     width: int = Field(gt=0)
-    rate_hz: float = Field(gt=0, le=MAX_RATE_HZ)
+    rate_hz: float = Field(gt=0)
     flipud: bool = True
     start_s: float | None = None
     stream_file: str | None = None
@@ -115,6 +115,13 @@ class SpikeMeta(BaseModel):
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):
             raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("rate_hz")
+    @classmethod
+    def _camera_rate(cls, value: float) -> float:
+        if value > MAX_RATE_HZ:
+            raise ValueError(f"must be at most {MAX_RATE_HZ:g} (spike frames per second; cameras run at 20-40 kHz)")
         return value
 
     @model_validator(mode="after")

@@ -395,8 +395,11 @@ def tick_bin_index(ticks, u0, u1, num_bins: int = DEFAULT_NUM_BINS) -> np.ndarra
     j = np.asarray(ticks)
     if j.dtype.kind not in "iu":
         raise ValueError(f"ticks must be integer frame indices, got dtype {j.dtype}")
-    # first tick of bin b (b = 1..K-1): the least integer j with (j - u0) * K >= b * (u1 - u0)
-    firsts = np.array([math.ceil(u0 + b * (u1 - u0) / k) for b in range(1, k)], dtype=np.int64)
+    # first tick of bin b (b = 1..K-1): the least integer j with (j - u0) * K >= b * (u1 - u0); clipped to
+    # just outside the ticks given, which leaves every tick's bin as it is and keeps a huge window
+    # (t1 = 1e300 s) inside int64
+    lo, hi = (int(j.min()) - 1, int(j.max()) + 1) if j.size else (0, 0)
+    firsts = np.array([min(max(math.ceil(u0 + b * (u1 - u0) / k), lo), hi) for b in range(1, k)], dtype=np.int64)
     return np.searchsorted(firsts, j.astype(np.int64, copy=False), side="right").astype(np.int64)
 
 

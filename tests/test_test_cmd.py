@@ -226,3 +226,23 @@ def test_help_has_examples():
     result = CliRunner().invoke(main, ["test", "--help"])
     assert result.exit_code == 0
     assert "Examples:" in result.output and "spike-free arm" in result.output
+
+
+@pytest.mark.parametrize("damage", ["flipped bit", "deleted shard"])
+def test_a_damaged_store_shard_is_a_clear_error(setup, damage, tmp_path):
+    """Issue 16, item 9: a corrupted voxel shard used to end in blosc's RuntimeError; a deleted one gave zeros."""
+    from spikeprep.store import ChunkReader
+
+    store = Path(shutil.copytree(setup["store"], tmp_path / "store"))
+    vox = store / "val" / setup["seq"] / "spike_vox.zarr"
+    shard = Path(ChunkReader(vox).shard_path(0))
+    if damage == "flipped bit":
+        data = bytearray(shard.read_bytes())
+        data[20] ^= 0x10
+        shard.write_bytes(bytes(data))
+    else:
+        shard.unlink()
+    out = tmp_path / "out"
+    result = run("--ckpt", setup["ckpt"]["spike"], "--store", store, "--split", "val", "--output", out)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert str(vox) in result.output and "Fix:" in result.output

@@ -1,0 +1,136 @@
+"""The malformed-input and fault corpus, command by command: RESULTS.md "Faults and bad input" (issue 16).
+
+    .venv/bin/python benchmarks/faults.py             # run the corpus (a few minutes on 2 cores), print the table
+    .venv/bin/python benchmarks/faults.py --results   # and write it into benchmarks/RESULTS.md
+
+The corpus is the tests named in ``CORPUS`` below, each a bad input or a fault a hostile user tried (issue
+16's list, the reader corpus of ``tests/malformed_corpus.py``): it is part of ``make test``; this script runs
+just those tests, counts the cases (pytest's parametrised items) that pass per command and kind of outcome,
+and prints the command that replays each row. A case passes when its command did what the row says: a clear
+error (exit 2 or ``InputError``, the file and the fix named, no traceback), a counted drop (the frame or clip
+left out with its reason, the run going on), a refusal before anything is written, or a killed run that
+resumed to a byte-identical result.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_description, write_section  # noqa: E402
+
+# (command, kind of outcome, what is tried, pytest node ids: file::function, every parametrised case counts)
+CORPUS: list[tuple[str, str, str, tuple[str, ...]]] = [
+    ("readers", "clear error", "malformed .dat / .npy / .npz / events / meta.json files (tests/malformed_corpus.py)",
+     ("tests/test_formats.py::test_malformed_input_is_a_clear_input_error",)),
+    ("ingest", "counted drop", "missing or unreadable PNGs, size mismatches, bad, unsorted, sub-ns, overflowing "
+     "windows, windows past the stream, absurd PNG headers", ("tests/test_ingest.py::test_malformed_frames_are_dropped_with_reason",
+                                                              "tests/test_ingest.py::test_a_frame_dropped_for_its_images_is_never_voxelized")),
+    ("ingest", "clear error", "missing exposure.csv / meta.json / stream, bad exposure.csv (incl. a BOM), sizes "
+     "no worker can hold, rate_hz 1e300, impossible preset spans, a sequence that keeps no frame",
+     ("tests/test_ingest.py::test_structural_errors_name_the_file",
+      "tests/test_ingest.py::test_sizes_and_numbers_no_machine_can_hold_stop_before_anything_is_written",
+      "tests/test_ingest.py::test_a_sequence_that_keeps_no_frame_is_an_error_naming_it",
+      "tests/test_windows.py::test_malformed_exposure_csv", "tests/test_windows.py::test_missing_exposure_csv",
+      "tests/test_windows.py::test_exposure_csv_with_a_byte_order_mark_reads_like_without")),
+    ("ingest", "refused, nothing lost", "--out inside, equal to or holding RAW; foreign files in the store; a "
+     "second ingest into the same store at once; symlinks out of RAW named",
+     ("tests/test_ingest.py::test_ingest_refuses_an_output_that_overlaps_the_raw_tree",
+      "tests/test_ingest.py::test_ingest_never_replaces_what_it_did_not_write",
+      "tests/test_ingest.py::test_a_second_ingest_into_a_store_being_written_stops_with_a_clear_error",
+      "tests/test_ingest.py::test_a_spike_file_linked_from_outside_raw_is_named")),
+    ("ingest", "killed, resumed identical", "SIGKILL during a sequence build (three kill delays); temp files of "
+     "a killed writer", ("tests/test_ingest.py::test_interrupted_ingest_resumes_byte_identical",
+                         "tests/test_ingest.py::test_rerun_removes_temp_files_a_killed_run_left")),
+    ("store readers", "clear error", "manifest and dataset.json paths leaving DATA_ROOT; a manifest that is not "
+     "Parquet or has a foreign version", ("tests/test_store_paths.py::test_a_manifest_path_outside_the_store_is_refused_by_every_reader",
+                                          "tests/test_store_paths.py::test_a_dataset_json_sequence_outside_the_store_is_refused",
+                                          "tests/test_store_paths.py::test_a_damaged_manifest_is_a_clear_error")),
+    ("verify / Dataset", "found, counted drop", "a flipped bit in a voxel chunk, a deleted frame shard, a tampered "
+     "manifest checksum, a sequence missing from dataset.json, a version-1 store",
+     ("tests/test_verify.py::test_a_flipped_bit_in_a_voxel_chunk_is_caught_by_every_reader",
+      "tests/test_verify.py::test_a_deleted_frame_shard_is_a_missing_sample_not_zeros",
+      "tests/test_verify.py::test_a_tampered_manifest_checksum_and_an_unknown_sequence_are_reported",
+      "tests/test_verify.py::test_a_version_1_store_says_reingest_and_an_ingest_rerun_rebuilds_it")),
+    ("audit", "clear error or skipped overlay", "a deleted ingest.json, a damaged shard under --overlays, an "
+     "overlay that cannot be encoded", ("tests/test_verify.py::test_audit_names_a_deleted_ingest_json",
+                                        "tests/test_verify.py::test_audit_overlays_skip_a_damaged_shard_and_draw_the_rest",
+                                        "tests/test_audit.py::test_failed_overlay_encode_is_an_error_not_an_empty_png")),
+    ("train", "counted drop or clear error", "damaged training shards (some: dropped and counted; all: stops, "
+     "dry-run too), CROP_SIZE 60, pickled --vrt-weights, missing VGG weights, a NaN loss, the other arm's "
+     "checkpoint", ("tests/test_train.py::test_damaged_training_frames_are_dropped_and_counted",
+                    "tests/test_train.py::test_a_store_whose_training_samples_are_all_damaged_stops_with_an_error",
+                    "tests/test_train.py::test_bad_crop_size_and_weights_are_clear_errors",
+                    "tests/test_train.py::test_missing_vgg_weights_is_a_clear_error",
+                    "tests/test_train.py::test_nan_loss_stops_with_the_checks_and_saves_nothing",
+                    "tests/test_train.py::test_resume_refuses_the_other_arm")),
+    ("config", "clear error", "unknown keys, invalid values, LAYERS / HEADS / CHANNELS_PER_SCALE that do not fit, "
+     "missing VRT_CFG", ("tests/test_schemas.py::test_unknown_key_is_named", "tests/test_schemas.py::test_invalid_values_are_named",
+                         "tests/test_schemas.py::test_inconsistent_model_sections_are_named",
+                         "tests/test_schemas.py::test_config_file_errors")),
+    ("test", "clear error", "a damaged or foreign checkpoint, voxels that do not fit, a damaged store shard, the "
+     "wrong arm or config", ("tests/test_test_cmd.py::test_damaged_checkpoint_is_a_clear_error",
+                             "tests/test_test_cmd.py::test_mismatched_voxels_are_clear_errors",
+                             "tests/test_test_cmd.py::test_a_damaged_store_shard_is_a_clear_error",
+                             "tests/test_test_cmd.py::test_wrong_arm_or_config_is_refused")),
+    ("compare", "clear error", "missing runs, reports of another version, wrong roles",
+     ("tests/test_compare.py::test_errors", "tests/test_compare.py::test_load_run_checks_names")),
+    ("view", "clear error", "sources it cannot read, bad options, a non-empty --out",
+     ("tests/test_view.py::test_bad_input_is_a_clean_error",)),
+]
+
+
+def run(node_ids: list[str], junit: Path) -> dict[str, tuple[int, int]]:
+    """Run the tests; ``{node id: (cases, passed)}`` from pytest's JUnit XML."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *node_ids]
+    subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    counts = {n: [0, 0] for n in node_ids}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        file = case.get("classname", "").replace(".", "/") + ".py"
+        node = f"{file}::{case.get('name', '').split('[')[0]}"
+        if node in counts:
+            counts[node][0] += 1
+            counts[node][1] += not any(child.tag in ("failure", "error", "skipped") for child in case)
+    return {n: (c, p) for n, (c, p) in counts.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--results", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    nodes = [n for *_, ids in CORPUS for n in ids]
+    with tempfile.TemporaryDirectory() as tmp:
+        counts = run(nodes, Path(tmp) / "junit.xml")
+    lines = ["| command | outcome | what is tried | cases | as expected | replay |", "|---|---|---|---|---|---|"]
+    total = good = 0
+    for command, kind, what, ids in CORPUS:
+        cases = sum(counts[n][0] for n in ids)
+        passed = sum(counts[n][1] for n in ids)
+        total, good = total + cases, good + passed
+        replay = "`.venv/bin/python -m pytest " + " ".join(ids) + "`"
+        lines.append(f"| {command} | {kind} | {what} | {cases} | {passed} | {replay} |")
+    lines.append(f"| all | | | {total} | {good} | `.venv/bin/python benchmarks/faults.py` |")
+    table = "\n".join(lines) + "\n"
+    minutes = (time.time() - t0) / 60
+    print(table + f"{good} of {total} cases as expected ({minutes:.1f} min)")
+    if args.results:
+        body = "\n".join(["## Faults and bad input (issue 16)", "",
+                          f"Command: `.venv/bin/python benchmarks/faults.py --results` ({cpu_description()}, "
+                          f"{time.strftime('%Y-%m-%d')}, {minutes:.1f} min). Each case is a test of `make test`; a "
+                          "case is as expected when the command gave a clear error (file and fix named, no "
+                          "traceback), a counted drop, a refusal before anything was written, or a resumed run "
+                          "byte-identical to an uninterrupted one, as its row says.", "", table])
+        write_section(REPO / "benchmarks" / "RESULTS.md", "## Faults and bad input (issue 16)", body)
+    return 0 if good == total else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
