@@ -32,7 +32,7 @@ from schemas.atomic import atomic_path
 from schemas.spike_meta import SPIKE_META_FILENAME, SpikeMeta
 from schemas.store import DATASET_FILENAME, VOX_DIRNAME
 from spikeprep.baselines import centred_bins, tfi_applies, tfi_rate, tfp_rate
-from spikeprep.errors import InputError
+from spikeprep.errors import InputError, SampleError
 from spikeprep.formats.arrays import binary_array_num_frames, binary_array_shape, read_binary_array
 from spikeprep.formats.dat import dat_num_frames, read_dat
 from spikeprep.formats.meta import read_spike_meta
@@ -137,7 +137,7 @@ def _from_file(path: Path, height: int | None, width: int | None, flipud: bool, 
 
 
 def _from_store(root: Path, seq: str | None) -> StoreVoxels:
-    from spikeprep.store import open_vox, read_manifest, read_store_info
+    from spikeprep.store import ChunkReader, read_manifest, read_store_info
 
     read_store_info(root)
     rows = [r for r in read_manifest(root).to_pylist() if r["vox_index"] is not None]
@@ -149,10 +149,18 @@ def _from_store(root: Path, seq: str | None) -> StoreVoxels:
         raise InputError(root, f"no sequence {key!r} with voxels in this store (it has {', '.join(keys)})",
                          fix="pass --seq SPLIT/SEQ, one of those")
     rows = sorted((r for r in rows if f"{r['split']}/{r['seq']}" == key), key=lambda r: r["frame_idx"])
-    vox = open_vox(root / key / VOX_DIRNAME)
+    reader = ChunkReader(root / key / VOX_DIRNAME)       # every chunk checked, like the Dataset's reads
     index = [int(r["vox_index"]) for r in rows]
-    return StoreVoxels(root / key / VOX_DIRNAME, [int(r["frame_idx"]) for r in rows],
-                       [int(r["n_ticks"]) for r in rows], lambda i: np.asarray(vox[index[i]]))
+    _, _, h, w = reader.shape
+
+    def counts(i: int) -> np.ndarray:
+        try:
+            return reader.read(index[i], 0, h, 0, w)
+        except (SampleError, OSError) as err:
+            raise InputError(reader.path, f"cannot read voxel row {index[i]} ({err})",
+                             fix="`spikeprep verify DATA_ROOT` lists the damage; an ingest rerun rebuilds it") from None
+
+    return StoreVoxels(reader.path, [int(r["frame_idx"]) for r in rows], [int(r["n_ticks"]) for r in rows], counts)
 
 
 def open_view_source(src: str | Path, *, height: int | None = None, width: int | None = None, flipud: bool = True,
