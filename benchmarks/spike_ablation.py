@@ -88,8 +88,10 @@ ROWS = [
     Row("literal_crop_96", "literal; 96x96 crops (both arms)", LITERAL, shared={"CROP_SIZE": 96}),
     Row("literal_clip_3", "literal; 3-frame clips (both arms)", LITERAL, shared={"CLIP_LEN": 3}),
     Row("literal_k_32", "literal; K = 32 bins (store re-ingested; both arms)", LITERAL, shared={"K": 32}),
-    Row("literal_spynet_true_flows", "literal; SpyNet pretrained on the train sequences' true flows "
-        "(benchmarks/spynet_true_flows.py) instead of random (both arms)", LITERAL, shared={"SPYNET": "true_flows"}),
+    Row("literal_true_flows", "literal; synth's true flows in place of SpyNet's (an oracle for a pretrained "
+        "SpyNet; both arms)", LITERAL, shared={"patches": ("true_flows",)}),
+    Row("fitted_spike_head_true_flows", "the fitted head with synth's true flows in place of SpyNet's (both arms)",
+        FITTED, shared={"patches": ("true_flows",)}),
     # the fix and its parts
     Row("spike_head", "residual + the spike head: a luma correction conv3x3(Fs'_1) + conv3x3(voxels) + conv3x3(h) "
         "added to VRT's output, zero-initialised (ResidualTemporalCrossAttnSpikeHead)"),
@@ -220,6 +222,63 @@ def start_zero(head, *args) -> None:
             p.zero_()
 
 
+class TrueFlows:
+    """``VRT.get_flows`` answered by the synth tree's true motion instead of SpyNet (an oracle for a SpyNet
+    that knows the flows; benchmarks/spynet_true_flows.py shows one cannot be trained here in minutes).
+
+    The Dataset registers every clip it serves (its blur's bytes -> sequence, frames, crop origin); a forward
+    pass looks its input up by the same bytes, so a tensor the Dataset did not serve (a padded tile) is an
+    error, never a wrong flow. Flows are ``SequencePlan.true_flow`` between the sharp instants of neighbouring
+    frames, cropped like the clip, average-pooled to each of SpyNet's scales and divided by the scale.
+    """
+
+    def __init__(self, raw: Path):
+        from spikeprep.synth import make_plan, read_synth_config, sequence_names
+
+        cfg = read_synth_config(raw)
+        self.plans = {name: make_plan(cfg, i) for i, (_, name) in enumerate(sequence_names(cfg))}
+        self.sharp_ticks = (cfg.exposure_starts() + cfg.exposure_ticks // 2).tolist()
+        self.clips: dict[bytes, tuple[str, list[int], tuple[int, int]]] = {}
+        self.cache: dict[tuple[str, int, int], np.ndarray] = {}
+
+    @staticmethod
+    def key(blur: torch.Tensor) -> bytes:
+        import hashlib
+
+        return hashlib.sha1(blur.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).digest()
+
+    def register(self, item: dict | None) -> dict | None:
+        if item is not None:
+            meta = item["meta"]
+            self.clips[self.key(item["blur"])] = (meta["seq"], list(meta["frame_idx"]), tuple(meta["crop"]))
+        return item
+
+    def flow(self, seq: str, ref: int, supp: int) -> np.ndarray:
+        if (seq, ref, supp) not in self.cache:
+            self.cache[(seq, ref, supp)] = self.plans[seq].true_flow(self.sharp_ticks[ref], self.sharp_ticks[supp])
+        return self.cache[(seq, ref, supp)]
+
+    def __call__(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        b, t, _, h, w = x.shape
+        backward, forward = [], []
+        for clip in x:
+            found = self.clips.get(self.key(clip))
+            if found is None:
+                raise RuntimeError("true_flows: a clip the Dataset did not serve (padded or tiled?)")
+            seq, frames, (y0, x0) = found
+            crop = np.s_[y0:y0 + h, x0:x0 + w]
+            backward.append([self.flow(seq, frames[i], frames[i + 1])[crop] for i in range(t - 1)])
+            forward.append([self.flow(seq, frames[i + 1], frames[i])[crop] for i in range(t - 1)])
+
+        def scales(per_clip):
+            full = torch.from_numpy(np.stack([np.stack(c) for c in per_clip])).permute(0, 1, 4, 2, 3)
+            full = full.to(x.device, x.dtype).reshape(b * (t - 1), 2, h, w)
+            return [(F.avg_pool2d(full, s) / s if s > 1 else full).reshape(b, t - 1, 2, h // s, w // s)
+                    for s in (1, 2, 4, 8)]
+
+        return scales(backward), scales(forward)
+
+
 def patch_model(model: nn.Module, patches: tuple[str, ...]) -> nn.Module:
     """Apply the named experiments to a freshly built model (before the optimiser sees it)."""
     for patch in patches:
@@ -264,6 +323,8 @@ def patch_model(model: nn.Module, patches: tuple[str, ...]) -> nn.Module:
         elif patch == "literal_fusion":
             model.fuse = nn.ModuleList(TemporalCrossAttnFuse(f.ln_q.normalized_shape[0], f.attn.num_heads)
                                        for f in model.fuse)
+        elif patch == "true_flows":
+            model.vrt.get_flows = BUILT["true_flows"]
         elif patch == "zero_init_branch":
             for m in model.modules():
                 if isinstance(m, ResBlock3D):
@@ -293,7 +354,14 @@ def install(reference: str | None, patches: tuple[str, ...]):
                  "encoder_head": lambda: references.EncoderHead(cfg.DATA.K)}[reference]()
         else:
             m = build_model(cfg, use_spike=use_spike)
-            spike_patches = patches if use_spike else tuple(p for p in patches if p == "vrt_fanin_init")
+            if "true_flows" in patches and "true_flows" not in BUILT:
+                BUILT["true_flows"] = TrueFlows(Path(cfg.DATA.ROOT).parent / "raw")
+                from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
+
+                served = SpikeDeblurDataset.__getitem__
+                SpikeDeblurDataset.__getitem__ = lambda ds, i: BUILT["true_flows"].register(served(ds, i))
+            spike_patches = patches if use_spike else tuple(p for p in patches if p in ("vrt_fanin_init",
+                                                                                       "true_flows"))
             m = patch_model(m, spike_patches)
         BUILT["model"] = m
         return m
@@ -369,25 +437,20 @@ def _sh(cmd: list[str], env=None) -> None:
 
 def prepare_store(work: Path, k: int) -> Path:
     """The demo store (``make demo``'s data) at K bins, made once under ``work``."""
+    from spikeprep.errors import InputError
+    from spikeprep.store import read_store_info
+
     sp = [sys.executable, "-m", "cli.main"]
     raw, store = work / "raw", work / f"store_k{k}"
     if not (raw / "synth.json").exists():
         _sh(sp + ["synth", str(raw), "--preset", "demo", "--height", "128", "--width", "192", "--train-seqs", "4",
                   "--overwrite", "--workers", "2", "--no-progress"])
-    if not (store / "dataset.json").exists():
+    try:
+        read_store_info(store)
+    except InputError:        # absent, interrupted, or of an older store version: ingest resumes or rebuilds it
         _sh(sp + ["ingest", str(raw), "--out", str(store), "--k", str(k), "--crop", "64", "--workers", "2",
                   "--log-dir", str(work / "logs"), "--no-progress"])
     return store
-
-
-def prepare_spynet(work: Path) -> Path:
-    """SpyNet pretrained on the true flows of the rows' synth tree (made once, then reused)."""
-    weights = work / "spynet_true_flows.pth"
-    if not weights.exists():
-        prepare_store(work, 16)
-        _sh([sys.executable, str(Path(__file__).resolve().parent / "spynet_true_flows.py"), str(work / "raw"),
-             "--out", str(weights), "--steps", "500", "--crop", "64"])
-    return weights
 
 
 def write_config(work: Path, name: str, fuse: str, shared: dict) -> Path:
@@ -410,13 +473,6 @@ def write_config(work: Path, name: str, fuse: str, shared: dict) -> Path:
         vrt_cfg.parent.mkdir(parents=True, exist_ok=True)
         vrt_cfg.write_text(yaml.safe_dump({"preset": "tiny", "overrides": {"embed_dims": [c] * 11}}))
         raw["MODEL"].update(VRT_CFG=str(vrt_cfg), CHANNELS_PER_SCALE=[c] * 4)
-    if "SPYNET" in shared:
-        # the user's path to released SpyNet weights (a VRT preset's spynet_path), here synth's true flows
-        weights = prepare_spynet(work)
-        vrt_cfg = work / "configs" / "vrt_tiny_spynet_true_flows.yaml"
-        vrt_cfg.parent.mkdir(parents=True, exist_ok=True)
-        vrt_cfg.write_text(yaml.safe_dump({"preset": "tiny", "overrides": {"spynet_path": str(weights)}}))
-        raw["MODEL"]["VRT_CFG"] = str(vrt_cfg)
     if "LR" in shared:
         raw["TRAIN"]["OPTIM"]["LR"] = shared["LR"]
     if "WARMUP_STEPS" in shared:

@@ -52,9 +52,11 @@ def draw_pair(plan: SequencePlan, rng: np.random.Generator, crop: int):
     cfg = plan.cfg
     a = int(rng.integers(0, cfg.n_ticks - cfg.period_ticks))
     ref, supp = (a, a + cfg.period_ticks) if rng.random() < 0.5 else (a + cfg.period_ticks, a)
-    y = int(rng.integers(0, cfg.height - crop + 1))
-    x = int(rng.integers(0, cfg.width - crop + 1))
-    window = np.s_[y:y + crop, x:x + crop]
+    if crop:
+        y, x = int(rng.integers(0, cfg.height - crop + 1)), int(rng.integers(0, cfg.width - crop + 1))
+        window = np.s_[y:y + crop, x:x + crop]
+    else:                                                        # whole frames
+        window = np.s_[:, :]
     flow = plan.true_flow(ref, supp)[window]
     return plan.render(ref)[window], plan.render(supp)[window], flow, _in_view(flow)
 
@@ -75,13 +77,17 @@ def multiscale_epe(flows: list[torch.Tensor], target: torch.Tensor, mask: torch.
     return loss / len(flows)
 
 
-def pretrain(raw: Path, out: Path, steps: int = 600, crop: int = 96, batch: int = 4, lr: float = 1e-3,
+def pretrain(raw: Path, out: Path, steps: int = 600, crop: int = 0, batch: int = 4, lr: float = 1e-3,
              seed: int = 0, say=print) -> SpyNet:
     """Train a random SpyNet on the train sequences' true flows; write it to ``out`` (official format)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     plans = _plans(raw, "train")
     spynet = SpyNet()
+    with torch.no_grad():   # every level's last conv at zero: training starts from zero flow, not noise
+        for level in spynet.basic_module:
+            level.basic_module[-1].weight.zero_()
+            level.basic_module[-1].bias.zero_()
     opt = torch.optim.Adam(spynet.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     t0 = time.time()
@@ -94,8 +100,10 @@ def pretrain(raw: Path, out: Path, steps: int = 600, crop: int = 96, batch: int 
         loss.backward()
         opt.step()
         sched.step()
-        if step % 100 == 0 or step == steps - 1:
-            say(f"step {step + 1}/{steps} multiscale EPE {loss.item():.3f} px ({time.time() - t0:.0f} s)")
+        if (step + 1) % 100 == 0 or step == steps - 1:
+            say(f"step {step + 1}/{steps} multiscale EPE {loss.item():.3f} px, val EPE {val_epe(spynet, raw):.3f} px "
+                f"({time.time() - t0:.0f} s)")
+            spynet.train()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     torch.save({"params": spynet.state_dict()}, tmp)
@@ -131,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("raw", type=Path, help="a spikeprep synth tree (its synth.json is read)")
     ap.add_argument("--out", type=Path, required=True, help="weights file to write (official SpyNet format)")
     ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--crop", type=int, default=96)
+    ap.add_argument("--crop", type=int, default=0, help="square crops of this side (0: whole frames)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--results", action="store_true", help="write the table into benchmarks/RESULTS.md")
