@@ -42,7 +42,7 @@ from spikeprep.images import read_rgb
 from spikeprep.raw_layout import SequenceSpec, discover
 from spikeprep.spike_source import SpikeSource
 from spikeprep.stats import FrameKey, check_std, count_histogram, stats_from_records
-from spikeprep.store import (counts_checksum, create_rgb_arrays, create_vox_array, store_lock, write_manifest,
+from spikeprep.store import (counts_checksum, sequence_checksum, create_rgb_arrays, create_vox_array, store_lock, write_manifest,
                              write_store_info)
 
 log = logging.getLogger("spikeprep.ingest")
@@ -231,7 +231,7 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
         for idx, src in files.items():
             _link_or_copy(src, work / kind / f"{idx:06d}.png", options.copy_images)
 
-    seq_checksum = hashlib.sha256("".join(r["vox_checksum"] or "-" for r in rows).encode()).hexdigest()
+    seq_checksum = sequence_checksum([r["vox_checksum"] for r in rows])
     info = SequenceInfo(split=spec.split, n_frames=n_rows, H=rgb[0] if rgb else 1,
                         W=rgb[1] if rgb else 1, Hs=meta.height, Ws=meta.width,
                         scale=scale or (1, 1), dtype=dtype.name, rate_hz=meta.rate_hz,

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -78,6 +79,11 @@ def open_vox(path: Path) -> zarr.Array:
     except (FileNotFoundError, ValueError, KeyError) as err:
         raise InputError(path, f"cannot open the voxel store ({err})",
                          fix="re-run `spikeprep ingest` to rebuild it") from None
+
+
+def sequence_checksum(vox_checksums: list[str | None]) -> str:
+    """sha256 over a sequence's per-frame voxel checksums in manifest order (``-`` for a frame without voxels)."""
+    return hashlib.sha256("".join(c or "-" for c in vox_checksums).encode()).hexdigest()
 
 
 def counts_checksum(counts: np.ndarray) -> str:
@@ -248,8 +254,6 @@ class ChunkReader:
         return self._parse_index(path, raw, size), size
 
     def _parse_index(self, path: str, raw: bytes, size: int) -> np.ndarray:
-        import google_crc32c
-
         body, crc = raw[:-4], int.from_bytes(raw[-4:], "little")
         if google_crc32c.value(body) != crc:
             raise OSError(f"{path}: shard index checksum mismatch (damaged file)")
@@ -266,8 +270,6 @@ class ChunkReader:
             raise SampleError(f"{self.path}: read [{n}, :, {y0}:{y1}, {x0}:{x1}] outside shape {self.shape}")
         if not self.fast:
             return np.asarray(self.array[n, :, y0:y1, x0:x1])
-        import google_crc32c
-
         out = np.empty((k, y1 - y0, x1 - x0), self.dtype)
         path = self.shard_path(n)
         try:

@@ -9,7 +9,6 @@ are compared with ``dataset.json``'s sequence checksum, and every manifest seque
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from schemas.manifest import STATUS_OK
 from schemas.store import RGB_DIRNAME, VOX_DIRNAME
 from schemas.verify import VerifyProblem, VerifyReport
 from spikeprep.errors import SampleError
-from spikeprep.store import counts_checksum, read_frame, read_manifest, read_store_info
+from spikeprep.store import counts_checksum, read_frame, sequence_checksum, read_manifest, read_store_info
 
 
 def verify_store(root: str | Path, progress: bool = False) -> VerifyReport:
@@ -39,8 +38,7 @@ def verify_store(root: str | Path, progress: bool = False) -> VerifyReport:
             problems.append(VerifyProblem(split=split, seq=seq, frame_idx=None, path=str(root / "dataset.json"),
                                           problem="sequence in the manifest but not in dataset.json"))
             continue
-        digest = hashlib.sha256("".join(r["vox_checksum"] or "-" for r in seq_rows).encode()).hexdigest()
-        if digest != record.checksum:
+        if sequence_checksum([r["vox_checksum"] for r in seq_rows]) != record.checksum:
             problems.append(VerifyProblem(split=split, seq=seq, frame_idx=None, path=str(root / "manifest.parquet"),
                                           problem="the manifest's voxel checksums disagree with dataset.json"))
     kept = [r for r in rows if r["status"] == STATUS_OK and r["vox_index"] is not None

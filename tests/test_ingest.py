@@ -352,6 +352,16 @@ def test_a_frame_dropped_for_its_images_is_never_voxelized(synth_tree, tmp_path,
     assert len(asked) == kept and len(result.rows) == kept + 1
 
 
+def ingest_cli(synth_tree, tmp_path, damage, args):
+    """``spikeprep ingest`` on a copy of the tiny tree with ``damage`` applied to train/seq_000: (result, --out)."""
+    raw = copy_tree(synth_tree(), tmp_path / "raw")
+    if damage is not None:
+        damage(raw / "train" / "seq_000")
+    out = tmp_path / "store"
+    return CliRunner().invoke(main, ["ingest", str(raw), "--out", str(out), "--no-progress", "--log-dir",
+                                     str(tmp_path / "logs"), *args]), out
+
+
 @pytest.mark.parametrize("args, damage, fragment", [
     (["--k", "100000000"], None, "fewer bins"),
     ([], lambda s: (s / "spike" / "meta.json").write_text((s / "spike" / "meta.json").read_text().replace(
@@ -363,12 +373,7 @@ def test_a_frame_dropped_for_its_images_is_never_voxelized(synth_tree, tmp_path,
 def test_sizes_and_numbers_no_machine_can_hold_stop_before_anything_is_written(synth_tree, tmp_path, args,
                                                                                damage, fragment):
     """Issue 16, items 7 and 8: exit 2 naming the cause and the fix; no store folder is created."""
-    raw = copy_tree(synth_tree(), tmp_path / "raw")
-    if damage is not None:
-        damage(raw / "train" / "seq_000")
-    out = tmp_path / "store"
-    res = CliRunner().invoke(main, ["ingest", str(raw), "--out", str(out), "--no-progress", "--log-dir",
-                                    str(tmp_path / "logs"), *args])
+    res, out = ingest_cli(synth_tree, tmp_path, damage, args)
     assert res.exit_code == 2 and fragment in res.output and "Fix:" in res.output, res.output
     assert "Traceback" not in res.output and not out.exists()
 
@@ -527,12 +532,7 @@ def test_a_second_ingest_into_a_store_being_written_stops_with_a_clear_error(syn
 def test_a_sequence_that_keeps_no_frame_is_an_error_naming_it(synth_tree, tmp_path, damage, args, fragment):
     """Issue 16 ("also noticed") and 18: one bad file or option behind every drop of a sequence is exit 1, with
     the cause; the store is still written and a rerun reuses the good sequences."""
-    raw = copy_tree(synth_tree(), tmp_path / "raw")
-    if damage is not None:
-        damage(raw / "train" / "seq_000")
-    out = tmp_path / "store"
-    res = CliRunner().invoke(main, ["ingest", str(raw), "--out", str(out), "--no-progress", "--log-dir",
-                                    str(tmp_path / "logs"), *args])
+    res, out = ingest_cli(synth_tree, tmp_path, damage, args)
     assert res.exit_code == 1 and fragment in res.output and "Traceback" not in res.output, res.output
     assert "kept no frame" in res.output and (out / "dataset.json").is_file()
     if damage is not None:
