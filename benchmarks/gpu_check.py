@@ -34,7 +34,8 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from model.deform_conv import deform_conv2d  # noqa: E402
-from model.integrate_vrt import VRT_PRESETS, SpikeVRT, tiled_inference  # noqa: E402
+from model.integrate_vrt import SpikeVRT, tiled_inference  # noqa: E402
+from model.vrt import VRT_PRESETS  # noqa: E402
 from model.losses.charbonnier import CharbonnierLoss  # noqa: E402
 from model.vrt import TMSA  # noqa: E402
 

@@ -17,7 +17,8 @@ EPILOG = """\b
 Examples:
   spikeprep synth data/raw --preset demo          # realistic synthetic raw data
   spikeprep synth data/raw --layout per-frame-dat --misalign seq_000:3
-  spikeprep ingest data/raw --out data/store --write-config configs/deblur/vrt_spike_baseline.yaml
+  spikeprep config vrt_spike_baseline my.yaml --data-root data/store   # a shipped config to edit
+  spikeprep ingest data/raw --out data/store --config my.yaml --write-config my.yaml
   spikeprep audit data/store --overlays 8
   spikeprep train --config CFG --exp spike ; spikeprep train --config CFG --exp base --no-spike
   spikeprep test --ckpt outputs/ckpts/spike/best.pth --store data/store --output outputs/test/spike
@@ -45,6 +46,7 @@ def main() -> None:
 def _register() -> None:
     from cli.baselines_cmd import baselines_cmd
     from cli.compare_cmd import compare_cmd
+    from cli.config_cmd import config_cmd
     from cli.store_cmds import audit_cmd, ingest_cmd, stats_cmd, verify_cmd
     from cli.synth_cmd import synth
     from cli.test_cmd import test_cmd
@@ -52,6 +54,7 @@ def _register() -> None:
     from cli.view_cmd import view_cmd
 
     main.add_command(synth)
+    main.add_command(config_cmd, "config")
     main.add_command(ingest_cmd, "ingest")
     main.add_command(audit_cmd, "audit")
     main.add_command(stats_cmd, "stats")

@@ -27,7 +27,6 @@ VRT's layers are not touched.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -35,19 +34,17 @@ from torch import Tensor, nn
 
 from model.fusion.cross_attn_temporal import ResidualTemporalCrossAttnFuse, TemporalCrossAttnFuse
 from model.fusion.spike_head import FittedSpikeHead, SpikeHead
+from model.shipped_configs import resolve_vrt_cfg
 from model.spike_encoder3d import ScaleGeometry, SpikeEncoder3D, check_same_shapes
 from model.spike_temporal_sa import TemporalSelfAttentionBlock
-from model.vrt import VRT, load_official, vrt_deblur, vrt_from_config, vrt_tiny
+from model.vrt import VRT, VRT_PRESETS, load_official, vrt_from_config
 from model.vrt_tiling import padded_forward, tiled_forward
-from spikeprep.errors import InputError
 
-VRT_PRESETS = {"deblur": vrt_deblur, "tiny": vrt_tiny}
 # MODEL.FUSE.TYPE -> (fusion module per scale, the spike head's class or None)
 FUSE_TYPES = {"TemporalCrossAttn": (TemporalCrossAttnFuse, None),
               "ResidualTemporalCrossAttn": (ResidualTemporalCrossAttnFuse, None),
               "ResidualTemporalCrossAttnSpikeHead": (ResidualTemporalCrossAttnFuse, SpikeHead),
               "ResidualTemporalCrossAttnFittedSpikeHead": (ResidualTemporalCrossAttnFuse, FittedSpikeHead)}
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def vrt_geometry(vrt: VRT) -> list[ScaleGeometry]:
@@ -140,16 +137,9 @@ class SpikeVRT(nn.Module):
 
 
 def build_vrt(vrt_cfg: str) -> VRT:
-    """MODEL.VRT_CFG: a preset name (``deblur``, ``tiny``) or a ``configs/vrt/*.yaml`` file."""
-    if vrt_cfg in VRT_PRESETS:
-        return VRT_PRESETS[vrt_cfg]()
-    path = Path(vrt_cfg)
-    if not path.is_absolute() and not path.exists():
-        path = REPO_ROOT / path
-    if not path.is_file():
-        raise InputError(None, f"MODEL.VRT_CFG {vrt_cfg!r}: no such preset or file",
-                         fix="use 'deblur', 'tiny' or a file like configs/vrt/deblur.yaml")
-    return vrt_from_config(path)
+    """MODEL.VRT_CFG: a preset name or a VRT YAML file (``model.shipped_configs.resolve_vrt_cfg``)."""
+    source = resolve_vrt_cfg(vrt_cfg)
+    return VRT_PRESETS[source]() if isinstance(source, str) else vrt_from_config(source)
 
 
 def build_model(cfg, use_spike: bool = True) -> SpikeVRT:

@@ -80,6 +80,7 @@ __all__ = [
     "load_official",
     "load_spynet",
     "check_state_dict",
+    "VRT_PRESETS",
     "vrt_deblur",
     "vrt_tiny",
     "vrt_from_config",
@@ -1276,13 +1277,14 @@ def vrt_tiny(**overrides: Any) -> VRT:
     return VRT(**{**VRT_TINY_ARGS, **overrides})
 
 
-_PRESETS = {"deblur": vrt_deblur, "tiny": vrt_tiny}
+# The one registry of VRT presets (MODEL.VRT_CFG names them; model/configs/vrt/*.yaml derive from them).
+VRT_PRESETS = {"deblur": vrt_deblur, "tiny": vrt_tiny}
 
 
 def vrt_from_config(config: str | os.PathLike | Mapping[str, Any]) -> VRT:
     """Build a VRT from a preset name plus constructor overrides.
 
-    ``config`` is a mapping or a YAML file (see ``configs/vrt/*.yaml``) of the form
+    ``config`` is a mapping or a YAML file (see ``model/configs/vrt/*.yaml``) of the form
     ``{preset: deblur | tiny, overrides: {<VRT keyword>: value, ...}}``. Unknown top-level keys or
     constructor arguments are errors that name them.
     """
@@ -1295,8 +1297,8 @@ def vrt_from_config(config: str | os.PathLike | Mapping[str, Any]) -> VRT:
     if unknown:
         raise ValueError(f"unknown VRT config keys: {sorted(unknown)}")
     preset = config.get("preset", "deblur")
-    if preset not in _PRESETS:
-        raise ValueError(f"unknown VRT preset {preset!r}; choose from {sorted(_PRESETS)}")
+    if preset not in VRT_PRESETS:
+        raise ValueError(f"unknown VRT preset {preset!r}; choose from {sorted(VRT_PRESETS)}")
     overrides = dict(config.get("overrides") or {})
     import inspect
 
@@ -1307,4 +1309,4 @@ def vrt_from_config(config: str | os.PathLike | Mapping[str, Any]) -> VRT:
     for key, value in overrides.items():
         if isinstance(value, list):
             overrides[key] = tuple(value)
-    return _PRESETS[preset](**overrides)
+    return VRT_PRESETS[preset](**overrides)

@@ -6,7 +6,10 @@ a misspelled key fails with its dotted name instead of being silently ignored. R
 """
 from __future__ import annotations
 
+import json
 import math
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -166,11 +169,81 @@ def parse_config_text(text: str, source: str = "<config>") -> Config:
     return parse_config(raw, source)
 
 
+def _resolve_vrt_path(cfg: Config, config_dir: Path) -> Config:
+    """A relative VRT_CFG *path* found next to the config becomes absolute; names and others stay as written."""
+    value = cfg.MODEL.VRT_CFG
+    path = Path(value).expanduser()
+    looks_like_path = path.suffix in (".yaml", ".yml") or len(path.parts) > 1
+    if not looks_like_path or path.is_absolute() or not (config_dir / path).is_file():
+        return cfg
+    model = cfg.MODEL.model_copy(update={"VRT_CFG": str((config_dir / path).resolve())})
+    return cfg.model_copy(update={"MODEL": model})
+
+
 def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config file."""
+    """Read and validate a YAML config file; a relative ``MODEL.VRT_CFG`` file is the config folder's."""
     path = Path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    return parse_config_text(text, str(path))
+    return _resolve_vrt_path(parse_config_text(text, str(path)), path.parent)
+
+
+_SCALAR_LINE = re.compile(r"^(\s*)([A-Za-z_][A-Za-z0-9_]*)(\s*:\s*)([^#\n]*?)(\s*(#.*)?)$")
+
+
+def _yaml_scalar(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(str(value))  # a JSON string is a YAML double-quoted scalar
+
+
+def edit_config_text(text: str, updates: Mapping[str, object], source: str = "<config>") -> str:
+    """Set the scalar values of dotted keys (``"DATA.NORM.MEAN"``) in a config's YAML text, in place.
+
+    Every other line stays as it was (comments, order, formatting). Each key must already be in the text
+    as a ``KEY: value`` line inside its sections; the result must validate and hold exactly the new values.
+    Raises ``ConfigError`` naming ``source`` otherwise.
+    """
+    lines = text.splitlines(keepends=True)
+    section: list[str] = []  # the chain of mapping keys enclosing the current line
+    indents: list[int] = []
+    wanted = {tuple(key.split(".")): value for key, value in updates.items()}
+    done: set[tuple[str, ...]] = set()
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        while indents and indent <= indents[-1]:
+            indents.pop(), section.pop()
+        m = _SCALAR_LINE.match(line.rstrip("\n"))
+        if m and m.group(4):
+            key = (*section, m.group(2))
+            if key in wanted:
+                newline = "\n" if line.endswith("\n") else ""
+                lines[i] = f"{m.group(1)}{m.group(2)}{m.group(3)}{_yaml_scalar(wanted[key])}{m.group(5) or ''}{newline}"
+                done.add(key)
+            continue
+        if stripped.endswith(":"):
+            section.append(stripped[:-1].strip())
+            indents.append(indent)
+    missing = [".".join(k) for k in wanted if k not in done]
+    if missing:
+        raise ConfigError(f"{source}: no {', '.join(missing)} line to update. Fix: start from a config that "
+                          "has these keys (`spikeprep config --list`)")
+    new_text = "".join(lines)
+    data = parse_config_text(new_text, source).model_dump()
+    for key, value in wanted.items():
+        got = data
+        for part in key:
+            got = got[part]
+        if got != value:
+            raise ConfigError(f"{source}: setting {'.'.join(key)} to {value!r} did not round-trip (read back "
+                              f"{got!r}). Fix: edit it by hand")
+    return new_text

@@ -11,13 +11,12 @@ and a val sequence may share a name), and ``stats_from_records`` sums those of t
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 
 from schemas.atomic import atomic_write_text
-from schemas.config import MIN_STD, parse_config_text
+from schemas.config import MIN_STD, edit_config_text
 from schemas.manifest import STATUS_OK
 from schemas.store import NormStats
 from spikeprep.errors import InputError
@@ -77,44 +76,14 @@ def check_std(std: float, where: str) -> None:
                          fix="check that the spike files hold spikes inside the exposure windows")
 
 
-_NORM_LINE = re.compile(r"^(\s*)(MEAN|STD)(\s*:\s*)([^#\n]*?)(\s*(#.*)?)$")
-
-
 def write_config_norm(config_path: Path, mean: float, std: float) -> Path:
     """Write MEAN/STD into ``DATA.NORM`` of a YAML config, leaving every other line as it was.
 
-    Edits the two value fields in place (comments and formatting stay), checks that the new text parses
-    to a valid config with exactly these numbers, then replaces the file atomically; refuses a file
-    whose DATA.NORM block it cannot find. On any error the file is left as it was.
+    Edits the two value fields in place (``schemas.config.edit_config_text``: comments and formatting stay,
+    the new text must validate with exactly these numbers), then replaces the file atomically; on any error
+    the file is left as it was.
     """
     config_path = Path(config_path)
-    lines = config_path.read_text().splitlines(keepends=True)
-    section: list[str] = []  # the chain of mapping keys enclosing the current line
-    indents: list[int] = []
-    done = set()
-    for i, line in enumerate(lines):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        indent = len(line) - len(line.lstrip())
-        while indents and indent <= indents[-1]:
-            indents.pop(), section.pop()
-        m = _NORM_LINE.match(line.rstrip("\n"))
-        if m and section[-2:] == ["DATA", "NORM"]:
-            key = m.group(2)
-            value = repr(float(mean if key == "MEAN" else std))
-            newline = "\n" if line.endswith("\n") else ""
-            lines[i] = f"{m.group(1)}{key}{m.group(3)}{value}{m.group(5) or ''}{newline}"
-            done.add(key)
-            continue
-        if stripped.endswith(":"):
-            section.append(stripped[:-1].strip())
-            indents.append(indent)
-    if done != {"MEAN", "STD"}:
-        raise InputError(config_path, "no DATA: NORM: MEAN/STD block found to update",
-                         fix="start from configs/deblur/vrt_spike_baseline.yaml")
-    text = "".join(lines)
-    cfg = parse_config_text(text, str(config_path))  # exactly what the file will hold
-    if (cfg.DATA.NORM.MEAN, cfg.DATA.NORM.STD) != (float(mean), float(std)):
-        raise InputError(config_path, "updating DATA.NORM did not round-trip", fix="edit MEAN/STD by hand")
+    text = edit_config_text(config_path.read_text(), {"DATA.NORM.MEAN": float(mean), "DATA.NORM.STD": float(std)},
+                            str(config_path))
     return atomic_write_text(config_path, text)
