@@ -24,7 +24,9 @@ per machine) into ``$SPIKEPREP_KERNEL_CACHE`` (default ``~/.cache/spikeprep/kern
 the flags, the compiler and the CPU, and loaded with ctypes. Before first use a self-check compares it with
 the formula's closed-form gradients on a small random problem. If there is no compiler, the build fails or
 the check disagrees, :func:`available` is False, a warning says why once, and callers use the formula.
-``SPIKEPREP_CPU_ATTENTION=0`` switches the kernel off. The kernel runs the ``B*H`` (window, head) pairs
+``SPIKEPREP_CPU_ATTENTION=0`` switches the kernel off. ``SPIKEPREP_KERNEL_LIB=PATH`` loads a library built
+beforehand by ``python -m model.cpu_attention PATH`` (portable: no ``-march=native``; the Docker image's)
+instead of compiling one; it is self-checked like a fresh build. The kernel runs the ``B*H`` (window, head) pairs
 on ``torch.get_num_threads()`` OpenMP threads; built with ``-fopenmp`` it links ``libgomp.so.1``, which
 the loader resolves to the copy torch has already loaded, so both share one thread team (Python threads
 next to torch's spinning OpenMP workers made it 1.5x slower).
@@ -59,6 +61,8 @@ _FLAGS = ["-O3", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-
 # then without OpenMP (one thread) for compilers that lack it.
 _VARIANTS = [["-fopenmp", "-march=native", "-DSPIKEPREP_LIBMVEC"], ["-fopenmp", "-march=native"],
              ["-march=native"], []]
+# For a library built once and run on other CPUs (a container image): no -march=native.
+_PORTABLE_VARIANTS = [["-fopenmp"], []]
 
 _lock = threading.Lock()
 _state: dict = {}          # "lib" (ctypes.CDLL | None), "reason" (str)
@@ -116,6 +120,29 @@ def _build(cc: str, extra: list[str]) -> Path:
     return lib
 
 
+def build_portable(out: str | os.PathLike, cc: str | None = None) -> Path:
+    """Compile the kernel for any CPU of this architecture into ``out`` (``SPIKEPREP_KERNEL_LIB`` loads it).
+
+    For images and shared installs: the library is built once, where a compiler is, and loaded where
+    none need be. Raises RuntimeError with the compiler's message if no variant builds.
+    """
+    cc = cc or os.environ.get("CC") or "cc"
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for extra in _PORTABLE_VARIANTS:
+        try:
+            with atomic_path(out) as tmp:
+                proc = subprocess.run([cc, *_FLAGS, *extra, str(SOURCE), "-o", str(tmp), "-lm"],
+                                      capture_output=True, text=True, timeout=300)
+                if proc.returncode != 0:
+                    raise RuntimeError((proc.stderr or proc.stdout).strip()[-400:])
+            return out
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            errors.append(f"{' '.join(extra) or 'plain'}: {exc}")
+    raise RuntimeError("build failed: " + " | ".join(errors))
+
+
 def _load(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     ptr, long_ = ctypes.c_void_p, ctypes.c_long
@@ -164,7 +191,17 @@ def _init() -> None:
             _state["reason"] = "switched off by SPIKEPREP_CPU_ATTENTION=0"
             return
         cc = os.environ.get("CC") or "cc"
-        if shutil.which(cc) is None:
+        prebuilt = os.environ.get("SPIKEPREP_KERNEL_LIB")
+        if prebuilt:
+            try:
+                _state["lib"] = _load(Path(prebuilt))
+            except OSError as exc:
+                _state["reason"] = f"SPIKEPREP_KERNEL_LIB={prebuilt}: {exc}"
+            else:
+                problem = _self_check()
+                if problem:
+                    _state["lib"], _state["reason"] = None, problem
+        elif shutil.which(cc) is None:
             _state["reason"] = f"no C compiler ({cc!r} not found; set CC)"
         else:
             errors = []
@@ -305,3 +342,16 @@ def biased_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor
     if b == 0 or not supports(q, bias, mask):
         return explicit_attention(q, k, v, bias, mask, scale)
     return _BiasedAttention.apply(q, k, v, bias, mask, float(scale))
+
+
+if __name__ == "__main__":
+    # python -m model.cpu_attention OUT.so: the portable build (the Dockerfile's; README "Docker")
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m model.cpu_attention OUT.so")
+    lib = build_portable(sys.argv[1])
+    os.environ["SPIKEPREP_KERNEL_LIB"] = str(lib)
+    if not available():
+        sys.exit(f"{lib}: built but not usable: {unavailable_reason()}")
+    print(f"{lib}: built and checked against the formula; set SPIKEPREP_KERNEL_LIB={lib}")

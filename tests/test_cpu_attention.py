@@ -191,6 +191,30 @@ def test_failed_self_check_disables_the_kernel(monkeypatch, fresh_state):
     assert not cpu_attention.supports(q, bias, mask)
 
 
+@needs_kernel
+def test_prebuilt_portable_library_is_loaded_without_a_compiler(tmp_path, monkeypatch, fresh_state):
+    # The Docker image's way: `python -m model.cpu_attention OUT.so` where gcc is, SPIKEPREP_KERNEL_LIB where not.
+    lib = cpu_attention.build_portable(tmp_path / "kernel.so")
+    monkeypatch.delenv("SPIKEPREP_CPU_ATTENTION", raising=False)
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("SPIKEPREP_KERNEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPIKEPREP_KERNEL_LIB", str(lib))
+    assert cpu_attention.available(), cpu_attention.unavailable_reason()
+    assert not (tmp_path / "cache").exists()  # nothing compiled
+    q, k, v, bias, mask = _inputs(4, 2, 37, 8, 2)
+    kernel, formula = (_run(f, q, k, v, bias, mask, 0.3) for f in (biased_attention, explicit_attention))
+    for a, b in zip(kernel, formula):
+        assert _rel(a, b) < 1e-5
+
+
+def test_prebuilt_library_that_does_not_load_names_the_variable(tmp_path, monkeypatch, fresh_state):
+    (tmp_path / "broken.so").write_bytes(b"not a library")
+    monkeypatch.delenv("SPIKEPREP_CPU_ATTENTION", raising=False)
+    monkeypatch.setenv("SPIKEPREP_KERNEL_LIB", str(tmp_path / "broken.so"))
+    with pytest.warns(RuntimeWarning, match="SPIKEPREP_KERNEL_LIB"):
+        assert not cpu_attention.available()
+
+
 def test_switched_off_by_environment(monkeypatch, fresh_state):
     monkeypatch.setenv("SPIKEPREP_CPU_ATTENTION", "0")
     assert not cpu_attention.available()

@@ -169,3 +169,20 @@ def test_python_dash_m_spikeprep_is_the_cli():
     proc = subprocess.run([sys.executable, "-m", "spikeprep", "--help"], capture_output=True, text=True, cwd=ROOT,
                           timeout=120)
     assert proc.returncode == 0 and "Usage: spikeprep" in proc.stdout and "config" in proc.stdout
+
+
+# ---- the Dockerfile (not built here: no registry to pull the base image from; README "Docker") -------
+def test_dockerfile_runtime_stage_is_unprivileged_without_compiler_or_test_packages():
+    text = (ROOT / "Dockerfile").read_text()
+    stages = text.split("\nFROM ")
+    assert len(stages) == 3, "a build stage and a runtime stage"
+    build, runtime = stages[1], stages[2]
+    assert "python -m model.cpu_attention /opt/spikeprep/cpu_attention.so" in build  # the kernel, at build time
+    assert "--constraint" in build and "[test]" not in text and "pytest" not in text  # runtime dependencies only
+    assert "gcc" not in runtime and "SPIKEPREP_KERNEL_LIB=/opt/spikeprep/cpu_attention.so" in runtime
+    users = [line.split()[1] for line in runtime.splitlines() if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    for label in ("title", "description", "version", "revision", "licenses"):
+        assert f"org.opencontainers.image.{label}=" in runtime
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "outputs"} <= set(ignored)
