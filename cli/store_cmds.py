@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from schemas.config import DEFAULT_CLIP_LEN, load_config
-from schemas.manifest import MANIFEST_FILENAME
+from schemas.manifest import MANIFEST_FILENAME, STATUS_OK
 from spikeprep.audit import (ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED, AuditOptions, audit, crop_drops,
                              fitting_crop)
 from spikeprep.ingest import IngestOptions, ingest
@@ -156,7 +156,7 @@ def dropped_query(root: Path) -> str:
 
 def echo_failures(rows: list[dict], root: Path, word: str, show: int) -> None:
     """One line per dropped frame, the first ``show`` of them; then how many more and where they are."""
-    failed = [r for r in rows if r["status"] != "ok"]
+    failed = [r for r in rows if r["status"] != STATUS_OK]
     for r in failed[:show]:
         click.echo(f"  {word} {r['split']}/{r['seq']}/{r['frame_idx']:06d}: {r['reason']}")
     if len(failed) > show:
@@ -168,6 +168,7 @@ def echo_failures(rows: list[dict], root: Path, word: str, show: int) -> None:
 Examples:
   spikeprep audit data/store
   spikeprep audit data/store --overlays 20 --crop 256 --max-shift 16
+  spikeprep audit data/store --show 50 --curves outputs/failing_curves.png
 """)
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--crop", "crop_size", type=click.IntRange(min=1),
@@ -206,6 +207,8 @@ def audit_cmd(root, crop_size, config, max_shift_ticks, min_corr, overlays, seed
         click.echo(f"overlays: {report.overlays[0].parent} ({len(report.overlays)} PNG, failing frames first)")
     if report.curves_png is not None:
         click.echo(f"curves of the failing frames: {report.curves_png}")
+    elif curves_png is not None:
+        click.echo(f"no failing frame has a correlation curve: nothing written to {curves_png}")
     info = read_store_info(root)
     if info.stats is not None:
         click.echo(f"voxel stats over kept training frames: MEAN={info.stats.mean!r} STD={info.stats.std!r}")
