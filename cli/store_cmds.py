@@ -11,8 +11,7 @@ import click
 
 from schemas.config import DEFAULT_CLIP_LEN, load_config
 from schemas.manifest import MANIFEST_FILENAME, STATUS_OK
-from spikeprep.audit import (ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED, AuditOptions, audit, crop_drops,
-                             fitting_crop)
+from spikeprep.audit import ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED, AuditOptions, audit, crop_drops
 from spikeprep.ingest import IngestOptions, ingest
 from spikeprep.raw_layout import PRESETS
 from spikeprep.stats import write_config_norm
@@ -104,8 +103,9 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
         click.echo(f"wrote DATA.NORM.MEAN/STD into {write_config}")
     lost = result.lost_sequences()
     for key, n, reason in lost:
-        hint = (f" (pass --crop with at most the frames' short side, e.g. --crop {fitting_crop(int(reason.split()[2]))})"
-                if reason.startswith("short side") else "")
+        seq_drops = crop_drops([r for r in result.rows if f"{r['split']}/{r['seq']}" == key])
+        hint = (f" (pass --crop with at most the frames' short side, e.g. --crop {seq_drops.crop_hint})"
+                if reason.startswith("short side") and seq_drops is not None else "")
         click.echo(f"error: {key}: all {n} frames dropped, most often for: {reason}{hint}", err=True)
     if lost:
         click.echo(f"{len(lost)} sequence(s) kept no frame; the rest of the store is written. Fix those inputs and "

@@ -431,11 +431,6 @@ def write_failing_curves(path: Path, rows: list[dict], curves: list[dict], num_b
 _CROP_REASON = re.compile(r"short side (\d+) < crop size (\d+)")
 
 
-def fitting_crop(short_side: int) -> int:
-    """The largest multiple of 8 (VRT's constraint) within ``short_side``, at least 8."""
-    return max(8, short_side // 8 * 8)
-
-
 @dataclass(frozen=True)
 class CropDrops:
     """Training frames dropped because their short side is below the crop size. ``by_ingest`` of them
@@ -449,8 +444,9 @@ class CropDrops:
 
     @property
     def crop_hint(self) -> int:
-        """A ``--crop`` every one of these frames fits (``fitting_crop`` of the smallest short side)."""
-        return fitting_crop(self.short_side)
+        """A ``--crop`` every one of these frames fits: the largest multiple of 8 (VRT's constraint) within
+        the smallest short side, at least 8."""
+        return max(8, self.short_side // 8 * 8)
 
 
 def crop_drops(rows: list[dict]) -> CropDrops | None:
