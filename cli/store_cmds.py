@@ -1,14 +1,17 @@
 """``spikeprep ingest``, ``spikeprep audit`` and ``spikeprep stats``: build, check and describe a store."""
 from __future__ import annotations
 
+import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
 import click
 
-from schemas.config import load_config
-from spikeprep.audit import AuditOptions, audit
+from schemas.config import DEFAULT_CLIP_LEN, load_config
+from schemas.manifest import MANIFEST_FILENAME, STATUS_OK
+from spikeprep.audit import ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED, AuditOptions, audit, crop_drops
 from spikeprep.ingest import IngestOptions, ingest
 from spikeprep.raw_layout import PRESETS
 from spikeprep.stats import write_config_norm
@@ -53,11 +56,13 @@ Examples:
               help="write the voxel MEAN/STD into this config's DATA.NORM (other lines unchanged)")
 @click.option("--force", is_flag=True, help="rebuild every sequence; a rerun otherwise reuses each sequence whose "
               "inputs keep their names, sizes and modification times and whose options are the same")
+@click.option("--show", default=20, show_default=True, type=click.IntRange(min=0),
+              help="dropped frames listed one per line (the rest: manifest.parquet)")
 @click.option("--progress/--no-progress", default=True)
 @click.option("-v", "--verbose", is_flag=True, help="log every dropped frame")
 def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rate_hz, frames_per_file,
-               exposure_start, exposure_stop, exposure_length, workers, copy_images, log_dir, write_config, force, progress,
-               verbose):
+               exposure_start, exposure_stop, exposure_length, workers, copy_images, log_dir, write_config, force, show,
+               progress, verbose):
     """Turn raw sequences into a store: Zarr voxel counts, manifest.parquet, dataset.json (with stats)."""
     _setup_logging(verbose)
     cfg = load_config(config) if config else None
@@ -80,9 +85,12 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
     result = ingest(raw, out, options, workers=workers, log_dir=log_dir, progress=progress, force=force)
     click.echo(f"wrote {out}: {len(result.rows)} frames, {result.n_ok} ok, {result.n_dropped} dropped; "
                f"K={options.num_bins}")
-    for r in result.rows:
-        if r["status"] != "ok":
-            click.echo(f"  dropped {r['split']}/{r['seq']}/{r['frame_idx']:06d}: {r['reason']}")
+    echo_failures(result.rows, out, "dropped", show)
+    drops = crop_drops(result.rows)
+    if drops is not None:
+        click.echo(f"{drops.frames} training frame(s) dropped for the crop size (short side {drops.short_side} "
+                   f"< crop size {drops.crop_size}): pass --crop {drops.crop_hint} (a multiple of 8 within the "
+                   f"frames' short side) or a --config whose DATA.CROP_SIZE <= {drops.short_side}")
     if result.stats is not None:
         click.echo(f"voxel stats over {result.stats.n_frames} training frames: MEAN={result.stats.mean!r} "
                    f"STD={result.stats.std!r}")
@@ -95,26 +103,72 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
         click.echo(f"wrote DATA.NORM.MEAN/STD into {write_config}")
     lost = result.lost_sequences()
     for key, n, reason in lost:
-        hint = (f" (pass --crop with at most the frames' short side, e.g. --crop {_crop_hint(reason)})"
-                if reason.startswith("short side") else "")
+        seq_drops = crop_drops([r for r in result.rows if f"{r['split']}/{r['seq']}" == key])
+        hint = (f" (pass --crop with at most the frames' short side, e.g. --crop {seq_drops.crop_hint})"
+                if reason.startswith("short side") and seq_drops is not None else "")
         click.echo(f"error: {key}: all {n} frames dropped, most often for: {reason}{hint}", err=True)
     if lost:
         click.echo(f"{len(lost)} sequence(s) kept no frame; the rest of the store is written. Fix those inputs and "
                    "run ingest again: it reuses the sequences that did not change", err=True)
+    clipless = _splits_without_a_clip(result.rows, cfg, config)
+    for line in clipless:
+        click.echo(line, err=True)
+    if lost or clipless:
         sys.exit(1)
     click.echo("next: spikeprep audit " + str(out))
 
 
-def _crop_hint(reason: str) -> int:
-    """The largest multiple of 8 (VRT's constraint) within the short side a crop-size drop reason names."""
-    short = int(reason.split()[2])
-    return max(8, short // 8 * 8)
+def _splits_without_a_clip(rows: list[dict], cfg, config: Path | None) -> list[str]:
+    """An error line for each training split (DATA.TRAIN_SPLIT / VAL_SPLIT) of the store that has no run
+    of DATA.CLIP_LEN consecutive kept frames in one sequence: the trainer would stop on it, so say why now."""
+    from spikeprep.spike_deblur_dataset import longest_kept_runs
+
+    clip_len = cfg.DATA.CLIP_LEN if cfg else DEFAULT_CLIP_LEN
+    source = f"DATA.CLIP_LEN of {config}" if cfg else "the default DATA.CLIP_LEN"
+    splits = (cfg.DATA.TRAIN_SPLIT, cfg.DATA.VAL_SPLIT) if cfg else ("train", "val")
+    runs = longest_kept_runs(rows)
+    lines = []
+    for split in dict.fromkeys(splits):
+        if split not in runs or runs[split] >= clip_len:
+            continue
+        mine = [r for r in rows if r["split"] == split]
+        longest_seq = max(sum(r["seq"] == s for r in mine) for s in {r["seq"] for r in mine})
+        drops = crop_drops(mine)
+        why = []
+        if drops is not None:
+            why.append(f"{drops.frames} of its frames were dropped for the crop size: pass --crop {drops.crop_hint}")
+        if longest_seq < clip_len:
+            why.append(f"its longest sequence has {longest_seq} frames: train with a config whose DATA.CLIP_LEN "
+                       f"<= {longest_seq} and pass it here with --config, or record longer sequences")
+        if not why:
+            why.append("see the dropped frames' reasons above (manifest.parquet: status, reason)")
+        lines.append(f"error: split {split!r} has no run of {clip_len} consecutive kept frames in one sequence "
+                     f"(longest: {runs[split]}; {clip_len} is {source}), so training has no clip: {'; '.join(why)}")
+    return lines
+
+
+def dropped_query(root: Path) -> str:
+    """A shell line that prints every dropped frame of the store at ``root`` with its reason."""
+    code = (f"import pandas as pd; m = pd.read_parquet({json.dumps(str(Path(root) / MANIFEST_FILENAME))}); "
+            "print(m[m.status == \"dropped\"][[\"split\", \"seq\", \"frame_idx\", \"reason\"]].to_string())")
+    return f"python -c {shlex.quote(code)}"
+
+
+def echo_failures(rows: list[dict], root: Path, word: str, show: int) -> None:
+    """One line per dropped frame, the first ``show`` of them; then how many more and where they are."""
+    failed = [r for r in rows if r["status"] != STATUS_OK]
+    for r in failed[:show]:
+        click.echo(f"  {word} {r['split']}/{r['seq']}/{r['frame_idx']:06d}: {r['reason']}")
+    if len(failed) > show:
+        click.echo(f"  ... and {len(failed) - show} more: see {Path(root) / MANIFEST_FILENAME} (status, reason "
+                   f"columns); list them all with:\n    {dropped_query(root)}")
 
 
 @click.command(epilog="""\b
 Examples:
   spikeprep audit data/store
   spikeprep audit data/store --overlays 20 --crop 256 --max-shift 16
+  spikeprep audit data/store --show 50 --curves outputs/failing_curves.png
 """)
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--crop", "crop_size", type=click.IntRange(min=1),
@@ -126,29 +180,65 @@ Examples:
 @click.option("--min-corr", default=AuditOptions.min_corr, show_default=True, type=float,
               help="peak correlation below this = spikes do not show this frame")
 @click.option("--overlays", default=8, show_default=True, type=click.IntRange(min=0),
-              help="write overlay PNGs for this many random frames (DATA_ROOT/audit/overlays)")
-@click.option("--seed", default=0, show_default=True, help="which frames get overlays")
+              help="labelled overlay PNGs for this many frames, failing ones first (DATA_ROOT/audit/overlays)")
+@click.option("--seed", default=0, show_default=True, help="which of the other frames get overlays")
+@click.option("--curves", "curves_png", type=click.Path(dir_okay=False, path_type=Path),
+              help="write the failing frames' correlation curves here [DATA_ROOT/audit/failing_curves.png]")
+@click.option("--show", default=20, show_default=True, type=click.IntRange(min=0),
+              help="failing frames listed one per line (the rest: manifest.parquet)")
 @click.option("--progress/--no-progress", default=True)
-def audit_cmd(root, crop_size, config, max_shift_ticks, min_corr, overlays, seed, progress):
+def audit_cmd(root, crop_size, config, max_shift_ticks, min_corr, overlays, seed, curves_png, show, progress):
     """Check exposure alignment of spikes and blur frames; drop failing frames; exit 1 if any frame fails."""
     cfg = load_config(config) if config else None
     options = AuditOptions(max_shift_ticks=max_shift_ticks, min_corr=min_corr,
                            crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else AuditOptions.crop_size))
-    report = audit(root, options, overlays=overlays, seed=seed, progress=progress)
-    header = f"{'sequence':<24}{'frames':>7}{'ok':>5}{'drop':>6}{'align':>7}{'misal':>7}{'mism':>6}{'undet':>7}  offset"
-    click.echo(header)
-    for s in report.summary():
-        off = "-" if s["median_offset_ticks"] is None else f"{s['median_offset_ticks']:+.1f} ticks"
-        click.echo(f"{s['split'] + '/' + s['seq']:<24}{s['frames']:>7}{s['ok']:>5}{s['dropped']:>6}"
-                   f"{s['aligned']:>7}{s['misaligned']:>7}{s['mismatch']:>6}{s['undetermined']:>7}  {off}")
-    for r in report.failed:
-        click.echo(f"  FAIL {r['split']}/{r['seq']}/{r['frame_idx']:06d}: {r['reason']}")
+    report = audit(root, options, overlays=overlays, seed=seed, progress=progress, curves_png=curves_png)
+    for line in audit_table(report, options):
+        click.echo(line)
+    echo_failures(report.rows, root, "FAIL", show)
+    drops = crop_drops(report.rows)
+    if drops is not None:
+        fix = (f"re-run `spikeprep ingest RAW --out {root} --crop {drops.crop_hint}` (ingest never voxelized "
+               f"{drops.by_ingest} of them)" if drops.by_ingest else
+               f"re-run `spikeprep audit {root} --crop {drops.crop_hint}`")
+        click.echo(f"{drops.frames} training frame(s) dropped for the crop size (short side {drops.short_side} < "
+                   f"crop size {drops.crop_size}): {fix}")
     if report.overlays:
-        click.echo(f"overlays: {report.overlays[0].parent} ({len(report.overlays)} PNG)")
+        click.echo(f"overlays: {report.overlays[0].parent} ({len(report.overlays)} PNG, failing frames first)")
+    if report.curves_png is not None:
+        click.echo(f"curves of the failing frames: {report.curves_png}")
+    elif curves_png is not None:
+        click.echo(f"no failing frame has a correlation curve: nothing written to {curves_png}")
     info = read_store_info(root)
     if info.stats is not None:
         click.echo(f"voxel stats over kept training frames: MEAN={info.stats.mean!r} STD={info.stats.std!r}")
     sys.exit(1 if report.failed else 0)
+
+
+AUDIT_COLUMNS = ("frames", "kept", "dropped", ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED)
+
+
+def audit_table(report, options: AuditOptions) -> list[str]:
+    """The audit table (one row per sequence, then the totals) and its legend, as lines."""
+    lines_of = [(f"{s['split']}/{s['seq']}", s) for s in report.summary()] + [("total", report.totals())]
+    width = max(len("sequence"), *(len(name) for name, _ in lines_of)) + 2
+
+    def line(name: str, values: list[str], offset: str) -> str:
+        return f"{name:<{width}}" + "".join(f"{v:>{len(c) + 2}}" for c, v in zip(AUDIT_COLUMNS, values)) + f"  {offset}"
+
+    out = [line("sequence", list(AUDIT_COLUMNS), "median offset")]
+    for i, (name, s) in enumerate(lines_of):
+        if i == len(lines_of) - 1:
+            out.append("-" * len(out[0]))
+        off = "-" if s["median_offset_ticks"] is None else f"{s['median_offset_ticks']:+.1f} ticks"
+        out.append(line(name, [str(s[k]) for k in ("frames", "ok", "dropped", ALIGNED, MISALIGNED, MISMATCH,
+                                                   UNDETERMINED)], off))
+    out += ["kept / dropped: frames training uses / skips (ingest's drops included); the content check's verdicts:",
+            "  aligned: the spikes match the blur best within half a voxel bin of the recorded window (kept)",
+            "  misaligned: they match best elsewhere, the offset away (dropped; median offset: the shift to apply)",
+            f"  mismatch: peak correlation below {options.min_corr}: the spikes show another scene (dropped)",
+            "  undetermined: no single peak (static or flat scene): kept, but nothing was checked"]
+    return out
 
 
 @click.command(epilog="""\b

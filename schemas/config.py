@@ -22,6 +22,7 @@ from schemas.validation import describe_validation_error
 # The one definition of each default the config, ingest, audit and the voxelizer share.
 DEFAULT_NUM_BINS = 32     # K: voxel bins per exposure window (the original document's default)
 DEFAULT_CROP_SIZE = 256   # training crop side in RGB pixels (the original document's default)
+DEFAULT_CLIP_LEN = 5      # frames per training clip (T); ingest checks each split has a clip this long
 # DESIGN section 3: a voxel STD below this is an error (the spikes are constant); used by NormConfig,
 # the ingest/audit stats check and the Dataset.
 MIN_STD = 1e-6
@@ -52,7 +53,7 @@ class DataConfig(_Section):
     TRAIN_SPLIT: str = "train"
     VAL_SPLIT: str = "val"
     CROP_SIZE: int = Field(DEFAULT_CROP_SIZE, gt=0)
-    CLIP_LEN: int = Field(5, gt=0)
+    CLIP_LEN: int = Field(DEFAULT_CLIP_LEN, gt=0)
     K: int = Field(DEFAULT_NUM_BINS, gt=0)
     NORM: NormConfig = NormConfig()
 

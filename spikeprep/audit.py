@@ -17,9 +17,11 @@ frames. Audit reasons start with ``audit:``, so a rerun starts again from the in
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,7 @@ from spikeprep.store import read_frame, read_manifest, read_store_info, write_ma
 log = logging.getLogger("spikeprep.audit")
 AUDIT_PREFIX = "audit: "
 AUDIT_DIRNAME = "audit"
+FAILING_CURVES_PNG = "failing_curves.png"
 ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED = "aligned", "misaligned", "mismatch", "undetermined"
 
 
@@ -51,8 +54,10 @@ class AuditOptions:
     """Thresholds of the content check.
 
     max_shift_ticks: scan range D (None: a quarter of the window length, at least 4 ticks);
-    flat_range, roughness_factor: a curve whose max - min is below flat_range, or below
-    roughness_factor times its jitter, is undetermined;
+    flat_range: a curve whose max - min is below this is undetermined (nothing to locate);
+    min_peak_share: a curve is single-peaked enough to locate its peak when at least this share of its
+    total variation is the rise to its maximum and the fall after it (``peak_share``); jitter, a zigzag or
+    a static scene's quantisation noise spend their variation going up and down and are undetermined;
     top_fraction: the curve's top is where it is within this fraction of its range of the maximum;
     min_corr: a peak correlation below this is a content mismatch;
     crop_size: training frames need a short side of at least this.
@@ -60,7 +65,7 @@ class AuditOptions:
 
     max_shift_ticks: int | None = None
     flat_range: float = 1e-3
-    roughness_factor: float = 10.0
+    min_peak_share: float = 0.9
     top_fraction: float = 0.05
     min_corr: float = 0.3
     crop_size: int = DEFAULT_CROP_SIZE
@@ -116,14 +121,31 @@ def shift_curve(source: SpikeSource, t0: float, t1: float, frame_idx: int, luma:
     return shifts, corr
 
 
+def peak_share(curve: np.ndarray) -> float:
+    """Share of a curve's total variation that is its rise to the maximum and its fall after it.
+
+    1 for a curve that only rises to one peak and then only falls (sharp or smooth, at any shift, or a
+    monotone curve whose peak is at the scan's edge); jitter, a zigzag or a static scene's quantisation
+    noise go up and down and score lower (static synthetic scenes: 0.08-0.88; white noise of 9 points
+    reaches 0.9 in 0.4% of draws, a random walk of 9 points in 9%, of 17 points in 0.6%). It weighs the
+    steps, not the curvature, so a smooth peak's steady curvature, which a second-difference jitter
+    estimate mistook for noise (issue 18), costs nothing.
+    """
+    variation = float(np.abs(np.diff(curve)).sum())
+    if variation == 0:
+        return 0.0
+    top = float(curve.max())
+    return (2 * top - float(curve[0]) - float(curve[-1])) / variation
+
+
 def judge(shifts: np.ndarray, corr: np.ndarray, n_ticks: int, num_bins: int,
           options: AuditOptions) -> tuple[str, int | None, float]:
     """(verdict, best shift in ticks or None, correlation at zero shift) from a correlation curve.
 
     The best shift is the middle of the curve's top (within ``top_fraction`` of its range of the
     maximum), which is robust to the broad flat peaks of slow motion. The curve is too flat to tell
-    when its range is below ``flat_range`` or below ``roughness_factor`` times its jitter (median
-    absolute second difference): a static scene gives a curve of pure quantisation jitter.
+    when its range is below ``flat_range`` or its ``peak_share`` is below ``min_peak_share`` (no
+    single peak stands out of the jitter).
     """
     zero = float(corr[shifts == 0][0]) if np.any(shifts == 0) else math.nan
     valid = np.isfinite(corr)
@@ -133,8 +155,7 @@ def judge(shifts: np.ndarray, corr: np.ndarray, n_ticks: int, num_bins: int,
     peak, span = float(c.max()), float(c.max() - c.min())
     if peak < options.min_corr:
         return MISMATCH, int(shifts[valid][np.argmax(c)]), zero
-    jitter = float(np.median(np.abs(np.diff(c, 2))))
-    if span < max(options.flat_range, options.roughness_factor * jitter):
+    if span < options.flat_range or peak_share(c) < options.min_peak_share:
         return UNDETERMINED, None, zero
     top = valid & (np.nan_to_num(corr, nan=-np.inf) >= peak - options.top_fraction * span)
     i = j = int(np.nanargmax(corr))
@@ -143,8 +164,13 @@ def judge(shifts: np.ndarray, corr: np.ndarray, n_ticks: int, num_bins: int,
     while j < len(top) - 1 and top[j + 1]:
         j += 1
     best = int(round((int(shifts[i]) + int(shifts[j])) / 2))
-    tolerance = max(1, n_ticks // (2 * num_bins))  # half a voxel bin: smaller shifts are harmless
-    return (ALIGNED if abs(best) <= tolerance else MISALIGNED), best, zero
+    return (ALIGNED if abs(best) <= alignment_tolerance(n_ticks, num_bins) else MISALIGNED), best, zero
+
+
+def alignment_tolerance(n_ticks: int, num_bins: int) -> int:
+    """Half a voxel bin, in ticks (at least 1): a peak within this of zero shift is aligned; smaller
+    shifts move spikes by less than a bin and are harmless."""
+    return max(1, n_ticks // (2 * num_bins))
 
 
 # ---- one sequence ------------------------------------------------------------------------------------
@@ -154,7 +180,7 @@ def _structural_problem(root: Path, row: dict, options: AuditOptions) -> str | N
         if not path.is_file():
             return f"{kind} frame missing from the store: {row[kind]}"
     if row["split"] == "train" and min(row["H"], row["W"]) < options.crop_size:
-        return f"short side {min(row['H'], row['W'])} < crop size {options.crop_size}"
+        return f"short side {min(row['H'], row['W'])} < crop size {options.crop_size}"  # crop_drops reads it
     if not row["t1"] > row["t0"]:
         return f"empty or reversed window [{row['t0']!r}, {row['t1']!r})"
     return None
@@ -211,7 +237,34 @@ def audit_sequence(root: Path, key: str, info: StoreInfo, rows: list[dict],
     return out, curves
 
 
-# ---- overlays ------------------------------------------------------------------------------------------
+# ---- overlays and curve plots ----------------------------------------------------------------------
+# One colour per verdict, in the overlay labels, the failing-curves PNG and the notebook (matplotlib's
+# tab10 green, red, purple, grey): the same verdict always looks the same.
+VERDICT_COLOURS = {ALIGNED: "#2ca02c", MISALIGNED: "#d62728", MISMATCH: "#9467bd", UNDETERMINED: "#7f7f7f"}
+DROPPED_COLOUR = "#ff7f0e"       # dropped before the content check (a structural problem): orange
+OVERLAY_MIN_WIDTH = 480           # small frames are enlarged (nearest, integer factor) so their label fits
+OVERLAY_PANELS = "blur | spike intensity | vox.sum(K) over blur"
+_OVERLAY_NAME = re.compile(r"^(\d{3}_[a-z]+_)?.+_\d{6}\.png$")   # what write_overlays writes (and wrote)
+
+
+def frame_key(row: dict) -> tuple[str, str, int]:
+    """``(split, seq, frame_idx)``: a frame's identity in the manifest and in the curves."""
+    return row["split"], row["seq"], int(row["frame_idx"])
+
+
+def frame_verdict(row: dict) -> str:
+    """The content check's verdict, or ``dropped`` for a frame the audit dropped before it (a structural
+    problem), or ``not audited`` (ingest dropped it: never voxelized)."""
+    if row.get("audit_verdict"):
+        return row["audit_verdict"]
+    return "dropped" if row.get("status") == STATUS_DROPPED else "not audited"
+
+
+def is_audit_failure(row: dict) -> bool:
+    """Dropped by this audit (misaligned, mismatch or a structural problem), as opposed to by ingest."""
+    return row["status"] == STATUS_DROPPED and (row["reason"] or "").startswith(AUDIT_PREFIX)
+
+
 def _to_u8(img: np.ndarray) -> np.ndarray:
     lo, hi = float(np.min(img)), float(np.max(img))
     return np.zeros(img.shape, np.uint8) if hi <= lo else ((img - lo) / (hi - lo) * 255).round().astype(np.uint8)
@@ -230,20 +283,89 @@ def overlay_image(root: Path, row: dict, info: StoreInfo) -> np.ndarray:
     return np.concatenate([blur, cv2.cvtColor(inten, cv2.COLOR_GRAY2BGR), blend], axis=1)
 
 
-def write_overlays(root: Path, rows: list[dict], info: StoreInfo, n: int, seed: int = 0) -> list[Path]:
-    """Overlays for ``n`` random voxelized frames (seeded), as PNG under ``DATA_ROOT/audit/overlays``."""
-    candidates = [r for r in rows if r["vox_index"] is not None]
-    if not candidates or n <= 0:
-        return []
-    pick = np.random.default_rng(seed).choice(len(candidates), size=min(n, len(candidates)), replace=False)
+def overlay_label(row: dict, curve: dict | None) -> list[str]:
+    """The lines drawn above an overlay: which frame, the verdict and offset, the peak correlation."""
+    verdict = frame_verdict(row)
+    lines = [f"{row['split']}/{row['seq']} frame {row['frame_idx']}"]
+    best = row.get("audit_best_offset_ticks")
+    if verdict == "dropped":
+        lines.append("dropped: " + (row["reason"] or "")[len(AUDIT_PREFIX):])
+    else:
+        lines.append(verdict + ("" if best is None else f", offset {best:+d} ticks"))
+    corr = None if curve is None else np.array([np.nan if c is None else c for c in curve["corr"]], float)
+    if corr is not None and np.isfinite(corr).any():
+        i = int(np.nanargmax(corr))
+        zero = row.get("audit_corr")
+        lines.append(f"peak corr {corr[i]:.3f} at shift {curve['shift_ticks'][i]:+d}"
+                     + ("" if zero is None else f"; at 0: {zero:.3f}"))
+    else:
+        lines.append("no correlation curve")
+    lines.append(OVERLAY_PANELS)
+    return lines
+
+
+def _bgr(hex_colour: str) -> tuple[int, int, int]:
+    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return b, g, r
+
+
+def labelled_overlay(panels: np.ndarray, lines: list[str], verdict: str) -> np.ndarray:
+    """``panels`` (BGR), enlarged by an integer factor to at least ``OVERLAY_MIN_WIDTH`` wide, under a
+    banner holding ``lines`` (the verdict line in the verdict's colour)."""
+    factor = max(1, -(-OVERLAY_MIN_WIDTH // panels.shape[1]))
+    image = cv2.resize(panels, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
+    width, font, thick = image.shape[1], cv2.FONT_HERSHEY_SIMPLEX, 1
+    scale = 0.5
+    widest = max(cv2.getTextSize(t, font, 1.0, thick)[0][0] for t in lines)
+    scale = max(0.3, min(scale, (width - 12) / max(widest, 1)))
+    line_h = int(round(30 * scale)) + 4
+    banner = np.full((line_h * len(lines) + 6, width, 3), 24, np.uint8)
+    colour = _bgr(VERDICT_COLOURS.get(verdict, DROPPED_COLOUR))
+    for k, text in enumerate(lines):
+        cv2.putText(banner, text, (6, line_h * (k + 1)), font, scale,
+                    colour if k == 1 else (235, 235, 235), thick, cv2.LINE_AA)
+    return np.concatenate([banner, image], axis=0)
+
+
+def overlay_choice(rows: list[dict], n: int, seed: int = 0) -> list[dict]:
+    """The frames that get overlays: the audit's failures first, then a seeded choice of the other
+    voxelized frames; each group in manifest order, each a seeded choice where it has more than needed."""
+    rng = np.random.default_rng(seed)
+    drawable = [r for r in rows if r["vox_index"] is not None]
+    failing = [r for r in drawable if is_audit_failure(r)]
+    rest = [r for r in drawable if not is_audit_failure(r)]
+
+    def pick(group: list[dict], k: int) -> list[dict]:
+        if k >= len(group):
+            return group
+        return [group[i] for i in sorted(rng.choice(len(group), size=k, replace=False).tolist())]
+
+    first = pick(failing, max(n, 0))
+    return first + pick(rest, max(n - len(first), 0))
+
+
+def write_overlays(root: Path, rows: list[dict], info: StoreInfo, n: int, seed: int = 0,
+                   curves: list[dict] = ()) -> list[Path]:
+    """Labelled overlays for ``n`` frames (``overlay_choice``) as PNG under ``DATA_ROOT/audit/overlays``,
+    named ``<rank>_<verdict>_<split>_<seq>_<frame>.png`` so a file listing shows the failures first.
+    The overlays a previous audit wrote there are removed first (other files are left alone)."""
     folder = root / AUDIT_DIRNAME / "overlays"
+    if folder.is_dir():
+        for old in folder.iterdir():
+            if old.is_file() and _OVERLAY_NAME.match(old.name):
+                old.unlink()
+    chosen = overlay_choice(rows, n, seed)
+    if not chosen:
+        return []
     folder.mkdir(parents=True, exist_ok=True)
+    by_key = {frame_key(c): c for c in curves}
     paths = []
-    for i in sorted(pick.tolist()):
-        r = candidates[i]
-        path = folder / f"{r['split']}_{r['seq']}_{r['frame_idx']:06d}.png"
+    for rank, r in enumerate(chosen):
+        verdict = frame_verdict(r)
+        path = folder / f"{rank:03d}_{verdict.replace(' ', '')}_{r['split']}_{r['seq']}_{r['frame_idx']:06d}.png"
         try:
-            image = overlay_image(root, r, info)
+            image = labelled_overlay(overlay_image(root, r, info), overlay_label(r, by_key.get(frame_key(r))),
+                                     verdict)
         except (SampleError, OSError) as err:       # a damaged shard: say so, draw the others
             log.warning("no overlay for %s/%s frame %d: %s", r["split"], r["seq"], r["frame_idx"], err)
             continue
@@ -255,15 +377,101 @@ def write_overlays(root: Path, rows: list[dict], info: StoreInfo, n: int, seed: 
     return paths
 
 
+def curves_figure(rows: list[dict], curves: list[dict], num_bins: int, max_panels: int = 12):
+    """A matplotlib Figure (Agg, no pyplot state): one panel per failing frame's correlation curve
+    (misaligned or mismatch, in manifest order, at most ``max_panels``), with the band where a peak counts
+    as aligned, the recorded window (shift 0) and the best shift; None when no failing frame has a curve."""
+    from matplotlib.figure import Figure
+
+    by_key = {frame_key(c): c for c in curves}
+    failing = [r for r in rows if r["audit_verdict"] in (MISALIGNED, MISMATCH) and frame_key(r) in by_key]
+    if not failing:
+        return None
+    shown = failing[:max_panels]
+    cols = min(3, len(shown))
+    nrows = -(-len(shown) // cols)
+    fig = Figure(figsize=(4.2 * cols, 2.9 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    for ax in axes.ravel()[len(shown):]:
+        ax.set_visible(False)
+    for ax, r in zip(axes.ravel(), shown):
+        c = by_key[frame_key(r)]
+        corr = np.array([np.nan if v is None else v for v in c["corr"]], float)
+        tol = alignment_tolerance(r["n_ticks"], num_bins)
+        ax.axvspan(-tol, tol, color=VERDICT_COLOURS[ALIGNED], alpha=0.15, lw=0, label="aligned if the peak is here")
+        ax.axvline(0, color="k", lw=0.8, label="recorded window")
+        colour = VERDICT_COLOURS[r["audit_verdict"]]
+        ax.plot(c["shift_ticks"], corr, "o-", ms=3, color=colour, label=r["audit_verdict"])
+        best = r["audit_best_offset_ticks"]
+        if best is not None:
+            ax.axvline(best, color=colour, ls="--", lw=1, label=f"best shift {best:+d}")
+        ax.set_title(f"{r['split']}/{r['seq']} frame {r['frame_idx']}: {r['audit_verdict']}"
+                     + ("" if best is None else f" {best:+d} ticks"), fontsize=9)
+        ax.set_xlabel("window shift (ticks)", fontsize=8)
+        ax.set_ylabel("corr(spikes, blur luma)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, loc="best")
+    more = f" (first {len(shown)} of {len(failing)})" if len(failing) > len(shown) else ""
+    fig.suptitle(f"correlation vs window shift of the failing frames{more}", fontsize=10)
+    return fig
+
+
+def write_failing_curves(path: Path, rows: list[dict], curves: list[dict], num_bins: int) -> Path | None:
+    """``curves_figure`` as a PNG at ``path`` (atomically); None, and nothing written, without failures."""
+    fig = curves_figure(rows, curves, num_bins)
+    if fig is None:
+        return None
+    sink = io.BytesIO()
+    fig.savefig(sink, format="png", dpi=100)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(Path(path), sink.getvalue())
+
+
+# ---- frames dropped for the crop size ---------------------------------------------------------------
+_CROP_REASON = re.compile(r"short side (\d+) < crop size (\d+)")
+
+
+@dataclass(frozen=True)
+class CropDrops:
+    """Training frames dropped because their short side is below the crop size. ``by_ingest`` of them
+    were never voxelized (only a re-ingest with a smaller crop brings them back); the rest were dropped
+    by an audit with a larger ``--crop`` than ingest's."""
+
+    frames: int
+    by_ingest: int
+    short_side: int     # the smallest short side among them
+    crop_size: int      # the largest crop size they were dropped for
+
+    @property
+    def crop_hint(self) -> int:
+        """A ``--crop`` every one of these frames fits: the largest multiple of 8 (VRT's constraint) within
+        the smallest short side, at least 8."""
+        return max(8, self.short_side // 8 * 8)
+
+
+def crop_drops(rows: list[dict]) -> CropDrops | None:
+    """Count the rows dropped for ``short side S < crop size C`` (ingest's reason, or the audit's); None
+    when there is none."""
+    found = [(m, (r["reason"] or "").startswith(AUDIT_PREFIX)) for r in rows if r["status"] == STATUS_DROPPED
+             for m in [_CROP_REASON.search(r["reason"] or "")] if m]
+    if not found:
+        return None
+    return CropDrops(frames=len(found), by_ingest=sum(not by_audit for _, by_audit in found),
+                     short_side=min(int(m.group(1)) for m, _ in found),
+                     crop_size=max(int(m.group(2)) for m, _ in found))
+
+
 # ---- the whole store ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AuditReport:
     """Result of ``audit``: the rewritten manifest rows, one correlation curve per audited frame
-    (``split, seq, frame_idx, shift_ticks, corr``), and the overlay PNGs written."""
+    (``split, seq, frame_idx, shift_ticks, corr``), the overlay PNGs written and the failing frames'
+    curves PNG (None when no failing frame has a curve)."""
 
     rows: list[dict]
     curves: list[dict]
     overlays: list[Path]
+    curves_png: Path | None = None
 
     @property
     def failed(self) -> list[dict]:
@@ -271,27 +479,33 @@ class AuditReport:
         return [r for r in self.rows if r["status"] == STATUS_DROPPED]
 
     def summary(self) -> list[dict]:
-        """One line per sequence: frames, kept, dropped, verdict counts, median best offset."""
-        out = {}
+        """One line per sequence: frames, kept, dropped, verdict counts, median best offset (ticks) of
+        the frames whose peak could be located."""
+        by_seq: dict[tuple[str, str], list[dict]] = {}
         for r in self.rows:
-            s = out.setdefault((r["split"], r["seq"]), dict(split=r["split"], seq=r["seq"], frames=0, ok=0,
-                                                           dropped=0, aligned=0, misaligned=0, mismatch=0,
-                                                           undetermined=0, offsets=[]))
-            s["frames"] += 1
-            s["ok" if r["status"] == STATUS_OK else "dropped"] += 1
-            if r["audit_verdict"]:
-                s[r["audit_verdict"]] += 1
-            if r["audit_best_offset_ticks"] is not None and r["audit_verdict"] != UNDETERMINED:
-                s["offsets"].append(r["audit_best_offset_ticks"])
-        for s in out.values():
-            offsets = s.pop("offsets")
-            s["median_offset_ticks"] = float(np.median(offsets)) if offsets else None
-        return list(out.values())
+            by_seq.setdefault((r["split"], r["seq"]), []).append(r)
+        return [dict(split=split, seq=seq, **_tally(rows)) for (split, seq), rows in by_seq.items()]
+
+    def totals(self) -> dict:
+        """The ``summary`` columns over every frame of the store (median offset over all located peaks)."""
+        return _tally(self.rows)
+
+
+def _tally(rows: list[dict]) -> dict:
+    out = dict(frames=len(rows), ok=sum(r["status"] == STATUS_OK for r in rows),
+               dropped=sum(r["status"] != STATUS_OK for r in rows),
+               **{v: sum(r["audit_verdict"] == v for r in rows) for v in (ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED)})
+    offsets = [r["audit_best_offset_ticks"] for r in rows
+               if r["audit_best_offset_ticks"] is not None and r["audit_verdict"] != UNDETERMINED]
+    out["median_offset_ticks"] = float(np.median(offsets)) if offsets else None
+    return out
 
 
 def audit(root: Path, options: AuditOptions = AuditOptions(), overlays: int = 0, seed: int = 0,
-          progress: bool = True) -> AuditReport:
-    """Audit the store at ``root``; rewrites the manifest (status, reason, audit columns) and the stats."""
+          progress: bool = True, curves_png: Path | None = None) -> AuditReport:
+    """Audit the store at ``root``; rewrites the manifest (status, reason, audit columns) and the stats,
+    writes ``audit/curves.parquet``, ``overlays`` labelled overlay PNGs (``write_overlays``) and the failing
+    frames' curves as a PNG (``curves_png``, default ``DATA_ROOT/audit/failing_curves.png``)."""
     root = Path(root)
     info = read_store_info(root)
     rows = read_manifest(root).to_pylist()
@@ -335,5 +549,8 @@ def audit(root: Path, options: AuditOptions = AuditOptions(), overlays: int = 0,
     atomic_write_bytes(root / AUDIT_DIRNAME / "curves.parquet", sink.getvalue().to_pybytes())
     write_manifest(root, new_rows)
     write_store_info(root, info.model_copy(update={"stats": stats}))
-    paths = write_overlays(root, new_rows, info, overlays, seed)
-    return AuditReport(new_rows, curves, paths)
+    paths = write_overlays(root, new_rows, info, overlays, seed, curves)
+    default_png = root / AUDIT_DIRNAME / FAILING_CURVES_PNG
+    default_png.unlink(missing_ok=True)        # a previous audit's: it would show failures fixed since
+    png = write_failing_curves(curves_png or default_png, new_rows, curves, info.K)
+    return AuditReport(new_rows, curves, paths, png)

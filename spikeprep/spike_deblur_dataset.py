@@ -139,6 +139,21 @@ def consecutive_runs(frame_idx: np.ndarray) -> list[tuple[int, int]]:
     return [(int(s), int(e - s)) for s, e in zip(starts, ends)]
 
 
+def longest_kept_runs(rows: list[dict]) -> dict[str, int]:
+    """Per split of manifest ``rows``, the longest run of consecutive kept frames (status ok, voxelized)
+    within one sequence: clips of ``clip_len`` frames come only from runs at least that long."""
+    kept: dict[tuple[str, str], list[int]] = {}
+    for r in rows:
+        kept.setdefault((r["split"], r["seq"]), [])
+        if r["status"] == STATUS_OK and r["vox_index"] is not None:
+            kept[(r["split"], r["seq"])].append(int(r["frame_idx"]))
+    out: dict[str, int] = {}
+    for (split, _), idx in kept.items():
+        runs = consecutive_runs(np.sort(np.asarray(idx, np.int64)))
+        out[split] = max([out.get(split, 0), *(n for _, n in runs)])
+    return out
+
+
 def clip_starts(length: int, clip_len: int, train: bool) -> list[int]:
     """Clip start offsets within a run of ``length`` frames: stride 1 (train) or tiling with the last
     clip aligned to the run's end (val); none when the run is shorter than ``clip_len``."""

@@ -170,9 +170,10 @@ def test_published_per_frame_layouts(synth_tree, tmp_path, layout):
 def test_cli_preset_overrides(synth_tree, tmp_path):
     src = synth_tree(layout="per-frame-dat")
     _published_tree(src, tmp_path / "GOPRO", PUBLISHED["s-sdm"])
+    cfg = _clip_cfg(tmp_path, 4)           # the tiny tree's 4-frame sequences hold clips of 4 (issue 18, item 6)
     args = ["ingest", str(tmp_path / "GOPRO"), "--out", str(tmp_path / "store"), "--layout", "s-sdm",
             "--height", "48", "--width", "64", "--exposure-length", "16", "--k", "8", "--crop", "32",
-            "--log-dir", str(tmp_path / "logs"), "--no-progress"]
+            "--config", str(cfg), "--log-dir", str(tmp_path / "logs"), "--no-progress"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "12 ok, 0 dropped" in res.output
@@ -435,7 +436,7 @@ def test_cli_ingest_and_errors(synth_tree, tmp_path):
     runner = CliRunner()
     cfg = tmp_path / "cfg.yaml"
     raw_cfg = yaml.safe_load((ROOT / "configs" / "deblur" / "vrt_spike_baseline.yaml").read_text())
-    raw_cfg["DATA"].update(K=8, CROP_SIZE=32)
+    raw_cfg["DATA"].update(K=8, CROP_SIZE=32, CLIP_LEN=4)
     cfg.write_text(yaml.safe_dump(raw_cfg))
     res = runner.invoke(main, ["ingest", str(synth_tree()), "--out", str(tmp_path / "store"), "--config", str(cfg),
                                "--write-config", str(cfg), "--log-dir", str(tmp_path / "logs"), "--no-progress"])
@@ -551,3 +552,43 @@ def test_a_spike_file_linked_from_outside_raw_is_named(synth_tree, tmp_path, cap
         ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
     assert "train/seq_001: 1 input file(s) are symlinks leading outside" in caplog.text
     assert str(elsewhere / "stream.dat") in caplog.text and "seq_000" not in caplog.text
+
+
+# ---- issue 18, item 6: a split left with no clip to train on is exit 1, saying why ------------------------
+def _clip_cfg(tmp_path, clip_len):
+    """The baseline config with DATA.CLIP_LEN = ``clip_len`` and a crop the tiny tree's frames fit."""
+    raw_cfg = yaml.safe_load((ROOT / "configs" / "deblur" / "vrt_spike_baseline.yaml").read_text())
+    raw_cfg["DATA"].update(CLIP_LEN=clip_len, CROP_SIZE=32)
+    cfg = tmp_path / f"clip{clip_len}.yaml"
+    cfg.write_text(yaml.safe_dump(raw_cfg))
+    return cfg
+
+
+def test_ingest_exit_status_when_a_split_has_no_clip(synth_tree, tmp_path):
+    # the default crop (256) drops every 48x64 training frame: the crop count, its hint, and no clip
+    res, out = ingest_cli(synth_tree, tmp_path / "a", None, [])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert ("8 training frame(s) dropped for the crop size (short side 48 < crop size 256): pass --crop 48"
+            in res.output)
+    assert ("error: split 'train' has no run of 5 consecutive kept frames in one sequence (longest: 0; 5 is the "
+            "default DATA.CLIP_LEN), so training has no clip: 8 of its frames were dropped for the crop size: "
+            "pass --crop 48") in res.output
+    assert (out / "dataset.json").is_file()                           # the store is still written
+    # every frame kept, but 4-frame sequences hold no clip of the config's CLIP_LEN 5: said, with the fix
+    cfg = _clip_cfg(tmp_path, 5)
+    res, _ = ingest_cli(synth_tree, tmp_path / "b", None, ["--config", str(cfg)])
+    assert res.exit_code == 1 and "12 ok, 0 dropped" in res.output, res.output
+    for split in ("train", "val"):
+        assert (f"error: split '{split}' has no run of 5 consecutive kept frames in one sequence (longest: 4; 5 "
+                f"is DATA.CLIP_LEN of {cfg}), so training has no clip: its longest sequence has 4 frames") in res.output
+    assert "kept no frame" not in res.output
+    # the config's CLIP_LEN 4 fits: exit 0
+    res, _ = ingest_cli(synth_tree, tmp_path / "c", None, ["--config", str(_clip_cfg(tmp_path, 4))])
+    assert res.exit_code == 0 and "has no run" not in res.output and "next: spikeprep audit" in res.output, res.output
+
+
+def test_ingest_lists_the_first_dropped_frames_and_where_the_rest_are(synth_tree, tmp_path):
+    res, out = ingest_cli(synth_tree, tmp_path, None, ["--show", "3"])
+    listed = [line for line in res.output.splitlines() if line.startswith("  dropped ")]
+    assert len(listed) == 3
+    assert f"... and 5 more: see {out / 'manifest.parquet'} (status, reason columns)" in res.output

@@ -30,6 +30,9 @@ def test_notebook_executes(synth_tree, tmp_path, monkeypatch):
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "K=16, 12 frames in 3 sequences" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 2  # overlays and curves
+    assert len(images) >= 3  # labelled overlays, all curves, the failing frames' curves
+    assert "verdict colours: {'aligned': '#2ca02c'" in text
+    # issue 18: line colours come from the sorted sequence list, not hash() (which changes every run)
+    assert not [c for c in nb.cells if c.cell_type == "code" and "hash(" in c.source]
     tables = [o for o in outputs if "text/html" in o.get("data", {})]
     assert any("train/seq_001" in o["data"]["text/html"] for o in tables)
