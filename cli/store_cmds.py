@@ -25,8 +25,8 @@ def _setup_logging(verbose: bool) -> None:
 @click.command(epilog="""\b
 Examples:
   spikeprep ingest data/raw --out data/store
-  spikeprep ingest data/raw --out data/store --config configs/deblur/vrt_spike_baseline.yaml \\
-      --write-config configs/deblur/vrt_spike_baseline.yaml
+  spikeprep config vrt_spike_baseline my.yaml --data-root data/store   # a shipped config to start from
+  spikeprep ingest data/raw --out data/store --config my.yaml --write-config my.yaml
   spikeprep ingest GOPRO --out data/gopro --layout s-sdm --exposure-start 20 --exposure-stop 117
 """)
 @click.argument("raw", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -243,7 +243,7 @@ def audit_table(report, options: AuditOptions) -> list[str]:
 
 @click.command(epilog="""\b
 Example:
-  spikeprep stats data/store --write-config configs/deblur/vrt_spike_baseline.yaml
+  spikeprep stats data/store --write-config my.yaml
 """)
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--write-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
