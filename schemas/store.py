@@ -22,9 +22,10 @@ VOX_DIRNAME = "spike_vox.zarr"       # group: counts [frame, bin, y, x] + coordi
 VOX_ARRAY = "counts"                 # the voxel counts inside VOX_DIRNAME
 RGB_DIRNAME = "rgb.zarr"             # group: blur, sharp uint8 [frame, channel, y, x] (RGB) + coordinates
 RGB_ARRAYS = ("blur", "sharp")
-VOX_AXES = ("frame", "bin", "y", "x")        # dimension_names of counts (spike grid)
-RGB_AXES = ("frame", "channel", "y", "x")    # dimension_names of blur and sharp (RGB grid)
-FRAME_COORDS = ("frame_idx", "t0", "t1")     # 1-d coordinates along "frame", in both groups
+FRAME_DIM = "frame"                          # one row per frame ingest kept (row n: the manifest's vox_index n)
+VOX_AXES = (FRAME_DIM, "bin", "y", "x")      # dimension_names of counts (spike grid)
+RGB_AXES = (FRAME_DIM, "channel", "y", "x")  # dimension_names of blur and sharp (RGB grid)
+FRAME_COORDS = ("frame_idx", "t0", "t1")     # 1-d coordinates along FRAME_DIM, in both groups
 BIN_EDGE = "bin_edge"                        # K + 1 bin edges (fractions of the window), spike_vox.zarr only
 
 

@@ -2,9 +2,9 @@
 
 Per sequence (in parallel with ``workers`` > 1): check every blur frame (window sanity, blur/sharp pair
 present and readable, sizes, spike grid ratio, short side >= crop for training), voxelize the exposure
-window's spikes into ``K`` bins, store the counts in ``{split}/{seq}/spike_vox.zarr`` (group: ``counts``
-and coordinates) and the decoded blur/sharp frames in ``{split}/{seq}/rgb.zarr`` (chunked, so a training crop reads only its tiles instead
-of decoding two whole PNGs per frame), and link (or copy) the PNGs. Frames that fail a check are kept in the manifest with ``status = dropped`` and the reason.
+window's spikes into ``K`` bins, store the counts in ``{split}/{seq}/spike_vox.zarr`` (a group: ``counts``
+and its coordinates) and the decoded blur/sharp frames in ``{split}/{seq}/rgb.zarr`` (chunked, so a training
+crop reads only its tiles instead of decoding two whole PNGs per frame), and link (or copy) the PNGs. Frames that fail a check are kept in the manifest with ``status = dropped`` and the reason.
 Then, in the parent: exact normalisation stats over kept training frames, ``manifest.parquet``, the
 align log, and ``dataset.json`` last.
 

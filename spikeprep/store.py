@@ -38,7 +38,7 @@ from zarr.errors import ZarrUserWarning
 
 from schemas.atomic import atomic_write_bytes  # also importable from here, as before
 from schemas.manifest import MANIFEST_FILENAME, MANIFEST_SCHEMA, ManifestSchemaError, validate_manifest_table
-from schemas.store import (BIN_EDGE, COORD_ATTRS, COUNTS_ATTRS, DATASET_FILENAME, FRAME_COORDS, RGB_ARRAYS, RGB_ATTRS,
+from schemas.store import (BIN_EDGE, COORD_ATTRS, COUNTS_ATTRS, DATASET_FILENAME, FRAME_COORDS, FRAME_DIM, RGB_ARRAYS, RGB_ATTRS,
                            RGB_AXES, RGB_GROUP_ATTRS, STORE_VERSION, VOX_ARRAY, VOX_AXES, VOX_GROUP_ATTRS, StoreInfo)
 from spikeprep.errors import InputError, SampleError
 
@@ -49,9 +49,6 @@ RGB_TILE = 128  # RGB pixels per chunk side of the decoded frames
 _MAX_U64 = np.uint64(2**64 - 1)  # shard index entry of a chunk that is not stored
 
 
-_CHECKSUMMED_BLOSC = dict(cname="zstd", clevel=3)
-
-
 def create_vox_array(path: Path, n_frames: int, num_bins: int, height: int, width: int,
                      dtype: np.dtype, attributes: dict | None = None) -> zarr.Array:
     """Create an empty voxel array ``[n_frames, K, Hs, Ws]`` (dimensions ``VOX_AXES``) chunked for crop reads."""
@@ -60,7 +57,7 @@ def create_vox_array(path: Path, n_frames: int, num_bins: int, height: int, widt
     return zarr.create_array(
         store=str(path), shape=(n_frames, num_bins, height, width), dtype=dtype,
         chunks=(1, num_bins, tile_h, tile_w), shards=shard, fill_value=0,
-        compressors=(BloscCodec(**_CHECKSUMMED_BLOSC, shuffle="bitshuffle"), Crc32cCodec()),
+        compressors=(BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), Crc32cCodec()),
         dimension_names=VOX_AXES, attributes={**COUNTS_ATTRS, **(attributes or {})}, overwrite=True,
         config={"write_empty_chunks": True})
 
@@ -85,7 +82,7 @@ def create_rgb_arrays(path: Path, n_frames: int, height: int, width: int,
     shard = (1, 3, -(-height // tile_h) * tile_h, -(-width // tile_w) * tile_w)
     return {kind: group.create_array(kind, shape=(n_frames, 3, height, width), dtype=np.uint8,
                                      chunks=(1, 3, tile_h, tile_w), shards=shard, fill_value=0,
-                                     compressors=(BloscCodec(**_CHECKSUMMED_BLOSC, shuffle="noshuffle"),
+                                     compressors=(BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle"),
                                                   Crc32cCodec()),
                                      dimension_names=RGB_AXES, attributes=RGB_ATTRS[kind],
                                      config={"write_empty_chunks": True})
@@ -101,7 +98,7 @@ def write_frame_coordinates(path: Path, frame_idx: np.ndarray, t0: np.ndarray, t
     group = zarr.open_group(str(path), mode="r+")
     values = {"frame_idx": np.asarray(frame_idx, np.int64), "t0": np.asarray(t0, np.float64),
               "t1": np.asarray(t1, np.float64)}
-    dims = {name: ("frame",) for name in FRAME_COORDS}
+    dims = {name: (FRAME_DIM,) for name in FRAME_COORDS}
     if num_bins is not None:
         values[BIN_EDGE] = np.arange(num_bins + 1, dtype=np.float64) / num_bins
         dims[BIN_EDGE] = (BIN_EDGE,)

@@ -53,7 +53,7 @@ def open_seq(store: Path, key: str, group: str):
 
 def test_every_zarr_array_of_the_store_has_dimension_names(store):
     arrays = [p.parent for p in store.rglob("zarr.json") if json.loads(p.read_text())["node_type"] == "array"]
-    assert len(arrays) >= 3 * 9            # 3 sequences x (counts, 4 coordinates, blur, sharp, 3 coordinates)
+    assert len(arrays) == 3 * 10           # 3 sequences x (counts + 4 coordinates, blur + sharp + 3 coordinates)
     for path in arrays:
         names = json.loads((path / "zarr.json").read_text()).get("dimension_names")
         assert names and all(isinstance(n, str) and n for n in names), path
@@ -219,3 +219,17 @@ def test_the_readme_store_example_runs(store, capsys):
         ran.append(code)
     out = capsys.readouterr().out
     assert ran[0] == blocks[0] and "spike count" in out and "'t0': 's'" in out
+
+
+def test_spikeprep_test_takes_a_spike_vox_group_or_its_sequence_folder(store):
+    """``spikeprep test --input_spike_vox`` given a store's ``spike_vox.zarr`` (now a group) reads its counts."""
+    from model.test import find_vox_sequences
+
+    key = "val/seq_002"
+    vox = open_seq(store, key, "spike_vox.zarr")
+    one, single = find_vox_sequences(store / key / "spike_vox.zarr")
+    many, _ = find_vox_sequences(store / "val")
+    assert single and set(one) == {"seq_002"} and "seq_002" in many
+    for counts in (one["seq_002"], many["seq_002"]):
+        assert counts.where == store / key / "spike_vox.zarr" / "counts" and len(counts) == vox.sizes["frame"]
+        np.testing.assert_array_equal(counts.read(1), vox.counts.isel(frame=1).values)
