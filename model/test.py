@@ -13,7 +13,7 @@ Inputs
     subfolders (or their ``blur/``) are sequences. ``--input_spike_vox``: a store (``DATA_ROOT`` with
     ``dataset.json``; its ``spike_vox.zarr`` counts), a folder of per-frame ``.npy`` counts ``[K, Hs, Ws]``
     (the original document's voxel cache, raw counts before log1p; subfolders or ``<seq>/spike_vox/`` for
-    several sequences), or one ``spike_vox.zarr`` array. Voxels are matched to blur frames by name stem
+    several sequences), or one ``spike_vox.zarr`` (a store's group, or a bare zarr array). Voxels are matched to blur frames by name stem
     (``000000.png`` <-> ``000000.npy``), else by order when the counts agree. ``--store DATA_ROOT`` alone
     takes the blur frames from the store too (its ``rgb.zarr``), frames the manifest keeps (status ok),
     as validation sees them. The spike-free arm needs no voxels.
@@ -54,7 +54,7 @@ from model.integrate_vrt import SpikeVRT, tiled_inference
 from model.metrics import tensor_to_uint8
 from schemas.config import Config, load_config
 from schemas.manifest import STATUS_OK
-from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_DIRNAME
+from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_ARRAY, VOX_DIRNAME
 from schemas.atomic import atomic_write_text
 from spikeprep.errors import InputError, SampleError
 from spikeprep.images import read_rgb, write_rgb
@@ -105,6 +105,15 @@ def _is_zarr_array(path: Path) -> bool:
         return json.loads(meta.read_text()).get("node_type") == "array"
     except (OSError, ValueError):
         return False
+
+
+def _vox_array(path: Path) -> Path | None:
+    """The counts array at ``path``: a ``spike_vox.zarr`` group's ``counts``, or a bare zarr array (what
+    stores before version 3 and users' own arrays hold); None when there is neither."""
+    for candidate in (path / VOX_ARRAY, path):
+        if _is_zarr_array(candidate):
+            return candidate
+    return None
 
 
 def is_store(path: Path) -> bool:
@@ -222,7 +231,8 @@ class NpyCounts:
 
 
 class ArrayCounts:
-    """Voxel counts of one sequence from a ``spike_vox.zarr`` array (``rows``: the frames, in order)."""
+    """Voxel counts of one sequence from a zarr counts array (``spike_vox.zarr/counts``; ``rows``: the frames,
+    in order)."""
 
     def __init__(self, path: Path, rows: Sequence[int] | None = None, stems: Sequence[str] | None = None):
         self.where = path
@@ -352,8 +362,8 @@ def find_vox_sequences(root: Path) -> tuple[dict[str, NpyCounts | ArrayCounts], 
     if not root.is_dir():
         raise InputError(root, "not a folder", fix="pass a store (DATA_ROOT), a folder of per-frame .npy voxel "
                          "counts, or a spike_vox.zarr array")
-    if _is_zarr_array(root):
-        return {_seq_name(root): ArrayCounts(root)}, True
+    if _vox_array(root) is not None:
+        return {_seq_name(root): ArrayCounts(_vox_array(root))}, True
     own = list_files(root, (VOX_SUFFIX,))
     if own:
         return {_seq_name(root): NpyCounts(own, root)}, True
@@ -365,9 +375,9 @@ def find_vox_sequences(root: Path) -> tuple[dict[str, NpyCounts | ArrayCounts], 
                 seqs[sub.name] = NpyCounts(files, folder)
                 break
         else:
-            for arr in (sub, sub / VOX_DIRNAME):
-                if _is_zarr_array(arr):
-                    seqs[sub.name] = ArrayCounts(arr)
+            for folder in (sub, sub / VOX_DIRNAME):
+                if _vox_array(folder) is not None:
+                    seqs[sub.name] = ArrayCounts(_vox_array(folder))
                     break
     if not seqs:
         raise InputError(root, "no voxel counts here: no dataset.json (store), no .npy files, no spike_vox.zarr, "
@@ -419,7 +429,7 @@ class StoreIndex:
         """Voxel counts of store sequence ``key`` (``split/name``): the manifest rows with voxels in frame
         order, whatever their status, each labelled with its blur file's stem."""
         rows = self.rows.get(key, [])
-        return ArrayCounts(self.root / key / VOX_DIRNAME, [r["vox_index"] for r in rows],
+        return ArrayCounts(self.root / key / VOX_DIRNAME / VOX_ARRAY, [r["vox_index"] for r in rows],
                            [Path(r["blur"]).stem for r in rows])
 
     def sequence(self, key: str) -> InputSequence:
@@ -437,7 +447,7 @@ class StoreIndex:
         else:  # stores without decoded frames: the linked PNGs
             frames = FileFrames([self.root / r["blur"] for r in kept], self.root / key / "blur")
         seq = InputSequence(key.split("/", 1)[1], frames, split=key.split("/", 1)[0])
-        seq.counts = ArrayCounts(self.root / key / VOX_DIRNAME, [r["vox_index"] for r in kept], stems)
+        seq.counts = ArrayCounts(self.root / key / VOX_DIRNAME / VOX_ARRAY, [r["vox_index"] for r in kept], stems)
         seq.vox_pos = list(range(len(kept)))
         seq.scale = (int(seq_info.scale[0]), int(seq_info.scale[1]))
         # Clips never span a frame the manifest dropped: the Dataset's own run splitting.

@@ -2,9 +2,13 @@
 
 The pyarrow schema is the contract between ingest, audit and the Dataset. It carries its version in
 the schema metadata (``spikeprep.manifest_version``); ``validate_manifest_table`` refuses a table whose
-columns, types or version differ, naming the first difference.
+columns, types or version differ, naming the first difference. Every column's unit (numeric columns) and
+description are defined here once, in its field metadata, and repeated as JSON in the file's key-value
+metadata (``spikeprep.columns``) for readers that do not read Arrow field metadata (DuckDB, Polars).
 """
 from __future__ import annotations
+
+import json
 
 import pyarrow as pa
 
@@ -15,32 +19,51 @@ VERSION_KEY = b"spikeprep.manifest_version"
 STATUS_OK = "ok"
 STATUS_DROPPED = "dropped"
 
+COLUMNS_KEY = b"spikeprep.columns"   # file metadata: JSON {column: {"unit": ..., "description": ...}}
+
+
+def _field(name: str, type_: pa.DataType, nullable: bool, unit: str | None, description: str) -> pa.Field:
+    """A manifest column with its unit (numeric columns; ``1`` for dimensionless) and description in its
+    field metadata (``unit``, ``description``), so they travel with the Parquet file."""
+    meta = {b"description": description.encode()} | ({b"unit": unit.encode()} if unit else {})
+    return pa.field(name, type_, nullable=nullable, metadata=meta)
+
+
 _FIELDS = [
-    pa.field("split", pa.string(), nullable=False),         # train | val
-    pa.field("seq", pa.string(), nullable=False),
-    pa.field("frame_idx", pa.int64(), nullable=False),      # blur frame index within the sequence
-    pa.field("t0", pa.float64(), nullable=False),           # exposure window [t0, t1), seconds
-    pa.field("t1", pa.float64(), nullable=False),
-    pa.field("n_ticks", pa.int64(), nullable=False),        # spike frames (ticks) inside the window
-    pa.field("event_count", pa.int64(), nullable=False),    # spikes inside the window
-    pa.field("H", pa.int32(), nullable=False),              # RGB grid
-    pa.field("W", pa.int32(), nullable=False),
-    pa.field("Hs", pa.int32(), nullable=False),             # spike grid
-    pa.field("Ws", pa.int32(), nullable=False),
-    pa.field("blur", pa.string(), nullable=False),          # paths relative to DATA_ROOT
-    pa.field("sharp", pa.string(), nullable=False),
-    pa.field("spike_source", pa.string(), nullable=False),  # raw spike file this frame came from
-    pa.field("vox_index", pa.int64(), nullable=True),       # row of spike_vox.zarr; null when not stored
-    pa.field("status", pa.string(), nullable=False),        # ok | dropped
-    pa.field("reason", pa.string(), nullable=True),         # why dropped (null when ok)
-    pa.field("audit_corr", pa.float64(), nullable=True),    # spike intensity vs blur luma at zero shift
-    pa.field("audit_best_offset_ticks", pa.int64(), nullable=True),
-    pa.field("audit_best_offset_s", pa.float64(), nullable=True),
-    pa.field("audit_verdict", pa.string(), nullable=True),  # aligned | misaligned | mismatch | undetermined
-    pa.field("vox_checksum", pa.string(), nullable=True),   # sha256 of the frame's stored counts
+    _field("split", pa.string(), False, None, "train | val"),
+    _field("seq", pa.string(), False, None, "sequence name (its folder DATA_ROOT/<split>/<seq>/)"),
+    _field("frame_idx", pa.int64(), False, "1", "blur frame index within the sequence (NNNNNN of its PNG)"),
+    _field("t0", pa.float64(), False, "s", "exposure window start on the spike camera's clock; the window is "
+           "[t0, t1)"),
+    _field("t1", pa.float64(), False, "s", "exposure window end (exclusive) on the spike camera's clock"),
+    _field("n_ticks", pa.int64(), False, "ticks", "spike frames (ticks) inside the window"),
+    _field("event_count", pa.int64(), False, "spikes", "spikes inside the window (sum of the frame's counts)"),
+    _field("H", pa.int32(), False, "px", "RGB frame height"),
+    _field("W", pa.int32(), False, "px", "RGB frame width"),
+    _field("Hs", pa.int32(), False, "px", "spike sensor height (spike grid)"),
+    _field("Ws", pa.int32(), False, "px", "spike sensor width (spike grid)"),
+    _field("blur", pa.string(), False, None, "blurred PNG, path relative to DATA_ROOT"),
+    _field("sharp", pa.string(), False, None, "sharp PNG, path relative to DATA_ROOT"),
+    _field("spike_source", pa.string(), False, None, "raw spike file (or folder) this frame's spikes came from"),
+    _field("vox_index", pa.int64(), True, "1", "row of the sequence's spike_vox.zarr counts and rgb.zarr "
+           "frames (their frame axis); null when the frame is not stored"),
+    _field("status", pa.string(), False, None, "ok | dropped"),
+    _field("reason", pa.string(), True, None, "why the frame was dropped (null when ok)"),
+    _field("audit_corr", pa.float64(), True, "1", "Pearson correlation of spike intensity and blur luma at "
+           "zero shift (spikeprep audit)"),
+    _field("audit_best_offset_ticks", pa.int64(), True, "ticks", "window shift with the highest correlation "
+           "(spikeprep audit)"),
+    _field("audit_best_offset_s", pa.float64(), True, "s", "that shift in seconds (spikeprep audit)"),
+    _field("audit_verdict", pa.string(), True, None, "aligned | misaligned | mismatch | undetermined "
+           "(spikeprep audit)"),
+    _field("vox_checksum", pa.string(), True, None, "sha256 of the frame's stored counts (dtype, shape, bytes)"),
 ]
 
-MANIFEST_SCHEMA = pa.schema(_FIELDS, metadata={VERSION_KEY: str(MANIFEST_VERSION).encode()})
+# Field metadata is what pyarrow (and pandas through it) reads; DuckDB and Polars see only a Parquet file's
+# key-value metadata, so the same units and descriptions go there too, as one JSON entry.
+COLUMN_DOCS = {f.name: {k.decode(): v.decode() for k, v in f.metadata.items()} for f in _FIELDS}
+MANIFEST_SCHEMA = pa.schema(_FIELDS, metadata={VERSION_KEY: str(MANIFEST_VERSION).encode(),
+                                               COLUMNS_KEY: json.dumps(COLUMN_DOCS, sort_keys=True).encode()})
 MANIFEST_COLUMNS = tuple(f.name for f in _FIELDS)
 
 

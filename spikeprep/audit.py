@@ -34,7 +34,7 @@ from tqdm import tqdm
 from schemas.atomic import atomic_write_bytes
 from schemas.config import DEFAULT_CROP_SIZE
 from schemas.manifest import STATUS_DROPPED, STATUS_OK
-from schemas.store import DATASET_FILENAME, VOX_DIRNAME, StoreInfo
+from schemas.store import DATASET_FILENAME, VOX_ARRAY, VOX_DIRNAME, StoreInfo
 from spikeprep.errors import InputError, SampleError
 from spikeprep.ingest import SEQ_RECORD
 from spikeprep.images import LUMA_601, read_rgb
@@ -274,7 +274,7 @@ def overlay_image(root: Path, row: dict, info: StoreInfo) -> np.ndarray:
     """blur | spike intensity | spike_vox.sum(K) over blur (the original document's check 13.1), BGR."""
     seq = info.sequences[f"{row['split']}/{row['seq']}"]
     blur = cv2.imread(str(root / row["blur"]), cv2.IMREAD_COLOR)
-    counts = read_frame(root / row["split"] / row["seq"] / VOX_DIRNAME, row["vox_index"])
+    counts = read_frame(root / row["split"] / row["seq"] / VOX_DIRNAME / VOX_ARRAY, row["vox_index"])
     total = counts.sum(axis=0, dtype=np.int64)
     inten = _to_u8(spike_intensity(total, row["n_ticks"], seq.scale))
     heat = cv2.applyColorMap(inten, cv2.COLORMAP_INFERNO)

@@ -2,9 +2,9 @@
 
 Per sequence (in parallel with ``workers`` > 1): check every blur frame (window sanity, blur/sharp pair
 present and readable, sizes, spike grid ratio, short side >= crop for training), voxelize the exposure
-window's spikes into ``K`` bins, store the counts in ``{split}/{seq}/spike_vox.zarr`` and the decoded
-blur/sharp frames in ``{split}/{seq}/rgb.zarr`` (chunked, so a training crop reads only its tiles instead
-of decoding two whole PNGs per frame), and link (or copy) the PNGs. Frames that fail a check are kept in the manifest with ``status = dropped`` and the reason.
+window's spikes into ``K`` bins, store the counts in ``{split}/{seq}/spike_vox.zarr`` (a group: ``counts``
+and its coordinates) and the decoded blur/sharp frames in ``{split}/{seq}/rgb.zarr`` (chunked, so a training
+crop reads only its tiles instead of decoding two whole PNGs per frame), and link (or copy) the PNGs. Frames that fail a check are kept in the manifest with ``status = dropped`` and the reason.
 Then, in the parent: exact normalisation stats over kept training frames, ``manifest.parquet``, the
 align log, and ``dataset.json`` last.
 
@@ -42,13 +42,13 @@ from spikeprep.images import read_rgb
 from spikeprep.raw_layout import SequenceSpec, discover
 from spikeprep.spike_source import SpikeSource
 from spikeprep.stats import FrameKey, check_std, count_histogram, stats_from_records
-from spikeprep.store import (counts_checksum, sequence_checksum, create_rgb_arrays, create_vox_array, store_lock, write_manifest,
-                             write_store_info)
+from spikeprep.store import (counts_checksum, create_rgb_arrays, create_vox_group, sequence_checksum, store_lock,
+                             write_frame_coordinates, write_manifest, write_store_info)
 
 log = logging.getLogger("spikeprep.ingest")
 SEQ_RECORD = "ingest.json"
 # Bump when what a sequence build writes changes: old builds then no longer match and are rebuilt.
-SEQ_RECORD_VERSION = 3  # 3: store version 2 (checksummed chunks): a rerun rebuilds older sequences
+SEQ_RECORD_VERSION = 4  # 4: store version 3 (groups xarray opens): a rerun rebuilds older sequences
 
 
 @dataclass(frozen=True)
@@ -168,10 +168,11 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
         log.warning("%s: blur frame %06d has no row in exposure.csv; not ingested", spec.key, blur_idx)
 
     n_max = len(spec.exposure)
-    vox = create_vox_array(work / VOX_DIRNAME, n_max, options.num_bins, meta.height, meta.width,
+    vox = create_vox_group(work / VOX_DIRNAME, n_max, options.num_bins, meta.height, meta.width,
                            dtype, attributes={"K": options.num_bins, "seq": spec.key})
-    frames = create_rgb_arrays(work / RGB_DIRNAME, n_max, *rgb) if rgb else None
+    frames = create_rgb_arrays(work / RGB_DIRNAME, n_max, *rgb, attributes={"seq": spec.key}) if rgb else None
     n_rows = 0
+    frame_coords: dict[str, list] = {"frame_idx": [], "t0": [], "t1": []}   # of each row written
     for idx, t0, t1 in zip(spec.exposure.frame_idx.tolist(), spec.exposure.t0.tolist(),
                            spec.exposure.t1.tolist()):
         reason = window_problems.get(idx) or image_problems[idx]
@@ -209,6 +210,8 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
             for kind, image in images.items():
                 frames[kind][n_rows] = image
             hists[idx] = count_histogram(stored).tolist()
+            for name, value in (("frame_idx", idx), ("t0", t0), ("t1", t1)):
+                frame_coords[name].append(value)
             n_rows += 1
         rows.append(dict(
             split=spec.split, seq=spec.name, frame_idx=idx, t0=t0, t1=t1, n_ticks=n_ticks,
@@ -226,6 +229,9 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
     vox.resize((n_rows, *vox.shape[1:]))
     for array in (frames or {}).values():
         array.resize((n_rows, *array.shape[1:]))
+    write_frame_coordinates(work / VOX_DIRNAME, **frame_coords, num_bins=options.num_bins)
+    if frames is not None:
+        write_frame_coordinates(work / RGB_DIRNAME, **frame_coords)
     for kind, files in (("blur", spec.blur), ("sharp", spec.sharp)):
         (work / kind).mkdir(exist_ok=True)
         for idx, src in files.items():

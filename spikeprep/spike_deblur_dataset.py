@@ -58,7 +58,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from schemas.config import MIN_STD
 from schemas.manifest import MANIFEST_FILENAME, STATUS_OK
-from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_DIRNAME, StoreInfo
+from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_ARRAY, VOX_DIRNAME, StoreInfo
 from spikeprep.errors import InputError, SampleError
 from spikeprep.store import ChunkReader, read_manifest, read_store_info
 
@@ -114,7 +114,7 @@ class _Sequence:
     """What the Dataset needs of one sequence (kept frames only, sorted by frame_idx). Picklable."""
 
     name: str
-    vox_path: str
+    vox_path: str           # the sequence's spike_vox.zarr/counts array
     rgb_path: str           # the sequence's rgb.zarr group (arrays blur, sharp)
     H: int
     W: int
@@ -296,7 +296,7 @@ class SpikeDeblurDataset(Dataset):
                          len(by_seq[name]))
             col = lambda c, dt: np.asarray([rows[c][i] for i in keep], dt).reshape(-1)  # noqa: E731
             sequences.append(_Sequence(
-                name=name, vox_path=str(self.root / self.split / name / VOX_DIRNAME),
+                name=name, vox_path=str(self.root / self.split / name / VOX_DIRNAME / VOX_ARRAY),
                 rgb_path=str(self.root / self.split / name / RGB_DIRNAME),
                 H=seq_info.H, W=seq_info.W, Hs=seq_info.Hs, Ws=seq_info.Ws,
                 scale=(int(seq_info.scale[0]), int(seq_info.scale[1])),

@@ -1,16 +1,20 @@
 """The store under ``DATA_ROOT`` (DESIGN section 5): Zarr voxel arrays, the manifest, ``dataset.json``.
 
-Voxel counts of a sequence live in ``{split}/{seq}/spike_vox.zarr`` (and its decoded blur/sharp frames in
-``{split}/{seq}/rgb.zarr``, uint8 ``[N, 3, H, W]``, chunks ``(1, 3, 128, 128)``): shape ``[N, K, Hs, Ws]`` (frame,
-time bin, spike row, spike column), uint8 or uint16, at the spike sensor's native resolution. Chunks are
-``(1, K, 64, 64)`` so a random crop reads only the tiles under it; chunks are grouped into one shard per
-frame so a sequence is a handful of files, not thousands. Every chunk carries a crc32c of its compressed
-bytes (zarr's ``crc32c`` codec after blosc) and every chunk is stored, all-zero ones too, so a flipped bit
-is a checksum error and a missing shard or chunk is damage, never a frame of zeros: both are refused by
-``ChunkReader`` (the Dataset drops and counts such clips), and ``spikeprep verify`` checks a whole store
-against the manifest's per-frame ``vox_checksum``. Every file is written atomically (temp file +
-rename: ``schemas.atomic``, re-exported here) and ``dataset.json`` last, so a store without it is
-incomplete whatever else it holds.
+Voxel counts of a sequence live in the group ``{split}/{seq}/spike_vox.zarr``, array ``counts`` (and its
+decoded blur/sharp frames in the group ``{split}/{seq}/rgb.zarr``, arrays ``blur`` and ``sharp``, uint8
+``[N, 3, H, W]``, chunks ``(1, 3, 128, 128)``): shape ``[N, K, Hs, Ws]`` (frame, time bin, spike row, spike
+column), uint8 or uint16, at the spike sensor's native resolution. Chunks are ``(1, K, 64, 64)`` so a random
+crop reads only the tiles under it; chunks are grouped into one shard per frame so a sequence is a handful
+of files, not thousands. Every array carries zarr v3 ``dimension_names`` and CF-style attributes, and each
+group holds the coordinates ``frame_idx``, ``t0``, ``t1`` of its frame axis (the kept frames only; row n is
+the manifest's ``vox_index`` n) and, in ``spike_vox.zarr``, the ``bin_edge`` of the K bins, with its metadata
+consolidated, so ``xarray.open_zarr`` opens either group as a Dataset. Every chunk carries a crc32c of its
+compressed bytes (zarr's ``crc32c`` codec after blosc) and every chunk is stored, all-zero ones too, so a
+flipped bit is a checksum error and a missing shard or chunk is damage, never a frame of zeros: both are
+refused by ``ChunkReader`` (the Dataset drops and counts such clips), and ``spikeprep verify`` checks a
+whole store against the manifest's per-frame ``vox_checksum`` (and the coordinates against its rows). Every
+file is written atomically (temp file + rename: ``schemas.atomic``, re-exported here) and ``dataset.json``
+last, so a store without it is incomplete whatever else it holds.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,10 +34,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
+from zarr.errors import ZarrUserWarning
 
 from schemas.atomic import atomic_write_bytes  # also importable from here, as before
 from schemas.manifest import MANIFEST_FILENAME, MANIFEST_SCHEMA, ManifestSchemaError, validate_manifest_table
-from schemas.store import DATASET_FILENAME, STORE_VERSION, VOX_AXES, StoreInfo
+from schemas.store import (BIN_EDGE, COORD_ATTRS, COUNTS_ATTRS, DATASET_FILENAME, FRAME_COORDS, FRAME_DIM, RGB_ARRAYS, RGB_ATTRS,
+                           RGB_AXES, RGB_GROUP_ATTRS, STORE_VERSION, VOX_ARRAY, VOX_AXES, VOX_GROUP_ATTRS, StoreInfo)
 from spikeprep.errors import InputError, SampleError
 
 log = logging.getLogger("spikeprep.store")
@@ -44,32 +51,67 @@ _MAX_U64 = np.uint64(2**64 - 1)  # shard index entry of a chunk that is not stor
 
 def create_vox_array(path: Path, n_frames: int, num_bins: int, height: int, width: int,
                      dtype: np.dtype, attributes: dict | None = None) -> zarr.Array:
-    """Create an empty voxel array ``[n_frames, K, Hs, Ws]`` chunked for crop reads."""
+    """Create an empty voxel array ``[n_frames, K, Hs, Ws]`` (dimensions ``VOX_AXES``) chunked for crop reads."""
     tile_h, tile_w = min(VOX_TILE, height), min(VOX_TILE, width)
     shard = (1, num_bins, -(-height // tile_h) * tile_h, -(-width // tile_w) * tile_w)
-    attrs = {"axes": list(VOX_AXES), "units": "spike counts", **(attributes or {})}
     return zarr.create_array(
         store=str(path), shape=(n_frames, num_bins, height, width), dtype=dtype,
         chunks=(1, num_bins, tile_h, tile_w), shards=shard, fill_value=0,
         compressors=(BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), Crc32cCodec()),
-        attributes=attrs, overwrite=True, config={"write_empty_chunks": True})
+        dimension_names=VOX_AXES, attributes={**COUNTS_ATTRS, **(attributes or {})}, overwrite=True,
+        config={"write_empty_chunks": True})
 
 
-def create_rgb_arrays(path: Path, n_frames: int, height: int, width: int) -> dict[str, zarr.Array]:
-    """Create the group of decoded frames: arrays ``blur`` and ``sharp``, uint8 ``[n, 3, H, W]`` (RGB).
+def create_vox_group(path: Path, n_frames: int, num_bins: int, height: int, width: int, dtype: np.dtype,
+                     attributes: dict | None = None) -> zarr.Array:
+    """Create ``spike_vox.zarr``: a group (``attributes`` on it) holding the empty ``counts`` array; its
+    coordinates follow once the kept frames are known (``write_frame_coordinates``)."""
+    zarr.open_group(str(path), mode="w", attributes={**VOX_GROUP_ATTRS, **(attributes or {})})
+    return create_vox_array(Path(path) / VOX_ARRAY, n_frames, num_bins, height, width, dtype)
+
+
+def create_rgb_arrays(path: Path, n_frames: int, height: int, width: int,
+                      attributes: dict | None = None) -> dict[str, zarr.Array]:
+    """Create the group of decoded frames: arrays ``blur`` and ``sharp``, uint8 ``[n, 3, H, W]`` (RGB,
+    dimensions ``RGB_AXES``).
 
     Chunks ``(1, 3, 128, 128)`` in one shard per frame, like the voxels, so a crop reads its tiles only.
     """
-    group = zarr.open_group(str(path), mode="w", attributes={"axes": ["frame", "channel", "y", "x"],
-                                                               "channels": "RGB"})
+    group = zarr.open_group(str(path), mode="w", attributes={**RGB_GROUP_ATTRS, **(attributes or {})})
     tile_h, tile_w = min(RGB_TILE, height), min(RGB_TILE, width)
     shard = (1, 3, -(-height // tile_h) * tile_h, -(-width // tile_w) * tile_w)
     return {kind: group.create_array(kind, shape=(n_frames, 3, height, width), dtype=np.uint8,
                                      chunks=(1, 3, tile_h, tile_w), shards=shard, fill_value=0,
                                      compressors=(BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle"),
                                                   Crc32cCodec()),
+                                     dimension_names=RGB_AXES, attributes=RGB_ATTRS[kind],
                                      config={"write_empty_chunks": True})
-            for kind in ("blur", "sharp")}
+            for kind in RGB_ARRAYS}
+
+
+def write_frame_coordinates(path: Path, frame_idx: np.ndarray, t0: np.ndarray, t1: np.ndarray,
+                            num_bins: int | None = None) -> None:
+    """Write the coordinates of group ``path`` (``spike_vox.zarr`` or ``rgb.zarr``), once its arrays hold
+    their final rows: ``frame_idx``, ``t0``, ``t1`` along ``frame`` (the kept frames, one per row) and, with
+    ``num_bins``, ``bin_edge`` (``K + 1`` fractions of the window); then consolidate its metadata, so
+    ``xarray.open_zarr`` reads one file to open it. Checksummed like every other chunk of the store."""
+    group = zarr.open_group(str(path), mode="r+")
+    values = {"frame_idx": np.asarray(frame_idx, np.int64), "t0": np.asarray(t0, np.float64),
+              "t1": np.asarray(t1, np.float64)}
+    dims = {name: (FRAME_DIM,) for name in FRAME_COORDS}
+    if num_bins is not None:
+        values[BIN_EDGE] = np.arange(num_bins + 1, dtype=np.float64) / num_bins
+        dims[BIN_EDGE] = (BIN_EDGE,)
+    for name, data in values.items():
+        array = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=(max(len(data), 1),),
+                                   fill_value=0, compressors=(Crc32cCodec(),), dimension_names=dims[name],
+                                   attributes=COORD_ATTRS[name], config={"write_empty_chunks": True})
+        array[...] = data
+    with warnings.catch_warnings():
+        # zarr says consolidated metadata is not (yet) in the v3 spec: it is an optional extra
+        # ("must_understand": false) that readers without it ignore; xarray uses it and warns without it.
+        warnings.simplefilter("ignore", ZarrUserWarning)
+        zarr.consolidate_metadata(str(path))
 
 
 def open_vox(path: Path) -> zarr.Array:
@@ -160,7 +202,8 @@ def read_store_info(root: Path) -> StoreInfo:
         raise InputError(path, f"unreadable dataset.json ({err})", fix="re-run `spikeprep ingest`") from None
     if isinstance(version, int) and version < STORE_VERSION:
         raise InputError(path, f"store version {version}, written by an older spikeprep (this one reads version "
-                         f"{STORE_VERSION}: every chunk checksummed and stored)",
+                         f"{STORE_VERSION}: every chunk checksummed and stored, zarr groups with named dimensions "
+                         "and coordinates that xarray opens)",
                          fix="re-run `spikeprep ingest RAW --out DATA_ROOT`: it rebuilds the store in place") from None
     try:
         return StoreInfo.model_validate_json(text)
@@ -170,7 +213,7 @@ def read_store_info(root: Path) -> StoreInfo:
 
 # ---- direct reads of one frame's chunks (the Dataset's and `spikeprep test`'s reader) -----------------
 class ChunkReader:
-    """Reads ``array[n, :, y0:y1, x0:x1]`` of one store array (``spike_vox.zarr`` counts, or the ``blur`` /
+    """Reads ``array[n, :, y0:y1, x0:x1]`` of one store array (``spike_vox.zarr/counts``, or the ``blur`` /
     ``sharp`` frames of ``rgb.zarr``), touching only the chunks under it.
 
     Opened lazily (per process). ``fast`` tells whether the direct shard path is used (the store's own

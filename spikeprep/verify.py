@@ -3,8 +3,9 @@
 For every kept manifest row: the voxel row is read whole through ``ChunkReader`` (every chunk's crc32c
 checked, a missing shard or chunk reported) and its sha256 compared with the row's ``vox_checksum``; the
 blur and sharp frames of ``rgb.zarr`` are read whole the same way. Per sequence, the manifest's checksums
-are compared with ``dataset.json``'s sequence checksum, and every manifest sequence must be in
-``dataset.json``. Nothing is written into the store; the report lists every problem, and the command exits
+are compared with ``dataset.json``'s sequence checksum, every manifest sequence must be in
+``dataset.json``, and the coordinates of both zarr groups (``frame_idx``, ``t0``, ``t1``: what an xarray user
+selects by) must equal the manifest's rows with voxels, row for row. Nothing is written into the store; the report lists every problem, and the command exits
 1 when there is one.
 """
 from __future__ import annotations
@@ -13,10 +14,32 @@ import time
 from pathlib import Path
 
 from schemas.manifest import STATUS_OK
-from schemas.store import RGB_DIRNAME, VOX_DIRNAME
+from schemas.store import FRAME_COORDS, RGB_ARRAYS, RGB_DIRNAME, VOX_ARRAY, VOX_DIRNAME
 from schemas.verify import VerifyProblem, VerifyReport
 from spikeprep.errors import SampleError
 from spikeprep.store import counts_checksum, read_frame, sequence_checksum, read_manifest, read_store_info
+
+
+def coordinates_problem(group: Path, stored: list[dict]) -> str | None:
+    """Why the ``frame_idx`` / ``t0`` / ``t1`` coordinates of ``group`` differ from ``stored`` (the sequence's
+    manifest rows with voxels, in ``vox_index`` order), or None. Read through zarr, crc32c checked (a chunk
+    deleted reads as zeros, which the comparison catches)."""
+    import zarr
+
+    n_rows = len(stored)
+    if any(r["vox_index"] != n for n, r in enumerate(stored)):
+        return f"the manifest's vox_index values are not the rows 0..{n_rows - 1}"
+    for name in FRAME_COORDS:
+        try:
+            values = zarr.open_array(str(group / name), mode="r")[...].tolist()
+        except (OSError, ValueError, KeyError, TypeError) as err:  # missing, bad metadata, checksum mismatch
+            return f"coordinate {name} unreadable ({type(err).__name__}: {str(err)[:160]})"
+        expected = [r[name] for r in stored]
+        if values != expected:
+            first = next((n for n, (a, b) in enumerate(zip(values, expected)) if a != b), min(len(values), n_rows))
+            return (f"coordinate {name} ({len(values)} rows) disagrees with the manifest's {n_rows} stored rows "
+                    f"from row {first} on")
+    return None
 
 
 def verify_store(root: str | Path, progress: bool = False) -> VerifyReport:
@@ -26,7 +49,8 @@ def verify_store(root: str | Path, progress: bool = False) -> VerifyReport:
     t0 = time.perf_counter()
     root = Path(root)
     info = read_store_info(root)
-    rows = read_manifest(root).select(["split", "seq", "frame_idx", "status", "vox_index", "vox_checksum"]).to_pylist()
+    rows = read_manifest(root).select(["split", "seq", "frame_idx", "t0", "t1", "status", "vox_index",
+                                       "vox_checksum"]).to_pylist()
     problems: list[VerifyProblem] = []
     by_seq: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
@@ -41,12 +65,18 @@ def verify_store(root: str | Path, progress: bool = False) -> VerifyReport:
         if sequence_checksum([r["vox_checksum"] for r in seq_rows]) != record.checksum:
             problems.append(VerifyProblem(split=split, seq=seq, frame_idx=None, path=str(root / "manifest.parquet"),
                                           problem="the manifest's voxel checksums disagree with dataset.json"))
+        stored = sorted((r for r in seq_rows if r["vox_index"] is not None), key=lambda r: r["vox_index"])
+        groups = [root / split / seq / VOX_DIRNAME] + ([root / split / seq / RGB_DIRNAME] if stored else [])
+        for group in groups:
+            problem = coordinates_problem(group, stored)
+            if problem:
+                problems.append(VerifyProblem(split=split, seq=seq, frame_idx=None, path=str(group), problem=problem))
     kept = [r for r in rows if r["status"] == STATUS_OK and r["vox_index"] is not None
             and f"{r['split']}/{r['seq']}" in info.sequences]
     for r in tqdm(kept, desc="verify", unit="frame", disable=not progress):
         where = root / r["split"] / r["seq"]
-        checks = [(where / VOX_DIRNAME, True), (where / RGB_DIRNAME / "blur", False),
-                  (where / RGB_DIRNAME / "sharp", False)]
+        checks = [(where / VOX_DIRNAME / VOX_ARRAY, True)] + [(where / RGB_DIRNAME / kind, False)
+                                                              for kind in RGB_ARRAYS]
         for path, is_vox in checks:
             try:
                 data = read_frame(path, r["vox_index"])

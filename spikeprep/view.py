@@ -30,7 +30,7 @@ import numpy as np
 
 from schemas.atomic import atomic_path
 from schemas.spike_meta import SPIKE_META_FILENAME, SpikeMeta
-from schemas.store import DATASET_FILENAME, VOX_DIRNAME
+from schemas.store import DATASET_FILENAME, VOX_ARRAY, VOX_DIRNAME
 from spikeprep.baselines import centred_bins, tfi_applies, tfi_rate, tfp_rate
 from spikeprep.errors import InputError, SampleError
 from spikeprep.formats.arrays import binary_array_num_frames, binary_array_shape, read_binary_array
@@ -149,7 +149,7 @@ def _from_store(root: Path, seq: str | None) -> StoreVoxels:
         raise InputError(root, f"no sequence {key!r} with voxels in this store (it has {', '.join(keys)})",
                          fix="pass --seq SPLIT/SEQ, one of those")
     rows = sorted((r for r in rows if f"{r['split']}/{r['seq']}" == key), key=lambda r: r["frame_idx"])
-    reader = ChunkReader(root / key / VOX_DIRNAME)       # every chunk checked, like the Dataset's reads
+    reader = ChunkReader(root / key / VOX_DIRNAME / VOX_ARRAY)     # every chunk checked, like the Dataset's reads
     index = [int(r["vox_index"]) for r in rows]
     _, _, h, w = reader.shape
 

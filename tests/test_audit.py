@@ -66,7 +66,7 @@ def test_audit_rewrites_manifest_and_stats(audited):
     assert [(r["seq"], r["frame_idx"], r["status"]) for r in table] == \
            [(r["seq"], r["frame_idx"], r["status"]) for r in report.rows]
     kept = [r for r in table if r["split"] == "train" and r["status"] == "ok"]
-    values = np.concatenate([np.log1p(np.asarray(open_vox(root / "train" / r["seq"] / "spike_vox.zarr")
+    values = np.concatenate([np.log1p(np.asarray(open_vox(root / "train" / r["seq"] / "spike_vox.zarr" / "counts")
                                                  [r["vox_index"]], dtype=np.float64)).ravel() for r in kept])
     stats = read_store_info(root).stats
     assert stats.n_frames == len(kept)

@@ -31,7 +31,7 @@ def _stacked_design(store, split):
     for i, s in enumerate(rows["split"]):
         if s != split or rows["status"][i] != "ok":
             continue
-        counts = zarr.open_array(store / split / rows["seq"][i] / "spike_vox.zarr", mode="r")[rows["vox_index"][i]]
+        counts = zarr.open_array(store / split / rows["seq"][i] / "spike_vox.zarr" / "counts", mode="r")[rows["vox_index"][i]]
         blur = read_rgb(store / rows["blur"][i]).astype(np.float64) / 255
         sharp = read_rgb(store / rows["sharp"][i]).astype(np.float64) / 255
         sy, sx = blur.shape[1] // counts.shape[1], blur.shape[2] // counts.shape[2]

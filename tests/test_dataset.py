@@ -59,7 +59,7 @@ def stored_counts(root: Path, split: str, seq: str, frame_idx: int) -> np.ndarra
     rows = [r for r in read_manifest(root).to_pylist()
             if r["split"] == split and r["seq"] == seq and r["frame_idx"] == frame_idx]
     assert len(rows) == 1 and rows[0]["status"] == "ok"
-    return np.asarray(open_vox(root / split / seq / "spike_vox.zarr")[rows[0]["vox_index"]])
+    return np.asarray(open_vox(root / split / seq / "spike_vox.zarr" / "counts")[rows[0]["vox_index"]])
 
 
 def brute_norm(counts: np.ndarray, mean: float, std: float) -> np.ndarray:
@@ -307,7 +307,7 @@ def test_damaged_chunks_are_dropped(store_copy, caplog, dropped):
     data = bytearray(blur1.read_bytes())
     data[-6] ^= 0xFF  # flip bits in the shard index
     blur1.write_bytes(bytes(data))
-    vox2 = _shard(store_copy, "val/seq_002/spike_vox.zarr", rows[2]["vox_index"])
+    vox2 = _shard(store_copy, "val/seq_002/spike_vox.zarr/counts", rows[2]["vox_index"])
     vox2.write_bytes(vox2.read_bytes()[:10])  # truncated
     caplog.set_level(logging.WARNING, logger="spikeprep.dataset")
     assert ds[0] is None and ds[1] is None and ds[2] is not None
@@ -366,7 +366,7 @@ def test_reads_only_chunks_under_the_crop(store, monkeypatch):
         y, x = item["meta"]["crop"]
         expected = set()
         shard_bytes = 0
-        for rel, scale in (("spike_vox.zarr", (1, 1)), ("rgb.zarr/blur", (1, 1)), ("rgb.zarr/sharp", (1, 1))):
+        for rel, scale in (("spike_vox.zarr/counts", (1, 1)), ("rgb.zarr/blur", (1, 1)), ("rgb.zarr/sharp", (1, 1))):
             reader = ChunkReader(store / "train" / seq / rel)
             assert reader.fast
             (th, tw), (gy, gx) = reader._tile, reader._grid
@@ -381,7 +381,7 @@ def test_reads_only_chunks_under_the_crop(store, monkeypatch):
                 tiles = {(ty, tx) for ty in range(y // th, (y + 31) // th + 1)
                          for tx in range(x // tw, (x + 31) // tw + 1)}
                 expected |= {(path, int(idx[t][0]), int(idx[t][1])) for t in tiles}
-                checked_multi |= rel == "spike_vox.zarr" and len(tiles) > 1
+                checked_multi |= rel == "spike_vox.zarr/counts" and len(tiles) > 1
         got = {(os.path.realpath(p), o, n) for p, o, n in reads}
         assert got == expected and len(reads) == len(expected)  # each needed chunk once, nothing else
         assert sum(n for _, _, n in reads) < shard_bytes  # a 32-pixel crop touches a few of the chunks

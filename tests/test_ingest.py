@@ -49,7 +49,7 @@ def test_ingest_stream_layout(synth_tree, tmp_path):
     assert info.K == 8 and set(info.sequences) == {"train/seq_000", "train/seq_001", "val/seq_002"}
     for r in table:
         key = f"{r['split']}/{r['seq']}"
-        vox = open_vox(tmp_path / "store" / key / "spike_vox.zarr")
+        vox = open_vox(tmp_path / "store" / key / "spike_vox.zarr" / "counts")
         assert vox.shape[1:] == (8, 48, 64) and vox.dtype == np.uint8
         stored = np.asarray(vox[r["vox_index"]])
         source = SpikeSource(raw / key / "spike")
@@ -68,7 +68,7 @@ def test_stats_equal_brute_force(synth_tree, tmp_path):
     values = []
     for r in read_manifest(tmp_path / "store").to_pylist():
         if r["split"] == "train" and r["status"] == "ok":
-            vox = open_vox(tmp_path / "store" / "train" / r["seq"] / "spike_vox.zarr")
+            vox = open_vox(tmp_path / "store" / "train" / r["seq"] / "spike_vox.zarr" / "counts")
             values.append(np.log1p(np.asarray(vox[r["vox_index"]], dtype=np.float64)).ravel())
     v = np.concatenate(values)
     assert result.stats.n_voxels == v.size and result.stats.n_frames == 8
@@ -230,7 +230,7 @@ def test_rerun_removes_temp_files_a_killed_run_left(synth_tree, tmp_path):
 def test_rerun_reuses_complete_sequences(synth_tree, tmp_path):
     raw = synth_tree()
     ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
-    vox = tmp_path / "store" / "train" / "seq_000" / "spike_vox.zarr" / "zarr.json"
+    vox = tmp_path / "store" / "train" / "seq_000" / "spike_vox.zarr" / "counts" / "zarr.json"
     before = vox.stat().st_mtime_ns
     ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
     assert vox.stat().st_mtime_ns == before

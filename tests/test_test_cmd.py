@@ -54,7 +54,7 @@ def blur_dir(setup, dest: Path) -> Path:
 
 
 def counts_of(setup) -> np.ndarray:
-    return np.asarray(open_vox(setup["store"] / "val" / setup["seq"] / "spike_vox.zarr")[:])
+    return np.asarray(open_vox(setup["store"] / "val" / setup["seq"] / "spike_vox.zarr" / "counts")[:])
 
 
 def images_under(folder: Path) -> list[Path]:
@@ -234,7 +234,7 @@ def test_a_damaged_store_shard_is_a_clear_error(setup, damage, tmp_path):
     from spikeprep.store import ChunkReader
 
     store = Path(shutil.copytree(setup["store"], tmp_path / "store"))
-    vox = store / "val" / setup["seq"] / "spike_vox.zarr"
+    vox = store / "val" / setup["seq"] / "spike_vox.zarr" / "counts"
     shard = Path(ChunkReader(vox).shard_path(0))
     if damage == "flipped bit":
         data = bytearray(shard.read_bytes())

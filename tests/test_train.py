@@ -277,7 +277,7 @@ def test_damaged_training_frames_are_dropped_and_counted(train_store, tmp_path, 
 
     store = Path(shutil.copytree(train_store, tmp_path / "store"))
     row = next(r for r in read_manifest(store).to_pylist() if r["split"] == "train" and r["frame_idx"] == 2)
-    shard = Path(ChunkReader(store / "train" / row["seq"] / "spike_vox.zarr").shard_path(row["vox_index"]))
+    shard = Path(ChunkReader(store / "train" / row["seq"] / "spike_vox.zarr" / "counts").shard_path(row["vox_index"]))
     shard.write_bytes(shard.read_bytes()[:10])                     # truncated voxel shard
     result = main(options(write_config(tmp_path, store), exp="damaged", max_steps=8, val_every=8))
     assert result.step == 8 and all(np.isfinite(result.losses))
@@ -291,7 +291,7 @@ def test_a_store_whose_training_samples_are_all_damaged_stops_with_an_error(trai
     import shutil
 
     store = Path(shutil.copytree(train_store, tmp_path / "store"))
-    shards = [p for p in (store / "train").rglob("spike_vox.zarr/c/**/*") if p.is_file()]
+    shards = [p for p in (store / "train").rglob("spike_vox.zarr/counts/c/**/*") if p.is_file()]
     assert shards
     for shard in shards:
         shard.write_bytes(shard.read_bytes()[:10])                  # every training voxel shard truncated

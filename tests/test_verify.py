@@ -55,8 +55,8 @@ def test_a_clean_store_verifies(store, tmp_path):
 
 def test_a_flipped_bit_in_a_voxel_chunk_is_caught_by_every_reader(store):
     row = first_row(store)
-    vox = store / row["split"] / row["seq"] / "spike_vox.zarr"
-    path = shard(store, row, "spike_vox.zarr")
+    vox = store / row["split"] / row["seq"] / "spike_vox.zarr" / "counts"
+    path = shard(store, row, "spike_vox.zarr/counts")
     good = read_frame(vox, row["vox_index"])
     flip_bit(path)
     with pytest.raises(OSError, match="checksum mismatch"):
@@ -117,7 +117,7 @@ def test_a_tampered_manifest_checksum_and_an_unknown_sequence_are_reported(store
 
 def test_audit_overlays_skip_a_damaged_shard_and_draw_the_rest(store, caplog):
     row = first_row(store)
-    flip_bit(shard(store, row, "spike_vox.zarr"))
+    flip_bit(shard(store, row, "spike_vox.zarr/counts"))
     n = sum(r["vox_index"] is not None for r in read_manifest(store).to_pylist())
     res = CliRunner().invoke(main, ["audit", str(store), "--overlays", str(n), "--no-progress"])
     assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit)
@@ -132,20 +132,42 @@ def test_audit_names_a_deleted_ingest_json(store):
     assert "re-run `spikeprep ingest" in res.output
 
 
-def test_a_version_1_store_says_reingest_and_an_ingest_rerun_rebuilds_it(store, synth_tree):
+def _as_version_2_layout(seq_dir: Path) -> None:
+    """What spikeprep wrote for store version 2: ``spike_vox.zarr`` a bare counts array, no coordinates."""
+    vox = seq_dir / "spike_vox.zarr"
+    (vox / "counts").rename(seq_dir / "counts.tmp")
+    shutil.rmtree(vox)
+    (seq_dir / "counts.tmp").rename(vox)
+    shutil.rmtree(seq_dir / "rgb.zarr")
+
+
+@pytest.mark.parametrize("old_version", [1, 2])
+def test_an_older_store_says_reingest_and_an_ingest_rerun_rebuilds_it(store, synth_tree, monkeypatch, old_version):
     from conftest import TRAIN_K, TRAIN_TREE
 
+    import spikeprep.ingest as ingest_mod
+    from spikeprep.raw_layout import discover
+
+    raw, options = synth_tree(**TRAIN_TREE), IngestOptions(num_bins=TRAIN_K, crop_size=64)
     info = json.loads((store / "dataset.json").read_text())
-    info["version"] = 1
+    info["version"] = old_version
     (store / "dataset.json").write_text(json.dumps(info))
-    with pytest.raises(InputError, match="store version 1.*re-run `spikeprep ingest"):
+    with pytest.raises(InputError, match=f"store version {old_version}.*re-run `spikeprep ingest"):
         read_store_info(store)
     res = verify(store)
-    assert res.exit_code == 2 and "store version 1" in res.output
-    for record in store.glob("*/*/ingest.json"):   # what an older spikeprep wrote: an older record version
-        rec = json.loads(record.read_text())
-        rec["fingerprint"] = "older"
-        record.write_text(json.dumps(rec))
-    ingest(synth_tree(**TRAIN_TREE), store, IngestOptions(num_bins=TRAIN_K, crop_size=64), log_dir=None,
-           progress=False)
-    assert read_store_info(store).version == 2 and verify(store).exit_code == 0
+    assert res.exit_code == 2 and f"store version {old_version}" in res.output and "Traceback" not in res.output
+    # the sequence records an older spikeprep wrote: its record version (3 for store version 2) in the fingerprint
+    monkeypatch.setattr(ingest_mod, "SEQ_RECORD_VERSION", old_version + 1)
+    for spec in discover(raw, "native"):
+        seq_dir = store / spec.split / spec.name
+        rec = json.loads((seq_dir / "ingest.json").read_text())
+        rec["fingerprint"] = ingest_mod.sequence_fingerprint(spec, options)
+        (seq_dir / "ingest.json").write_text(json.dumps(rec))
+        if old_version == 2:
+            _as_version_2_layout(seq_dir)
+    monkeypatch.undo()
+    ingest(raw, store, options, log_dir=None, progress=False)
+    assert read_store_info(store).version == 3 and verify(store).exit_code == 0
+    xr = pytest.importorskip("xarray")
+    for key in read_store_info(store).sequences:
+        assert xr.open_zarr(store / key / "spike_vox.zarr", chunks={}).counts.dims == ("frame", "bin", "y", "x")
