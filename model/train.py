@@ -756,13 +756,15 @@ HPARAM_METRICS = ("val/best_psnr_rgb", "val/psnr_rgb", "val/psnr_y", "val/ssim",
                   "val_boundary/psnr_rgb", "val_reliance/db_from_spikes", "val_reliance/boundary_db_from_spikes")
 
 
-def run_hparams(cfg: Config, opts: TrainOptions, max_steps: int) -> dict[str, str | int | float | bool]:
+def run_hparams(cfg: Config, opts: TrainOptions, max_steps: int) -> dict[str, str | int | float]:
     """The resolved config's main fields, for TensorBoard's hparams table."""
     return {"MODEL.VRT_CFG": cfg.MODEL.VRT_CFG, "MODEL.FUSE.TYPE": cfg.MODEL.FUSE.TYPE,
             "TRAIN.OPTIM.LR": cfg.TRAIN.OPTIM.LR, "TRAIN.SCHED.WARMUP_STEPS": cfg.TRAIN.SCHED.WARMUP_STEPS,
             "TRAIN.BATCH_SIZE": cfg.TRAIN.BATCH_SIZE, "max_steps": max_steps, "DATA.CROP_SIZE": cfg.DATA.CROP_SIZE,
-            "DATA.CLIP_LEN": cfg.DATA.CLIP_LEN, "DATA.K": cfg.DATA.K, "spike": opts.use_spike, "SEED": cfg.SEED,
-            "perceptual": opts.perceptual, "freeze_flow_steps": opts.freeze_flow_steps}
+            "DATA.CLIP_LEN": cfg.DATA.CLIP_LEN, "DATA.K": cfg.DATA.K, "SEED": cfg.SEED,
+            # on/off as text: torch's hparams summary would store a bool as the number 1 or 0
+            "spike": "on" if opts.use_spike else "off", "perceptual": "on" if opts.perceptual else "off",
+            "freeze_flow_steps": opts.freeze_flow_steps}
 
 
 def _log_hparams_start(writer, hparams: dict) -> None:
