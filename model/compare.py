@@ -739,6 +739,7 @@ def render_curves(curves: list[Curves], path: Path) -> Path:
     # Object-oriented matplotlib on the Agg canvas: no pyplot, no global backend switch, no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=CURVES_FIGSIZE, dpi=CURVES_DPI, layout="constrained")
     FigureCanvasAgg(fig)
@@ -767,6 +768,7 @@ def render_curves(curves: list[Curves], path: Path) -> Path:
               (ax_boundary, "validation PSNR RGB, motion boundaries", "dB"),
               (ax_rel, "dB from the spikes (PSNR Y true - count-zero voxels)", "dB"))
     for ax, title, unit in titles:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))      # steps are whole numbers
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.set_ylabel(unit)

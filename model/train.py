@@ -25,10 +25,11 @@ Outputs under LOG.SAVE_DIR (``outputs``)::
     visuals/{exp}/step_{step:07d}/...        {seq}_{frame}_triptych.png (blur | recon | sharp) and
                                              {seq}/{frame:06d}_{blur,recon,sharp}.png
 
-Ctrl-C stops after the current step with last.pth saved at it and prints the ``--resume`` command
-(``StopOnCtrlC``); the CLI then exits 130. Rank 0 alone logs, validates and saves. On CPU a resumed run's losses equal an uninterrupted run's
+Rank 0 alone logs, validates and saves. On CPU a resumed run's losses equal an uninterrupted run's
 exactly: the sampler order and the crops are functions of (SEED, epoch), the DataLoader has its own
 generator, and the checkpoint holds torch's RNG state (drop path) with the step and the batch position.
+Ctrl-C stops after the current step with last.pth saved at it and prints the ``--resume`` command
+(``StopOnCtrlC``); the CLI then exits 130.
 """
 from __future__ import annotations
 
