@@ -19,7 +19,9 @@ Rule (original document 8.3), at the last step both runs validated:
   (LPIPS missing in one or both runs: judged on PSNR only, and the result says so).
 \b
 Writes OUTPUTS/metrics/compare_<spike>_vs_<base>_<step>.json and .png
-  (crops: blur | base recon | spike recon | sharp, where sharp and blur differ most).
+  (crops: blur | base recon | spike recon | sharp, where sharp and blur differ most),
+  and _curves.png: both arms' training loss at every step (from OUTPUTS/logs/<exp>/
+  TensorBoard events), validation PSNR overall and on motion boundaries, dB from the spikes.
 \b
 Exit status: 0 PASS, 1 FAIL, 2 bad input (missing run, same arm, no common step,
   runs validated on different data).

@@ -1,9 +1,12 @@
 """``spikeprep train``: the trainer's command line (model/train.py holds the loop)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
+
+EXIT_INTERRUPTED = 130          # the shell's code for a program stopped by SIGINT (128 + 2)
 
 
 @click.command(epilog="""\b
@@ -31,7 +34,7 @@ Examples:
 @click.option("--visual-frames", type=click.IntRange(min=0), default=4, show_default=True,
               help="triptychs per visual step")
 @click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True,
-              help="TensorBoard scalars every N steps")
+              help="TensorBoard lr and loss terms, and (without a bar) a progress line, every N steps")
 @click.option("--workers", type=click.IntRange(min=0), default=8, show_default=True, help="DataLoader workers")
 @click.option("--device", help="cpu, cuda, cuda:1 ... [cuda if available]")
 @click.option("--amp/--no-amp", default=None, help="autocast + GradScaler [on with CUDA]")
@@ -45,7 +48,8 @@ Examples:
               help="official VRT weights (.pth) as a warm start for the backbone")
 @click.option("--val-tile", nargs=2, type=int, default=(256, 256), show_default=True,
               help="validation tile H W (0 0: whole frames)")
-@click.option("--no-progress", is_flag=True, help="no progress bar")
+@click.option("--no-progress", is_flag=True,
+              help="no progress bar: plain progress lines (also when stdout is not a terminal)")
 @click.option("--reliance/--no-reliance", default=True, show_default=True,
               help="validate the spike arm also with count-zero voxels, another clip's voxels and reversed bins "
                    "(dB from the spikes = true - count-zero; 4x the validation time)")
@@ -55,8 +59,9 @@ def train_cmd(config, no_spike, exp, resume, dry_run, max_steps, val_every, visu
     """Train VRT fused with the spike branch, or plain VRT with --no-spike.
 
     Writes outputs/ckpts/{exp}/{best,last}.pth, outputs/metrics/val_{exp}_{step}.json, TensorBoard logs and
-    outputs/logs/run_{exp}_{time}.txt (git revision, config, pip freeze), and triptychs under
-    outputs/visuals/{exp}/ (outputs = LOG.SAVE_DIR).
+    outputs/logs/run_{exp}_{time}.txt (git revision, config, pip freeze, every line printed), and triptychs
+    under outputs/visuals/{exp}/ (outputs = LOG.SAVE_DIR). Ctrl-C saves last.pth at the current step, prints
+    the --resume command and exits 130 (a second Ctrl-C stops at once; last.pth stays whole).
     """
     from model.train import TrainOptions, main
 
@@ -66,6 +71,14 @@ def train_cmd(config, no_spike, exp, resume, dry_run, max_steps, val_every, visu
                         stop_at=stop_at, freeze_flow_steps=freeze_flow_steps, perceptual=not no_vgg,
                         vrt_weights=vrt_weights, val_tile=tuple(val_tile), progress=not no_progress,
                         reliance=reliance)
-    result = main(opts)
+    try:
+        result = main(opts)
+    except KeyboardInterrupt:
+        # Ctrl-C before the training loop (data, model) or after it (closing): click would print "Aborted!".
+        click.echo("\ninterrupted (Ctrl-C); checkpoints saved before it are whole (they are written atomically)",
+                   err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if result.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
     if not dry_run and result.best_psnr is not None:
         click.echo(f"{result.exp}: best validation PSNR {result.best_psnr:.2f} dB; {result.ckpt_dir}")

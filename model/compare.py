@@ -20,7 +20,11 @@ Usage::
 A run is an experiment name (its reports are ``{outputs}/metrics/val_{exp}_{step}.json``) or a directory
 holding one experiment's ``val_*.json`` (its outputs root, against which ``images_dir`` is resolved, is
 that directory's parent, the trainer's ``{outputs}/metrics`` layout). Results go to
-``{outputs}/metrics/compare_{spike}_vs_{base}_{step}.{json,png}``.
+``{outputs}/metrics/compare_{spike}_vs_{base}_{step}.{json,png}``, and the two arms' curves (training loss
+at every step, validation PSNR overall and on motion boundaries, dB from the spikes) to
+``compare_{spike}_vs_{base}_{step}_curves.png`` (``load_curves``, ``render_curves``). The loss comes from each
+run's TensorBoard events (``{outputs}/logs/{exp}/``, the trainer writes ``train/loss_total`` at every step;
+the run logs hold it only every ``--log-every`` steps), the validation curves from its ``val_*.json``.
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from schemas.baselines import BaselinesReport, read_baselines_report
 from schemas.val_report import PROBE_TITLES, PROBES, Metrics, ValReport, read_val_report
-from schemas.atomic import atomic_write_text
+from schemas.atomic import atomic_path, atomic_write_text
 from spikeprep.errors import InputError
 from spikeprep.images import read_rgb
 
@@ -211,6 +215,8 @@ class Comparison:
     picture_note: str | None = None
     json_path: Path | None = None
     baselines: BaselinesReport | None = None
+    curves_path: Path | None = None
+    curves_notes: dict[str, str] = field(default_factory=dict)   # per arm: why its loss curve is missing
 
     @property
     def passed(self) -> bool:
@@ -264,7 +270,8 @@ class Comparison:
             baselines=None if self.baselines is None else self.baselines.model_dump(mode="json"),
             verdict=self.verdict.as_dict(),
             picture=None if self.picture_path is None else str(self.picture_path),
-            picture_note=self.picture_note, crops=[c.as_dict() for c in self.crops])
+            picture_note=self.picture_note, crops=[c.as_dict() for c in self.crops],
+            curves=None if self.curves_path is None else str(self.curves_path), curves_notes=self.curves_notes)
 
 
 def _mdict(m: Metrics) -> dict:
@@ -477,6 +484,10 @@ def format_report(comp: Comparison) -> str:
         out.append(f"picture: {comp.picture_path}")
     if comp.picture_note:
         out.append(f"picture: none ({comp.picture_note})")
+    if comp.curves_path is not None:
+        out.append(f"curves: {comp.curves_path}")
+    for arm, note in comp.curves_notes.items():
+        out.append(f"curves: no loss curve for the {arm} run ({note})")
     if comp.json_path is not None:
         out.append(f"json: {comp.json_path}")
     return "\n".join(out)
@@ -643,6 +654,143 @@ def _picture_blocker(spike: Run, base: Run, step: int) -> str | None:
     return None
 
 
+# ---- curves --------------------------------------------------------------------------------------------
+
+ARM_COLOURS = {"spike": "#d62728", "base": "#1f77b4"}   # one colour per arm, in every curves picture
+CURVES_FIGSIZE = (12.0, 8.0)                            # inches at CURVES_DPI: 1200 x 800 pixels
+CURVES_DPI = 100
+LOSS_TAG = "train/loss_total"
+
+
+@dataclass(frozen=True)
+class Curves:
+    """One run's curves: the training loss by step (its TensorBoard events) and its validation by step (its
+    reports). ``loss_note`` says why the loss is missing (empty ``loss_steps``)."""
+
+    exp: str
+    arm: str
+    loss_steps: list[int]
+    loss: list[float]
+    loss_note: str | None
+    val_steps: list[int]
+    psnr_rgb: list[float | None]
+    boundary_psnr_rgb: list[float | None]
+    db_from_spikes: list[float | None]            # all None when the run measured no reliance
+    boundary_db_from_spikes: list[float | None]
+
+
+def read_loss_events(events_dir: Path) -> dict[int, float]:
+    """``train/loss_total`` by step from the TensorBoard event files in ``events_dir``, oldest file first.
+
+    A resumed run writes a new event file starting at its checkpoint's step + 1; that file's steps replace
+    everything the older files hold from its first step on (what a crashed run did after its last save never
+    happened as far as the checkpoints are concerned).
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def started(f: Path) -> tuple[int, str]:
+        # events.out.tfevents.<unix time>.<host>...: order by the time the writer opened the file
+        part = f.name.split(".")[3] if len(f.name.split(".")) > 3 else ""
+        return (int(part) if part.isdigit() else 0, f.name)
+
+    loss: dict[int, float] = {}
+    for f in sorted(events_dir.glob("events.out.tfevents.*"), key=started):
+        acc = EventAccumulator(str(f), size_guidance={"scalars": 0})     # 0: every point, no reservoir sample
+        acc.Reload()
+        if LOSS_TAG not in acc.Tags().get("scalars", []):
+            continue
+        points = acc.Scalars(LOSS_TAG)
+        if not points:
+            continue
+        first = min(p.step for p in points)
+        loss = {s: v for s, v in loss.items() if s < first}
+        loss.update({p.step: p.value for p in points})
+    return dict(sorted(loss.items()))
+
+
+def load_curves(run: Run) -> Curves:
+    """``run``'s curves: loss from ``{outputs}/logs/{exp}/`` events, validation from its reports."""
+    events_dir = run.outputs / "logs" / run.exp
+    loss, note = {}, None
+    if not events_dir.is_dir():
+        note = f"no TensorBoard events: {events_dir} does not exist (LOG.TENSORBOARD off, or another outputs root)"
+    else:
+        loss = read_loss_events(events_dir)
+        if not loss:
+            note = f"no {LOSS_TAG} scalars in the TensorBoard events of {events_dir}"
+    steps = sorted(run.reports)
+    reps = [run.reports[s] for s in steps]
+    return Curves(exp=run.exp, arm=run.arm, loss_steps=list(loss), loss=list(loss.values()), loss_note=note,
+                  val_steps=steps, psnr_rgb=[r.overall.psnr_rgb for r in reps],
+                  boundary_psnr_rgb=[r.boundary.psnr_rgb for r in reps],
+                  db_from_spikes=[r.db_from_spikes() if r.reliance is not None else None for r in reps],
+                  boundary_db_from_spikes=[r.db_from_spikes(region="boundary") if r.reliance is not None else None
+                                           for r in reps])
+
+
+def _finite_points(steps: list[int], values: list[float | None]) -> tuple[list[int], list[float]]:
+    kept = [(s, v) for s, v in zip(steps, values) if v is not None and math.isfinite(v)]
+    return [s for s, _ in kept], [v for _, v in kept]
+
+
+def render_curves(curves: list[Curves], path: Path) -> Path:
+    """Four panels (loss per step; validation PSNR RGB overall; on motion boundaries; dB from the spikes),
+    each arm in its ``ARM_COLOURS`` colour; a ``CURVES_FIGSIZE`` x ``CURVES_DPI`` PNG written atomically."""
+    # Object-oriented matplotlib on the Agg canvas: no pyplot, no global backend switch, no display needed.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=CURVES_FIGSIZE, dpi=CURVES_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_loss, ax_psnr, ax_boundary, ax_rel = fig.subplots(2, 2).ravel()
+    for c in curves:
+        colour, label = ARM_COLOURS.get(c.arm, "#444444"), f"{c.arm} {c.exp}"
+        if c.loss_steps:
+            ax_loss.plot(c.loss_steps, c.loss, color=colour, alpha=0.35 if len(c.loss) > 200 else 1.0,
+                         linewidth=0.8, label=label if len(c.loss) <= 200 else f"{label} (per step)")
+            if len(c.loss) > 200:             # a running mean over 1/100 of the run, so the trend shows
+                w = len(c.loss) // 100
+                mean = np.convolve(c.loss, np.ones(w) / w, mode="valid")
+                ax_loss.plot(c.loss_steps[w - 1:], mean, color=colour, linewidth=1.6, label=f"{label} (mean of {w})")
+        for ax, values in ((ax_psnr, c.psnr_rgb), (ax_boundary, c.boundary_psnr_rgb)):
+            xs, ys = _finite_points(c.val_steps, values)
+            if xs:
+                ax.plot(xs, ys, color=colour, marker="o", markersize=3, label=label)
+        for values, style, what in ((c.db_from_spikes, "-", "overall"),
+                                    (c.boundary_db_from_spikes, "--", "motion boundaries")):
+            xs, ys = _finite_points(c.val_steps, values)
+            if xs:
+                ax_rel.plot(xs, ys, color=colour, linestyle=style, marker="o", markersize=3, label=f"{label}, {what}")
+    missing_loss = [f"{c.arm} {c.exp}: {c.loss_note}" for c in curves if c.loss_note]
+    titles = ((ax_loss, "training loss (every step)", "loss"),
+              (ax_psnr, "validation PSNR RGB, overall", "dB"),
+              (ax_boundary, "validation PSNR RGB, motion boundaries", "dB"),
+              (ax_rel, "dB from the spikes (PSNR Y true - count-zero voxels)", "dB"))
+    for ax, title, unit in titles:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))      # steps are whole numbers
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_ylabel(unit)
+        ax.grid(True, alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    if ax_loss.lines and all(v > 0 for c in curves for v in c.loss):
+        ax_loss.set_yscale("log")
+    if missing_loss:
+        ax_loss.text(0.02, 0.02, "\n".join(missing_loss), transform=ax_loss.transAxes, fontsize=7, va="bottom",
+                     wrap=True)
+    if ax_rel.lines:
+        ax_rel.axhline(0.0, color="#888888", linewidth=0.8)
+    else:
+        ax_rel.text(0.5, 0.5, "not measured (no spike-arm validation with --reliance)", transform=ax_rel.transAxes,
+                    ha="center", va="center", fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=CURVES_DPI, format="png")
+    return path
+
+
 # ---- the whole command ---------------------------------------------------------------------------------
 
 def compare(run_spike: str | Path, run_base: str | Path, outputs: str | Path = "outputs", crops: int = 4,
@@ -681,6 +829,9 @@ def compare(run_spike: str | Path, run_base: str | Path, outputs: str | Path = "
     if write and comp.picture_path is None and stale.exists():
         stale.unlink()      # an earlier compare's picture would contradict this JSON's "picture": null
     if write:
+        curves = [load_curves(spike), load_curves(base)]
+        comp.curves_notes = {c.arm: c.loss_note for c in curves if c.loss_note}
+        comp.curves_path = render_curves(curves, metrics_dir / f"{stem}_curves.png")
         comp.json_path = metrics_dir / f"{stem}.json"
         metrics_dir.mkdir(parents=True, exist_ok=True)
         # allow_nan: an identical pair has PSNR inf, as in the validation reports themselves.

@@ -18,17 +18,22 @@ Outputs under LOG.SAVE_DIR (``outputs``)::
 
     ckpts/{exp}/best.pth, last.pth           model, optimizer, scheduler, scaler, step, RNG, config
     metrics/val_{exp}_{step}.json            schemas.val_report.ValReport
-    logs/{exp}/events.*                      TensorBoard: lr, loss terms, PSNR, SSIM, LPIPS
-    logs/run_{exp}_{time}.txt                git revision, command, config text, pip freeze
+    logs/{exp}/events.*                      TensorBoard: loss (total every step), lr, PSNR, SSIM, LPIPS,
+                                             reliance; the triptychs as images; the hparams table
+    logs/run_{exp}_{time}.txt                git revision, command, config text, pip freeze, then every
+                                             line the run printed (model.train_log.TrainLog)
     visuals/{exp}/step_{step:07d}/...        {seq}_{frame}_triptych.png (blur | recon | sharp) and
                                              {seq}/{frame:06d}_{blur,recon,sharp}.png
 
 Rank 0 alone logs, validates and saves. On CPU a resumed run's losses equal an uninterrupted run's
 exactly: the sampler order and the crops are functions of (SEED, epoch), the DataLoader has its own
 generator, and the checkpoint holds torch's RNG state (drop path) with the step and the batch position.
+Ctrl-C stops after the current step with last.pth saved at it and prints the ``--resume`` command
+(``StopOnCtrlC``); the CLI then exits 130.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -36,8 +41,11 @@ import math
 import os
 import pickle
 import platform
+import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -58,10 +66,11 @@ from model.evaluate import (BOUNDARY_FRACTION, FrameScorer, lsq_accumulate, othe
                             val_frames, zero_count_value)
 from model.fusion.spike_head import FittedSpikeHead
 from model.metrics import lpips_or_reason, tensor_to_uint8
+from model.train_log import TrainLog, capture_spikeprep_logging
 from schemas.config import Config, ConfigError, load_config
 from schemas.val_report import PROBES, ProbeMetrics, SpikeReliance, ValReport, val_report_path, write_val_report
 from spikeprep.errors import InputError, SpikeprepError
-from spikeprep.images import write_rgb
+from spikeprep.images import read_rgb, write_rgb
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, collate_drop_bad
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +132,7 @@ class TrainResult:
     reports: list[Path] = field(default_factory=list)
     best_psnr: float | None = None
     ckpt_dir: Path | None = None
+    interrupted: bool = False                 # stopped by Ctrl-C (the CLI exits 130)
 
 
 MAX_SKIPPED_BATCHES_IN_A_ROW = 100   # or a whole epoch, if shorter: then training stops with an error
@@ -364,7 +374,8 @@ def start_fitted_head(head: FittedSpikeHead, train_ds: SpikeDeblurDataset, say) 
 
 
 def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, world, master, ddp) -> TrainResult:
-    say = print if master else (lambda *a, **k: None)
+    log = TrainLog(enabled=master, bar=opts.progress, log_every=opts.log_every, desc=exp)
+    say = log.info
 
     # -- data ----------------------------------------------------------------------------------------
     train_ds = SpikeDeblurDataset.from_config(cfg, "train", seed=cfg.SEED, with_spike=opts.use_spike)
@@ -387,7 +398,7 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
         gen = torch.Generator().manual_seed(cfg.SEED * 1000 + epoch)
         return DataLoader(train_ds, batch_size=batch_size, sampler=sampler, num_workers=opts.workers,
                           pin_memory=device.type == "cuda", collate_fn=collate_drop_bad, drop_last=True,
-                          generator=gen, persistent_workers=False)
+                          generator=gen, persistent_workers=False, worker_init_fn=_ignore_sigint)
 
     # -- model: from scratch, warm start or resume -------------------------------------------------------
     model = build_model(cfg, use_spike=opts.use_spike)
@@ -448,18 +459,21 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
     lpips_metric, lpips_note = None, None
     if master:
         stamp = time.strftime("%Y%m%d_%H%M%S")
-        write_run_log(outputs / "logs" / f"run_{exp}_{stamp}.txt", opts, cfg, config_text,
+        run_log = outputs / "logs" / f"run_{exp}_{stamp}.txt"
+        write_run_log(run_log, opts, cfg, config_text,
                       {"arm": arm_name(opts.use_spike), "device": str(device), "world_size": world, "amp": amp,
                        "max_steps": max_steps, "steps_per_epoch": steps_per_epoch,
                        "perceptual": "on (0.1 x VGG19 relu3_3)" if opts.perceptual else
                        "off (--no-vgg): loss is Charbonnier only"})
+        log.attach_run_log(run_log)              # the lines said so far, then every line to come
         if cfg.LOG.TENSORBOARD:
             from torch.utils.tensorboard import SummaryWriter
 
             writer = SummaryWriter(log_dir=str(outputs / "logs" / exp))
+            _log_hparams_start(writer, run_hparams(cfg, opts, max_steps))
         lpips_metric, lpips_note = lpips_or_reason(device)
         if lpips_note:
-            say(f"LPIPS: {lpips_note}")
+            say(f"LPIPS: {lpips_note}")      # once; the validation lines then say "not computed"
         if not opts.perceptual:
             say("VGG perceptual term: off (--no-vgg); the loss is Charbonnier only")
 
@@ -478,136 +492,228 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
     result = TrainResult(exp=exp, step=step, ckpt_dir=ckpt_dir, best_psnr=best_psnr)
 
     # -- loop ----------------------------------------------------------------------------------------------
-    progress = None
-    if master and opts.progress:
-        from tqdm import tqdm
-
-        progress = tqdm(total=max_steps, initial=step, desc=exp, unit="step", dynamic_ncols=True, mininterval=1.0)
     say(f"training {exp} ({arm_name(opts.use_spike)} arm): {max_steps} steps, {steps_per_epoch} per epoch, "
         f"batch {batch_size} x {world} process(es), device {device}, AMP {'on' if amp else 'off'}")
+    log.start_progress(step, max_steps)
     raw_model.train()
-    t_last = time.perf_counter()
     dropped_samples, skipped_batches = 0, 0
     # A store whose training samples are (nearly) all unreadable would otherwise skip batches forever.
     skipped_in_a_row, max_skipped_in_a_row = 0, min(steps_per_epoch, MAX_SKIPPED_BATCHES_IN_A_ROW)
     flow_trainable = None                              # set on the first step, flipped once after the freeze
-    while step < max_steps:
-        for batch in loader_for(epoch, batch_in_epoch):
-            batch_in_epoch += 1
-            if batch is None:
-                skipped_batches += 1              # every sample of the batch was bad (each one logged)
-                skipped_in_a_row += 1
-                if skipped_in_a_row >= max_skipped_in_a_row:
-                    raise SpikeprepError(
-                        f"{cfg.DATA.ROOT}: the last {skipped_in_a_row} training batches were all unreadable "
-                        f"(every sample dropped; the warnings above name the files). Fix: re-run `spikeprep "
-                        f"ingest` for the damaged sequences (a rerun rebuilds what changed) or remove them")
-                continue
-            skipped_in_a_row = 0
-            dropped_samples += batch["meta"]["n_dropped"]   # counted in the worker that collated it
-            if frozen and not ddp and flow_trainable != (step >= opts.freeze_flow_steps):
-                # Without DDP the frozen parameters simply need no gradient: autograd then skips SpyNet's
-                # backward. (DDP fixes the set of parameters with gradients when it is built, so under DDP
-                # they keep requires_grad and their gradients are dropped before the optimiser step.)
-                flow_trainable = step >= opts.freeze_flow_steps
-                for name, p in raw_model.named_parameters():
-                    if name in frozen:
-                        p.requires_grad_(flow_trainable)
-            blur, sharp, spike = _batch_inputs(batch, device, opts.use_spike)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                recon = model(blur, spike)
-            loss, terms = loss_fn(recon.float(), sharp)
-            if not _all_finite(loss, ddp, device):
-                raise TrainingDiverged(
-                    f"{exp}: the loss is {terms['total']} at step {step + 1}; nothing was saved for this step "
-                    f"(last.pth holds the last good state). Check, as the original document's section 13 "
-                    f"says: the voxels are log1p-normalised and DATA.NORM.STD is not ~0 (`spikeprep stats "
-                    f"{cfg.DATA.ROOT}`); then train without AMP and with TRAIN.OPTIM.LR 1e-4")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if ddp and step < opts.freeze_flow_steps:
-                for name, p in raw_model.named_parameters():
-                    if name in frozen:
-                        p.grad = None             # AdamW skips parameters without a gradient entirely
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            result.losses.append(terms["total"])
-            meta = batch["meta"]
-            result.batches.append([(q, tuple(f), tuple(c)) for q, f, c in
-                                   zip(meta["seq"], meta["frame_idx"], meta["crop"])])
-            if master:
-                if writer is not None and (step % opts.log_every == 0 or step == 1):
-                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-                    for key, value in terms.items():
-                        if value is not None:
-                            writer.add_scalar(f"train/loss_{key}", value, step)
-                if progress is not None:
-                    now = time.perf_counter()
-                    progress.set_postfix(loss=f"{terms['total']:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
-                                         s_per_step=f"{now - t_last:.2f}", refresh=False)
-                    t_last = now
-                    progress.update(1)
-                elif step % (5 * opts.log_every) == 0:
-                    # No bar (output to a log file): one line per 5 logging intervals instead.
-                    now = time.perf_counter()
-                    say(f"step {step}/{max_steps} loss {terms['total']:.4f} lr {scheduler.get_last_lr()[0]:.2e} "
-                        f"{(now - t_last) / (5 * opts.log_every):.2f} s/step", flush=True)
-                    t_last = now
-            last = step >= max_steps
-            stopping = opts.stop_at is not None and step >= opts.stop_at
-            if step % opts.val_every == 0 or last:
-                if master:
-                    report = validate(raw_model, val_ds, device=device, amp=amp, exp=exp, step=step,
-                                      outputs=outputs, lpips_metric=lpips_metric, lpips_note=lpips_note,
-                                      tile=opts.val_tile, write_images=last or step % opts.visual_every == 0,
-                                      visual_frames=opts.visual_frames, reliance=opts.reliance)
-                    path = write_val_report(val_report_path(outputs, exp, step), report)
-                    result.reports.append(path)
-                    _log_validation(writer, report, step, say)
-                    psnr = report.overall.psnr_rgb
-                    if psnr is not None and (best_psnr is None or psnr > best_psnr):
-                        best_psnr = psnr
-                        save_checkpoint(ckpt_dir / "best.pth", checkpoint_payload())
-                    save_checkpoint(ckpt_dir / "last.pth", checkpoint_payload())
-                if ddp:
-                    dist.barrier()
-                t_last = time.perf_counter()              # step rates exclude validation time
-            elif stopping and master:
-                save_checkpoint(ckpt_dir / "last.pth", checkpoint_payload())
-            if last or stopping:
+    saved_step = step if ckpt is not None else None    # the step last.pth holds
+    interrupted = False
+    ctrl_c = StopOnCtrlC(announce=master)
+    try:
+        with ctrl_c, capture_spikeprep_logging(log) if master else contextlib.nullcontext():
+            while step < max_steps:
+                for batch in loader_for(epoch, batch_in_epoch):
+                    batch_in_epoch += 1
+                    if batch is None:
+                        skipped_batches += 1              # every sample of the batch was bad (each one logged)
+                        skipped_in_a_row += 1
+                        if skipped_in_a_row >= max_skipped_in_a_row:
+                            raise SpikeprepError(
+                                f"{cfg.DATA.ROOT}: the last {skipped_in_a_row} training batches were all unreadable "
+                                f"(every sample dropped; the warnings above name the files). Fix: re-run `spikeprep "
+                                f"ingest` for the damaged sequences (a rerun rebuilds what changed) or remove them")
+                        continue
+                    skipped_in_a_row = 0
+                    dropped_samples += batch["meta"]["n_dropped"]   # counted in the worker that collated it
+                    if frozen and not ddp and flow_trainable != (step >= opts.freeze_flow_steps):
+                        # Without DDP the frozen parameters simply need no gradient: autograd then skips SpyNet's
+                        # backward. (DDP fixes the set of parameters with gradients when it is built, so under
+                        # DDP they keep requires_grad and their gradients are dropped before the optimiser step.)
+                        flow_trainable = step >= opts.freeze_flow_steps
+                        for name, p in raw_model.named_parameters():
+                            if name in frozen:
+                                p.requires_grad_(flow_trainable)
+                    blur, sharp, spike = _batch_inputs(batch, device, opts.use_spike)
+                    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                        recon = model(blur, spike)
+                    loss, terms = loss_fn(recon.float(), sharp)
+                    finite, interrupted = _step_flags(loss, ctrl_c.requested, ddp, device)
+                    if not finite:
+                        raise TrainingDiverged(
+                            f"{exp}: the loss is {terms['total']} at step {step + 1}; nothing was saved for this "
+                            f"step (last.pth holds the last good state). Check, as the original document's section "
+                            f"13 says: the voxels are log1p-normalised and DATA.NORM.STD is not ~0 (`spikeprep "
+                            f"stats {cfg.DATA.ROOT}`); then train without AMP and with TRAIN.OPTIM.LR 1e-4")
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if ddp and step < opts.freeze_flow_steps:
+                        for name, p in raw_model.named_parameters():
+                            if name in frozen:
+                                p.grad = None             # AdamW skips parameters without a gradient entirely
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    step += 1
+                    result.losses.append(terms["total"])
+                    meta = batch["meta"]
+                    result.batches.append([(q, tuple(f), tuple(c)) for q, f, c in
+                                           zip(meta["seq"], meta["frame_idx"], meta["crop"])])
+                    lr = scheduler.get_last_lr()[0]
+                    if writer is not None:
+                        # The total at every step: `spikeprep compare` draws its loss curve from these.
+                        writer.add_scalar("train/loss_total", terms["total"], step)
+                        if step % opts.log_every == 0 or step == 1:
+                            writer.add_scalar("train/lr", lr, step)
+                            for key, value in terms.items():
+                                if value is not None and key != "total":
+                                    writer.add_scalar(f"train/loss_{key}", value, step)
+                    log.step(step, terms["total"], lr)
+                    last = step >= max_steps
+                    stopping = (opts.stop_at is not None and step >= opts.stop_at) or interrupted
+                    if step % opts.val_every == 0 or last:
+                        if master:
+                            log.pause()                       # step rates exclude validation time
+                            write_images = last or step % opts.visual_every == 0
+                            report = validate(raw_model, val_ds, device=device, amp=amp, exp=exp, step=step,
+                                              outputs=outputs, lpips_metric=lpips_metric, lpips_note=lpips_note,
+                                              tile=opts.val_tile, write_images=write_images,
+                                              visual_frames=opts.visual_frames, reliance=opts.reliance)
+                            path = write_val_report(val_report_path(outputs, exp, step), report)
+                            result.reports.append(path)
+                            psnr = report.overall.psnr_rgb
+                            if psnr is not None and (best_psnr is None or psnr > best_psnr):
+                                best_psnr = psnr
+                                save_checkpoint(ckpt_dir / "best.pth", checkpoint_payload())
+                            save_checkpoint(ckpt_dir / "last.pth", checkpoint_payload())
+                            saved_step = step
+                            _log_validation(writer, report, step, say, best_psnr)
+                            _log_triptychs(writer, outputs, report, step)
+                            log.resume()
+                        if ddp:
+                            dist.barrier()
+                    elif stopping and master:
+                        save_checkpoint(ckpt_dir / "last.pth", checkpoint_payload())
+                        saved_step = step
+                    if last or stopping:
+                        interrupted = interrupted and not last    # a Ctrl-C in the final validation: done
+                        break
+                else:
+                    epoch, batch_in_epoch = epoch + 1, 0
+                    continue
                 break
-        else:
-            epoch, batch_in_epoch = epoch + 1, 0
-            continue
-        break
+    except KeyboardInterrupt:
+        # The second Ctrl-C: out at once, mid-step. Checkpoints are written atomically, so last.pth is
+        # the last one saved, whole.
+        log.close()
+        if writer is not None:
+            writer.close()
+        held = f"{ckpt_dir / 'last.pth'} holds step {saved_step}" if saved_step is not None else \
+            "no checkpoint was saved in this run"
+        say(f"{exp}: stopped at once by a second Ctrl-C during step {step + 1}, without saving; {held}")
+        if saved_step is not None:
+            say(f"resume with: {resume_command(opts, world)}")
+        result.step, result.best_psnr, result.interrupted = saved_step or 0, best_psnr, True
+        return result
+    finally:
+        log.close()
 
-    if progress is not None:
-        progress.close()
     if writer is not None:
+        if step >= max_steps:
+            _log_hparams_end(writer)
         writer.close()
     if ddp:
         _check_replicas_equal(raw_model, say)
     if dropped_samples or skipped_batches:
-        print(f"note: {dropped_samples} unreadable training samples were dropped and {skipped_batches} all-bad "
-            f"batches skipped (rank {rank}); the warnings above name them")
-    result.step, result.best_psnr = step, best_psnr
-    say(f"{exp}: stopped at step {step}; checkpoints in {ckpt_dir}")
+        log.rank_info(f"note: {dropped_samples} unreadable training samples were dropped and {skipped_batches} "
+                      f"all-bad batches skipped (rank {rank}); the warnings above name them")
+    result.step, result.best_psnr, result.interrupted = step, best_psnr, interrupted
+    if interrupted:
+        say(f"{exp}: interrupted (Ctrl-C) after step {step}; saved {ckpt_dir / 'last.pth'} at step {step}")
+        say(f"resume with: {resume_command(opts, world)}")
+    else:
+        say(f"{exp}: stopped at step {step}; checkpoints in {ckpt_dir}")
     return result
 
 
-def _all_finite(loss: torch.Tensor, ddp: bool, device: torch.device) -> bool:
-    """Whether the loss is finite on every rank (all ranks stop together)."""
-    bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=device)
+class StopOnCtrlC:
+    """SIGINT (Ctrl-C) while training: a context manager around the loop.
+
+    The first Ctrl-C only sets ``requested``: the loop finishes the step it is in (and a validation already
+    running), saves last.pth as complete as any other checkpoint (the ``--stop-at`` path) and stops; the CLI
+    exits 130. Stopping mid-step instead would save parameters the optimiser had half updated. The second
+    Ctrl-C raises KeyboardInterrupt at once; checkpoints are written atomically, so a save it cuts short
+    leaves the previous last.pth whole. Installed only in the main thread (the only one Python delivers
+    signals to); the previous handler comes back on exit.
+    """
+
+    def __init__(self, announce: bool = True):
+        self.requested = False
+        self.announce = announce
+        self._previous = None
+
+    def __enter__(self) -> "StopOnCtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return False
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        if self.announce:
+            # os.write, not print: the handler may run inside a print of the main code, and a buffered
+            # stream refuses a reentrant write.
+            with contextlib.suppress(OSError, AttributeError, ValueError):
+                os.write(sys.__stdout__.fileno(), b"\nCtrl-C: finishing the current step, then saving last.pth "
+                         b"and stopping (Ctrl-C again stops at once without saving)\n")
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers ignore Ctrl-C (the terminal sends it to the whole process group): the main process
+    decides when to stop, and a worker that died of it would fail the batch the last step still needs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+_RESUME_FLAGS = {"max_steps": "--max-steps", "val_every": "--val-every", "visual_every": "--visual-every",
+                 "visual_frames": "--visual-frames", "log_every": "--log-every", "workers": "--workers",
+                 "device": "--device", "stop_at": "--stop-at", "freeze_flow_steps": "--freeze-flow-steps"}
+
+
+def resume_command(opts: TrainOptions, world: int = 1) -> str:
+    """The ``spikeprep train ... --resume`` command line that continues this run from its last.pth: the same
+    options (the schedule must stay the same for the resumed losses to equal an uninterrupted run's)."""
+    defaults = TrainOptions(config=opts.config)
+    args = ["spikeprep", "train", "--config", str(opts.config), "--exp", opts.exp_name]
+    if not opts.use_spike:
+        args.append("--no-spike")
+    for name, flag in _RESUME_FLAGS.items():
+        value = getattr(opts, name)
+        if value is not None and value != getattr(defaults, name):
+            args += [flag, str(value)]
+    if opts.amp is not None:
+        args.append("--amp" if opts.amp else "--no-amp")
+    if tuple(opts.val_tile) != defaults.val_tile:
+        args += ["--val-tile", *(str(v) for v in opts.val_tile)]
+    args += [flag for flag, on in (("--no-vgg", not opts.perceptual), ("--no-progress", not opts.progress),
+                                   ("--no-reliance", not opts.reliance)) if on]
+    args.append("--resume")
+    prefix = ["torchrun", "--nproc_per_node", str(world), "--no-python"] if world > 1 else []
+    return shlex.join(prefix + args)
+
+
+def _step_flags(loss: torch.Tensor, stop_requested: bool, ddp: bool, device: torch.device) -> tuple[bool, bool]:
+    """(the loss is finite on every rank, some rank was asked to stop): one all-reduce, so all ranks stop
+    together, at the same step."""
+    flags = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0, float(stop_requested)],
+                         device=device)
     if ddp:
-        dist.all_reduce(bad)
-    return bool(bad.item() == 0)
+        dist.all_reduce(flags)
+    return bool(flags[0].item() == 0), bool(flags[1].item() > 0)
 
 
-def _log_validation(writer, report: ValReport, step: int, say) -> None:
+def _log_validation(writer, report: ValReport, step: int, say, best_psnr: float | None) -> None:
     o, b = report.overall, report.boundary
-    lp = f"{o.lpips:.4f}" if o.lpips is not None else (report.lpips_note or "not computed")
+    lp = f"{o.lpips:.4f}" if o.lpips is not None else "not computed"      # the reason was said at the start
     say(f"val step {step}: PSNR {o.psnr_rgb:.2f} dB (Y {o.psnr_y:.2f}), SSIM {o.ssim:.4f}, LPIPS {lp}; "
         f"motion boundaries: PSNR {b.psnr_rgb if b.psnr_rgb is None else round(b.psnr_rgb, 2)} dB "
         f"[{o.frames} frames, {report.seconds:.1f} s]")
@@ -617,6 +723,8 @@ def _log_validation(writer, report: ValReport, step: int, say) -> None:
             f"overall, {_db(boundary_gain)} on motion boundaries")
     if writer is None:
         return
+    if best_psnr is not None and math.isfinite(best_psnr):
+        writer.add_scalar("val/best_psnr_rgb", best_psnr, step)
     for prefix, m in (("val", o), ("val_boundary", b)):
         for key in ("psnr_rgb", "psnr_y", "ssim", "lpips"):
             value = getattr(m, key)
@@ -632,6 +740,51 @@ def _log_validation(writer, report: ValReport, step: int, say) -> None:
                 value = None if m is None else getattr(m, region).psnr_y
                 if value is not None and math.isfinite(value):
                     writer.add_scalar(f"val_reliance/{probe}_{region}_psnr_y", value, step)
+
+
+def _log_triptychs(writer, outputs: Path, report: ValReport, step: int) -> None:
+    """The validation's blur | recon | sharp triptychs (written as PNGs) also as TensorBoard images, one tag
+    per frame (``triptych/{seq}_{frame}``), so the step slider shows each frame's progress."""
+    if writer is None or report.images_dir is None:
+        return
+    for png in sorted((outputs / report.images_dir).glob("*_triptych.png")):
+        writer.add_image(f"triptych/{png.name[:-len('_triptych.png')]}", read_rgb(png), step, dataformats="CHW")
+
+
+# TensorBoard's hparams table: these scalar tags (written by _log_validation) are its metric columns; it
+# shows each one's last value.
+HPARAM_METRICS = ("val/best_psnr_rgb", "val/psnr_rgb", "val/psnr_y", "val/ssim", "val/lpips",
+                  "val_boundary/psnr_rgb", "val_reliance/db_from_spikes", "val_reliance/boundary_db_from_spikes")
+
+
+def run_hparams(cfg: Config, opts: TrainOptions, max_steps: int) -> dict[str, str | int | float]:
+    """The resolved config's main fields, for TensorBoard's hparams table."""
+    return {"MODEL.VRT_CFG": cfg.MODEL.VRT_CFG, "MODEL.FUSE.TYPE": cfg.MODEL.FUSE.TYPE,
+            "TRAIN.OPTIM.LR": cfg.TRAIN.OPTIM.LR, "TRAIN.SCHED.WARMUP_STEPS": cfg.TRAIN.SCHED.WARMUP_STEPS,
+            "TRAIN.BATCH_SIZE": cfg.TRAIN.BATCH_SIZE, "max_steps": max_steps, "DATA.CROP_SIZE": cfg.DATA.CROP_SIZE,
+            "DATA.CLIP_LEN": cfg.DATA.CLIP_LEN, "DATA.K": cfg.DATA.K, "SEED": cfg.SEED,
+            # on/off as text: torch's hparams summary would store a bool as the number 1 or 0
+            "spike": "on" if opts.use_spike else "off", "perceptual": "on" if opts.perceptual else "off",
+            "freeze_flow_steps": opts.freeze_flow_steps}
+
+
+def _log_hparams_start(writer, hparams: dict) -> None:
+    # In the run's own event file (SummaryWriter.add_hparams would open a sub-run per call), so the
+    # table's metric columns are this run's validation scalars. A resumed run writes it again: the same values.
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    experiment, session_start, _ = hparams_summary(hparams, {tag: 0.0 for tag in HPARAM_METRICS})
+    file_writer = writer._get_file_writer()
+    file_writer.add_summary(experiment)
+    file_writer.add_summary(session_start)
+
+
+def _log_hparams_end(writer) -> None:
+    """The session's end (status success) in the hparams table: the run reached its last step."""
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    _, _, session_end = hparams_summary({}, {})
+    writer._get_file_writer().add_summary(session_end)
 
 
 def _db(value: float | None) -> str:

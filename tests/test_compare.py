@@ -266,3 +266,47 @@ def test_load_run_checks_names(tmp_path):
     (tmp_path / "metrics" / "val_a_2000.json").write_text("{not json")
     with pytest.raises(ValueError, match="val_a_2000.json"):
         load_run("a", tmp_path)
+
+
+def _write_losses(outputs: Path, exp: str, losses: dict[int, float]) -> None:
+    """One TensorBoard event file of ``train/loss_total`` (what one trainer process writes)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(log_dir=str(outputs / "logs" / exp)) as writer:
+        for step, value in losses.items():
+            writer.add_scalar("train/loss_total", value, step)
+
+
+def test_curves_picture_and_its_points(outputs):
+    from model.compare import ARM_COLOURS, CURVES_DPI, CURVES_FIGSIZE, load_curves
+
+    # The spike run: steps 1-8 logged, then (a crash after step 8, last.pth at step 5) a resumed process
+    # logs 6-10 again: the resumed values replace the crashed run's from step 6 on.
+    first = {s: 1.0 / s for s in range(1, 9)}
+    resumed = {s: 2.0 / s for s in range(6, 11)}
+    _write_losses(outputs, "spk", first)
+    _write_losses(outputs, "spk", resumed)
+    res = _cli("spk", "vrt", "--outputs", str(outputs), "--crop-size", str(CROP))
+    assert res.exit_code == 0, res.output
+    curves_png = outputs / "metrics" / "compare_spk_vs_vrt_2000_curves.png"
+    with Image.open(curves_png) as im:
+        im.load()                                                        # decodes: a whole PNG
+        assert im.format == "PNG"
+        assert im.size == (round(CURVES_FIGSIZE[0] * CURVES_DPI), round(CURVES_FIGSIZE[1] * CURVES_DPI))
+        pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)
+    colours = {tuple(int(ARM_COLOURS[a][i:i + 2], 16) for i in (1, 3, 5)) for a in ("spike", "base")}
+    assert all((pixels == c).all(axis=1).any() for c in colours)         # both arms drawn in their colours
+    data = json.loads((outputs / "metrics" / "compare_spk_vs_vrt_2000.json").read_text())
+    assert data["curves"] == str(curves_png) and f"curves: {curves_png}" in res.output
+    assert set(data["curves_notes"]) == {"base"} and "no TensorBoard events" in data["curves_notes"]["base"]
+
+    spike = load_curves(load_run("spk", outputs))
+    expect = {**{s: v for s, v in first.items() if s < 6}, **resumed}
+    assert spike.loss_steps == list(range(1, 11))
+    assert spike.loss == [np.float32(expect[s]) for s in range(1, 11)]  # TensorBoard stores float32
+    assert spike.loss_note is None
+    assert spike.val_steps == [1000, 2000, 3000] and spike.psnr_rgb == [28.0, 30.0, 31.0]
+    assert spike.boundary_psnr_rgb == [21.0, 24.5, 23.0]
+    assert spike.db_from_spikes == [None, None, None]                    # these reports measured no reliance
+    base = load_curves(load_run("vrt", outputs))
+    assert base.loss_steps == [] and base.val_steps == [1000, 2000] and base.psnr_rgb == [27.5, 29.0]

@@ -1,11 +1,17 @@
 """The trainer on a tiny synthetic store, on CPU: artefacts, both arms, resume, metrics, errors, DDP."""
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
+import re
+import shlex
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -267,6 +273,22 @@ def test_compare_reads_what_the_trainer_wrote(runs):
     assert "not computed" in result.output                             # LPIPS weights are not on this machine
     report = json.loads((out / "metrics" / f"compare_spike_vs_base_{STEPS}.json").read_text())
     assert report["steps"] == [2, STEPS] and Path(report["picture"]).is_file()
+    # the curves: every step's loss from the trainer's TensorBoard events, the validations from the reports
+    from model.compare import CURVES_DPI, CURVES_FIGSIZE, load_curves, load_run
+
+    with Image.open(report["curves"]) as im:
+        im.load()
+        assert im.size == (round(CURVES_FIGSIZE[0] * CURVES_DPI), round(CURVES_FIGSIZE[1] * CURVES_DPI))
+    assert report["curves_notes"] == {}
+    for exp in ("spike", "base"):
+        curves = load_curves(load_run(exp, out))
+        assert curves.loss_steps == list(range(1, STEPS + 1))
+        assert curves.loss == [np.float32(v) for v in runs[exp].losses]       # TensorBoard keeps float32
+        assert curves.val_steps == [2, STEPS]
+        assert curves.psnr_rgb == [read_val_report(out / "metrics" / f"val_{exp}_{s}.json").overall.psnr_rgb
+                                   for s in (2, STEPS)]
+    spike = load_curves(load_run("spike", out))
+    assert spike.db_from_spikes[-1] == read_val_report(out / "metrics" / f"val_spike_{STEPS}.json").db_from_spikes()
 
 
 def test_damaged_training_frames_are_dropped_and_counted(train_store, tmp_path, capsys):
@@ -325,3 +347,166 @@ def test_bad_crop_size_and_weights_are_clear_errors(train_store, tmp_path):
         main(options(write_config(tmp_path, train_store), exp="w", vrt_weights=weights, max_steps=1))
     assert str(weights) in str(err.value)
     assert not (tmp_path / "outputs" / "ckpts" / "w").exists()
+
+
+# ---- what a person reads while training: the log, TensorBoard, Ctrl-C ------------------------------------
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_log_lines_go_through_the_bar_or_are_plain_lines_without_a_terminal(tmp_path):
+    from model.train_log import TrainLog, capture_spikeprep_logging
+
+    # A terminal: the bar is drawn, and a message clears it first (the line starts clean, not torn).
+    screen = _Terminal()
+    log = TrainLog(bar=True, log_every=1, desc="exp", stream=screen)
+    log.start_progress(0, 3)
+    log.step(1, 0.5, 1e-4)
+    log.info("val step 1: PSNR 20.00 dB")
+    log.step(2, 0.4, 1e-4)
+    log.close()
+    lines = screen.getvalue().split("\n")
+    assert "%|" in screen.getvalue()                                     # the bar was there
+    # the bar was cleared (carriage return, blanks, carriage return) before the line: it starts clean
+    assert any(re.search(r"\r *\rval step 1: PSNR 20\.00 dB$", line) for line in lines), lines
+
+    # Not a terminal (a job's log file): no bar, no carriage return, a line per log_every steps; the run log
+    # gets the same lines, those said before it existed included; spikeprep's warnings come the same way.
+    job_log = io.StringIO()
+    log = TrainLog(bar=True, log_every=2, stream=job_log)
+    log.info("said before the run log existed")
+    run_log = tmp_path / "run.txt"
+    run_log.write_text("# header\n")
+    log.attach_run_log(run_log)
+    log.start_progress(0, 5)
+    with capture_spikeprep_logging(log):
+        for step in range(1, 6):
+            log.step(step, 1.0 / step, 2e-4)
+        logging.getLogger("spikeprep.dataset").warning("seq_001 frame 2: unreadable voxels, dropped")
+    log.once("lpips", "LPIPS: not computed (reason)")
+    log.once("lpips", "LPIPS: not computed (reason)")
+    text = job_log.getvalue()
+    assert "\r" not in text and "%|" not in text
+    steps = [line for line in text.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in steps] == ["2/5", "4/5", "5/5"]
+    assert re.fullmatch(r"step 2/5 loss 0\.5000 lr 2\.00e-04 [\d.]+ step/s ETA \S+", steps[0])
+    assert "WARNING seq_001 frame 2: unreadable voxels, dropped" in text
+    assert text.count("LPIPS: not computed") == 1
+    assert run_log.read_text() == "# header\n" + text
+
+
+def test_run_log_holds_the_printed_lines_and_the_lpips_reason_once(runs):
+    text = next((runs["outputs"] / "logs").glob("run_spike_*.txt")).read_text()
+    printed = text[text.index("# pip freeze"):]
+    assert "training spike (spike arm): 4 steps" in printed and "val step 2: PSNR" in printed
+    assert f"step {STEPS}/{STEPS} loss " in printed and "\r" not in text
+    assert text.count("weights unavailable") == 1                        # said once, not on each validation
+    assert "val step 4: PSNR" in printed and "LPIPS not computed;" in printed
+
+
+def test_tensorboard_holds_triptychs_and_hparams(runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    out = runs["outputs"]
+    acc = EventAccumulator(str(out / "logs" / "spike"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    final = read_val_report(out / "metrics" / f"val_spike_{STEPS}.json")
+    pngs = sorted((out / final.images_dir).glob("*_triptych.png"))
+    tags = sorted(t for t in acc.Tags()["images"] if t.startswith("triptych/"))
+    assert tags == [f"triptych/{p.name[:-len('_triptych.png')]}" for p in pngs] and len(tags) == 4
+    for tag, png in zip(tags, pngs):
+        (image,) = acc.Images(tag)                                        # the visual step only
+        h, w = np.asarray(Image.open(png)).shape[:2]
+        assert image.step == STEPS and (image.height, image.width) == (h, w)
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hp = start.session_start_info.hparams
+    assert hp["MODEL.FUSE.TYPE"].string_value == "TemporalCrossAttn" and hp["MODEL.VRT_CFG"].string_value
+    assert hp["spike"].string_value == "on" and hp["DATA.K"].number_value == 8 and hp["SEED"].number_value == 123
+    assert hp["max_steps"].number_value == STEPS and hp["DATA.CROP_SIZE"].number_value == 64
+    assert hp["DATA.CLIP_LEN"].number_value == 3 and hp["TRAIN.OPTIM.LR"].number_value == pytest.approx(2e-4)
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    metrics = {m.name.tag for m in experiment.metric_infos}
+    assert {"val/best_psnr_rgb", "val/psnr_rgb", "val_boundary/psnr_rgb", "val_reliance/db_from_spikes"} <= metrics
+    assert "_hparams_/session_end_info" in content                       # the run reached its last step
+    assert acc.Scalars("val/best_psnr_rgb")[-1].value == pytest.approx(runs["spike"].best_psnr, rel=1e-6)
+    assert acc.Scalars("val/psnr_rgb")[-1].value == pytest.approx(final.overall.psnr_rgb, rel=1e-6)
+    base = EventAccumulator(str(out / "logs" / "base"), size_guidance={"tensors": 0})
+    base.Reload()
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        base.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    assert start.session_start_info.hparams["spike"].string_value == "off"
+
+
+def test_ctrl_c_handler_first_asks_then_stops_at_once(tmp_path, monkeypatch):
+    from model.checkpoint import save_checkpoint
+    from model.train import StopOnCtrlC
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopOnCtrlC(announce=False) as ctrl_c:
+        signal.raise_signal(signal.SIGINT)
+        assert ctrl_c.requested                                          # asked, nothing raised
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+
+    # The second Ctrl-C in the middle of writing last.pth: the previous last.pth stays whole.
+    last = tmp_path / "last.pth"
+    save_checkpoint(last, {"step": 2})
+    real_save = torch.save
+
+    def interrupted_save(obj, f, *a, **k):
+        Path(f).write_bytes(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(last, {"step": 3})
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.load(last, weights_only=True) == {"step": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]          # no temp file left
+
+
+def test_ctrl_c_saves_last_pth_at_the_current_step_and_the_printed_resume_continues(train_store, tmp_path):
+    config = write_config(tmp_path, train_store)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "cli.main", "train", "--config", str(config), "--exp", "ctrlc", "--max-steps", "6",
+           "--val-every", "6", "--visual-every", "6", "--log-every", "1", "--workers", "1", "--device", "cpu",
+           "--no-vgg", "--no-reliance"]
+    # A session of its own: Ctrl-C in a terminal signals the whole process group, the DataLoader worker too.
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    watchdog = threading.Timer(600, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    watchdog.start()
+    lines = []
+    try:
+        for line in proc.stdout:                  # not a terminal: plain progress lines, one per step
+            lines.append(line)
+            if line.startswith("step 2/6 "):
+                os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait()
+    finally:
+        watchdog.cancel()
+    out = "".join(lines)
+    assert code == 130, out
+    assert "Traceback" not in out and "Aborted!" not in out and "\r" not in out
+    saved = re.search(r"interrupted \(Ctrl-C\) after step (\d+); saved (\S+) at step (\d+)", out)
+    assert saved, out
+    step = int(saved[1])
+    assert 2 <= step < 6 and int(saved[3]) == step
+    assert Path(saved[2]) == tmp_path / "outputs" / "ckpts" / "ctrlc" / "last.pth"
+    ckpt = load_checkpoint(saved[2])
+    assert ckpt["step"] == step and {"optimizer", "scheduler", "scaler", "rng"} <= set(ckpt)
+    assert not (tmp_path / "outputs" / "metrics").exists()               # no validation was due yet
+    resume = shlex.split(next(line for line in lines if line.startswith("resume with: "))[len("resume with: "):])
+    assert resume[:2] == ["spikeprep", "train"] and resume[-1] == "--resume"
+    done = subprocess.run([sys.executable, "-m", "cli.main", *resume[1:]], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"at step {step} (epoch 0, batch {step})" in done.stdout
+    assert [line.split()[1] for line in done.stdout.splitlines() if line.startswith("step ")] == \
+        [f"{s}/6" for s in range(step + 1, 7)]
+    assert load_checkpoint(tmp_path / "outputs" / "ckpts" / "ctrlc" / "last.pth")["step"] == 6
