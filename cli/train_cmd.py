@@ -11,15 +11,16 @@ EXIT_INTERRUPTED = 130          # the shell's code for a program stopped by SIGI
 
 @click.command(epilog="""\b
 Examples:
-  spikeprep train --config configs/deblur/vrt_spike_baseline.yaml --exp spike
-  spikeprep train --config configs/deblur/vrt_spike_baseline.yaml --exp base --no-spike
+  spikeprep config vrt_spike_baseline my.yaml --data-root data/store   # then: spikeprep ingest ... --write-config my.yaml
+  spikeprep train --config my.yaml --exp spike
+  spikeprep train --config my.yaml --exp base --no-spike
   spikeprep train --config CFG --exp spike --resume
   spikeprep train --config CFG --dry-run
   spikeprep train --config CFG --exp s --max-steps 300 --val-every 100 --visual-every 300 --workers 0
   torchrun --nproc_per_node 4 --no-python spikeprep train --config CFG --exp spike
 """)
 @click.option("--config", "config", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="the YAML config (configs/deblur/vrt_spike_baseline.yaml)")
+              help="the YAML config (`spikeprep config --list`: the shipped ones to start from)")
 @click.option("--no-spike", "no_spike", is_flag=True,
               help="the spike-free arm: plain VRT, same seed and data order, reads no spikes")
 @click.option("--exp", help="experiment name for outputs/ckpts/{exp} etc. [spike or base]")

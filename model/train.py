@@ -1,7 +1,8 @@
 """Train VRT + spike branch (or plain VRT with --no-spike) on a spikeprep store.
 
-    spikeprep train --config configs/deblur/vrt_spike_baseline.yaml --exp spike
-    spikeprep train --config configs/deblur/vrt_spike_baseline.yaml --exp base --no-spike
+    spikeprep config vrt_spike_baseline my.yaml --data-root DATA_ROOT
+    spikeprep train --config my.yaml --exp spike
+    spikeprep train --config my.yaml --exp base --no-spike
     spikeprep train --config ... --exp spike --resume                 # continue from last.pth
     spikeprep train --config ... --dry-run                            # shapes, parameter counts; writes nothing
     spikeprep train --config ... --exp s --max-steps 300 --val-every 100 --visual-every 300 --workers 0
@@ -73,7 +74,7 @@ from spikeprep.errors import InputError, SpikeprepError
 from spikeprep.images import read_rgb, write_rgb
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, collate_drop_bad
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+SOURCE_ROOT = Path(__file__).resolve().parents[1]   # the checkout, when spikeprep runs from one
 
 
 class TrainingDiverged(SpikeprepError):
@@ -169,10 +170,16 @@ class ResumableSampler(DistributedSampler):
 
 
 def _git_revision() -> str:
+    if not (SOURCE_ROOT / ".git").exists():  # an installed wheel: site-packages may sit inside another repository
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return f"spikeprep {version('spikeprep')} (installed, not a git checkout)"
+        except PackageNotFoundError:
+            return "unknown (not a git checkout)"
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=SOURCE_ROOT, capture_output=True, text=True,
                              timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True,
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=SOURCE_ROOT, capture_output=True, text=True,
                                timeout=10).stdout.strip()
         return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "") if out.returncode == 0 \
             else "unknown (not a git checkout)"
