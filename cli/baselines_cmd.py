@@ -5,7 +5,6 @@ from pathlib import Path
 
 import click
 
-from model.evaluate import format_baselines, score_baselines
 from schemas.baselines import baselines_path, write_baselines_report
 
 
@@ -51,6 +50,8 @@ Examples:
 def baselines_cmd(root: Path, split: str, fit_split: str, clip_len: int | None, config: Path | None, tfp_bins,
                   out: Path | None, progress: bool) -> None:
     """Score non-learned restorations (blur, TFP, TFI, least squares) of a store's split; write a JSON report."""
+    # torch, basicsr and the model only when the command runs, so that `spikeprep --help` stays fast
+    from model.evaluate import format_baselines, score_baselines
     from model.metrics import lpips_or_reason
     from schemas.config import load_config
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from model.test import FORMATS, run_test
+from spikeprep.images import IMAGE_FORMATS
 
 EXAMPLES = """\b
 Examples:
@@ -52,7 +52,7 @@ Writes OUTPUT/<seq>/<frame name>.png (or .jpg), one per input frame and nothing 
 @click.option("--overlap", nargs=3, type=click.IntRange(min=0), default=(2, 20, 20), show_default=True,
               metavar="T H W", help="tile overlap (frames, height, width)")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-@click.option("--format", "image_format", type=click.Choice(sorted(FORMATS)), default="png", show_default=True)
+@click.option("--format", "image_format", type=click.Choice(sorted(IMAGE_FORMATS)), default="png", show_default=True)
 @click.option("--jpeg-quality", type=click.IntRange(0, 100), default=95, show_default=True)
 @click.option("--metrics-dir", type=click.Path(file_okay=False, path_type=Path),
               help="where test_<time>.json goes [<LOG.SAVE_DIR of the checkpoint config>/metrics]")
@@ -61,6 +61,8 @@ def test_cmd(ckpt, input_blur, input_spike_vox, store, split, seqs, output, use_
              overlap, device, image_format, jpeg_quality, metrics_dir, progress):
     """Deblur frames with a trained checkpoint: one image per frame, timing and peak memory to JSON."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    from model.test import run_test  # torch and the model: only when the command runs (--help stays fast)
+
     report = run_test(ckpt=ckpt, output=output, input_blur=input_blur, input_spike_vox=input_spike_vox, store=store,
                       split=split, seqs=seqs, use_spike=use_spike, config=config, clip_len=clip_len, tile=tile,
                       overlap=overlap, device=device, image_format=image_format, jpeg_quality=jpeg_quality,

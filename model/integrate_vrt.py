@@ -37,7 +37,7 @@ from model.fusion.spike_head import FittedSpikeHead, SpikeHead
 from model.shipped_configs import resolve_vrt_cfg
 from model.spike_encoder3d import ScaleGeometry, SpikeEncoder3D, check_same_shapes
 from model.spike_temporal_sa import TemporalSelfAttentionBlock
-from model.vrt import VRT, VRT_PRESETS, load_official, vrt_from_config
+from model.vrt import VRT, load_official, vrt_from_config
 from model.vrt_tiling import padded_forward, tiled_forward
 
 # MODEL.FUSE.TYPE -> (fusion module per scale, the spike head's class or None)
@@ -138,8 +138,7 @@ class SpikeVRT(nn.Module):
 
 def build_vrt(vrt_cfg: str) -> VRT:
     """MODEL.VRT_CFG: a preset name or a VRT YAML file (``model.shipped_configs.resolve_vrt_cfg``)."""
-    source = resolve_vrt_cfg(vrt_cfg)
-    return VRT_PRESETS[source]() if isinstance(source, str) else vrt_from_config(source)
+    return vrt_from_config(resolve_vrt_cfg(vrt_cfg))
 
 
 def build_model(cfg, use_spike: bool = True) -> SpikeVRT:

@@ -7,8 +7,8 @@ writes one of the examples for a user to edit.
 
 ``MODEL.VRT_CFG`` is one of:
 
-- a preset name: ``deblur`` or ``tiny`` (``model.vrt.VRT_PRESETS``), or the stem of a shipped VRT file
-  (``deblur_train_kair``);
+- a name: the stem of a shipped VRT file, ``deblur``, ``tiny`` (the ``model.vrt.VRT_PRESETS`` of those
+  names, no overrides) or ``deblur_train_kair``;
 - a YAML file of the form ``{preset: ..., overrides: {...}}``. ``schemas.config.load_config`` resolves a
   relative path against the config file's own folder; a path that is not there is tried against the
   current folder, then against this package (so ``configs/vrt/tiny.yaml``, the form older configs and
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model.vrt import VRT_PRESETS
 from spikeprep.errors import InputError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -40,14 +39,13 @@ def vrt_config_files() -> dict[str, Path]:
 
 
 def vrt_names() -> list[str]:
-    """Every name ``MODEL.VRT_CFG`` accepts without a path."""
-    return sorted(set(VRT_PRESETS) | set(vrt_config_files()))
+    """Every name ``MODEL.VRT_CFG`` accepts without a path: the shipped VRT files (one per
+    ``model.vrt.VRT_PRESETS`` entry, same name, and variants such as ``deblur_train_kair``)."""
+    return sorted(vrt_config_files())
 
 
-def resolve_vrt_cfg(vrt_cfg: str) -> str | Path:
-    """A ``VRT_PRESETS`` key, or the VRT YAML file that ``vrt_cfg`` names; InputError if neither."""
-    if vrt_cfg in VRT_PRESETS:
-        return vrt_cfg
+def resolve_vrt_cfg(vrt_cfg: str) -> Path:
+    """The VRT YAML file that ``vrt_cfg`` names (a shipped one by name, or a path); InputError if none."""
     shipped = vrt_config_files()
     if vrt_cfg in shipped:
         return shipped[vrt_cfg]

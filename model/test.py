@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -57,13 +56,12 @@ from schemas.manifest import STATUS_OK
 from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_ARRAY, VOX_DIRNAME
 from schemas.atomic import atomic_write_text
 from spikeprep.errors import InputError, SampleError
-from spikeprep.images import read_rgb, write_rgb
+from spikeprep.images import IMAGE_FORMATS, read_rgb, write_rgb
 from spikeprep.spike_deblur_dataset import clip_starts, consecutive_runs, norm_lut, normalise_upsample
 from spikeprep.store import ChunkReader, read_manifest, read_store_info
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VOX_SUFFIX = ".npy"
-FORMATS = {"png": (".png", []), "jpg": (".jpg", [cv2.IMWRITE_JPEG_QUALITY])}
 METRICS_VERSION = 1
 MIN_FRAMES = 2  # VRT's parallel warping needs a neighbour frame
 MAX_COUNT = np.iinfo(np.uint16).max
@@ -646,8 +644,8 @@ def run_test(*, ckpt: Path, output: Path, input_blur: Path | None = None, input_
         InputError: bad checkpoint (damaged, other arm, other config) or inputs; the message names the file.
     """
     t_start = time.perf_counter()
-    if image_format not in FORMATS:
-        raise InputError(None, f"image format {image_format!r}", fix=f"use one of {sorted(FORMATS)}")
+    if image_format not in IMAGE_FORMATS:
+        raise InputError(None, f"image format {image_format!r}", fix=f"use one of {sorted(IMAGE_FORMATS)}")
     _check_tiles(tile, overlap)
     if store is not None and input_spike_vox is not None and Path(store).resolve() != Path(input_spike_vox).resolve():
         raise InputError(store, f"both --store and --input_spike_vox {input_spike_vox} given",
@@ -683,7 +681,7 @@ def run_test(*, ckpt: Path, output: Path, input_blur: Path | None = None, input_
         raise InputError(input_blur or spike_src, f"no sequence with {MIN_FRAMES} or more consecutive frames",
                          fix="VRT deblurs clips of at least 2 frames; pass longer sequences")
 
-    suffix, flag = FORMATS[image_format]
+    suffix, flag = IMAGE_FORMATS[image_format]
     params = flag + [int(jpeg_quality)] if flag else []
     output = Path(output)
     metrics_folder = Path(metrics_dir) if metrics_dir is not None else Path(cfg.LOG.SAVE_DIR) / "metrics"

@@ -39,6 +39,10 @@ def read_rgb(path: str | Path, hw: tuple[int, int] | None = None, *, expected: s
     return np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))
 
 
+# Output image formats of `spikeprep test` (--format): suffix and the cv2 flag its quality option sets.
+IMAGE_FORMATS = {"png": (".png", []), "jpg": (".jpg", [cv2.IMWRITE_JPEG_QUALITY])}
+
+
 def write_rgb(path: str | Path, rgb: np.ndarray, params: list[int] | None = None) -> None:
     """Write uint8 ``[H, W, 3]`` RGB to ``path`` (format from the suffix; ``params`` default ``PNG_PARAMS``)."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
