@@ -163,6 +163,11 @@ def test_base_arm_needs_no_voxels_and_writes_jpeg(setup, tmp_path):
     assert result.exit_code == 0, result.output
     assert "uses no voxels" in result.output
     assert [p.name for p in images_under(out)] == [p.stem + ".jpg" for p in sorted(frames.glob("*.png"))]
+    # the seed's names stay; the dashed spellings are the same options
+    dashed = run("--ckpt", setup["ckpt"]["base"], "--input-blur", frames, "--input-spike-vox", tmp_path / "nowhere",
+                 "--output", tmp_path / "dashed", "--format", "jpg", "--metrics-dir", tmp_path / "metrics")
+    assert dashed.exit_code == 0, dashed.output
+    assert [p.name for p in images_under(tmp_path / "dashed")] == [p.name for p in images_under(out)]
 
     result = run("--ckpt", setup["ckpt"]["spike"], "--input_blur", frames, "--output", out)
     assert result.exit_code == 2 and "needs voxel counts" in result.output and "--input_spike_vox" in result.output
