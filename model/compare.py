@@ -744,8 +744,10 @@ def render_curves(curves: list[Curves], path: Path) -> Path:
     fig = Figure(figsize=CURVES_FIGSIZE, dpi=CURVES_DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax_loss, ax_psnr, ax_boundary, ax_rel = fig.subplots(2, 2).ravel()
+    for ax in (ax_psnr, ax_boundary, ax_rel):  # dB as they are, not as an offset and hundredths of it
+        ax.ticklabel_format(axis="y", useOffset=False)
     for c in curves:
-        colour, label = ARM_COLOURS.get(c.arm, "#444444"), f"{c.arm} {c.exp}"
+        colour, label = ARM_COLOURS.get(c.arm, "#444444"), c.exp if c.exp == c.arm else f"{c.exp} ({c.arm} arm)"
         if c.loss_steps:
             ax_loss.plot(c.loss_steps, c.loss, color=colour, alpha=0.35 if len(c.loss) > 200 else 1.0,
                          linewidth=0.8, label=label if len(c.loss) <= 200 else f"{label} (per step)")
