@@ -32,7 +32,7 @@ RUN pip install --upgrade pip setuptools \
 COPY . .
 RUN pip wheel --no-deps --no-build-isolation -w /tmp/wheels . \
  && pip install --constraint /tmp/constraints.txt /tmp/wheels/spikeprep-*.whl \
- && python -m model.cpu_attention /opt/spikeprep/cpu_attention.so \
+ && python -m model.nets.cpu_attention /opt/spikeprep/cpu_attention.so \
  && spikeprep --help > /dev/null
 
 FROM ${BASE}
@@ -53,7 +53,7 @@ RUN apt-get update \
  && useradd --create-home --uid 10001 --shell /usr/sbin/nologin spikeprep
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/spikeprep /opt/spikeprep
-# The prebuilt kernel (model/cpu_attention.py: SPIKEPREP_KERNEL_LIB), checked against the formula when loaded.
+# The prebuilt kernel (model/nets/cpu_attention.py: SPIKEPREP_KERNEL_LIB), checked against the formula when loaded.
 # Caches in /tmp so that any --user can run the image (numba cannot cache into the read-only environment);
 # TORCH_HOME is where VGG19/AlexNet weights are mounted (README, "Docker").
 ENV PATH=/opt/venv/bin:$PATH SPIKEPREP_KERNEL_LIB=/opt/spikeprep/cpu_attention.so \

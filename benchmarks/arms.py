@@ -38,8 +38,8 @@ def worker(preset: str, use_spike: bool, size: str, bins: int, repeats: int, war
     import torch
 
     sys.path.insert(0, str(REPO))
-    from model.integrate_vrt import SpikeVRT
-    from model.vrt import VRT_PRESETS
+    from model.nets.integrate_vrt import SpikeVRT
+    from model.nets.vrt import VRT_PRESETS
 
     torch.manual_seed(0)
     vrt = VRT_PRESETS[preset]()

@@ -1,4 +1,4 @@
-"""Window attention with a trainable bias on the CPU: the explicit formula vs model.cpu_attention's kernel.
+"""Window attention with a trainable bias on the CPU: the explicit formula vs model.nets.cpu_attention's kernel.
 
     .venv/bin/python benchmarks/cpu_attention.py                  # the tiny preset's shapes, 5x64x64 clip
     .venv/bin/python benchmarks/cpu_attention.py --preset small --size 5x96x96
@@ -27,8 +27,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_description  # noqa: E402
-from model import cpu_attention  # noqa: E402
-from model.vrt import vrt_tiny  # noqa: E402
+from model.nets import cpu_attention  # noqa: E402
+from model.nets.vrt import vrt_tiny  # noqa: E402
 
 PRESETS = {"tiny": {}, "small": dict(embed_dims=(32,) * 11)}      # as in benchmarks/vrt.py
 

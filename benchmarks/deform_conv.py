@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from model.deform_conv import deform_conv2d  # noqa: E402
+from model.nets.deform_conv import deform_conv2d  # noqa: E402
 
 IMPLS = ("torchvision", "sampling")
 

@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from model.integrate_vrt import build_model  # noqa: E402
+from model.nets.integrate_vrt import build_model  # noqa: E402
 from schemas.config import load_config  # noqa: E402
 
 

@@ -8,7 +8,7 @@ One command, one table, a time budget (``--budget-s``, default 300 s) that it ke
 longer fits; every skip is printed. Sections, in order:
 
 1. Deformable convolution on this device: torchvision's op vs the sampling formulation
-   (``model/deform_conv.py``), value and gradient agreement on random inputs, and a VRT training step
+   (``model/nets/deform_conv.py``), value and gradient agreement on random inputs, and a VRT training step
    (spike-free arm, batch 1) with each; the faster one is used below and named in the table.
 2. Training steps per arm: AdamW step on Charbonnier loss of ``SpikeVRT`` under autocast + GradScaler
    (``--amp fp16``; ``bf16`` runs without a scaler), random inputs and weights (timing and memory do not
@@ -33,11 +33,11 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from model.deform_conv import deform_conv2d  # noqa: E402
-from model.integrate_vrt import SpikeVRT, tiled_inference  # noqa: E402
-from model.vrt import VRT_PRESETS  # noqa: E402
+from model.nets.deform_conv import deform_conv2d  # noqa: E402
+from model.nets.integrate_vrt import SpikeVRT, tiled_inference  # noqa: E402
+from model.nets.vrt import VRT_PRESETS  # noqa: E402
 from model.losses.charbonnier import CharbonnierLoss  # noqa: E402
-from model.vrt import TMSA  # noqa: E402
+from model.nets.vrt import TMSA  # noqa: E402
 
 
 def _dims(size: str) -> tuple[int, int, int]:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.spike_encoder3d import ScaleGeometry, SpikeEncoder3D
-from model.spike_temporal_sa import TemporalSelfAttentionBlock
+from model.nets.spike_encoder3d import ScaleGeometry, SpikeEncoder3D
+from model.nets.spike_temporal_sa import TemporalSelfAttentionBlock
 
 
 class _Reference(nn.Module):

@@ -43,10 +43,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_description, write_section  # noqa: E402
-from model.fusion.cross_attn_temporal import TemporalCrossAttnFuse  # noqa: E402
-from model.integrate_vrt import fuse_features  # noqa: E402
-from model.spike_encoder3d import ResBlock3D  # noqa: E402
-from model.spike_temporal_sa import (TemporalSelfAttentionBlock, from_pixel_sequences,  # noqa: E402
+from model.nets.fusion.cross_attn_temporal import TemporalCrossAttnFuse  # noqa: E402
+from model.nets.integrate_vrt import fuse_features  # noqa: E402
+from model.nets.spike_encoder3d import ResBlock3D  # noqa: E402
+from model.nets.spike_temporal_sa import (TemporalSelfAttentionBlock, from_pixel_sequences,  # noqa: E402
                                      to_pixel_sequences)
 
 HEAD = "ResidualTemporalCrossAttnSpikeHead"
@@ -343,7 +343,7 @@ BUILT = {}
 
 def install(reference: str | None, patches: tuple[str, ...]):
     import model.train as train_mod
-    from model.integrate_vrt import build_model
+    from model.nets.integrate_vrt import build_model
 
     def build(cfg, use_spike=True):
         if reference is not None:

@@ -9,7 +9,7 @@ knows every sub-frame's motion (``SequencePlan.true_flow``), so SpyNet can be ta
 pairs of sub-frames one frame period apart (the gap between neighbouring sharp frames, both directions) are
 drawn from the **train** sequences only, cropped, and SpyNet is trained on the end-point error at its four
 output scales. The weights are written in the official SpyNet format (``{'params': ...}``), which
-``model.vrt.load_spynet`` and a VRT preset's ``spynet_path`` read.
+``model.nets.vrt.load_spynet`` and a VRT preset's ``spynet_path`` read.
 
 The table: mean end-point error (pixels, where the true target stays in view) on every pair of neighbouring
 sharp frames of the **val** sequences, both directions, for zero flow, the random SpyNet both arms start
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_description, write_section  # noqa: E402
-from model.vrt import SpyNet  # noqa: E402
+from model.nets.vrt import SpyNet  # noqa: E402
 from spikeprep.synth import SequencePlan, make_plan, read_synth_config, sequence_names  # noqa: E402
 
 

@@ -22,7 +22,7 @@ attention is always checkpointed); ``fwdbwd-ckpt`` = the same with ``use_checkpo
 ``use_checkpoint_ffn`` on for every block.
 Sizes: the official preset's forward+backward at 5x256x256 needs far more than this machine's
 24 GiB even with checkpointing (5x128x128 checkpointed peaks at ~11 GiB), hence 5x128x128 by default.
-Presets: ``tiny`` (model.vrt.vrt_tiny, 16/24 channels), ``small`` (the tiny topology at 32 channels),
+Presets: ``tiny`` (model.nets.vrt.vrt_tiny, 16/24 channels), ``small`` (the tiny topology at 32 channels),
 ``deblur`` (the official arguments).
 Paths (issue 8): ``reference`` = torchvision's deform_conv2d and the explicit attention formula;
 ``fast`` = the sampling deformable convolution (on CPU) and torch's fused SDPA. Both compute the same
@@ -66,7 +66,7 @@ def worker(preset: str, mode: str, size: str, repeats: int, device: str, threads
     sys.path.insert(0, str(REPO))
     import torch
 
-    from model.vrt import vrt_deblur, vrt_tiny
+    from model.nets.vrt import vrt_deblur, vrt_tiny
 
     torch.set_num_threads(threads)
     t, h, w = (int(v) for v in size.split("x"))

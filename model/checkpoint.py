@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import torch
 
-from model.integrate_vrt import SpikeVRT, build_model
+from model.nets.integrate_vrt import SpikeVRT, build_model
 from schemas.atomic import atomic_path
 from schemas.config import Config, parse_config
 from schemas.val_report import Arm

@@ -7,7 +7,7 @@ writes one of the examples for a user to edit.
 
 ``MODEL.VRT_CFG`` is one of:
 
-- a name: the stem of a shipped VRT file, ``deblur``, ``tiny`` (the ``model.vrt.VRT_PRESETS`` of those
+- a name: the stem of a shipped VRT file, ``deblur``, ``tiny`` (the ``model.nets.vrt.VRT_PRESETS`` of those
   names, no overrides) or ``deblur_train_kair``;
 - a YAML file of the form ``{preset: ..., overrides: {...}}``. ``schemas.config.load_config`` resolves a
   relative path against the config file's own folder; a path that is not there is tried against the
@@ -40,7 +40,7 @@ def vrt_config_files() -> dict[str, Path]:
 
 def vrt_names() -> list[str]:
     """Every name ``MODEL.VRT_CFG`` accepts without a path: the shipped VRT files (one per
-    ``model.vrt.VRT_PRESETS`` entry, same name, and variants such as ``deblur_train_kair``)."""
+    ``model.nets.vrt.VRT_PRESETS`` entry, same name, and variants such as ``deblur_train_kair``)."""
     return sorted(vrt_config_files())
 
 

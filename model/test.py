@@ -49,7 +49,7 @@ import torch
 from tqdm import tqdm
 
 from model.checkpoint import check_compatible, checkpoint_config, load_checkpoint, model_from_checkpoint
-from model.integrate_vrt import SpikeVRT, tiled_inference
+from model.nets.integrate_vrt import SpikeVRT, tiled_inference
 from model.metrics import tensor_to_uint8
 from schemas.config import Config, load_config
 from schemas.manifest import STATUS_OK

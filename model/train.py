@@ -59,13 +59,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 
 from model.checkpoint import CKPT_VERSION, arm_name, check_compatible, load_checkpoint, save_checkpoint
-from model.integrate_vrt import SpikeVRT, build_model, tiled_inference
-from model.vrt import StateDictMismatchError
+from model.nets.integrate_vrt import SpikeVRT, build_model, tiled_inference
+from model.nets.vrt import StateDictMismatchError
 from model.losses.deblur_loss import DeblurLoss
 from model.losses.vgg_perceptual import VGGWeightsUnavailable
 from model.evaluate import (BOUNDARY_FRACTION, FrameScorer, lsq_accumulate, other_clip_index, probe_voxels,
                             val_frames, zero_count_value)
-from model.fusion.spike_head import FittedSpikeHead
+from model.nets.fusion.spike_head import FittedSpikeHead
 from model.metrics import lpips_or_reason, tensor_to_uint8
 from model.train_log import TrainLog, capture_spikeprep_logging
 from schemas.config import Config, ConfigError, load_config

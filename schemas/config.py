@@ -69,7 +69,7 @@ FUSE_TYPES = ("TemporalCrossAttn", "ResidualTemporalCrossAttn", "ResidualTempora
 
 
 class FuseConfig(_Section):
-    """``MODEL.FUSE``: the fusion (``model.integrate_vrt.FUSE_TYPES``) and its heads.
+    """``MODEL.FUSE``: the fusion (``model.nets.integrate_vrt.FUSE_TYPES``) and its heads.
 
     ``TemporalCrossAttn`` is the original section 10.2; the ``Residual*`` types are its measured departures
     (README, "Why the spikes did not count").

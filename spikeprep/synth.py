@@ -304,7 +304,7 @@ class SequencePlan:
     def true_flow(self, ref_tick: int, supp_tick: int) -> np.ndarray:
         """Where each view pixel of ``ref_tick`` is at ``supp_tick``: float32 [H, W, 2] (dx, dy) in pixels.
 
-        The convention of VRT's SpyNet and ``model.vrt.flow_warp``: sampling the frame of ``supp_tick`` at
+        The convention of VRT's SpyNet and ``model.nets.vrt.flow_warp``: sampling the frame of ``supp_tick`` at
         ``(x + dx, y + dy)`` gives the frame of ``ref_tick`` wherever the content stays in view and is not
         covered or uncovered by the object. Pixels the object covers by more than half at ``ref_tick``
         follow the object's motion, all others the background's (pixel centres at integers, as cv2's).

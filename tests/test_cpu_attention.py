@@ -1,4 +1,4 @@
-"""model.cpu_attention: the C kernel against the explicit formula (values, all gradients, masks, odd sizes,
+"""model.nets.cpu_attention: the C kernel against the explicit formula (values, all gradients, masks, odd sizes,
 NaN, threads), its fallbacks, its build cache, and the VRT training step with and without it."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import cpu_attention
-from model.cpu_attention import biased_attention, explicit_attention
-from model.vrt import shifted_window_mask, vrt_tiny
+from model.nets import cpu_attention
+from model.nets.cpu_attention import biased_attention, explicit_attention
+from model.nets.vrt import shifted_window_mask, vrt_tiny
 from tests.conftest import torch_threads
 
 # Tests of the kernel itself need it built (a C compiler); the fallback tests below run everywhere.
@@ -193,7 +193,7 @@ def test_failed_self_check_disables_the_kernel(monkeypatch, fresh_state):
 
 @needs_kernel
 def test_prebuilt_portable_library_is_loaded_without_a_compiler(tmp_path, monkeypatch, fresh_state):
-    # The Docker image's way: `python -m model.cpu_attention OUT.so` where gcc is, SPIKEPREP_KERNEL_LIB where not.
+    # The Docker image's way: `python -m model.nets.cpu_attention OUT.so` where gcc is, SPIKEPREP_KERNEL_LIB where not.
     lib = cpu_attention.build_portable(tmp_path / "kernel.so")
     monkeypatch.delenv("SPIKEPREP_CPU_ATTENTION", raising=False)
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
@@ -265,8 +265,8 @@ def test_first_use_inside_a_checkpointed_block(tmp_path):
     process, first attention call inside a checkpointed block, must finish."""
     code = textwrap.dedent("""
         import torch
-        from model import cpu_attention
-        from model.vrt import TMSA
+        from model.nets import cpu_attention
+        from model.nets.vrt import TMSA
         block = TMSA(dim=16, num_heads=2, window_size=(2, 8, 8), mutual=False, use_checkpoint_attn=True)
         x = torch.rand(1, 2, 16, 16, 16, requires_grad=True)
         block(x).square().mean().backward()

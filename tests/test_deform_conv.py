@@ -1,4 +1,4 @@
-"""The two deformable-convolution implementations (model/deform_conv.py) compute the same function.
+"""The two deformable-convolution implementations (model/nets/deform_conv.py) compute the same function.
 
 torchvision.ops.deform_conv2d is the reference; the grid_sample formulation must match its output and
 its gradients w.r.t. input, offset, mask, weight and bias, and the whole VRT must give the same output
@@ -11,9 +11,9 @@ import pytest
 import torch
 from torchvision.ops import deform_conv2d as tv_deform_conv2d
 
-from model.deform_conv import deform_conv2d, deform_conv2d_sampling, resolve_impl
-from model.vrt import DCNv2PackFlowGuided, vrt_tiny
-from model.vrt_tiling import padded_forward
+from model.nets.deform_conv import deform_conv2d, deform_conv2d_sampling, resolve_impl
+from model.nets.vrt import DCNv2PackFlowGuided, vrt_tiny
+from model.nets.vrt_tiling import padded_forward
 
 from test_vrt import _randomise_offsets
 

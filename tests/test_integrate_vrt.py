@@ -5,9 +5,9 @@ import pytest
 import torch
 import yaml
 
-from model.integrate_vrt import SpikeVRT, build_model, fuse_features, tiled_inference, vrt_geometry
-from model.vrt import StateDictMismatchError, vrt_deblur, vrt_tiny
-from model.vrt_tiling import pad_spatial, padded_forward
+from model.nets.integrate_vrt import SpikeVRT, build_model, fuse_features, tiled_inference, vrt_geometry
+from model.nets.vrt import StateDictMismatchError, vrt_deblur, vrt_tiny
+from model.nets.vrt_tiling import pad_spatial, padded_forward
 from schemas.config import parse_config
 from spikeprep.errors import InputError
 
@@ -200,7 +200,7 @@ def test_residual_fusions_learn_from_the_spikes(clip, fuse_type):
 
 
 def test_spike_head_reads_spike_features_voxels_and_vrt_features():
-    from model.fusion.spike_head import SpikeHead
+    from model.nets.fusion.spike_head import SpikeHead
 
     head = SpikeHead(spike_channels=5, num_bins=3, head_channels=6)
     fs1, vox, h = torch.randn(2, 4, 5, 8, 8), torch.randn(2, 4, 3, 8, 8), torch.randn(2, 6, 4, 8, 8)
@@ -218,7 +218,7 @@ def test_fitted_spike_head_starts_at_the_least_squares_map():
     through the dataset's own voxel normalisation; the head adds its luma minus the blur's."""
     import numpy as np
 
-    from model.fusion.spike_head import FittedSpikeHead
+    from model.nets.fusion.spike_head import FittedSpikeHead
     from spikeprep import baselines as bl
     from spikeprep.spike_deblur_dataset import norm_lut
 
@@ -252,7 +252,7 @@ def test_fitted_spike_head_starts_at_the_least_squares_map():
 
 
 def test_fuse_types_of_model_and_schema_agree():
-    from model.integrate_vrt import FUSE_TYPES
+    from model.nets.integrate_vrt import FUSE_TYPES
     from schemas.config import FUSE_TYPES as SCHEMA_TYPES
 
     assert tuple(FUSE_TYPES) == SCHEMA_TYPES

@@ -58,7 +58,7 @@ def test_wheel_holds_the_configs_the_kernel_source_and_the_license(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {f"model/configs/{p.parent.name}/{p.name}" for p in (ROOT / "configs").glob("*/*.yaml")}
     assert shipped and shipped <= names
-    assert {"model/csrc/cpu_attention.c", "spikeprep/__main__.py"} <= names
+    assert {"model/nets/csrc/cpu_attention.c", "spikeprep/__main__.py"} <= names
     assert any(n.endswith("/licenses/LICENSE") for n in names)
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA"))).decode()
     assert "License-Expression: MIT" in meta and "Classifier: Intended Audience :: Science/Research" in meta
@@ -111,7 +111,7 @@ def test_vrt_cfg_names_the_presets_and_the_shipped_files():
     assert {"tiny", "deblur", "deblur_train_kair"} <= set(vrt_names())
     import inspect
 
-    from model.vrt import VRT, VRT_PRESETS
+    from model.nets.vrt import VRT, VRT_PRESETS
 
     assert set(VRT_PRESETS) <= set(vrt_names())  # every preset has its shipped file of the same name
     defaults = inspect.signature(VRT.__init__).parameters
@@ -198,7 +198,7 @@ def test_dockerfile_runtime_stage_is_unprivileged_without_compiler_or_test_packa
     stages = text.split("\nFROM ")
     assert len(stages) == 3, "a build stage and a runtime stage"
     build, runtime = stages[1], stages[2]
-    assert "python -m model.cpu_attention /opt/spikeprep/cpu_attention.so" in build  # the kernel, at build time
+    assert "python -m model.nets.cpu_attention /opt/spikeprep/cpu_attention.so" in build  # the kernel, at build time
     assert "--constraint" in build and "[test]" not in text and "pytest" not in text  # runtime dependencies only
     assert "gcc" not in runtime and "SPIKEPREP_KERNEL_LIB=/opt/spikeprep/cpu_attention.so" in runtime
     users = [line.split()[1] for line in runtime.splitlines() if line.startswith("USER ")]

@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from model.fusion.cross_attn_temporal import TemporalCrossAttnFuse
+from model.nets.fusion.cross_attn_temporal import TemporalCrossAttnFuse
 from model.losses.charbonnier import CharbonnierLoss
 from model.losses.vgg_perceptual import VGGPerceptualLoss, VGGWeightsUnavailable, vgg19_weights_path
-from model.spike_encoder3d import ScaleGeometry, SpikeEncoder3D, check_same_shapes, strides_between
-from model import spike_temporal_sa
-from model.spike_temporal_sa import TemporalSelfAttentionBlock
+from model.nets.spike_encoder3d import ScaleGeometry, SpikeEncoder3D, check_same_shapes, strides_between
+from model.nets import spike_temporal_sa
+from model.nets.spike_temporal_sa import TemporalSelfAttentionBlock
 
 VRT_LIKE = [ScaleGeometry(8, 1, 2 ** i, 2 ** i) for i in range(4)]
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from cli.main import main
 from model.checkpoint import CKPT_VERSION, load_checkpoint, model_from_checkpoint, save_checkpoint
-from model.integrate_vrt import build_model
+from model.nets.integrate_vrt import build_model
 from model.test import plan_clips, resolve_sequences, spike_lut
 from schemas.config import parse_config
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset

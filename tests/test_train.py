@@ -25,7 +25,7 @@ from PIL import Image
 from cli.main import main as cli
 from conftest import tiny_config_dict
 from model.checkpoint import load_checkpoint
-from model.integrate_vrt import build_model
+from model.nets.integrate_vrt import build_model
 from model.train import TrainOptions, TrainingDiverged, flow_parameter_names, lr_factor, main
 from schemas.config import ConfigError, parse_config
 from schemas.val_report import read_val_report

@@ -1,4 +1,4 @@
-"""Tests of our VRT implementation (model/vrt.py, model/vrt_tiling.py).
+"""Tests of our VRT implementation (model/nets/vrt.py, model/nets/vrt_tiling.py).
 
 Reference data: ../shared/reference/vrt_deblur_state_dict_keys.tsv (key, shape, dtype of the
 official deblurring model). Oracle tests re-derive flow warping, the relative position index, the
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.vrt import (
+from model.nets.vrt import (
     VRT,
     DCNv2PackFlowGuided,
     SpyNet,
@@ -38,7 +38,7 @@ from model.vrt import (
     window_partition,
     window_reverse,
 )
-from model.vrt_tiling import (
+from model.nets.vrt_tiling import (
     mirror_indices,
     pad_spatial,
     padded_forward,

@@ -13,7 +13,7 @@
 - ``ResidualTemporalCrossAttn``: residual on Fr, zero-initialised output projections; the spike arm's
   output equals plain VRT's at initialisation.
 - ``ResidualTemporalCrossAttnSpikeHead``: the residual fusion plus the spike head
-  (``model.fusion.spike_head``), a zero-initialised path from the spike features and voxels to the output;
+  (``model.nets.fusion.spike_head``), a zero-initialised path from the spike features and voxels to the output;
   still plain VRT at initialisation.
 - ``ResidualTemporalCrossAttnFittedSpikeHead``: the residual fusion plus the fitted spike head
   (``FittedSpikeHead``), which also reads the counts and the blur frame and starts at the least-squares
@@ -32,13 +32,13 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from model.fusion.cross_attn_temporal import ResidualTemporalCrossAttnFuse, TemporalCrossAttnFuse
-from model.fusion.spike_head import FittedSpikeHead, SpikeHead
+from model.nets.fusion.cross_attn_temporal import ResidualTemporalCrossAttnFuse, TemporalCrossAttnFuse
+from model.nets.fusion.spike_head import FittedSpikeHead, SpikeHead
 from model.shipped_configs import resolve_vrt_cfg
-from model.spike_encoder3d import ScaleGeometry, SpikeEncoder3D, check_same_shapes
-from model.spike_temporal_sa import TemporalSelfAttentionBlock
-from model.vrt import VRT, load_official, vrt_from_config
-from model.vrt_tiling import padded_forward, tiled_forward
+from model.nets.spike_encoder3d import ScaleGeometry, SpikeEncoder3D, check_same_shapes
+from model.nets.spike_temporal_sa import TemporalSelfAttentionBlock
+from model.nets.vrt import VRT, load_official, vrt_from_config
+from model.nets.vrt_tiling import padded_forward, tiled_forward
 
 # MODEL.FUSE.TYPE -> (fusion module per scale, the spike head's class or None)
 FUSE_TYPES = {"TemporalCrossAttn": (TemporalCrossAttnFuse, None),
@@ -109,7 +109,7 @@ class SpikeVRT(nn.Module):
         """Deblur a clip: ``blur [B, T, 3, H, W]`` and ``spike_vox [B, T, K, H, W]`` -> ``[B, T, 3, H, W]``.
 
         K is ``num_bins``; H and W must be what VRT accepts (multiples of 8, at least 64; any size through
-        :func:`tiled_inference` or ``model.vrt_tiling.padded_forward``). The spike-free arm ignores
+        :func:`tiled_inference` or ``model.nets.vrt_tiling.padded_forward``). The spike-free arm ignores
         ``spike_vox`` (it may be None) and returns plain VRT's output.
         """
         state, fr, fs = self.encode_scales(blur, spike_vox)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.spike_temporal_sa import attend_per_pixel, from_pixel_sequences, to_pixel_sequences
+from model.nets.spike_temporal_sa import attend_per_pixel, from_pixel_sequences, to_pixel_sequences
 
 
 class TemporalCrossAttnFuse(nn.Module):

@@ -20,12 +20,12 @@ Implementation choices (same function, different execution)
     * Window attention runs through ``F.scaled_dot_product_attention`` by default (faster on CPU,
       memory-efficient kernels on GPU); ``fused_attention=False`` uses the explicit
       ``softmax(q * scale @ k^T + bias + mask) @ v``. They agree to float rounding. On CPU, attention
-      whose relative position bias needs a gradient (training) goes to :mod:`model.cpu_attention`'s C
+      whose relative position bias needs a gradient (training) goes to :mod:`model.nets.cpu_attention`'s C
       kernel instead (SDPA's CPU kernel cannot return that gradient), or to the explicit formula where
       the kernel cannot be built.
     * The deformable convs run as bilinear sampling (``grid_sample``) + one matmul on CPU by default
       (several times faster in training than ``torchvision.ops.deform_conv2d``);
-      ``deform_impl="torchvision"`` selects torchvision's kernel (see :mod:`model.deform_conv` and
+      ``deform_impl="torchvision"`` selects torchvision's kernel (see :mod:`model.nets.deform_conv` and
       :meth:`VRT.set_deform_impl`). They agree to float rounding.
     * Both flow directions go through SpyNet as one batch, and all 2(T-1) neighbour pairs of a
       stage through the deformable conv as one batch (the official code loops over frames).
@@ -38,7 +38,7 @@ Layout of this file (bottom-up):
     helpers (windows, masks, position encodings, flow warping) -> SpyNet -> attention blocks
     (WindowAttention, TMSA, TMSAG, RTMSA) -> DCNv2PackFlowGuided -> Stage -> VRT
     -> checkpoint loading -> presets.
-Padding and tiled inference live in :mod:`model.vrt_tiling` and are re-exported here.
+Padding and tiled inference live in :mod:`model.nets.vrt_tiling` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as torch_checkpoint
 from torch import Tensor, nn
 
-from model import cpu_attention
-from model.deform_conv import IMPLS as DEFORM_IMPLS, deform_conv2d
-from model.vrt_tiling import pad_spatial, padded_forward, tiled_forward
+from model.nets import cpu_attention
+from model.nets.deform_conv import IMPLS as DEFORM_IMPLS, deform_conv2d
+from model.nets.vrt_tiling import pad_spatial, padded_forward, tiled_forward
 
 __all__ = [
     "VRT",
@@ -433,7 +433,7 @@ class WindowAttention(nn.Module):
         qk_scale: override for the 1/sqrt(head_dim) scale.
         mutual: add the mutual-attention branch.
         fused: compute attention with ``F.scaled_dot_product_attention`` (default; on CPU, when the
-            bias needs a gradient, :func:`model.cpu_attention.biased_attention`) instead of the explicit
+            bias needs a gradient, :func:`model.nets.cpu_attention.biased_attention`) instead of the explicit
             ``softmax(q*scale @ k^T + bias) @ v``; equal up to float rounding.
     """
 
@@ -475,7 +475,7 @@ class WindowAttention(nn.Module):
             mask = mask[:, :n, :n]
         # On CPU, SDPA's flash kernel cannot return the gradient of its additive mask, so a trainable
         # relative position bias would send it to the generic math path, slower than the explicit
-        # formula; the fast path uses model.cpu_attention there (its C kernel where it is built and
+        # formula; the fast path uses model.nets.cpu_attention there (its C kernel where it is built and
         # supports the inputs, else the formula; the same function either way).
         bias_needs_grad = bias is not None and bias.requires_grad and q.device.type == "cpu"
         if self.fused and not bias_needs_grad:
@@ -687,7 +687,7 @@ class DCNv2PackFlowGuided(nn.Module):
         max_residue_magnitude: bound of the learned residual offsets (10 / scale).
         pa_frames: parallel-warping frames; only 2 is supported.
         deform_impl: 'auto' (sampling on CPU), 'sampling' or 'torchvision'; same function, see
-            :mod:`model.deform_conv`. A plain attribute, not part of the state_dict.
+            :mod:`model.nets.deform_conv`. A plain attribute, not part of the state_dict.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 1,
@@ -864,7 +864,7 @@ class VRT(nn.Module):
     """Video Restoration Transformer for video deblurring (upscale 1, parallel warping of 2 frames).
 
     ``forward(x)``: ``[B, T, 3, H, W]`` -> ``[B, T, 3, H, W]``. H and W must be multiples of 8 and at
-    least 64 (see :func:`model.vrt_tiling.padded_forward` for any size). No clamping.
+    least 64 (see :func:`model.nets.vrt_tiling.padded_forward` for any size). No clamping.
 
     Pipeline: SpyNet flows between neighbours (both directions, 4 scales); the input frame plus its
     two neighbours aligned by nearest4 flow warping (27 channels) -> ``conv_first``; stages 1-4
@@ -1010,7 +1010,7 @@ class VRT(nn.Module):
         h, w = x.shape[-2:]
         if h % 8 or w % 8 or h < 64 or w < 64:
             raise ValueError(f"H and W must be multiples of 8 and >= 64, got {h}x{w}; "
-                             "use model.vrt_tiling.padded_forward for other sizes")
+                             "use model.nets.vrt_tiling.padded_forward for other sizes")
         if x.shape[1] < 2:
             raise ValueError("need at least 2 frames")
 

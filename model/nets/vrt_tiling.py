@@ -14,7 +14,7 @@ several aligned inputs is padded and tiled exactly like plain VRT.
   tile covering the input the result equals ``fn(inputs)`` exactly.
 
 Inputs of any size, tiled: ``tiled_forward(lambda tiles: padded_forward(lambda ts: model(*ts), tiles),
-inputs, tile, overlap)``; ``model.integrate_vrt.tiled_inference`` does exactly this for the fused model.
+inputs, tile, overlap)``; ``model.nets.integrate_vrt.tiled_inference`` does exactly this for the fused model.
 The official VRT README's settings for its deblur models: DVD/REDS ``tile=(12, 256, 256)``, GoPro
 ``tile=(18, 192, 192)``, ``overlap=(2, 20, 20)``.
 """

@@ -2,12 +2,12 @@
 
 ``biased_attention(q, k, v, bias, mask, scale)`` computes, for ``q, k, v`` of shape ``[B, H, n, d]``,
 ``bias`` ``[H, n, n]`` and ``mask`` ``[G, n, n]`` or None (window ``b`` uses ``mask[b % G]``, the layout
-of :func:`model.vrt.shifted_window_mask`)::
+of :func:`model.nets.vrt.shifted_window_mask`)::
 
     softmax(scale * q @ k^T + bias[None] + mask[b % G][:, None]) @ v        -> [B, H, n, d]
 
 with gradients for ``q``, ``k``, ``v`` and ``bias`` (the mask is a constant). It is the same function as
-the explicit formula in :class:`model.vrt.WindowAttention`, to float rounding (tests/test_cpu_attention.py).
+the explicit formula in :class:`model.nets.vrt.WindowAttention`, to float rounding (tests/test_cpu_attention.py).
 
 Why: with VRT's head_dim of 8-12 the explicit formula is bound by memory traffic over the ``n x n``
 matrices, written and re-read by each of matmul, bias add, mask add, softmax, matmul and as many passes in
@@ -25,7 +25,7 @@ the flags, the compiler and the CPU, and loaded with ctypes. Before first use a 
 the formula's closed-form gradients on a small random problem. If there is no compiler, the build fails or
 the check disagrees, :func:`available` is False, a warning says why once, and callers use the formula.
 ``SPIKEPREP_CPU_ATTENTION=0`` switches the kernel off. ``SPIKEPREP_KERNEL_LIB=PATH`` loads a library built
-beforehand by ``python -m model.cpu_attention PATH`` (portable: no ``-march=native``; the Docker image's)
+beforehand by ``python -m model.nets.cpu_attention PATH`` (portable: no ``-march=native``; the Docker image's)
 instead of compiling one; it is self-checked like a fresh build. The kernel runs the ``B*H`` (window, head) pairs
 on ``torch.get_num_threads()`` OpenMP threads; built with ``-fopenmp`` it links ``libgomp.so.1``, which
 the loader resolves to the copy torch has already loaded, so both share one thread team (Python threads
@@ -218,7 +218,7 @@ def _init() -> None:
                 if problem:
                     _state["lib"], _state["reason"] = None, problem
     if _state["reason"] and _state["lib"] is None and "SPIKEPREP_CPU_ATTENTION=0" not in _state["reason"]:
-        warnings.warn(f"model.cpu_attention: the C attention kernel is not used ({_state['reason']}); "
+        warnings.warn(f"model.nets.cpu_attention: the C attention kernel is not used ({_state['reason']}); "
                       "window attention with a trainable bias falls back to the explicit formula "
                       "(same results, slower on CPU)", RuntimeWarning, stacklevel=3)
 
@@ -258,7 +258,7 @@ def _kernel_forward(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor 
         _ptr(q), _ptr(k), _ptr(v), _ptr(bias), _ptr(mask), _ptr(stats), _ptr(out),
         b, h, n, d, 1 if mask is None else mask.shape[0], scale, _threads(b * h))
     if failed:
-        raise MemoryError("model.cpu_attention: the kernel could not allocate its work buffers")
+        raise MemoryError("model.nets.cpu_attention: the kernel could not allocate its work buffers")
     return out, stats
 
 
@@ -274,7 +274,7 @@ def _kernel_backward(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor
         _ptr(dq), _ptr(dk), _ptr(dv), _ptr(dbias), b, h, n, d, 1 if mask is None else mask.shape[0],
         scale, threads)
     if failed:
-        raise MemoryError("model.cpu_attention: the kernel could not allocate its work buffers")
+        raise MemoryError("model.nets.cpu_attention: the kernel could not allocate its work buffers")
     return dq, dk, dv, dbias.sum(0)
 
 
@@ -345,11 +345,11 @@ def biased_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor
 
 
 if __name__ == "__main__":
-    # python -m model.cpu_attention OUT.so: the portable build (the Dockerfile's; README "Docker")
+    # python -m model.nets.cpu_attention OUT.so: the portable build (the Dockerfile's; README "Docker")
     import sys
 
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m model.cpu_attention OUT.so")
+        sys.exit("usage: python -m model.nets.cpu_attention OUT.so")
     lib = build_portable(sys.argv[1])
     os.environ["SPIKEPREP_KERNEL_LIB"] = str(lib)
     if not available():
