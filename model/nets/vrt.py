@@ -1046,20 +1046,6 @@ class VRT(nn.Module):
 
     # -- body ------------------------------------------------------------------------------
 
-    def forward_features(self, x: Tensor, flows_backward: Sequence[Tensor],
-                         flows_forward: Sequence[Tensor]) -> Tensor:
-        """Stages 1-8 and the final norm on ``[B, C_1, T, H, W]`` -> ``[B, C_8, T, H, W]``."""
-        fb, ff = flows_backward, flows_forward
-        x1 = self.stage1(x, fb[0], ff[0])
-        x2 = self.stage2(x1, fb[1], ff[1])
-        x3 = self.stage3(x2, fb[2], ff[2])
-        x4 = self.stage4(x3, fb[3], ff[3])
-        x = self.stage5(x4, fb[2], ff[2])
-        x = self.stage6(x + x3, fb[1], ff[1])
-        x = self.stage7(x + x2, fb[0], ff[0])
-        x = x + x1
-        return self._reconstruct_features(x)
-
     def _reconstruct_features(self, x: Tensor) -> Tensor:
         for layer in self.stage8:
             x = layer(x)
@@ -1074,12 +1060,9 @@ class VRT(nn.Module):
         return self.conv_last(h).transpose(1, 2) + x_lq
 
     def forward(self, x: Tensor) -> Tensor:
-        """``[B, T, 3, H, W]`` blurry clip in [0, 1] -> restored clip of the same shape."""
-        self.check_input(x)
-        flows_backward, flows_forward = self.get_flows(x)
-        x_first = self.conv_first(self.align_input(x, flows_backward[0], flows_forward[0]).transpose(1, 2))
-        feat = self.forward_features(x_first, flows_backward, flows_forward)
-        return self.head_output(self._head_input(x_first, feat), x)
+        """``[B, T, 3, H, W]`` blurry clip in [0, 1] -> restored clip of the same shape: ``decode(encode(x))``,
+        the one place the stages are wired (the fusion seam replaces ``encode``'s features between the two)."""
+        return self.decode(self.encode(x))
 
     # -- encoder / decoder split (fusion integration point) ---------------------------------
 
