@@ -226,11 +226,11 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
             n_rows += 1
         rows.append(ManifestRow(
             split=spec.split, seq=spec.name, frame_idx=idx, t0=t0, t1=t1,
-            n_ticks=wc.n_ticks if wc else 0, event_count=wc.event_count if wc else 0,
+            n_ticks=wc.n_ticks if wc is not None else 0, event_count=wc.event_count if wc is not None else 0,
             H=rgb[0] if rgb else 0, W=rgb[1] if rgb else 0, Hs=meta.height, Ws=meta.width,
             blur=f"{spec.split}/{spec.name}/blur/{idx:06d}.png",
             sharp=f"{spec.split}/{spec.name}/sharp/{idx:06d}.png",
-            spike_source=str(wc.source) if wc else str(spec.spike_dir), vox_index=vox_index,
+            spike_source=str(wc.source if wc is not None else spec.spike_dir), vox_index=vox_index,
             status=STATUS_DROPPED if reason else STATUS_OK, reason=reason, vox_checksum=checksum))
         if reason:
             log.info("%s frame %06d dropped: %s", spec.key, idx, reason)
