@@ -40,7 +40,8 @@ def test_the_arrow_schema_is_the_row_record():
         assert field.nullable == takes_none, field.name
         assert field.metadata[b"description"]
     assert MANIFEST_SCHEMA.field("H").type == pa.int32() and MANIFEST_SCHEMA.field("frame_idx").type == pa.int64()
-    assert MANIFEST_SCHEMA.field("t0").metadata[b"unit"] == b"s" and b"unit" not in MANIFEST_SCHEMA.field("seq").metadata
+    assert MANIFEST_SCHEMA.field("t0").metadata[b"unit"] == b"s"
+    assert b"unit" not in MANIFEST_SCHEMA.field("seq").metadata
 
 
 def test_rows_round_trip_through_the_arrow_table():
