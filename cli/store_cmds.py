@@ -13,7 +13,7 @@ from schemas.config import DEFAULT_CLIP_LEN, load_config
 from schemas.manifest import MANIFEST_FILENAME, STATUS_OK
 from spikeprep.audit import ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED, AuditOptions, audit, crop_drops
 from spikeprep.ingest import IngestOptions, ingest
-from spikeprep.raw_layout import PRESETS
+from spikeprep.raw_layout import PRESETS, preset_overrides
 from spikeprep.stats import write_config_norm
 from spikeprep.store import read_store_info
 
@@ -66,19 +66,12 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
     """Turn raw sequences into a store: Zarr voxel counts, manifest.parquet, dataset.json (with stats)."""
     _setup_logging(verbose)
     cfg = load_config(config) if config else None
-    overrides = {k: v for k, v in dict(height=height, width=width, rate_hz=rate_hz,
-                                       frames_per_file=frames_per_file, exposure_start=exposure_start,
-                                       exposure_stop=exposure_stop, exposure_length=exposure_length,
-                                       ).items() if v is not None}
-    if exposure_length is not None and exposure_start is None and exposure_stop is None:
-        # switch a span preset to a centred one, measuring each file unless told its length
-        overrides.update(exposure_start=None, exposure_stop=None)
-        overrides.setdefault("frames_per_file", None)
-    if exposure_start is not None or exposure_stop is not None:
-        overrides.setdefault("exposure_length", None)
-    if overrides and layout == "native":
-        raise click.BadParameter("preset overrides apply to --layout s-sdm / spk-gopro only; native data describe "
-                                 "themselves in spike/meta.json and exposure.csv", param_hint="--layout")
+    try:
+        overrides = preset_overrides(layout, height=height, width=width, rate_hz=rate_hz,
+                                     frames_per_file=frames_per_file, exposure_start=exposure_start,
+                                     exposure_stop=exposure_stop, exposure_length=exposure_length)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--layout") from None
     options = IngestOptions(num_bins=num_bins or (cfg.DATA.K if cfg else IngestOptions.num_bins),
                             crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else IngestOptions.crop_size),
                             layout=layout, copy_images=copy_images, preset_overrides=overrides)

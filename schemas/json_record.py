@@ -28,14 +28,17 @@ def write_json_record(path: str | os.PathLike, record: BaseModel) -> Path:
 
 
 def read_json_record(path: str | os.PathLike, model: type[RecordT], *, kind: str, versions: tuple[int, ...],
-                     rerun: str) -> RecordT:
+                     rerun: str, unversioned: int | None = None) -> RecordT:
     """Read and validate one ``model`` record; ``kind`` names it in errors ("validation report"), ``versions``
-    are the ones this code reads, ``rerun`` says how to write a current one."""
+    are the ones this code reads, ``rerun`` says how to write a current one; ``unversioned``, when given, is
+    the version a record without a ``version`` field is read as (one written before the record had one)."""
     path = Path(path)
     try:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not a readable {kind} ({err})") from err
+    if isinstance(raw, dict) and unversioned is not None and "version" not in raw:
+        raw = {**raw, "version": unversioned}
     if isinstance(raw, dict) and raw.get("version") not in versions:
         readable = "version" if len(versions) == 1 else "versions"
         raise ValueError(f"{path}: {kind} version {raw.get('version')!r}, this spikeprep reads {readable} "

@@ -1,16 +1,21 @@
 """``manifest.parquet``: one row per blur frame of every split (DESIGN section 5).
 
-The pyarrow schema is the contract between ingest, audit and the Dataset. It carries its version in
-the schema metadata (``spikeprep.manifest_version``); ``validate_manifest_table`` refuses a table whose
-columns, types or version differ, naming the first difference. Every column's unit (numeric columns) and
-description are defined here once, in its field metadata, and repeated as JSON in the file's key-value
-metadata (``spikeprep.columns``) for readers that do not read Arrow field metadata (DuckDB, Polars).
+A row is a ``ManifestRow`` record; the pyarrow schema is derived from its fields (one list, not two) and is
+the contract between ingest, audit and the Dataset. It carries its version in the schema metadata
+(``spikeprep.manifest_version``); ``validate_manifest_table`` refuses a table whose columns, types or version
+differ, naming the first difference. Every column's unit (numeric columns) and description are defined here
+once, on its ``ManifestRow`` field; they go into its Arrow field metadata and, as JSON, into the file's
+key-value metadata (``spikeprep.columns``) for readers that do not read Arrow field metadata (DuckDB, Polars).
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Annotated, Literal, get_args
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.fields import FieldInfo
 
 MANIFEST_VERSION = 1
 MANIFEST_FILENAME = "manifest.parquet"
@@ -20,55 +25,6 @@ STATUS_OK = "ok"
 STATUS_DROPPED = "dropped"
 
 COLUMNS_KEY = b"spikeprep.columns"   # file metadata: JSON {column: {"unit": ..., "description": ...}}
-
-
-def _field(name: str, type_: pa.DataType, nullable: bool, unit: str | None, description: str) -> pa.Field:
-    """A manifest column with its unit (numeric columns; ``1`` for dimensionless) and description in its
-    field metadata (``unit``, ``description``), so they travel with the Parquet file."""
-    meta = {b"description": description.encode()} | ({b"unit": unit.encode()} if unit else {})
-    return pa.field(name, type_, nullable=nullable, metadata=meta)
-
-
-_FIELDS = [
-    _field("split", pa.string(), False, None, "train | val"),
-    _field("seq", pa.string(), False, None, "sequence name (its folder DATA_ROOT/<split>/<seq>/)"),
-    _field("frame_idx", pa.int64(), False, "1", "blur frame index within the sequence (NNNNNN of its PNG)"),
-    _field("t0", pa.float64(), False, "s", "exposure window start on the spike camera's clock; the window is "
-           "[t0, t1)"),
-    _field("t1", pa.float64(), False, "s", "exposure window end (exclusive) on the spike camera's clock"),
-    _field("n_ticks", pa.int64(), False, "ticks", "spike frames (ticks) inside the window"),
-    _field("event_count", pa.int64(), False, "spikes", "spikes inside the window (sum of the frame's counts)"),
-    _field("H", pa.int32(), False, "px", "RGB frame height"),
-    _field("W", pa.int32(), False, "px", "RGB frame width"),
-    _field("Hs", pa.int32(), False, "px", "spike sensor height (spike grid)"),
-    _field("Ws", pa.int32(), False, "px", "spike sensor width (spike grid)"),
-    _field("blur", pa.string(), False, None, "blurred PNG, path relative to DATA_ROOT"),
-    _field("sharp", pa.string(), False, None, "sharp PNG, path relative to DATA_ROOT"),
-    _field("spike_source", pa.string(), False, None, "raw spike file (or folder) this frame's spikes came from"),
-    _field("vox_index", pa.int64(), True, "1", "row of the sequence's spike_vox.zarr counts and rgb.zarr "
-           "frames (their frame axis); null when the frame is not stored"),
-    _field("status", pa.string(), False, None, "ok | dropped"),
-    _field("reason", pa.string(), True, None, "why the frame was dropped (null when ok)"),
-    _field("audit_corr", pa.float64(), True, "1", "Pearson correlation of spike intensity and blur luma at "
-           "zero shift (spikeprep audit)"),
-    _field("audit_best_offset_ticks", pa.int64(), True, "ticks", "window shift with the highest correlation "
-           "(spikeprep audit)"),
-    _field("audit_best_offset_s", pa.float64(), True, "s", "that shift in seconds (spikeprep audit)"),
-    _field("audit_verdict", pa.string(), True, None, "aligned | misaligned | mismatch | undetermined "
-           "(spikeprep audit)"),
-    _field("vox_checksum", pa.string(), True, None, "sha256 of the frame's stored counts (dtype, shape, bytes)"),
-]
-
-# Field metadata is what pyarrow (and pandas through it) reads; DuckDB and Polars see only a Parquet file's
-# key-value metadata, so the same units and descriptions go there too, as one JSON entry.
-COLUMN_DOCS = {f.name: {k.decode(): v.decode() for k, v in f.metadata.items()} for f in _FIELDS}
-MANIFEST_SCHEMA = pa.schema(_FIELDS, metadata={VERSION_KEY: str(MANIFEST_VERSION).encode(),
-                                               COLUMNS_KEY: json.dumps(COLUMN_DOCS, sort_keys=True).encode()})
-MANIFEST_COLUMNS = tuple(f.name for f in _FIELDS)
-
-
-class ManifestSchemaError(ValueError):
-    """A manifest table that does not match ``MANIFEST_SCHEMA``."""
 
 
 # ---- names and paths that come from a store: never outside DATA_ROOT -----------------------------------
@@ -91,6 +47,96 @@ def store_path_problem(path: str, split: str, seq: str) -> str | None:
     if parts[:2] != [split, seq] or len(parts) < 3:
         return f"is not inside its sequence folder {split}/{seq}/"
     return None
+
+
+@dataclass(frozen=True)
+class Column:
+    """A manifest column's Arrow type, unit (numeric columns; ``1`` for dimensionless) and description: the
+    ``Annotated`` metadata of a ``ManifestRow`` field, from which the Arrow schema is derived."""
+
+    arrow_type: pa.DataType
+    unit: str | None
+    description: str
+
+
+AuditVerdict = Literal["aligned", "misaligned", "mismatch", "undetermined"]
+
+
+class ManifestRow(BaseModel):
+    """One row of ``manifest.parquet``: one blur frame. Its fields, in order, are the manifest's columns; a
+    field that may be None is a nullable column. Ingest writes the audit columns None; the audit fills them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    split: Annotated[str, Column(pa.string(), None, "train | val")]
+    seq: Annotated[str, Column(pa.string(), None, "sequence name (its folder DATA_ROOT/<split>/<seq>/)")]
+    frame_idx: Annotated[int, Field(ge=0), Column(pa.int64(), "1", "blur frame index within the sequence "
+                                                                 "(NNNNNN of its PNG)")]
+    t0: Annotated[float, Column(pa.float64(), "s", "exposure window start on the spike camera's clock; the "
+                                "window is [t0, t1)")]
+    t1: Annotated[float, Column(pa.float64(), "s", "exposure window end (exclusive) on the spike camera's clock")]
+    n_ticks: Annotated[int, Field(ge=0), Column(pa.int64(), "ticks", "spike frames (ticks) inside the window")]
+    event_count: Annotated[int, Field(ge=0), Column(pa.int64(), "spikes", "spikes inside the window (sum of the "
+                                                                          "frame's counts)")]
+    H: Annotated[int, Field(ge=0), Column(pa.int32(), "px", "RGB frame height")]
+    W: Annotated[int, Field(ge=0), Column(pa.int32(), "px", "RGB frame width")]
+    Hs: Annotated[int, Field(ge=0), Column(pa.int32(), "px", "spike sensor height (spike grid)")]
+    Ws: Annotated[int, Field(ge=0), Column(pa.int32(), "px", "spike sensor width (spike grid)")]
+    blur: Annotated[str, Column(pa.string(), None, "blurred PNG, path relative to DATA_ROOT")]
+    sharp: Annotated[str, Column(pa.string(), None, "sharp PNG, path relative to DATA_ROOT")]
+    spike_source: Annotated[str, Column(pa.string(), None, "raw spike file (or folder) this frame's spikes "
+                                        "came from")]
+    vox_index: Annotated[int | None, Field(ge=0), Column(pa.int64(), "1", "row of the sequence's spike_vox.zarr "
+                         "counts and rgb.zarr frames (their frame axis); null when the frame is not stored")]
+    status: Annotated[Literal["ok", "dropped"], Column(pa.string(), None, "ok | dropped")]
+    reason: Annotated[str | None, Column(pa.string(), None, "why the frame was dropped (null when ok)")]
+    audit_corr: Annotated[float | None, Column(pa.float64(), "1", "Pearson correlation of spike intensity and "
+                          "blur luma at zero shift (spikeprep audit)")] = None
+    audit_best_offset_ticks: Annotated[int | None, Column(pa.int64(), "ticks", "window shift with the highest "
+                                       "correlation (spikeprep audit)")] = None
+    audit_best_offset_s: Annotated[float | None, Column(pa.float64(), "s", "that shift in seconds "
+                                   "(spikeprep audit)")] = None
+    audit_verdict: Annotated[AuditVerdict | None, Column(pa.string(), None, "aligned | misaligned | mismatch | "
+                             "undetermined (spikeprep audit)")] = None
+    vox_checksum: Annotated[str | None, Column(pa.string(), None, "sha256 of the frame's stored counts (dtype, "
+                            "shape, bytes)")]
+
+    @model_validator(mode="after")
+    def _inside_store_and_consistent(self) -> "ManifestRow":
+        for what, name in (("split", self.split), ("seq", self.seq)):
+            problem = name_problem(name)
+            if problem:
+                raise ValueError(f"{what} {name!r} {problem} (a store's paths never leave DATA_ROOT)")
+        for what, path in (("blur", self.blur), ("sharp", self.sharp)):
+            problem = store_path_problem(path, self.split, self.seq)
+            if problem:
+                raise ValueError(f"{what} path {path!r} {problem} (a store's paths never leave DATA_ROOT)")
+        if (self.status == STATUS_DROPPED) != (self.reason is not None):
+            raise ValueError(f"a row with status {self.status} " + (
+                "needs the reason it was dropped" if self.status == STATUS_DROPPED else "has no reason"))
+        return self
+
+
+def _arrow_field(name: str, info: FieldInfo) -> pa.Field:
+    """A ``ManifestRow`` field as an Arrow column, its unit and description in the field metadata
+    (``description``, ``unit``), so they travel with the Parquet file; nullable when the field takes None."""
+    column = next(m for m in info.metadata if isinstance(m, Column))
+    meta = {b"description": column.description.encode()} | ({b"unit": column.unit.encode()} if column.unit else {})
+    return pa.field(name, column.arrow_type, nullable=type(None) in get_args(info.annotation), metadata=meta)
+
+
+_FIELDS = [_arrow_field(name, info) for name, info in ManifestRow.model_fields.items()]
+
+# Field metadata is what pyarrow (and pandas through it) reads; DuckDB and Polars see only a Parquet file's
+# key-value metadata, so the same units and descriptions go there too, as one JSON entry.
+COLUMN_DOCS = {f.name: {k.decode(): v.decode() for k, v in f.metadata.items()} for f in _FIELDS}
+MANIFEST_SCHEMA = pa.schema(_FIELDS, metadata={VERSION_KEY: str(MANIFEST_VERSION).encode(),
+                                               COLUMNS_KEY: json.dumps(COLUMN_DOCS, sort_keys=True).encode()})
+MANIFEST_COLUMNS = tuple(f.name for f in _FIELDS)
+
+
+class ManifestSchemaError(ValueError):
+    """A manifest table that does not match ``MANIFEST_SCHEMA``."""
 
 
 def check_rows_inside_store(table: pa.Table, source: str) -> None:

@@ -18,12 +18,12 @@ frames. Audit reasons start with ``audit:``, so a rerun starts again from the in
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import cv2
 import numpy as np
@@ -33,10 +33,10 @@ from tqdm import tqdm
 
 from schemas.atomic import atomic_write_bytes
 from schemas.config import DEFAULT_CROP_SIZE
-from schemas.manifest import STATUS_DROPPED, STATUS_OK
+from schemas.manifest import STATUS_DROPPED, STATUS_OK, AuditVerdict
+from schemas.sequence_record import SEQUENCE_RECORD_FILENAME, read_sequence_record
 from schemas.store import DATASET_FILENAME, VOX_ARRAY, VOX_DIRNAME, StoreInfo
 from spikeprep.errors import InputError, SampleError
-from spikeprep.ingest import SEQ_RECORD
 from spikeprep.images import LUMA_601, read_rgb
 from spikeprep.spike_source import SpikeSource
 from spikeprep.stats import FrameKey, check_std, stats_from_records
@@ -46,7 +46,7 @@ log = logging.getLogger("spikeprep.audit")
 AUDIT_PREFIX = "audit: "
 AUDIT_DIRNAME = "audit"
 FAILING_CURVES_PNG = "failing_curves.png"
-ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED = "aligned", "misaligned", "mismatch", "undetermined"
+ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED = get_args(AuditVerdict)   # the manifest's audit_verdict values
 
 
 @dataclass(frozen=True)
@@ -526,16 +526,16 @@ def audit(root: Path, options: AuditOptions = AuditOptions(), overlays: int = 0,
 
     histograms: dict[FrameKey, list[int]] = {}  # keyed by split too: train/X and val/X differ
     for key in by_seq:
-        path = root / key / SEQ_RECORD
+        path = root / key / SEQUENCE_RECORD_FILENAME
         try:
-            record = json.loads(path.read_text())
-            record["histograms"].items()
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            record = read_sequence_record(path)
+        except ValueError as err:
             raise InputError(path, f"missing or unreadable, and the stats are recomputed from its count "
-                             f"histograms ({type(err).__name__})", fix=f"move {root / key} away and re-run "
-                             "`spikeprep ingest RAW --out DATA_ROOT`: it rebuilds that sequence") from None
+                             f"histograms ({str(err).removeprefix(f'{path}: ')[:300]})",
+                             fix=f"move {root / key} away and re-run `spikeprep ingest RAW --out DATA_ROOT`: it "
+                             "rebuilds that sequence") from None
         split, seq_name = key.split("/", 1)
-        histograms.update({(split, seq_name, int(k)): v for k, v in record["histograms"].items()})
+        histograms.update({(split, seq_name, idx): hist for idx, hist in record.histograms.items()})
     stats = stats_from_records(new_rows, histograms)
     if stats is not None:
         check_std(stats.std, str(root / DATASET_FILENAME))

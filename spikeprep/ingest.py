@@ -4,14 +4,19 @@ Per sequence (in parallel with ``workers`` > 1): check every blur frame (window 
 present and readable, sizes, spike grid ratio, short side >= crop for training), voxelize the exposure
 window's spikes into ``K`` bins, store the counts in ``{split}/{seq}/spike_vox.zarr`` (a group: ``counts``
 and its coordinates) and the decoded blur/sharp frames in ``{split}/{seq}/rgb.zarr`` (chunked, so a training
-crop reads only its tiles instead of decoding two whole PNGs per frame), and link (or copy) the PNGs. Frames that fail a check are kept in the manifest with ``status = dropped`` and the reason.
+crop reads only its tiles instead of decoding two whole PNGs per frame), and link (or copy) the PNGs.
+Frames that fail a check are kept in the manifest with ``status = dropped`` and the reason. What a sequence
+build yields is its ``SequenceRecord`` (``schemas.sequence_record``: its ``ManifestRow`` rows, count
+histograms and ``dataset.json`` entry), written as its ``ingest.json``.
 Then, in the parent: exact normalisation stats over kept training frames, ``manifest.parquet``, the
 align log, and ``dataset.json`` last.
 
 Atomicity and resume: a sequence is built in ``{split}/.{seq}.partial`` and renamed into place with its
 ``ingest.json`` record once complete; a rerun keeps every complete sequence whose inputs and options are
 unchanged (same fingerprint: the options, meta.json, the windows, and every input file's name, size and
-modification time, not its bytes) and rebuilds the rest; ``force`` rebuilds them all. ``dataset.json`` is removed at the start and written
+modification time, not its bytes) and rebuilds the rest, and any whose record is unreadable; ``force``
+rebuilds them all. An unversioned ``ingest.json`` (spikeprep before issue 19) is read as record version 0,
+so its sequence is kept when its fingerprint matches. ``dataset.json`` is removed at the start and written
 last, so an interrupted ingest never leaves a store that looks complete, and a resumed one ends
 byte-identical to an uninterrupted one (nothing written depends on time or order of completion).
 """
@@ -32,23 +37,25 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from schemas.atomic import atomic_write_bytes, atomic_write_text, remove_stale_temps
+from schemas.atomic import atomic_write_text, remove_stale_temps
 from schemas.config import DEFAULT_CROP_SIZE, DEFAULT_NUM_BINS
-from schemas.manifest import MANIFEST_FILENAME, STATUS_DROPPED, STATUS_OK, name_problem
+from schemas.manifest import MANIFEST_FILENAME, STATUS_DROPPED, STATUS_OK, ManifestRow, name_problem
+from schemas.sequence_record import (SEQUENCE_RECORD_FILENAME, SequenceRecord, read_sequence_record,
+                                     write_sequence_record)
 from schemas.store import (DATASET_FILENAME, RGB_DIRNAME, STORE_VERSION, VOX_DIRNAME, NormStats, SequenceInfo,
                            StoreInfo)
 from spikeprep.errors import InputError
 from spikeprep.images import read_rgb
 from spikeprep.raw_layout import SequenceSpec, discover
-from spikeprep.spike_source import SpikeSource
+from spikeprep.spike_source import SpikeSource, WindowCounts
 from spikeprep.stats import FrameKey, check_std, count_histogram, stats_from_records
 from spikeprep.store import (counts_checksum, create_rgb_arrays, create_vox_group, sequence_checksum, store_lock,
                              write_frame_coordinates, write_manifest, write_store_info)
 
 log = logging.getLogger("spikeprep.ingest")
-SEQ_RECORD = "ingest.json"
-# Bump when what a sequence build writes changes: old builds then no longer match and are rebuilt.
-SEQ_RECORD_VERSION = 4  # 4: store version 3 (groups xarray opens): a rerun rebuilds older sequences
+# Bump when what a sequence build writes changes: old builds then no longer match and are rebuilt. It salts
+# the fingerprint; the format of the sequence record itself has its own version (schemas.sequence_record).
+SEQ_BUILD_VERSION = 4  # 4: store version 3 (groups xarray opens): a rerun rebuilds older sequences
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,7 @@ def _scale(rgb: tuple[int, int], spike: tuple[int, int]) -> tuple[int, int] | No
 # ---- one sequence ----------------------------------------------------------------------------------
 def sequence_fingerprint(spec: SequenceSpec, options: IngestOptions) -> str:
     """sha256 over the options and the sequence's inputs (names, sizes, mtimes, windows, meta)."""
-    h = hashlib.sha256(f"spikeprep-seq-record-{SEQ_RECORD_VERSION}".encode())
+    h = hashlib.sha256(f"spikeprep-seq-record-{SEQ_BUILD_VERSION}".encode())
     h.update(json.dumps(asdict(options), sort_keys=True, default=str).encode())
     h.update(spec.spike_meta.to_json().encode())
     h.update(spec.exposure.frame_idx.tobytes() + spec.exposure.t0.tobytes() + spec.exposure.t1.tobytes())
@@ -149,8 +156,29 @@ def _link_or_copy(src: Path, dst: Path, copy: bool) -> None:
     shutil.copyfile(src, dst)
 
 
-def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtype: np.dtype) -> dict:
-    """Build one sequence into ``work``; returns its record (rows, histograms, info).
+def _voxelize_and_decode(spec: SequenceSpec, source: SpikeSource, num_bins: int, idx: int, t0: float, t1: float,
+                         rgb: tuple[int, int]) -> tuple[str | None, WindowCounts | None, dict | None]:
+    """One frame that passed the structural checks: (reason to drop it or None, its window's counts (None when
+    the spikes cannot be read), its decoded blur and sharp images (None unless it is kept))."""
+    try:
+        wc = source.window(t0, t1, num_bins, frame_idx=idx)
+    except InputError as err:
+        return str(err), None, None
+    if wc.covered is False:
+        return f"window [{t0!r}, {t1!r}) extends past the spike data", wc, None
+    if wc.n_ticks == 0 or (spec.spike_meta.is_events and wc.event_count == 0):
+        return "empty window: no spike data inside [t0, t1)", wc, None
+    try:
+        images = {kind: read_rgb(getattr(spec, kind)[idx], rgb, expected="its header says")
+                  for kind in ("blur", "sharp")}
+    except InputError as err:
+        return str(err), wc, None
+    return None, wc, images
+
+
+def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtype: np.dtype,
+                    fingerprint: str) -> SequenceRecord:
+    """Build one sequence into ``work``; returns its record (rows, histograms, info, ``fingerprint``).
 
     Rows of ``spike_vox.zarr`` and ``rgb.zarr`` are written as frames pass every check, so memory
     holds one frame at a time; the arrays start at one row per exposure window and are trimmed to the
@@ -181,26 +209,9 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
                       f"{meta.height}x{meta.width}")
         if reason is None and spec.split == "train" and min(rgb) < options.crop_size:
             reason = f"short side {min(rgb)} < crop size {options.crop_size}"
-        n_ticks = event_count = 0
-        vox_index = checksum = None
-        source_file = str(spec.spike_dir)
+        wc = images = vox_index = checksum = None
         if reason is None:       # a frame already dropped is never voxelized (its grid may be absurd)
-            try:
-                wc = source.window(t0, t1, options.num_bins, frame_idx=idx)
-            except InputError as err:
-                wc, reason = None, reason or str(err)
-            if wc is not None:
-                n_ticks, event_count, source_file = wc.n_ticks, wc.event_count, str(wc.source)
-                if wc.covered is False:
-                    reason = reason or f"window [{t0!r}, {t1!r}) extends past the spike data"
-                elif n_ticks == 0 or (meta.is_events and event_count == 0):
-                    reason = reason or "empty window: no spike data inside [t0, t1)"
-        if reason is None:
-            try:
-                images = {kind: read_rgb(getattr(spec, kind)[idx], rgb, expected="its header says")
-                          for kind in ("blur", "sharp")}
-            except InputError as err:
-                reason = str(err)
+            reason, wc, images = _voxelize_and_decode(spec, source, options.num_bins, idx, t0, t1, rgb)
         if reason is None:
             if int(wc.counts.max(initial=0)) > np.iinfo(dtype).max:
                 raise _Overflow(int(wc.counts.max()))
@@ -213,16 +224,14 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
             for name, value in (("frame_idx", idx), ("t0", t0), ("t1", t1)):
                 frame_coords[name].append(value)
             n_rows += 1
-        rows.append(dict(
-            split=spec.split, seq=spec.name, frame_idx=idx, t0=t0, t1=t1, n_ticks=n_ticks,
-            event_count=event_count, H=rgb[0] if rgb else 0, W=rgb[1] if rgb else 0,
-            Hs=meta.height, Ws=meta.width,
+        rows.append(ManifestRow(
+            split=spec.split, seq=spec.name, frame_idx=idx, t0=t0, t1=t1,
+            n_ticks=wc.n_ticks if wc is not None else 0, event_count=wc.event_count if wc is not None else 0,
+            H=rgb[0] if rgb else 0, W=rgb[1] if rgb else 0, Hs=meta.height, Ws=meta.width,
             blur=f"{spec.split}/{spec.name}/blur/{idx:06d}.png",
             sharp=f"{spec.split}/{spec.name}/sharp/{idx:06d}.png",
-            spike_source=source_file, vox_index=vox_index,
-            status=STATUS_DROPPED if reason else STATUS_OK, reason=reason,
-            audit_corr=None, audit_best_offset_ticks=None, audit_best_offset_s=None, audit_verdict=None,
-            vox_checksum=checksum))
+            spike_source=str(wc.source if wc is not None else spec.spike_dir), vox_index=vox_index,
+            status=STATUS_DROPPED if reason else STATUS_OK, reason=reason, vox_checksum=checksum))
         if reason:
             log.info("%s frame %06d dropped: %s", spec.key, idx, reason)
 
@@ -237,17 +246,17 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
         for idx, src in files.items():
             _link_or_copy(src, work / kind / f"{idx:06d}.png", options.copy_images)
 
-    seq_checksum = sequence_checksum([r["vox_checksum"] for r in rows])
     info = SequenceInfo(split=spec.split, n_frames=n_rows, H=rgb[0] if rgb else 1,
                         W=rgb[1] if rgb else 1, Hs=meta.height, Ws=meta.width,
                         scale=scale or (1, 1), dtype=dtype.name, rate_hz=meta.rate_hz,
-                        spike_dir=str(spec.spike_dir.resolve()), spike_meta=meta, checksum=seq_checksum)
-    return dict(rows=rows, histograms={str(k): v for k, v in hists.items()}, info=info.model_dump(mode="json"))
+                        spike_dir=str(spec.spike_dir.resolve()), spike_meta=meta,
+                        checksum=sequence_checksum([r.vox_checksum for r in rows]))
+    return SequenceRecord(fingerprint=fingerprint, rows=rows, histograms=hists, info=info)
 
 
 # ---- what ingest may replace --------------------------------------------------------------------------
 # Everything a store's sequence folder holds; anything else in one is the user's and is never deleted.
-SEQUENCE_ENTRIES = frozenset({SEQ_RECORD, VOX_DIRNAME, RGB_DIRNAME, "blur", "sharp"})
+SEQUENCE_ENTRIES = frozenset({SEQUENCE_RECORD_FILENAME, VOX_DIRNAME, RGB_DIRNAME, "blur", "sharp"})
 
 
 def check_output_location(raw: Path, out: Path) -> None:
@@ -270,9 +279,9 @@ def check_replaceable(final: Path) -> None:
     if final.is_symlink() or not final.is_dir():
         raise InputError(final, "exists and is not a sequence folder spikeprep wrote",
                          fix="move it away or choose another --out")
-    if not (final / SEQ_RECORD).is_file():
-        raise InputError(final, f"exists and is not a sequence spikeprep wrote (no {SEQ_RECORD}); ingest "
-                         "would replace it", fix="move it away or choose another --out")
+    if not (final / SEQUENCE_RECORD_FILENAME).is_file():
+        raise InputError(final, f"exists and is not a sequence spikeprep wrote (no {SEQUENCE_RECORD_FILENAME}); "
+                         "ingest would replace it", fix="move it away or choose another --out")
     foreign = sorted(p.name for p in final.iterdir() if p.name not in SEQUENCE_ENTRIES)
     if foreign:
         raise InputError(final, f"holds files spikeprep did not write ({', '.join(foreign[:5])}"
@@ -293,41 +302,51 @@ def check_store_files(out: Path) -> None:
             raise InputError(info, "exists and is not a spikeprep store's dataset.json; ingest would replace it",
                              fix="choose an empty or spikeprep --out folder") from None
     manifest = out / MANIFEST_FILENAME
-    if manifest.exists() and not info.is_file() and not any(out.glob(f"*/*/{SEQ_RECORD}")):
+    if manifest.exists() and not info.is_file() and not any(out.glob(f"*/*/{SEQUENCE_RECORD_FILENAME}")):
         raise InputError(manifest, "exists in a folder that is not a spikeprep store; ingest would replace it",
                          fix="choose an empty or spikeprep --out folder")
 
 
-def ingest_sequence(spec: SequenceSpec, options: IngestOptions, out: Path, force: bool = False) -> dict:
+def reusable_record(path: Path, fingerprint: str) -> SequenceRecord | None:
+    """The sequence record at ``path`` when its sequence can be kept as built (same ``fingerprint``), else
+    None: absent, built from other inputs or options, or unreadable (the sequence is rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        record = read_sequence_record(path)
+    except ValueError as err:
+        log.info("%s; the sequence is rebuilt", err)
+        return None
+    return record if record.fingerprint == fingerprint else None
+
+
+def ingest_sequence(spec: SequenceSpec, options: IngestOptions, out: Path, force: bool = False) -> SequenceRecord:
     """Build (or reuse, when its fingerprint matches and not ``force``) one sequence of the store; returns its
     record."""
     final = out / spec.split / spec.name
     check_replaceable(final)
     fingerprint = sequence_fingerprint(spec, options)
-    record_path = final / SEQ_RECORD
-    if record_path.is_file() and not force:
-        record = json.loads(record_path.read_text())
-        if record.get("fingerprint") == fingerprint:
-            return record
+    record = None if force else reusable_record(final / SEQUENCE_RECORD_FILENAME, fingerprint)
+    if record is not None:
+        return record
     work = out / spec.split / f".{spec.name}.partial"
     for dtype in (np.dtype(np.uint8), np.dtype(np.uint16)):
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         try:
-            record = _build_sequence(spec, options, work, dtype)
+            record = _build_sequence(spec, options, work, dtype, fingerprint)
             break
         except _Overflow as err:
             if dtype == np.uint16:
                 raise InputError(spec.spike_dir, f"a voxel holds {err.args[0]} spikes, more than uint16",
                                  fix="use more time bins (K)") from None
-    record["fingerprint"] = fingerprint
-    atomic_write_bytes(work / SEQ_RECORD, (json.dumps(record, sort_keys=True, indent=1) + "\n").encode())
+    write_sequence_record(work / SEQUENCE_RECORD_FILENAME, record)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(work, final)
     return record
 
 
-def _ingest_sequence_task(args) -> dict:
+def _ingest_sequence_task(args) -> SequenceRecord:
     return ingest_sequence(*args)
 
 
@@ -452,11 +471,11 @@ def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), worke
                 bar.update()
         bar.close()
 
-        rows = [r for rec in records for r in rec["rows"]]
+        rows = [row.model_dump() for rec in records for row in rec.rows]
         # keyed by split too: train/X and val/X are different sequences (their frames share indices)
-        histograms: dict[FrameKey, list[int]] = {(spec.split, spec.name, int(k)): v
+        histograms: dict[FrameKey, list[int]] = {(spec.split, spec.name, idx): hist
                                                  for spec, rec in zip(specs, records)
-                                                 for k, v in rec["histograms"].items()}
+                                                 for idx, hist in rec.histograms.items()}
         stats = stats_from_records(rows, histograms)
         if stats is not None:
             check_std(stats.std, str(out / DATASET_FILENAME))
@@ -466,7 +485,7 @@ def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), worke
             K=options.num_bins, raw_root=str(raw.resolve()), layout=options.layout,
             ingest_options={"crop_size": options.crop_size, "copy_images": options.copy_images,
                             **{k: v for k, v in options.preset_overrides.items()}},
-            sequences={spec.key: SequenceInfo.model_validate(rec["info"]) for spec, rec in zip(specs, records)},
+            sequences={spec.key: rec.info for spec, rec in zip(specs, records)},
             stats=stats)
         write_store_info(out, info)
     return IngestResult(out, rows, stats, align_log)

@@ -11,7 +11,8 @@ Layouts:
   window is exactly the exposure frames (bounds half a tick outside them, so no rounding can move a
   frame in or out).
 
-Every number of a preset can be overridden. Anything else: write the native layout (the error says so).
+Every number of a preset can be overridden (``preset_overrides``: the rules that turn the options a user gave
+into replaced preset fields). Anything else: write the native layout (the error says so).
 """
 from __future__ import annotations
 
@@ -197,6 +198,31 @@ def discover_per_frame(raw: Path, preset: PerFramePreset) -> list[SequenceSpec]:
         raise InputError(raw, f"no sequences found for layout {preset.name} (expected {where}/NNNNNN.png)",
                          fix="check the path and --layout, or convert the data to the native layout")
     return specs
+
+
+def preset_overrides(layout: str, *, height: int | None = None, width: int | None = None,
+                     rate_hz: float | None = None, frames_per_file: int | None = None,
+                     exposure_start: int | None = None, exposure_stop: int | None = None,
+                     exposure_length: int | None = None) -> dict:
+    """The preset fields to replace (``resolve_preset``'s overrides) for the numbers a user gave, None meaning
+    "not given"; ``ValueError`` when any is given for the ``native`` layout, which describes itself.
+
+    An exposure length alone switches a span preset to a centred one: the span is cleared and, unless the
+    file length is given too, each file's length is read from its size. An exposure start or stop clears
+    the exposure length (a centred preset becomes a span one).
+    """
+    given = dict(height=height, width=width, rate_hz=rate_hz, frames_per_file=frames_per_file,
+                 exposure_start=exposure_start, exposure_stop=exposure_stop, exposure_length=exposure_length)
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if exposure_length is not None and exposure_start is None and exposure_stop is None:
+        overrides.update(exposure_start=None, exposure_stop=None)
+        overrides.setdefault("frames_per_file", None)
+    if exposure_start is not None or exposure_stop is not None:
+        overrides.setdefault("exposure_length", None)
+    if overrides and layout == "native":
+        raise ValueError("preset overrides apply to --layout s-sdm / spk-gopro only; native data describe "
+                         "themselves in spike/meta.json and exposure.csv")
+    return overrides
 
 
 def resolve_preset(name: str, **overrides) -> PerFramePreset:

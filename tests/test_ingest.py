@@ -242,6 +242,43 @@ def test_rerun_reuses_complete_sequences(synth_tree, tmp_path):
     assert open_vox(vox.parent).shape[1] == 4
 
 
+def _as_unversioned_records(store: Path) -> None:
+    """Rewrite every ingest.json as spikeprep wrote it before the record had a version (same fields)."""
+    for path in store.glob("*/*/ingest.json"):
+        record = json.loads(path.read_text())
+        del record["version"]
+        path.write_text(json.dumps(record, sort_keys=True, indent=1) + "\n")
+
+
+def test_rerun_keeps_a_sequence_whose_unversioned_record_matches(synth_tree, tmp_path):
+    """An older spikeprep's ingest.json is read as record version 0: its sequence is reused, not rebuilt, and
+    the audit recomputes the stats from its histograms."""
+    from spikeprep.audit import AuditOptions, audit
+
+    raw, store = synth_tree(), tmp_path / "store"
+    ingest(raw, store, OPTS, log_dir=None, progress=False)
+    _as_unversioned_records(store)
+    digest = tree_digest(store)
+    vox = store / "train" / "seq_000" / "spike_vox.zarr" / "counts" / "zarr.json"
+    before = vox.stat().st_mtime_ns
+    ingest(raw, store, OPTS, log_dir=None, progress=False)
+    assert vox.stat().st_mtime_ns == before and tree_digest(store) == digest   # kept as it was
+    report = audit(store, AuditOptions(crop_size=32), progress=False)
+    assert read_store_info(store).stats is not None and len(report.rows) == 12
+
+
+@pytest.mark.parametrize("damage", ["not json", '{"rows": []}', '{"version": 99}'])
+def test_rerun_rebuilds_a_sequence_whose_record_is_unreadable(synth_tree, tmp_path, damage):
+    raw, clean, store = synth_tree(), tmp_path / "clean", tmp_path / "store"
+    ingest(raw, clean, OPTS, log_dir=None, progress=False)
+    ingest(raw, store, OPTS, log_dir=None, progress=False)
+    (store / "val" / "seq_002" / "ingest.json").write_text(damage)
+    vox = store / "val" / "seq_002" / "spike_vox.zarr" / "counts" / "zarr.json"
+    before = vox.stat().st_mtime_ns
+    ingest(raw, store, OPTS, log_dir=None, progress=False)
+    assert vox.stat().st_mtime_ns != before and tree_digest(store) == tree_digest(clean)
+
+
 def test_workers_give_the_same_store(synth_tree, tmp_path):
     raw = synth_tree()
     ingest(raw, tmp_path / "a", OPTS, workers=1, log_dir=None, progress=False)

@@ -157,7 +157,7 @@ def test_an_older_store_says_reingest_and_an_ingest_rerun_rebuilds_it(store, syn
     res = verify(store)
     assert res.exit_code == 2 and f"store version {old_version}" in res.output and "Traceback" not in res.output
     # the sequence records an older spikeprep wrote: its record version (3 for store version 2) in the fingerprint
-    monkeypatch.setattr(ingest_mod, "SEQ_RECORD_VERSION", old_version + 1)
+    monkeypatch.setattr(ingest_mod, "SEQ_BUILD_VERSION", old_version + 1)
     for spec in discover(raw, "native"):
         seq_dir = store / spec.split / spec.name
         rec = json.loads((seq_dir / "ingest.json").read_text())
