@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.main import main
-from model.compare import HEADER_H, LABEL_H, SEP, best_windows, compare, load_run, window_scores
+from model.compare import compare, load_run
+from model.compare_figures import HEADER_H, LABEL_H, SEP, best_windows, window_scores
 from schemas.val_report import Metrics, ValReport, val_report_path, write_val_report
 
 H, W = 64, 80
@@ -278,7 +279,8 @@ def _write_losses(outputs: Path, exp: str, losses: dict[int, float]) -> None:
 
 
 def test_curves_picture_and_its_points(outputs):
-    from model.compare import ARM_COLOURS, CURVES_DPI, CURVES_FIGSIZE, load_curves
+    from model.compare import load_curves
+    from model.compare_figures import ARM_COLOURS, CURVES_DPI, CURVES_FIGSIZE
 
     # The spike run: steps 1-8 logged, then (a crash after step 8, last.pth at step 5) a resumed process
     # logs 6-10 again: the resumed values replace the crashed run's from step 6 on.
