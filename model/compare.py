@@ -39,7 +39,7 @@ from model.compare_figures import (LOSS_TAG, NOT_COMPUTED, Curves, find_crops, f
 from schemas.baselines import BaselinesReport, read_baselines_report
 from schemas.compare_report import (ArmMetrics, CompareReport, RegionPsnrY, RelianceRow, RuleResult, RunRef,
                                     SkippedSteps, TableRow, Verdict, write_compare_report)
-from schemas.val_report import PROBE_TITLES, PROBES, ValReport, read_val_report
+from schemas.val_report import PROBE_TITLES, PROBES, Arm, ValReport, read_val_report
 from spikeprep.errors import InputError
 
 PSNR_TOL_DB = 0.05          # spike PSNR may be at most this much below the base (original document 8.3)
@@ -58,7 +58,7 @@ class Run:
     """One run's validation reports, by step."""
 
     exp: str
-    arm: str
+    arm: Arm
     source: Path                 # the metrics directory the reports came from
     outputs: Path                # the outputs root ``images_dir`` is relative to
     reports: dict[int, ValReport]
@@ -131,11 +131,8 @@ def _glob_escape(text: str) -> str:
 
 @dataclass(frozen=True)
 class Comparison:
-    """What ``compare`` found: the two runs as loaded and their report (``json_path``: where it was written,
-    None with ``write=False``)."""
+    """What ``compare`` found: the report, and where it was written (``json_path``; None with ``write=False``)."""
 
-    spike: Run
-    base: Run
     report: CompareReport
     json_path: Path | None = None
 
@@ -148,11 +145,6 @@ class Comparison:
     def passed(self) -> bool:
         """Whether the spike arm passed the acceptance rule (``verdict.passed``)."""
         return self.report.passed
-
-    @property
-    def step(self) -> int:
-        """The training step the verdict was judged at (``verdict.step``)."""
-        return self.report.verdict.step
 
 
 def _check_comparable(spike: Run, base: Run, steps: list[int]) -> None:
@@ -506,15 +498,15 @@ def compare(run_spike: str | Path, run_base: str | Path, outputs: str | Path = "
         parts["baselines"] = _read_baselines(baselines, spike.reports[step].split)
     metrics_dir = Path(outputs) / "metrics"
     stem = f"compare_{spike.exp}_vs_{base.exp}_{step}"
-    parts.update(_crops(spike, base, step, crops, crop_size, metrics_dir / f"{stem}.png", write))
+    png = metrics_dir / f"{stem}.png"
+    parts.update(_crops(spike, base, step, crops, crop_size, png, write))
     if not write:
-        return Comparison(spike, base, build_report(spike, base, steps, verdict, **parts))
-    stale = metrics_dir / f"{stem}.png"
-    if "picture" not in parts and stale.exists():
-        stale.unlink()      # an earlier compare's picture would contradict this JSON's "picture": null
+        return Comparison(build_report(spike, base, steps, verdict, **parts))
+    if "picture" not in parts and png.exists():
+        png.unlink()      # an earlier compare's picture would contradict this JSON's "picture": null
     curves = [load_curves(spike), load_curves(base)]
     parts["curves_notes"] = {c.arm: c.loss_note for c in curves if c.loss_note}
     parts["curves"] = str(render_curves(curves, metrics_dir / f"{stem}_curves.png"))
     report = build_report(spike, base, steps, verdict, **parts)
     # NaN and inf are written as JSON's NaN / Infinity: an identical pair has PSNR inf, as in the val reports.
-    return Comparison(spike, base, report, write_compare_report(metrics_dir / f"{stem}.json", report))
+    return Comparison(report, write_compare_report(metrics_dir / f"{stem}.json", report))

@@ -16,8 +16,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.main import main
-from model.compare import compare, load_run
+from model.compare import compare, format_report, load_run
 from model.compare_figures import HEADER_H, LABEL_H, SEP, best_windows, window_scores
+from schemas.compare_report import read_compare_report
 from schemas.val_report import Metrics, ValReport, val_report_path, write_val_report
 
 H, W = 64, 80
@@ -153,6 +154,22 @@ def test_pass_table_picture_and_json(outputs):
     recon_png = outputs / "visuals/spk/step_0002000" / c0["seq"] / f"{c0['frame']:06d}_recon.png"
     spike_recon = np.asarray(Image.open(recon_png))
     np.testing.assert_array_equal(pic[y0:y1, x0:x1], spike_recon[win])
+
+
+def test_written_json_is_the_returned_report(outputs):
+    comp = compare("spk", "vrt", outputs=outputs, crops=2, crop_size=CROP)
+    assert comp.json_path == outputs / "metrics" / "compare_spk_vs_vrt_2000.json"
+    report = read_compare_report(comp.json_path)
+    assert report == comp.report and report.version == 2 and report.passed
+    assert [c.boxes["blur"] for c in report.crops] == [(SEP, SEP + HEADER_H + LABEL_H + r * (LABEL_H + CROP + SEP),
+                                                        SEP + CROP, SEP + HEADER_H + LABEL_H + CROP
+                                                        + r * (LABEL_H + CROP + SEP)) for r in range(2)]
+    assert report.reliance == [] and report.reliance_note is None
+    assert report.table_markdown in format_report(comp)                   # printed as written
+    dry = compare("spk", "vrt", outputs=outputs, crops=2, crop_size=CROP, write=False)
+    assert dry.json_path is None and dry.report.picture is None and dry.report.curves is None
+    assert [c.model_dump(exclude={"boxes", "psnr_rgb_base", "psnr_rgb_spike"}) for c in dry.report.crops] == \
+        [c.model_dump(exclude={"boxes", "psnr_rgb_base", "psnr_rgb_spike"}) for c in report.crops]
 
 
 def test_fail_when_roles_swapped(tmp_path):
