@@ -22,7 +22,6 @@ Whatever the tables show is the result; RESULTS.md records it with the command a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -180,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     t_ref_end = time.time()
 
     # -- the rule, per spike arm ---------------------------------------------------------------------------
+    from schemas.compare_report import read_compare_report
+
     reports = {}
     for arm in [a for a in ("spike", "literal") if a in arms]:
         proc = subprocess.run(SPIKEPREP + ["compare", arm, "base", "--outputs", str(out / "outputs"),
@@ -189,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         if proc.returncode not in (0, 1):
             print(proc.stderr)
             raise SystemExit("compare failed")
-        reports[arm] = json.loads(sorted((out / "outputs" / "metrics").glob(f"compare_{arm}_vs_base_*.json"))[-1]
-                                  .read_text())
+        written = sorted((out / "outputs" / "metrics").glob(f"compare_{arm}_vs_base_*.json"))
+        reports[arm] = read_compare_report(written[-1])
     targets = issue_targets(out, args.steps, fuse_type, baselines)
     print(targets)
     total_s = time.time() - t_start
@@ -220,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
             + (" No VGG19 weights here: every arm trained without the perceptual term." if vgg else ""), "",
             targets, ""]
         for arm, report in reports.items():
-            body += [f"### `{arm}` against `base`", "", report["table_markdown"].strip(), "",
-                     f"Verdict at step {report['verdict']['step']}: **{report['verdict']['result']}**. "
-                     f"{report['verdict'].get('summary', '')}", ""]
+            body += [f"### `{arm}` against `base`", "", report.table_markdown.strip(), "",
+                     f"Verdict at step {report.verdict.step}: **{report.verdict.result}**. "
+                     f"{report.verdict.summary}", ""]
         write_section(REPO / "benchmarks" / "RESULTS.md", args.section, "\n".join(body))
         print("wrote benchmarks/RESULTS.md")
     return 0

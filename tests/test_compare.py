@@ -16,7 +16,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.main import main
-from model.compare import HEADER_H, LABEL_H, SEP, best_windows, compare, load_run, window_scores
+from model.compare import compare, format_report, load_run
+from model.compare_figures import HEADER_H, LABEL_H, SEP, best_windows, window_scores
+from schemas.compare_report import read_compare_report
 from schemas.val_report import Metrics, ValReport, val_report_path, write_val_report
 
 H, W = 64, 80
@@ -154,6 +156,22 @@ def test_pass_table_picture_and_json(outputs):
     np.testing.assert_array_equal(pic[y0:y1, x0:x1], spike_recon[win])
 
 
+def test_written_json_is_the_returned_report(outputs):
+    comp = compare("spk", "vrt", outputs=outputs, crops=2, crop_size=CROP)
+    assert comp.json_path == outputs / "metrics" / "compare_spk_vs_vrt_2000.json"
+    report = read_compare_report(comp.json_path)
+    assert report == comp.report and report.version == 2 and report.passed
+    assert [c.boxes["blur"] for c in report.crops] == [(SEP, SEP + HEADER_H + LABEL_H + r * (LABEL_H + CROP + SEP),
+                                                        SEP + CROP, SEP + HEADER_H + LABEL_H + CROP
+                                                        + r * (LABEL_H + CROP + SEP)) for r in range(2)]
+    assert report.reliance == [] and report.reliance_note is None
+    assert report.table_markdown in format_report(comp)                   # printed as written
+    dry = compare("spk", "vrt", outputs=outputs, crops=2, crop_size=CROP, write=False)
+    assert dry.json_path is None and dry.report.picture is None and dry.report.curves is None
+    assert [c.model_dump(exclude={"boxes", "psnr_rgb_base", "psnr_rgb_spike"}) for c in dry.report.crops] == \
+        [c.model_dump(exclude={"boxes", "psnr_rgb_base", "psnr_rgb_spike"}) for c in report.crops]
+
+
 def test_fail_when_roles_swapped(tmp_path):
     out = tmp_path / "o"
     make_run(out, "spk", "spike", BASE_STEPS)          # the spike arm now has the base's (worse) numbers
@@ -278,7 +296,8 @@ def _write_losses(outputs: Path, exp: str, losses: dict[int, float]) -> None:
 
 
 def test_curves_picture_and_its_points(outputs):
-    from model.compare import ARM_COLOURS, CURVES_DPI, CURVES_FIGSIZE, load_curves
+    from model.compare import load_curves
+    from model.compare_figures import ARM_COLOURS, CURVES_DPI, CURVES_FIGSIZE
 
     # The spike run: steps 1-8 logged, then (a crash after step 8, last.pth at step 5) a resumed process
     # logs 6-10 again: the resumed values replace the crashed run's from step 6 on.

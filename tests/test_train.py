@@ -274,7 +274,8 @@ def test_compare_reads_what_the_trainer_wrote(runs):
     report = json.loads((out / "metrics" / f"compare_spike_vs_base_{STEPS}.json").read_text())
     assert report["steps"] == [2, STEPS] and Path(report["picture"]).is_file()
     # the curves: every step's loss from the trainer's TensorBoard events, the validations from the reports
-    from model.compare import CURVES_DPI, CURVES_FIGSIZE, load_curves, load_run
+    from model.compare import load_curves, load_run
+    from model.compare_figures import CURVES_DPI, CURVES_FIGSIZE
 
     with Image.open(report["curves"]) as im:
         im.load()
