@@ -68,13 +68,13 @@ def test_cmd(ckpt, input_blur, input_spike_vox, store, split, seqs, output, use_
                       overlap=overlap, device=device, image_format=image_format, jpeg_quality=jpeg_quality,
                       metrics_dir=metrics_dir, progress=progress)
     m = report.metrics
-    click.echo(f"{m['arm']} arm ({m['exp']}, step {m['step']}) on {m['device']}: {m['frames']} frames, "
-               f"{len(m['sequences'])} sequence(s), {m['clips']} clips of {m['clip_len'] or 'whole runs'}")
-    for name, n in m["sequences"].items():
-        click.echo(f"  {name}: {n} frames -> {Path(m['output']) / name}")
-    peak = "n/a" if m["peak_memory_mib"] is None else f"{m['peak_memory_mib']:.1f} MiB"
-    click.echo(f"model {m['seconds_per_frame']:.4f} s/frame, total {m['seconds_per_frame_total']:.4f} s/frame; "
-               f"peak memory {peak} ({m['peak_memory_method']})")
+    click.echo(f"{m.arm} arm ({m.exp}, step {m.step}) on {m.device}: {m.frames} frames, "
+               f"{len(m.sequences)} sequence(s), {m.clips} clips of {m.clip_len or 'whole runs'}")
+    for name, n in m.sequences.items():
+        click.echo(f"  {name}: {n} frames -> {Path(m.output) / name}")
+    peak = "n/a" if m.peak_memory_mib is None else f"{m.peak_memory_mib:.1f} MiB"
+    click.echo(f"model {m.seconds_per_frame:.4f} s/frame, total {m.seconds_per_frame_total:.4f} s/frame; "
+               f"peak memory {peak} ({m.peak_memory_method})")
     for note in report.notes:
         click.echo(f"note: {note}")
     click.echo(f"metrics: {report.metrics_path}")

@@ -1,5 +1,10 @@
-"""Scoring restorations the one way (DESIGN section 8): validation, spike reliance and the baselines.
+"""Restoring and scoring the one way (DESIGN section 8): validation, ``spikeprep test``, spike reliance, baselines.
 
+* ``Restorer`` / ``restore_clips``: the restore loop of validation and ``spikeprep test``: each clip through
+  ``tiled_inference`` (under ``no_grad``, fp16 autocast with AMP, model time measured), the frames no
+  earlier clip produced converted to uint8 (``tensor_to_uint8``) and, when asked, written as PNGs.
+* ``validate``: full-size validation of a val Dataset into a ``schemas.val_report.ValReport``, with the
+  spike-reliance probes.
 * ``FrameScorer``: per frame basicsr's PSNR (RGB, Y) and SSIM, LPIPS when its weights exist, the same on
   the motion-boundary mask, averaged into ``schemas.val_report.Metrics``. Validation, the voxel probes
   of the reliance measurement and ``spikeprep baselines`` all score through it, so their numbers compare.
@@ -12,17 +17,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from model.checkpoint import arm_name
 from model.metrics import image_metrics, masked_metrics, mean_metrics, motion_boundary_mask, tensor_to_uint8
+from model.nets.integrate_vrt import SpikeVRT, tiled_inference
 from schemas.baselines import BaselineRow, BaselinesReport
-from schemas.val_report import Metrics
+from schemas.val_report import PROBES, Metrics, ProbeMetrics, SpikeReliance, ValReport
 from spikeprep import baselines as bl
 from spikeprep.errors import InputError
+from spikeprep.images import write_rgb
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, norm_lut
 from spikeprep.store import read_manifest
 
@@ -79,6 +88,14 @@ class FrameScorer:
         return {seq: as_metrics(rs) for seq, rs in self.rows.items()}
 
 
+def _first_seen(done: set, seq: str, frames: Sequence[Hashable]) -> list[tuple[int, Hashable]]:
+    """``[(position in clip, frame)]`` of the ``frames`` of ``seq`` not in ``done``, which then holds them
+    (the last clip of a run overlaps the clip before it: its repeated frames keep the first output)."""
+    new = [(k, f) for k, f in enumerate(frames) if (seq, f) not in done]
+    done.update((seq, f) for _, f in new)
+    return new
+
+
 def val_frames(ds: SpikeDeblurDataset) -> Iterator[tuple[int, dict, list[tuple[int, int]]]]:
     """``(clip index, item, [(position in clip, frame_idx), ...])`` for every readable clip of ``ds``,
     listing only the frames no earlier clip had. Unreadable clips are skipped (the Dataset logs them)."""
@@ -87,10 +104,205 @@ def val_frames(ds: SpikeDeblurDataset) -> Iterator[tuple[int, dict, list[tuple[i
         item = ds[i]
         if item is None:
             continue
-        seq = item["meta"]["seq"]
-        new = [(k, f) for k, f in enumerate(item["meta"]["frame_idx"]) if (seq, f) not in done]
-        done.update((seq, f) for _, f in new)
-        yield i, item, new
+        yield i, item, _first_seen(done, item["meta"]["seq"], item["meta"]["frame_idx"])
+
+
+# ---- the restore loop -------------------------------------------------------------------------------
+TileSpec = Sequence[int] | Callable[[torch.Size], Sequence[int]]
+
+
+class Restorer:
+    """``model`` on one clip at a time: ``tiled_inference`` with ``tile``/``overlap`` (frames, height,
+    width; ``tile`` may be a function of the clip's ``[T, 3, H, W]`` shape), under ``no_grad`` and fp16
+    autocast when ``amp``. ``seconds`` adds up the model time (CUDA synchronised), ``first_clip_seconds``
+    is the first clip's (warm-up included)."""
+
+    def __init__(self, model: SpikeVRT, device: torch.device, *, tile: TileSpec, overlap: Sequence[int],
+                 amp: bool = False):
+        self.model, self.device, self.tile, self.overlap, self.amp = model, device, tile, tuple(overlap), amp
+        self.seconds = 0.0
+        self.first_clip_seconds: float | None = None
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.no_grad()
+    def __call__(self, blur: torch.Tensor, spike: torch.Tensor | None) -> torch.Tensor:
+        """The restored clip ``[T, 3, H, W]`` (on the CPU) of ``blur [T, 3, H, W]`` and ``spike [T, K, H, W]``."""
+        tile = tuple(self.tile(blur.shape) if callable(self.tile) else self.tile)
+        b = blur[None].to(self.device)
+        v = None if spike is None else spike[None].to(self.device)
+        self._sync()
+        t0 = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            recon = tiled_inference(self.model, b, v, tile=tile, overlap=self.overlap, out_device="cpu")[0]
+        self._sync()
+        elapsed = time.perf_counter() - t0
+        self.seconds += elapsed
+        self.first_clip_seconds = elapsed if self.first_clip_seconds is None else self.first_clip_seconds
+        return recon
+
+    def frames(self, blur: torch.Tensor, spike: torch.Tensor | None, positions: Iterable[int]) -> dict[int, np.ndarray]:
+        """uint8 ``[H, W, 3]`` restorations of the clip's frames at ``positions``."""
+        recon = self(blur, spike)
+        return {k: tensor_to_uint8(recon[k].float()) for k in positions}
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One clip to restore: ``frames`` name its frames within sequence ``seq`` (frame_idx, or positions);
+    ``index`` is the Dataset's clip index and ``sharp`` its sharp frames, where there are some."""
+
+    seq: str
+    frames: Sequence[Hashable]
+    blur: torch.Tensor                 # [T, 3, H, W] RGB in [0, 1]
+    spike: torch.Tensor | None         # [T, K, H, W] normalised voxels; None for the spike-free arm
+    index: int | None = None
+    sharp: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class RestoredClip:
+    """A clip's frames that no earlier clip produced: ``new`` ``[(position, frame)]``, ``recon[position]``
+    uint8 ``[H, W, 3]``, and ``paths[position]`` where each was written (empty when not written)."""
+
+    clip: Clip
+    new: list[tuple[int, Hashable]]
+    recon: dict[int, np.ndarray]
+    paths: dict[int, Path]
+
+
+def restore_clips(restorer: Restorer, clips: Iterable[Clip],
+                  recon_path: Callable[[str, Hashable], Path] | None = None,
+                  params: list[int] | None = None) -> Iterator[RestoredClip]:
+    """Restore each clip's frames that no earlier clip produced (a clip with none is skipped); with
+    ``recon_path(seq, frame)`` each is written there (``write_rgb`` with ``params``: None, its default)."""
+    done: set = set()
+    for clip in clips:
+        new = _first_seen(done, clip.seq, clip.frames)
+        if not new:
+            continue
+        recon = restorer.frames(clip.blur, clip.spike, [k for k, _ in new])
+        paths = {}
+        if recon_path is not None:
+            for k, frame in new:
+                paths[k] = recon_path(clip.seq, frame)
+                paths[k].parent.mkdir(parents=True, exist_ok=True)
+                write_rgb(paths[k], recon[k], params)
+        yield RestoredClip(clip, new, recon, paths)
+
+
+# ---- validation -------------------------------------------------------------------------------------
+def _separator(h: int) -> np.ndarray:
+    return np.full((h, 2, 3), 255, np.uint8)
+
+
+def save_triptych(path: Path, blur: np.ndarray, recon: np.ndarray, sharp: np.ndarray) -> None:
+    """blur | recon | sharp side by side (uint8 HWC RGB), 2-pixel white separators."""
+    h = blur.shape[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_rgb(path, np.concatenate([blur, _separator(h), recon, _separator(h), sharp], axis=1))
+
+
+def _val_clips(ds: SpikeDeblurDataset, use_spike: bool) -> Iterator[Clip]:
+    for i in range(len(ds)):
+        item = ds[i]
+        if item is not None:  # unreadable clips are skipped (the Dataset logs them)
+            yield Clip(item["meta"]["seq"], item["meta"]["frame_idx"], item["blur"],
+                       item["spike_vox"] if use_spike else None, index=i, sharp=item["sharp"])
+
+
+def _val_tile(tile: tuple[int, int]) -> Callable[[torch.Size], tuple[int, int, int]]:
+    """Validation's tiles: the whole clip in time, ``tile`` (0: the whole frame) in space."""
+    def of(shape: torch.Size) -> tuple[int, int, int]:
+        t, _, h, w = shape
+        return t, min(tile[0], h) if tile[0] else h, min(tile[1], w) if tile[1] else w
+    return of
+
+
+def _score_probes(restorer: Restorer, done: RestoredClip, probes: Sequence[str], scorers: dict[str, FrameScorer],
+                  ds: SpikeDeblurDataset, zero_value: float, sharp: dict, masks: dict) -> int:
+    """Score the clip's new frames with each voxel probe; returns 1 when ``other_clip`` found no other clip."""
+    clip, missing = done.clip, 0
+    for probe in probes:
+        other = None
+        if probe == "other_clip":
+            j = other_clip_index(ds, clip.index)
+            other_item = None if j is None else ds[j]
+            if other_item is None:
+                missing += 1
+                continue
+            other = other_item["spike_vox"]
+        recon = restorer.frames(clip.blur, probe_voxels(probe, clip.spike, zero_value, other), done.recon)
+        for k, _ in done.new:
+            scorers[probe].add(clip.seq, recon[k], sharp[k], masks[k])
+    return missing
+
+
+def _reliance(scorers: dict[str, FrameScorer], probes: Sequence[str], use_spike: bool,
+              other_missing: int) -> tuple[SpikeReliance | None, str | None]:
+    """The report's ``reliance`` and ``reliance_note``."""
+    if not probes:
+        return None, "not measured (--no-reliance)" if use_spike else None
+
+    def probe_metrics(name: str) -> ProbeMetrics | None:
+        sc = scorers[name]
+        return ProbeMetrics(overall=sc.overall(), boundary=sc.boundary()) if sc.rows else None
+
+    return SpikeReliance(
+        zeroed=probe_metrics("zeroed"), reversed=probe_metrics("reversed"), other_clip=probe_metrics("other_clip"),
+        other_clip_note=(f"{other_missing} clip(s) had no other clip of their size sharing no frame; the probe "
+                         f"scores the rest" if other_missing else None)), None
+
+
+@torch.no_grad()
+def validate(model: SpikeVRT, val_ds: SpikeDeblurDataset, *, device: torch.device, amp: bool, exp: str,
+             step: int, outputs: Path, lpips_metric, lpips_note: str | None, tile: tuple[int, int],
+             write_images: bool, visual_frames: int, boundary_fraction: float = BOUNDARY_FRACTION,
+             reliance: bool = True) -> ValReport:
+    """Full-size validation (no crop, no augmentation) of every kept val frame, tiled in space.
+
+    Each frame is scored once (the Dataset's last clip of a run overlaps the one before it). For the spike
+    arm with ``reliance`` the same frames are scored again with each voxel probe (count-zero voxels,
+    another clip's voxels, bins reversed in time): the report's ``reliance``.
+    """
+    t_start = time.perf_counter()
+    model.eval()
+    probes = PROBES if model.use_spike and reliance else ()
+    scorers = {name: FrameScorer(lpips_metric, boundary_fraction) for name in ("true", *probes)}
+    other_missing = 0
+    zero_value = zero_count_value(val_ds.norm_mean, val_ds.norm_std)
+    images_dir = Path("visuals") / exp / f"step_{step:07d}"
+    n_frames_total = sum(1 for i in range(len(val_ds)) for f in val_ds.clip_frames(i)[1])
+    visual_pick = set(np.linspace(0, max(0, n_frames_total - 1), num=min(visual_frames, n_frames_total),
+                                  dtype=int).tolist()) if write_images else set()
+    frame_counter = 0
+    restorer = Restorer(model, device, tile=_val_tile(tile), overlap=(0, 16, 16), amp=amp)
+    recon_path = (lambda seq, frame: outputs / images_dir / seq / f"{frame:06d}_recon.png") if write_images else None
+    for done in restore_clips(restorer, _val_clips(val_ds, model.use_spike), recon_path):
+        clip = done.clip
+        sharp = {k: tensor_to_uint8(clip.sharp[k]) for k, _ in done.new}
+        blur = {k: tensor_to_uint8(clip.blur[k]) for k, _ in done.new}
+        masks = {k: scorers["true"].mask(blur[k], sharp[k]) for k, _ in done.new}
+        for k, frame in done.new:
+            scorers["true"].add(clip.seq, done.recon[k], sharp[k], masks[k])
+            if write_images:
+                for name, img in (("blur", blur[k]), ("sharp", sharp[k])):
+                    write_rgb(done.paths[k].parent / f"{frame:06d}_{name}.png", img)
+                if frame_counter in visual_pick:
+                    save_triptych(outputs / images_dir / f"{clip.seq}_{frame:06d}_triptych.png", blur[k],
+                                  done.recon[k], sharp[k])
+            frame_counter += 1
+        other_missing += _score_probes(restorer, done, probes, scorers, val_ds, zero_value, sharp, masks)
+    model.train()
+    spike_reliance, reliance_note = _reliance(scorers, probes, model.use_spike, other_missing)
+    true = scorers["true"]
+    return ValReport(exp=exp, arm=arm_name(model.use_spike), step=step, split=val_ds.split,
+                     overall=true.overall(), boundary=true.boundary(), boundary_fraction=boundary_fraction,
+                     per_sequence=true.per_sequence(), lpips_note=lpips_note,
+                     images_dir=str(images_dir) if write_images else None,
+                     seconds=time.perf_counter() - t_start, reliance=spike_reliance, reliance_note=reliance_note)
 
 
 # ---- spike reliance ---------------------------------------------------------------------------------

@@ -59,19 +59,18 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 
 from model.checkpoint import CKPT_VERSION, arm_name, check_compatible, load_checkpoint, save_checkpoint
-from model.nets.integrate_vrt import SpikeVRT, build_model, tiled_inference
+from model.nets.integrate_vrt import SpikeVRT, build_model
 from model.nets.vrt import StateDictMismatchError
 from model.losses.deblur_loss import DeblurLoss
 from model.losses.vgg_perceptual import VGGWeightsUnavailable
-from model.evaluate import (BOUNDARY_FRACTION, FrameScorer, lsq_accumulate, other_clip_index, probe_voxels,
-                            val_frames, zero_count_value)
+from model.evaluate import lsq_accumulate, validate
 from model.nets.fusion.spike_head import FittedSpikeHead
-from model.metrics import lpips_or_reason, tensor_to_uint8
+from model.metrics import lpips_or_reason
 from model.train_log import TrainLog, capture_spikeprep_logging
 from schemas.config import Config, ConfigError, load_config
-from schemas.val_report import PROBES, ProbeMetrics, SpikeReliance, ValReport, val_report_path, write_val_report
+from schemas.val_report import PROBES, ValReport, val_report_path, write_val_report
 from spikeprep.errors import InputError, SpikeprepError
-from spikeprep.images import read_rgb, write_rgb
+from spikeprep.images import read_rgb
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, collate_drop_bad
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]   # the checkout, when spikeprep runs from one
@@ -210,107 +209,11 @@ def write_run_log(path: Path, opts: TrainOptions, cfg: Config, config_text: str,
     path.write_text("\n".join(lines))
 
 
-def _separator(h: int) -> np.ndarray:
-    return np.full((h, 2, 3), 255, np.uint8)
-
-
-def save_triptych(path: Path, blur: np.ndarray, recon: np.ndarray, sharp: np.ndarray) -> None:
-    """blur | recon | sharp side by side (uint8 HWC RGB), 2-pixel white separators."""
-    h = blur.shape[0]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_rgb(path, np.concatenate([blur, _separator(h), recon, _separator(h), sharp], axis=1))
-
-
 def _batch_inputs(batch: dict, device: torch.device, use_spike: bool):
     blur = batch["blur"].to(device, non_blocking=True)
     sharp = batch["sharp"].to(device, non_blocking=True)
     spike = batch["spike_vox"].to(device, non_blocking=True) if use_spike else None
     return blur, sharp, spike
-
-
-# ---------------------------------------------------------------------------------------------- validation
-@torch.no_grad()
-def validate(model: SpikeVRT, val_ds: SpikeDeblurDataset, *, device: torch.device, amp: bool, exp: str,
-             step: int, outputs: Path, lpips_metric, lpips_note: str | None, tile: tuple[int, int],
-             write_images: bool, visual_frames: int, boundary_fraction: float = BOUNDARY_FRACTION,
-             reliance: bool = True) -> ValReport:
-    """Full-size validation (no crop, no augmentation) of every kept val frame, tiled in space.
-
-    Each frame is scored once (the Dataset's last clip of a run overlaps the one before it). For the spike
-    arm with ``reliance`` the same frames are scored again with each voxel probe of ``model.evaluate``
-    (count-zero voxels, another clip's voxels, bins reversed in time): the report's ``reliance``.
-    """
-    t_start = time.perf_counter()
-    model.eval()
-    probes = PROBES if model.use_spike and reliance else ()
-    scorers = {name: FrameScorer(lpips_metric, boundary_fraction) for name in ("true", *probes)}
-    other_missing = 0
-    zero_value = zero_count_value(val_ds.norm_mean, val_ds.norm_std)
-    images_dir = Path("visuals") / exp / f"step_{step:07d}"
-    n_frames_total = sum(1 for i in range(len(val_ds)) for f in val_ds.clip_frames(i)[1])
-    visual_pick = set(np.linspace(0, max(0, n_frames_total - 1), num=min(visual_frames, n_frames_total),
-                                  dtype=int).tolist()) if write_images else set()
-    frame_counter = 0
-
-    def restore(blur: torch.Tensor, spike: torch.Tensor | None) -> torch.Tensor:
-        t, _, h, w = blur.shape
-        tile_t = (t, min(tile[0], h) if tile[0] else h, min(tile[1], w) if tile[1] else w)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            return tiled_inference(model, blur[None].to(device), None if spike is None else spike[None].to(device),
-                                   tile=tile_t, overlap=(0, 16, 16), out_device="cpu")[0]
-
-    for i, item, new in val_frames(val_ds):
-        if not new:
-            continue
-        seq = item["meta"]["seq"]
-        spike = item["spike_vox"] if model.use_spike else None
-        recon = restore(item["blur"], spike)
-        sharp = {k: tensor_to_uint8(item["sharp"][k]) for k, _ in new}
-        blur = {k: tensor_to_uint8(item["blur"][k]) for k, _ in new}
-        masks = {k: scorers["true"].mask(blur[k], sharp[k]) for k, _ in new}
-        for k, frame in new:
-            r = tensor_to_uint8(recon[k].float())
-            scorers["true"].add(seq, r, sharp[k], masks[k])
-            if write_images:
-                d = outputs / images_dir / seq
-                d.mkdir(parents=True, exist_ok=True)
-                for name, img in (("blur", blur[k]), ("recon", r), ("sharp", sharp[k])):
-                    write_rgb(d / f"{frame:06d}_{name}.png", img)
-                if frame_counter in visual_pick:
-                    save_triptych(outputs / images_dir / f"{seq}_{frame:06d}_triptych.png", blur[k], r, sharp[k])
-            frame_counter += 1
-        for probe in probes:
-            other = None
-            if probe == "other_clip":
-                j = other_clip_index(val_ds, i)
-                other_item = None if j is None else val_ds[j]
-                if other_item is None:
-                    other_missing += 1
-                    continue
-                other = other_item["spike_vox"]
-            recon = restore(item["blur"], probe_voxels(probe, spike, zero_value, other))
-            for k, _ in new:
-                scorers[probe].add(seq, tensor_to_uint8(recon[k].float()), sharp[k], masks[k])
-    model.train()
-
-    def probe_metrics(name: str) -> ProbeMetrics | None:
-        sc = scorers[name]
-        return ProbeMetrics(overall=sc.overall(), boundary=sc.boundary()) if sc.rows else None
-
-    spike_reliance, reliance_note = None, None
-    if probes:
-        spike_reliance = SpikeReliance(
-            zeroed=probe_metrics("zeroed"), reversed=probe_metrics("reversed"), other_clip=probe_metrics("other_clip"),
-            other_clip_note=(f"{other_missing} clip(s) had no other clip of their size sharing no frame; the probe "
-                             f"scores the rest" if other_missing else None))
-    elif model.use_spike:
-        reliance_note = "not measured (--no-reliance)"
-    true = scorers["true"]
-    return ValReport(exp=exp, arm=arm_name(model.use_spike), step=step, split=val_ds.split,
-                     overall=true.overall(), boundary=true.boundary(), boundary_fraction=boundary_fraction,
-                     per_sequence=true.per_sequence(), lpips_note=lpips_note,
-                     images_dir=str(images_dir) if write_images else None,
-                     seconds=time.perf_counter() - t_start, reliance=spike_reliance, reliance_note=reliance_note)
 
 
 # ---------------------------------------------------------------------------------------------- main

@@ -47,6 +47,7 @@ import hashlib
 import logging
 import math
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +109,28 @@ def normalise_upsample(counts: np.ndarray, lut: np.ndarray, scale: tuple[int, in
     return out
 
 
+def unit_frames(frames: Sequence[np.ndarray], hw: tuple[int, int]) -> np.ndarray:
+    """uint8 RGB frames ``[3, h, w]`` -> one float32 clip ``[T, 3, h, w]`` in [0, 1] (the served blur/sharp)."""
+    # numpy, not torch ops, for the per-pixel work: single-threaded whatever torch's thread count
+    # (torch's intra-op threads make these small ops 100x slower on a busy 2-core machine).
+    out = np.empty((len(frames), 3, *hw), np.float32)
+    for t, frame in enumerate(frames):
+        np.copyto(out[t], frame)
+    np.divide(out, np.float32(255.0), out=out)
+    return out
+
+
+def normalised_voxels(counts: Iterable[np.ndarray], lut: np.ndarray, scale: tuple[int, int], num_bins: int,
+                      hw: tuple[int, int]) -> np.ndarray:
+    """Per-frame counts ``[K, h/sy, w/sx]`` -> the served voxels ``[T, K, h, w]`` (float32, RGB grid),
+    normalised through ``lut`` and replicated onto the RGB grid (``normalise_upsample``)."""
+    counts = list(counts)
+    spike = np.empty((len(counts), num_bins, *hw), np.float32)
+    for t, c in enumerate(counts):
+        normalise_upsample(c, lut, scale, out=spike[t])
+    return spike
+
+
 # ---- the clip index --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Sequence:
@@ -165,6 +188,51 @@ def clip_starts(length: int, clip_len: int, train: bool) -> list[int]:
     if starts[-1] + clip_len < length:
         starts.append(length - clip_len)
     return starts
+
+
+SEQUENCE_COLUMNS = ("split", "seq", "frame_idx", "t0", "t1", "H", "W", "blur", "sharp", "vox_index", "status")
+
+
+def load_sequences(root: Path, info: StoreInfo, split: str, rows: dict[str, list] | None = None) -> list[_Sequence]:
+    """The sequences of ``split`` with their kept frames (status ok, voxelized), sorted by frame_idx:
+    what the Dataset serves and ``spikeprep test`` reads. ``rows``: the manifest's ``SEQUENCE_COLUMNS``
+    as lists (``pyarrow.Table.to_pydict``) when the caller has read them already."""
+    rows = read_manifest(root).select(list(SEQUENCE_COLUMNS)).to_pydict() if rows is None else rows
+    by_seq: dict[str, list[int]] = {}
+    splits = set()
+    for i, row_split in enumerate(rows["split"]):
+        splits.add(row_split)
+        if row_split == split:
+            by_seq.setdefault(rows["seq"][i], []).append(i)
+    if not by_seq:
+        raise InputError(root / MANIFEST_FILENAME,
+                         f"split {split!r} has no frames (the store has {sorted(splits)})",
+                         fix="set DATA.TRAIN_SPLIT / DATA.VAL_SPLIT to a split of the store")
+    sequences = []
+    for name in sorted(by_seq):
+        key = f"{split}/{name}"
+        seq_info = info.sequences.get(key)
+        if seq_info is None:
+            raise InputError(root / DATASET_FILENAME, f"sequence {key} is in the manifest but not "
+                             "in dataset.json", fix="re-run `spikeprep ingest`")
+        keep = [i for i in by_seq[name]
+                if rows["status"][i] == STATUS_OK and rows["vox_index"][i] is not None]
+        keep.sort(key=lambda i: rows["frame_idx"][i])
+        n_drop = len(by_seq[name]) - len(keep)
+        if n_drop:
+            log.info("%s: %d of %d frames dropped in the manifest; clips skip them", key, n_drop,
+                     len(by_seq[name]))
+        col = lambda c, dt: np.asarray([rows[c][i] for i in keep], dt).reshape(-1)  # noqa: E731
+        sequences.append(_Sequence(
+            name=name, vox_path=str(root / split / name / VOX_DIRNAME / VOX_ARRAY),
+            rgb_path=str(root / split / name / RGB_DIRNAME),
+            H=seq_info.H, W=seq_info.W, Hs=seq_info.Hs, Ws=seq_info.Ws,
+            scale=(int(seq_info.scale[0]), int(seq_info.scale[1])),
+            frame_idx=col("frame_idx", np.int64), t0=col("t0", np.float64), t1=col("t1", np.float64),
+            vox_index=col("vox_index", np.int64),
+            blur=tuple(str(root / rows["blur"][i]) for i in keep),
+            sharp=tuple(str(root / rows["sharp"][i]) for i in keep)))
+    return sequences
 
 
 def _mix_seed(*values: int) -> int:
@@ -267,44 +335,7 @@ class SpikeDeblurDataset(Dataset):
         return mean, std
 
     def _load_sequences(self) -> list[_Sequence]:
-        table = read_manifest(self.root)
-        cols = ["split", "seq", "frame_idx", "t0", "t1", "H", "W", "blur", "sharp", "vox_index", "status"]
-        rows = table.select(cols).to_pydict()
-        by_seq: dict[str, list[int]] = {}
-        splits = set()
-        for i, split in enumerate(rows["split"]):
-            splits.add(split)
-            if split == self.split:
-                by_seq.setdefault(rows["seq"][i], []).append(i)
-        if not by_seq:
-            raise InputError(self.root / MANIFEST_FILENAME,
-                             f"split {self.split!r} has no frames (the store has {sorted(splits)})",
-                             fix="set DATA.TRAIN_SPLIT / DATA.VAL_SPLIT to a split of the store")
-        sequences = []
-        for name in sorted(by_seq):
-            key = f"{self.split}/{name}"
-            seq_info = self.info.sequences.get(key)
-            if seq_info is None:
-                raise InputError(self.root / DATASET_FILENAME, f"sequence {key} is in the manifest but not "
-                                 "in dataset.json", fix="re-run `spikeprep ingest`")
-            keep = [i for i in by_seq[name]
-                    if rows["status"][i] == STATUS_OK and rows["vox_index"][i] is not None]
-            keep.sort(key=lambda i: rows["frame_idx"][i])
-            n_drop = len(by_seq[name]) - len(keep)
-            if n_drop:
-                log.info("%s: %d of %d frames dropped in the manifest; clips skip them", key, n_drop,
-                         len(by_seq[name]))
-            col = lambda c, dt: np.asarray([rows[c][i] for i in keep], dt).reshape(-1)  # noqa: E731
-            sequences.append(_Sequence(
-                name=name, vox_path=str(self.root / self.split / name / VOX_DIRNAME / VOX_ARRAY),
-                rgb_path=str(self.root / self.split / name / RGB_DIRNAME),
-                H=seq_info.H, W=seq_info.W, Hs=seq_info.Hs, Ws=seq_info.Ws,
-                scale=(int(seq_info.scale[0]), int(seq_info.scale[1])),
-                frame_idx=col("frame_idx", np.int64), t0=col("t0", np.float64), t1=col("t1", np.float64),
-                vox_index=col("vox_index", np.int64),
-                blur=tuple(str(self.root / rows["blur"][i]) for i in keep),
-                sharp=tuple(str(self.root / rows["sharp"][i]) for i in keep)))
-        return sequences
+        return load_sequences(self.root, self.info, self.split)
 
     def _check_crop(self, json_path: Path) -> None:
         c = self.crop_size
@@ -434,18 +465,13 @@ class SpikeDeblurDataset(Dataset):
     def _read_images(self, si: int, pos: int, box: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
         """Blur and sharp ``[T, 3, h, w]`` float32 RGB in [0, 1] under the RGB box ``(y, x, h, w)``:
         only the ``rgb.zarr`` chunks under it are read."""
-        # numpy, not torch ops, for the per-pixel work: single-threaded whatever torch's thread count
-        # (torch's intra-op threads make these small ops 100x slower on a busy 2-core machine).
         s = self.sequences[si]
         y, x, h, w = box
+        rows = s.vox_index[pos:pos + self.clip_len].tolist()
         images = {}
         for kind in ("blur", "sharp"):
             reader = self._reader(si, kind)
-            out = np.empty((self.clip_len, 3, h, w), np.float32)
-            for t, n in enumerate(s.vox_index[pos:pos + self.clip_len].tolist()):
-                np.copyto(out[t], reader.read(n, y, y + h, x, x + w))
-            np.divide(out, np.float32(255.0), out=out)
-            images[kind] = out
+            images[kind] = unit_frames([reader.read(n, y, y + h, x, x + w) for n in rows], (h, w))
         return images
 
     def _read_counts(self, si: int, pos: int, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -461,12 +487,9 @@ class SpikeDeblurDataset(Dataset):
     def _read_spike(self, si: int, pos: int, box: tuple[int, int, int, int]) -> np.ndarray:
         """Normalised voxels ``[T, K, h, w]`` (float32, RGB grid) of the clip at ``pos`` of sequence
         ``si`` under the RGB box ``(y, x, h, w)`` (aligned to the scale): only its chunks are read."""
-        s = self.sequences[si]
         _, _, h, w = box
-        spike = np.empty((self.clip_len, self.num_bins, h, w), np.float32)
-        for t, counts in enumerate(self._read_counts(si, pos, box)):
-            normalise_upsample(counts, self._lut, s.scale, out=spike[t])
-        return spike
+        return normalised_voxels(self._read_counts(si, pos, box), self._lut, self.sequences[si].scale,
+                                 self.num_bins, (h, w))
 
 
 # ---- collate ---------------------------------------------------------------------------------------

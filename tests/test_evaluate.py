@@ -8,9 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from model.evaluate import FrameScorer, other_clip_index, probe_voxels, val_frames, zero_count_value
+from model.evaluate import FrameScorer, other_clip_index, probe_voxels, validate, val_frames, zero_count_value
 from model.metrics import image_metrics, tensor_to_uint8
-from model.train import validate
 from schemas.val_report import PROBES
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
 

@@ -223,7 +223,7 @@ def test_the_readme_store_example_runs(store, capsys):
 
 def test_spikeprep_test_takes_a_spike_vox_group_or_its_sequence_folder(store):
     """``spikeprep test --input_spike_vox`` given a store's ``spike_vox.zarr`` (now a group) reads its counts."""
-    from model.test import find_vox_sequences
+    from spikeprep.inference_inputs import find_vox_sequences
 
     key = "val/seq_002"
     vox = open_seq(store, key, "spike_vox.zarr")

@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from cli.main import main
 from model.checkpoint import CKPT_VERSION, load_checkpoint, model_from_checkpoint, save_checkpoint
 from model.nets.integrate_vrt import build_model
-from model.test import plan_clips, resolve_sequences, spike_lut
+from spikeprep.inference_inputs import plan_clips, resolve_sequences, spike_lut
 from schemas.config import parse_config
+from schemas.test_report import read_test_report
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
 from spikeprep.store import open_vox, read_store_info
 
@@ -87,6 +88,7 @@ def test_store_split_one_png_per_frame_and_metrics(setup, arm, tmp_path):
     assert m["peak_memory_mib"] > 0 and "ru_maxrss" in m["peak_memory_method"]
     assert m["inputs"]["splits"] == ["val"]
     assert (m["inputs"]["spike_vox"] is None) == (arm == "base")
+    assert read_test_report(path).model_dump(mode="json") == m  # the record, read back
 
 
 def test_voxels_are_the_datasets_and_output_is_the_models(setup, tmp_path):
