@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from schemas.atomic import atomic_path
 from schemas.compare_report import CropSpot
+from schemas.val_report import val_image_path
 from spikeprep.errors import InputError
 from spikeprep.images import read_rgb
 
@@ -73,7 +74,7 @@ def frame_keys(images: Path) -> list[tuple[str, int]]:
 
 def png_path(images: Path, key: tuple[str, int], kind: str) -> Path:
     """The ``kind`` (blur, recon, sharp) PNG of frame ``key`` in a validation's images."""
-    return images / key[0] / f"{key[1]:06d}_{kind}.png"
+    return val_image_path(images, key[0], key[1], kind)
 
 
 def window_scores(blur: np.ndarray, sharp: np.ndarray, size: int) -> np.ndarray:

@@ -28,7 +28,7 @@ from model.checkpoint import arm_name
 from model.metrics import image_metrics, masked_metrics, mean_metrics, motion_boundary_mask, tensor_to_uint8
 from model.nets.integrate_vrt import SpikeVRT, tiled_inference
 from schemas.baselines import BaselineRow, BaselinesReport
-from schemas.val_report import PROBES, Metrics, ProbeMetrics, SpikeReliance, ValReport
+from schemas.val_report import PROBES, Metrics, ProbeMetrics, SpikeReliance, ValReport, val_image_path
 from spikeprep import baselines as bl
 from spikeprep.errors import InputError
 from spikeprep.images import write_rgb
@@ -279,7 +279,7 @@ def validate(model: SpikeVRT, val_ds: SpikeDeblurDataset, *, device: torch.devic
                                   dtype=int).tolist()) if write_images else set()
     frame_counter = 0
     restorer = Restorer(model, device, tile=_val_tile(tile), overlap=(0, 16, 16), amp=amp)
-    recon_path = (lambda seq, frame: outputs / images_dir / seq / f"{frame:06d}_recon.png") if write_images else None
+    recon_path = (lambda seq, frame: val_image_path(outputs / images_dir, seq, frame, "recon")) if write_images else None
     for done in restore_clips(restorer, _val_clips(val_ds, model.use_spike), recon_path):
         clip = done.clip
         sharp = {k: tensor_to_uint8(clip.sharp[k]) for k, _ in done.new}
@@ -289,7 +289,7 @@ def validate(model: SpikeVRT, val_ds: SpikeDeblurDataset, *, device: torch.devic
             scorers["true"].add(clip.seq, done.recon[k], sharp[k], masks[k])
             if write_images:
                 for name, img in (("blur", blur[k]), ("sharp", sharp[k])):
-                    write_rgb(done.paths[k].parent / f"{frame:06d}_{name}.png", img)
+                    write_rgb(val_image_path(outputs / images_dir, clip.seq, frame, name), img)
                 if frame_counter in visual_pick:
                     save_triptych(outputs / images_dir / f"{clip.seq}_{frame:06d}_triptych.png", blur[k],
                                   done.recon[k], sharp[k])

@@ -111,6 +111,12 @@ class ValReport(_Record):
         return _difference(getattr(getattr(self, region), key), getattr(getattr(self.reliance.zeroed, region), key))
 
 
+def val_image_path(images_dir: str | os.PathLike, seq: str, frame: int, kind: str) -> Path:
+    """One image of a validation under its ``images_dir``: ``{seq}/{frame:06d}_{kind}.png``, ``kind`` one of blur,
+    recon, sharp. The one spelling of that layout: validation writes these files, ``spikeprep compare`` reads them."""
+    return Path(images_dir) / seq / f"{frame:06d}_{kind}.png"
+
+
 def val_report_path(outputs: str | os.PathLike, exp: str, step: int) -> Path:
     """``<outputs>/metrics/val_<exp>_<step>.json``: where a run's validation report at ``step`` lives."""
     return Path(outputs) / "metrics" / f"val_{exp}_{step}.json"
