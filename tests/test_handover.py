@@ -112,7 +112,8 @@ def test_trainer_batch_inputs_equal_for_both_hand_overs(store):
     default = SpikeDeblurDataset(store, "train", **kw)
     compact = SpikeDeblurDataset(store, "train", **kw, **COMPACT)
     device = torch.device("cpu")
-    loaders = [DataLoader(ds, batch_size=2, collate_fn=collate_drop_bad, drop_last=True) for ds in (default, compact)]
+    loaders = [DataLoader(ds, batch_size=2, collate_fn=collate_drop_bad, drop_last=True)
+               for ds in (default, compact)]
     n = 0
     for batch_a, batch_b in zip(*loaders):
         assert batch_b["spike_counts"].shape[0] == 2
@@ -144,7 +145,8 @@ def test_from_config_compact_and_bad_kinds(store):
     compact = SpikeDeblurDataset.from_config(cfg, "train", seed=1, compact=True)
     assert (default.voxels, default.images) == ("normalised", "float32")      # the public default
     assert (compact.voxels, compact.images) == ("counts", "uint8")
-    assert set(default[0]) == {"blur", "sharp", "spike_vox", "meta"} and default[0]["blur"].dtype == torch.float32
+    assert set(default[0]) == {"blur", "sharp", "spike_vox", "meta"}
+    assert default[0]["blur"].dtype == torch.float32
     got = _to_default(compact[0], compact)
     assert all(torch.equal(got[k], default[0][k]) for k in got)
     with pytest.raises(ValueError, match="images must be one of"):
