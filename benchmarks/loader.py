@@ -1,15 +1,19 @@
-"""Loader benchmark: clips per second through a DataLoader, our store vs the original document's cache.
+"""Loader benchmark: clips per second through a DataLoader, our store (default and compact hand-over) vs
+the original document's cache, and the bytes each hands over per clip.
 
     .venv/bin/python benchmarks/loader.py                 # synth store 720x1280 RGB, 360x640 spikes (s=2)
     .venv/bin/python benchmarks/loader.py --height 256 --width 320 --spike-scale 1 --crop 128
     .venv/bin/python benchmarks/loader.py --root DATA_ROOT --no-write   # an existing store's train split
 
-Two designs serve the same clips (same clip index, same random crops, same collate):
+Three designs serve the same clips (same clip index, same random crops, same collate):
 
 * store  ``SpikeDeblurDataset`` on the spikeprep store: uint8 counts in ``spike_vox.zarr``, one shard per
          frame of (1, K, 64, 64) blosc-zstd chunks, and the decoded blur/sharp frames in ``rgb.zarr``
          ((1, 3, 128, 128) chunks); only the chunks under the crop are read, the counts normalised through
          a float32 table and replicated s x s onto the RGB grid;
+* compact the same store with the trainer's compact hand-over (``from_config(compact=True)``): uint8
+         frames and the stored counts at the spike grid, made the float32 items on the device by
+         ``lookup_upsample`` (not timed here: that runs on the accelerator, after the transfer);
 * npy    the original document's design (sections 3 and 4): the blur/sharp PNGs, decoded whole and
          cropped, and one float32 ``.npy`` of shape (K, Hs, Ws) per frame holding the already normalised
          ``(log1p(count) - MEAN) / STD``; ``np.load`` of the whole file, then the same crop and s x s
@@ -17,10 +21,12 @@ Two designs serve the same clips (same clip index, same random crops, same colla
 
 Each is timed through ``DataLoader(batch_size=1, num_workers=--workers)`` (a seeded sampler with
 replacement), --warmup batches untimed, then --batches timed; the figure is the median over --repeats
-(designs alternate). Two cache states: ``warm`` (every file read once before, so the page cache holds
+(designs rotate which goes first). Two cache states: ``warm`` (every file read once before, so the page cache holds
 it) and ``cold`` (every file the sample read is dropped from the page cache right after, with
 posix_fadvise(DONTNEED): a data set much larger than RAM). ``full`` items are the Dataset's items
-(blur + sharp + spike_vox); ``voxels`` items are spike_vox alone, to isolate the voxel storage.
+(blur + sharp + spike_vox, or their compact forms); ``voxels`` items are spike_vox (spike_counts) alone,
+to isolate the voxel storage. Host-to-device bytes per clip: the bytes of one collated batch-1 batch,
+what the trainer copies to the device per clip of a step (times the batch size per step).
 Bytes on disk: what each design adds to the raw PNGs both keep (store: ``spike_vox.zarr`` + ``rgb.zarr``;
 npy: the ``.npy`` files). Writes the tables, the command and the machine to benchmarks/RESULTS.md under
 "## Loader" (other sections are kept).
@@ -81,9 +87,11 @@ class NpyClipDataset(SpikeDeblurDataset):
                 out[t].reshape(self.num_bins, hs, sy, ws, sx)[...] = crop[:, :, None, :, None]
         return out
 
-    def _read_images(self, si, pos, box):
+    def _read_images(self, si, pos, box, dtype=np.dtype(np.float32)):
         import cv2
 
+        if dtype != np.float32:
+            raise ValueError("the npy design serves float32 frames only (the original document's items)")
         s = self.sequences[si]
         y, x, h, w = box
         images = {}
@@ -184,15 +192,31 @@ class Bench(Dataset):
             y, x = self.ds._crop_origin(index, s)
             c = self.ds.crop_size
             h, w = (s.H, s.W) if c is None else (c, c)
-            item = {"spike_vox": torch.from_numpy(self.ds._read_spike(si, pos, (y, x, h, w)))}
+            box = (y, x, h, w)
+            if self.ds.voxels == "counts":
+                item = {"spike_counts": torch.from_numpy(self.ds._read_counts(si, pos, box))}
+            else:
+                item = {"spike_vox": torch.from_numpy(self.ds._read_spike(si, pos, box))}
         if self.cold:
             evict(self.files(index))
         return item
 
 
 def collate_voxels(batch):
-    """Collate ``voxels`` items: ``{"spike_vox": [B, T, K, h, w]}``."""
-    return {"spike_vox": default_collate([b["spike_vox"] for b in batch])}
+    """Collate ``voxels`` items: ``{"spike_vox" or "spike_counts": [B, T, K, h, w]}``."""
+    return {key: default_collate([b[key] for b in batch]) for key in batch[0]}
+
+
+def batch_clips(batch: dict) -> int:
+    """Clips in a collated batch (its batch axis)."""
+    return batch["spike_counts" if "spike_counts" in batch else "spike_vox"].shape[0]
+
+
+def handover_bytes(bench: Bench) -> int:
+    """Bytes of the tensors of one collated batch-1 batch: what crosses to the device per clip."""
+    collate = collate_drop_bad if bench.items == "full" else collate_voxels
+    batch = collate([bench[0]])
+    return sum(v.nbytes for v in batch.values() if isinstance(v, torch.Tensor))
 
 
 def clips_per_second(bench: Bench, workers: int, warmup: int, batches: int, seed: int) -> float:
@@ -208,7 +232,7 @@ def clips_per_second(bench: Bench, workers: int, warmup: int, batches: int, seed
     t0 = time.perf_counter()
     n = 0
     for batch in it:
-        n += batch["spike_vox"].shape[0]
+        n += batch_clips(batch)
     dt = time.perf_counter() - t0
     del it, loader
     return n / dt
@@ -245,12 +269,13 @@ def bytes_read_per_clip(store_ds: "StoreClipDataset", npy_ds: NpyClipDataset, n:
     return store_vox / n, store_img / n, npy_vox / n, npy_img / n
 
 
-def single_process_costs(store_ds, npy_ds, n: int, all_files) -> tuple[float, float, dict]:
+def single_process_costs(designs, n: int, all_files) -> tuple[float, float, dict]:
     """(ms to decode a clip's PNGs whole, ms to read its frames' crops from rgb.zarr, {design: ms for a
-    clip's voxels}) in this process, warm cache."""
+    clip's voxels}) in this process, warm cache; ``designs``: ``[(name, dataset)]``, store first."""
     import cv2
 
     warm(all_files)
+    store_ds = designs[0][1]
     s = store_ds.sequences[0]
     paths = (s.blur + s.sharp)[:2 * store_ds.clip_len]
     t = time.perf_counter()
@@ -266,7 +291,7 @@ def single_process_costs(store_ds, npy_ds, n: int, all_files) -> tuple[float, fl
         store_ds._read_images(0, 0, box)
     chunk_ms = (time.perf_counter() - t) / n * 1e3
     vox_ms = {}
-    for name, ds in (("store", store_ds), ("npy", npy_ds)):
+    for name, ds in designs:
         bench = Bench(ds, "voxels", cold=False)
         bench[0]
         t = time.perf_counter()
@@ -323,6 +348,40 @@ def build_store(args, work: Path) -> Path:
     return root
 
 
+def timing_table(results: dict, modes, designs) -> tuple[list[str], dict]:
+    """The clips/s table (median per design; each store design against npy as the median of the
+    per-repeat ratios) and ``{(items, cache, design): median ratio}``."""
+    names = [n for n, _ in designs if n != "npy"]
+    table = ["| items | page cache | " + " | ".join(f"{n} clips/s" for n in names) + " | npy clips/s | "
+             + " | ".join(f"{n} / npy (median, range)" for n in names) + " |",
+             "|---|---|" + "---:|" * (2 * len(names) + 1)]
+    ratio_of = {}
+    for items, cache in modes:
+        npy = results[(items, cache, "npy")]
+        rates, ratios = [], []
+        for n in names:
+            a = results[(items, cache, n)]
+            paired = [x / y for x, y in zip(a, npy)]  # paired: the runs of a repeat are back to back
+            ratio_of[(items, cache, n)] = statistics.median(paired)
+            rates.append(f"{statistics.median(a):.2f}")
+            ratios.append(f"{statistics.median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f})")
+        table.append(f"| {items} | {cache} | {' | '.join(rates)} | {statistics.median(npy):.2f} | "
+                     f"{' | '.join(ratios)} |")
+    return table, ratio_of
+
+
+def handover_table(designs, modes) -> list[str]:
+    """Host-to-device bytes per clip (a batch-1 batch) of the default (store, npy) and compact items."""
+    by_name = dict(designs)
+    table = ["| items | default hand-over (store, npy: float32 on the RGB grid) | compact hand-over (uint8 "
+             "frames, counts at the spike grid) | compact / default |", "|---|---:|---:|---:|"]
+    for items in dict.fromkeys(i for i, _ in modes):
+        a, b = (handover_bytes(Bench(by_name[n], items, cold=False)) for n in ("store", "compact"))
+        table.append(f"| {items} | {a:,} B ({a / 1e6:.1f} MB) | {b:,} B ({b / 1e6:.1f} MB) | "
+                     f"{b / a:.3f} (1/{a / b:.1f}) |")
+    return table
+
+
 def main(argv=None) -> int:
     """Build or open a store, time both designs warm and cold, print and (unless --no-write) record."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -374,11 +433,13 @@ def main(argv=None) -> int:
         kw = dict(split="train", clip_len=args.clip_len, crop_size=args.crop or None, train=True,
                   seed=args.seed)
         store_ds = StoreClipDataset(root, **kw)
+        compact_ds = StoreClipDataset(root, **kw, voxels="counts", images="uint8")
         npy_root = work / "npy"
         t = time.perf_counter()
         write_npy_cache(store_ds, npy_root)
         print(f"npy cache: {time.perf_counter() - t:.0f} s", flush=True)
         npy_ds = NpyClipDataset(root, npy_root, **kw)
+        designs = [("store", store_ds), ("compact", compact_ds), ("npy", npy_ds)]
         info = read_store_info(root)
         seqs = store_ds.sequences
         s0 = seqs[0]
@@ -392,9 +453,7 @@ def main(argv=None) -> int:
         results: dict[tuple, list[float]] = {}
         for r in range(args.repeats):
             for items, cache in modes:
-                order = [("store", store_ds), ("npy", npy_ds)]
-                if r % 2:
-                    order.reverse()
+                order = designs[r % len(designs):] + designs[:r % len(designs)]
                 for name, ds in order:
                     if cache == "cold":
                         evict(all_files)
@@ -403,13 +462,12 @@ def main(argv=None) -> int:
                     rate = clips_per_second(Bench(ds, items, cache == "cold"), args.workers, args.warmup,
                                             args.batches, args.seed + r)
                     results.setdefault((items, cache, name), []).append(rate)
-                    print(f"  repeat {r + 1}/{args.repeats} {items:6s} {cache} {name:5s}: "
+                    print(f"  repeat {r + 1}/{args.repeats} {items:6s} {cache} {name:7s}: "
                           f"{rate:7.2f} clips/s", flush=True)
 
         store_vox, store_img, npy_vox, npy_img = bytes_read_per_clip(store_ds, npy_ds, 200, args.seed)
-        png_ms, chunk_ms, vox_ms = single_process_costs(store_ds, npy_ds, 10, all_files)
-        side = (args.crop, args.crop) if args.crop else (s0.H, s0.W)
-        out_mb = args.clip_len * info.K * side[0] * side[1] * 4 / 1e6
+        png_ms, chunk_ms, vox_ms = single_process_costs(designs, 10, all_files)
+        h2d = handover_table(designs, modes)
         vf, vsize, valloc = tree_bytes(store_files[:len(seqs)])
         rf, rsize, ralloc = tree_bytes(store_files[len(seqs):])
         nf, nsize, nalloc = tree_bytes(npy_files)
@@ -422,15 +480,7 @@ def main(argv=None) -> int:
                 f"{info.sequences[f'train/{s0.name}'].dtype}; "
                 f"clips of T={args.clip_len}, {crop_desc}; DataLoader batch 1, {args.workers} workers, "
                 f"{args.warmup} warm-up + {args.batches} timed batches, median of {args.repeats}.")
-        table = ["| items | page cache | store clips/s | npy clips/s | store / npy (median, range) |",
-                 "|---|---|---:|---:|---:|"]
-        ratio_of = {}
-        for items, cache in modes:
-            a, b = results[(items, cache, "store")], results[(items, cache, "npy")]
-            ratios = [x / y for x, y in zip(a, b)]  # paired: the two runs of a repeat are back to back
-            ratio_of[(items, cache)] = statistics.median(ratios)
-            table.append(f"| {items} | {cache} | {statistics.median(a):.2f} | {statistics.median(b):.2f} | "
-                         f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |")
+        table, ratio_of = timing_table(results, modes, designs)
         sizes = ["| data | files | bytes | allocated (du) | per frame | vs npy |",
                  "|---|---:|---:|---:|---:|---:|",
                  f"| store: spike_vox.zarr | {vf} | {vsize:,} | {valloc:,} | "
@@ -447,20 +497,27 @@ def main(argv=None) -> int:
             end_load = "; load average %.2f %.2f %.2f at the end" % os.getloadavg()
         except OSError:
             end_load = ""
-        met = [f"{i}/{c}" for i, c in modes if ratio_of[(i, c)] >= 2.0]
-        missed = [f"{i}/{c} {ratio_of[(i, c)]:.2f}x" for i, c in modes if ratio_of[(i, c)] < 2.0]
+        met = [f"{i}/{c}" for i, c in modes if ratio_of[(i, c, "store")] >= 2.0]
+        missed = [f"{i}/{c} {ratio_of[(i, c, 'store')]:.2f}x" for i, c in modes
+                  if ratio_of[(i, c, "store")] < 2.0]
         verdict = (f"Bytes: 1/{nsize / total:.1f} ({'met' if total * 4 <= nsize else 'NOT met'}). "
-                   f"Clips/s >= 2x: met for {', '.join(met) or 'no setting'}; not met for "
+                   f"Clips/s >= 2x (store): met for {', '.join(met) or 'no setting'}; not met for "
                    f"{', '.join(missed) or 'no setting'}.")
+        compact_voxels = [(c, ratio_of[(i, c, "compact")]) for i, c in modes if i == "voxels"]
+        verdict_19 = ("Target (issue 19): voxels only >= 4x the npy design with the compact hand-over: "
+                      + ("; ".join(f"{c} {r:.2f}x ({'met' if r >= 4 else 'NOT met'})" for c, r in compact_voxels)
+                         or "voxels not measured") + ".")
         body = "\n".join([
             SECTION, "", f"Command: `{cmd}`", "", f"Machine: {machine}{end_load}.", "", head, "",
             "`full`: the Dataset's items (blur, sharp, spike_vox; the store reads the crop's chunks of "
             "rgb.zarr, the npy design decodes the PNGs whole); `voxels`: spike_vox only (isolates the "
-            "voxel storage). `warm`: all files in the page cache; `cold`: each file "
+            "voxel storage). `store`: the default hand-over (float32 on the RGB grid); `compact`: the "
+            "trainer's hand-over from the same store (uint8 frames, stored counts at the spike grid; "
+            "`lookup_upsample` makes them the same float32 tensors on the device, not timed here). `warm`: all files in the page cache; `cold`: each file "
             "dropped from the page cache after every read (posix_fadvise DONTNEED; a data set larger than "
             "RAM).", "", *table, "",
             "clips/s: median over repeats of each design; the ratio is the median of the per-repeat "
-            "ratios (the two designs run back to back, alternating which goes first), which is steadier "
+            "ratios (the designs run back to back, rotating which goes first), which is steadier "
             "than the ratio of medians when other work shares the machine.", "",
             "Bytes on disk that each design adds to the raw PNGs (which both keep):", "",
             *sizes, "",
@@ -469,12 +526,13 @@ def main(argv=None) -> int:
             f"{npy_vox / 1e6:.2f} MB of .npy + {npy_img / 1e6:.2f} MB of PNG (whole files).", "",
             f"Single-process costs per clip (one core, warm cache): frames {chunk_ms:.0f} ms (store, "
             f"rgb.zarr crop) vs {png_ms:.0f} ms (npy design, {2 * args.clip_len} whole PNG decodes); voxels "
-            f"{vox_ms['store']:.0f} ms (store) vs {vox_ms['npy']:.0f} ms (npy). "
-            f"Both designs then hand over the same {out_mb:.0f} MB of float32 spike_vox per clip "
-            "(collated into shared memory by the worker, received by the main process), a cost the "
-            "storage does not change.",
-            "",
-            "Target (issue 3): >= 2x the clips per second at <= 1/4 of the bytes. " + verdict, ""])
+            f"{vox_ms['store']:.0f} ms (store) vs {vox_ms['compact']:.0f} ms (compact) vs "
+            f"{vox_ms['npy']:.0f} ms (npy).", "",
+            "Host-to-device bytes per clip (one collated batch-1 batch: what the worker hands the main "
+            "process through shared memory and the trainer copies to the device; a step copies "
+            "TRAIN.BATCH_SIZE times this):", "", *h2d, "",
+            "Target (issue 3): >= 2x the clips per second at <= 1/4 of the bytes. " + verdict, "",
+            verdict_19, ""])
         print()
         print(body)
         if not args.no_write:

@@ -71,7 +71,7 @@ from schemas.config import Config, ConfigError, load_config
 from schemas.val_report import PROBES, ValReport, val_report_path, write_val_report
 from spikeprep.errors import InputError, SpikeprepError
 from spikeprep.images import read_rgb
-from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, collate_drop_bad
+from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, collate_drop_bad, lookup_upsample
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]   # the checkout, when spikeprep runs from one
 
@@ -209,11 +209,24 @@ def write_run_log(path: Path, opts: TrainOptions, cfg: Config, config_text: str,
     path.write_text("\n".join(lines))
 
 
-def _batch_inputs(batch: dict, device: torch.device, use_spike: bool):
-    blur = batch["blur"].to(device, non_blocking=True)
-    sharp = batch["sharp"].to(device, non_blocking=True)
-    spike = batch["spike_vox"].to(device, non_blocking=True) if use_spike else None
-    return blur, sharp, spike
+def _batch_inputs(batch: dict, device: torch.device, use_spike: bool, train_ds: SpikeDeblurDataset):
+    """float32 (blur, sharp, spike or None) on ``device`` of a batch of ``train_ds``: a compact batch (uint8
+    frames, counts at the spike grid) crosses to the device as it is and becomes the default items' tensors
+    there through the Dataset's own tables (bit for bit, tested); a default batch is moved as it is."""
+    rgb_lut, count_lut = train_ds.device_luts(device)
+
+    def frames(key: str) -> torch.Tensor:
+        x = batch[key].to(device, non_blocking=True)
+        return lookup_upsample(x, rgb_lut, (1, 1)) if x.dtype == torch.uint8 else x
+
+    spike = None
+    if use_spike and "spike_counts" in batch:
+        # One scale per batch: collate keeps only samples of one counts shape and one crop size.
+        spike = lookup_upsample(batch["spike_counts"].to(device, non_blocking=True), count_lut,
+                                batch["meta"]["scale"][0])
+    elif use_spike:
+        spike = batch["spike_vox"].to(device, non_blocking=True)
+    return frames("blur"), frames("sharp"), spike
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -288,7 +301,8 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
     say = log.info
 
     # -- data ----------------------------------------------------------------------------------------
-    train_ds = SpikeDeblurDataset.from_config(cfg, "train", seed=cfg.SEED, with_spike=opts.use_spike)
+    train_ds = SpikeDeblurDataset.from_config(cfg, "train", seed=cfg.SEED, with_spike=opts.use_spike,
+                                              compact=True)
     val_ds = SpikeDeblurDataset.from_config(cfg, "val", with_spike=opts.use_spike)
     batch_size = cfg.TRAIN.BATCH_SIZE
     sampler = ResumableSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.SEED,
@@ -437,7 +451,7 @@ def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, wo
                         for name, p in raw_model.named_parameters():
                             if name in frozen:
                                 p.requires_grad_(flow_trainable)
-                    blur, sharp, spike = _batch_inputs(batch, device, opts.use_spike)
+                    blur, sharp, spike = _batch_inputs(batch, device, opts.use_spike, train_ds)
                     with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                         recon = model(blur, spike)
                     loss, terms = loss_fn(recon.float(), sharp)
@@ -708,7 +722,7 @@ def _dry_run(raw_model: SpikeVRT, model, loader: DataLoader, loss_fn, device, am
         raise SpikeprepError(f"{loader.dataset.root}: no readable training batch in the first "
                              f"{min(len(loader), MAX_SKIPPED_BATCHES_IN_A_ROW)} (every sample dropped; the warnings "
                              "above name the files). Fix: re-run `spikeprep ingest` for the damaged sequences")
-    blur, sharp, spike = _batch_inputs(batch, device, raw_model.use_spike)
+    blur, sharp, spike = _batch_inputs(batch, device, raw_model.use_spike, loader.dataset)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
         _, fr, fs = raw_model.encode_scales(blur, spike)
     say(f"dry run ({arm_name(raw_model.use_spike)} arm): batch blur {tuple(blur.shape)}"

@@ -12,7 +12,15 @@ manifest (a dropped frame never appears and breaks a run)::
 
 With ``voxels="counts"`` the item holds ``'spike_counts'`` instead of ``'spike_vox'``: the stored counts
 ``[T, K, H/sy, W/sx]`` (uint8 or uint16) at the native spike grid, not normalised, and ``meta['scale']``
-is ``(sy, sx)``; the non-learned baselines read these.
+is ``(sy, sx)``; the non-learned baselines read these. With ``images="uint8"`` blur and sharp are the
+stored ``uint8`` RGB ``[T, 3, H, W]`` (not divided by 255).
+
+The compact hand-over (``from_config(..., compact=True)``, the trainer's training set) is both: uint8
+frames and stored counts at the spike grid, a quarter of the bytes of the float32 item or less (a
+sixteenth of its voxels at s = 2) through the worker pipe and onto the device, where
+``lookup_upsample`` with the Dataset's own tables (``device_luts``) makes them the default item's
+float32 tensors exactly (``torch.equal``, tested): a lookup is exact on any device, unlike a division
+or ``log1p`` recomputed there.
 
 Train (``train=True``): one random ``crop_size`` x ``crop_size`` crop per clip, its top-left a multiple
 of the spike-grid scale ``s`` (so RGB and spike pixels line up), the same for every frame and for blur,
@@ -67,6 +75,9 @@ log = logging.getLogger("spikeprep.dataset")
 
 TENSOR_KEYS = ("blur", "sharp", "spike_vox", "spike_counts")
 VOXEL_KINDS = ("normalised", "counts")
+IMAGE_KINDS = ("float32", "uint8")
+# uint8 RGB value -> float32 in [0, 1]: the same float32 division _read_images makes, one value at a time.
+RGB_LUT = np.arange(256, dtype=np.float32) / np.float32(255.0)
 
 
 # ---- normalisation -------------------------------------------------------------------------------
@@ -129,6 +140,23 @@ def normalised_voxels(counts: Iterable[np.ndarray], lut: np.ndarray, scale: tupl
     for t, c in enumerate(counts):
         normalise_upsample(c, lut, scale, out=spike[t])
     return spike
+
+
+def lookup_upsample(codes: torch.Tensor, lut: torch.Tensor, scale: tuple[int, int]) -> torch.Tensor:
+    """Integer ``codes [..., h, w]`` (uint8 / uint16 counts or RGB values) -> a new float32 tensor
+    ``[..., h*sy, w*sx]`` on their device: ``lut[code]``, each pixel replicated ``sy x sx`` (rows are
+    axis -2, columns axis -1; leading axes such as ``B, T, K`` pass through). ``codes`` is not modified.
+
+    The torch twin of ``normalise_upsample`` for the compact hand-over: with the Dataset's tables it gives
+    the default items' ``spike_vox`` (``lut = norm_lut``, ``scale = meta['scale']``) and blur/sharp
+    (``lut = RGB_LUT``, ``scale = (1, 1)``) bit for bit.
+    """
+    sy, sx = (int(v) for v in scale)
+    *lead, h, w = codes.shape
+    values = lut.index_select(0, codes.reshape(-1).to(torch.int32)).reshape(codes.shape)
+    if (sy, sx) == (1, 1):
+        return values
+    return values[..., :, None, :, None].expand(*lead, h, sy, w, sx).reshape(*lead, h * sy, w * sx)
 
 
 # ---- the clip index --------------------------------------------------------------------------------
@@ -261,16 +289,20 @@ class SpikeDeblurDataset(Dataset):
             spike-free arm's data: same clips, same crops, no spike reads).
         voxels: ``"normalised"`` (``spike_vox``, the model's input) or ``"counts"`` (``spike_counts``, the
             stored counts at the spike grid).
+        images: ``"float32"`` (blur/sharp in [0, 1]) or ``"uint8"`` (the stored RGB values).
     """
 
     def __init__(self, root: str | Path, split: str, clip_len: int = 5, crop_size: int | None = None,
                  num_bins: int | None = None, norm_mean: float | None = None, norm_std: float | None = None,
                  train: bool | None = None, seed: int | None = None, with_spike: bool = True,
-                 voxels: str = "normalised"):
+                 voxels: str = "normalised", images: str = "float32"):
         super().__init__()
         if voxels not in VOXEL_KINDS:
             raise ValueError(f"voxels must be one of {VOXEL_KINDS}, got {voxels!r}")
+        if images not in IMAGE_KINDS:
+            raise ValueError(f"images must be one of {IMAGE_KINDS}, got {images!r}")
         self.voxels = voxels
+        self.images = images
         self.root = Path(root)
         self.split = split
         self.train = (split == "train") if train is None else bool(train)
@@ -298,12 +330,14 @@ class SpikeDeblurDataset(Dataset):
         dtypes = {info.sequences[f"{split}/{s.name}"].dtype for s in self.sequences}
         self._lut = norm_lut(self.norm_mean, self.norm_std, "uint16" if "uint16" in dtypes else "uint8")
         self._readers: dict[int, ChunkReader] = {}
+        self._device_luts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
     def from_config(cls, cfg, split_kind: str = "train", seed: int | None = None,
-                    with_spike: bool = True) -> "SpikeDeblurDataset":
-        """The train (random crops of DATA.CROP_SIZE) or val (full size) Dataset of a ``Config``."""
+                    with_spike: bool = True, compact: bool = False) -> "SpikeDeblurDataset":
+        """The train (random crops of DATA.CROP_SIZE) or val (full size) Dataset of a ``Config``; ``compact``:
+        the compact hand-over (uint8 frames, stored counts; see the module docstring)."""
         if split_kind not in ("train", "val"):
             raise ValueError(f"split_kind must be 'train' or 'val', got {split_kind!r}")
         data = cfg.DATA
@@ -311,7 +345,8 @@ class SpikeDeblurDataset(Dataset):
         return cls(data.ROOT, data.TRAIN_SPLIT if train else data.VAL_SPLIT, clip_len=data.CLIP_LEN,
                    crop_size=data.CROP_SIZE if train else None, num_bins=data.K,
                    norm_mean=data.NORM.MEAN, norm_std=data.NORM.STD, train=train, seed=seed,
-                   with_spike=with_spike)
+                   with_spike=with_spike, voxels="counts" if compact else "normalised",
+                   images="uint8" if compact else "float32")
 
     def _resolve_norm(self, mean, std, json_path) -> tuple[float, float]:
         stats = self.info.stats
@@ -377,11 +412,22 @@ class SpikeDeblurDataset(Dataset):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_readers"] = {}
+        state["_device_luts"] = {}
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._readers = {}
+        self._device_luts = {}
+
+    def device_luts(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(RGB_LUT, norm_lut)`` as float32 tensors on ``device``, the tables ``lookup_upsample`` turns
+        a compact item into the default one with (copied once per device)."""
+        key = str(torch.device(device))
+        if key not in self._device_luts:
+            self._device_luts[key] = (torch.from_numpy(RGB_LUT).to(device),
+                                      torch.from_numpy(self._lut).to(device))
+        return self._device_luts[key]
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch for ``seed``-mode crops (like DistributedSampler.set_epoch); no effect with seed=None."""
@@ -450,7 +496,7 @@ class SpikeDeblurDataset(Dataset):
         sl = slice(pos, pos + self.clip_len)
         y, x = crop
         h, w = (s.H, s.W) if self.crop_size is None else (self.crop_size, self.crop_size)
-        images = self._read_images(si, pos, (y, x, h, w))
+        images = self._read_images(si, pos, (y, x, h, w), np.dtype(self.images))
         meta = {"seq": s.name, "frame_idx": s.frame_idx[sl].tolist(), "t0": s.t0[sl].tolist(),
                 "t1": s.t1[sl].tolist(), "crop": (y, x)}
         item = {"blur": torch.from_numpy(images["blur"]), "sharp": torch.from_numpy(images["sharp"])}
@@ -462,16 +508,19 @@ class SpikeDeblurDataset(Dataset):
         item["meta"] = meta
         return item
 
-    def _read_images(self, si: int, pos: int, box: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
-        """Blur and sharp ``[T, 3, h, w]`` float32 RGB in [0, 1] under the RGB box ``(y, x, h, w)``:
-        only the ``rgb.zarr`` chunks under it are read."""
+    def _read_images(self, si: int, pos: int, box: tuple[int, int, int, int],
+                     dtype: np.dtype = np.dtype(np.float32)) -> dict[str, np.ndarray]:
+        """Blur and sharp ``[T, 3, h, w]`` float32 RGB in [0, 1] (``dtype`` uint8: the stored values) under
+        the RGB box ``(y, x, h, w)``: only the ``rgb.zarr`` chunks under it are read."""
         s = self.sequences[si]
         y, x, h, w = box
         rows = s.vox_index[pos:pos + self.clip_len].tolist()
         images = {}
         for kind in ("blur", "sharp"):
             reader = self._reader(si, kind)
-            images[kind] = unit_frames([reader.read(n, y, y + h, x, x + w) for n in rows], (h, w))
+            frames = [reader.read(n, y, y + h, x, x + w) for n in rows]
+            images[kind] = unit_frames(frames, (h, w)) if dtype == np.float32 else \
+                np.stack(frames).astype(dtype, copy=False)
         return images
 
     def _read_counts(self, si: int, pos: int, box: tuple[int, int, int, int]) -> np.ndarray:
