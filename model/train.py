@@ -9,14 +9,15 @@
     torchrun --nproc_per_node 4 --no-python spikeprep train --config ... --exp spike   # DDP (gloo on CPU)
 
 ``main(opts)`` reads top to bottom in the original document's order (section 8.2): config; distributed
-setup (``model.distributed``), seed and cudnn flags; Dataset/DataLoader (``TrainData``); model (VRT +
-SpikeEncoder3D + temporal self-attention + temporal cross-attention fusion) from scratch, warm-started or
-resumed; AdamW, cosine schedule with linear warm-up, AMP on CUDA, held with the step, the data position and
-the RNG in one ``model.train_state.TrainState``; logging (``model.train_log``); the loop. Each iteration is
-one ``train_step``: L = Charbonnier + 0.1 VGG; validation every ``val_every`` steps at full size (PSNR RGB/Y,
-SSIM, LPIPS), keeping best.pth and last.pth; TensorBoard; triptychs every ``visual_every`` steps. The two
-arms differ only in the spike branch: same seed, same clips in the same order, same crops; the spike-free
-arm never reads a voxel. The options are ``model.train_options.TrainOptions``.
+setup (``model.distributed.DistSetup``), seed and cudnn flags; Dataset/DataLoader (``model.train_data``);
+model (VRT + SpikeEncoder3D + temporal self-attention + temporal cross-attention fusion) from scratch,
+warm-started or resumed; AdamW, cosine schedule with linear warm-up, AMP on CUDA, held with the step, the
+data position, the best PSNR and the RNG in one ``model.train_state.TrainState`` (its ``state_dict`` is the
+checkpoint; resuming is its ``load_state_dict``); logging (``model.train_log``); the loop. Each iteration is
+one ``model.train_step.train_step``: L = Charbonnier + 0.1 VGG. Validation every ``val_every`` steps at full
+size (PSNR RGB/Y, SSIM, LPIPS), keeping best.pth and last.pth; TensorBoard; triptychs every ``visual_every``
+steps. The two arms differ only in the spike branch: same seed, same clips in the same order, same crops;
+the spike-free arm never reads a voxel. The options are ``model.train_options.TrainOptions``.
 
 Outputs under LOG.SAVE_DIR (``outputs``)::
 
@@ -233,7 +234,9 @@ def main(opts: TrainOptions) -> TrainResult:
         log = TrainLog(enabled=setup.master, bar=opts.progress, log_every=opts.log_every, desc=exp)
 
         # -- data ------------------------------------------------------------------------------------
-        data = TrainData.from_config(cfg, opts, setup)
+        train_ds = SpikeDeblurDataset.from_config(cfg, "train", seed=cfg.SEED, with_spike=opts.use_spike)
+        val_ds = SpikeDeblurDataset.from_config(cfg, "val", with_spike=opts.use_spike)
+        data = TrainData.build(train_ds, val_ds, cfg, opts, setup)
 
         # -- model: from scratch, warm start or resume -----------------------------------------------------
         raw_model = build_model(cfg, use_spike=opts.use_spike)

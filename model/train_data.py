@@ -34,7 +34,6 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self.start
 
 
-
 @dataclass
 class TrainData:
     """The two splits and the training order: this rank's share of each epoch (``ResumableSampler``, so an
@@ -51,9 +50,9 @@ class TrainData:
     pin_memory: bool
 
     @classmethod
-    def from_config(cls, cfg: Config, opts: TrainOptions, setup: DistSetup) -> "TrainData":
-        train_ds = SpikeDeblurDataset.from_config(cfg, "train", seed=cfg.SEED, with_spike=opts.use_spike)
-        val_ds = SpikeDeblurDataset.from_config(cfg, "val", with_spike=opts.use_spike)
+    def build(cls, train_ds: SpikeDeblurDataset, val_ds: SpikeDeblurDataset, cfg: Config, opts: TrainOptions,
+              setup: DistSetup) -> "TrainData":
+        """This rank's order over ``train_ds`` (TRAIN.BATCH_SIZE per process); refuses a split with no batch."""
         batch_size = cfg.TRAIN.BATCH_SIZE
         sampler = ResumableSampler(train_ds, num_replicas=setup.world, rank=setup.rank, shuffle=True,
                                    seed=cfg.SEED, drop_last=True)
