@@ -412,7 +412,8 @@ def _gradient_probe(model, cfg) -> dict:
 
 
 def run_one(args) -> int:
-    from model.train import TrainOptions, main
+    from model.train import main
+    from model.train_options import TrainOptions
     from schemas.config import load_config
 
     install(args.reference, tuple(args.patch))

@@ -1,12 +1,17 @@
 """``spikeprep train``: the trainer's command line (model/train.py holds the loop)."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
 import click
 
+from model.train_options import TrainOptions
+
 EXIT_INTERRUPTED = 130          # the shell's code for a program stopped by SIGINT (128 + 2)
+# The options' defaults live in TrainOptions alone (model.train_options imports no torch).
+DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainOptions) if f.default is not dataclasses.MISSING}
 
 
 @click.command(epilog="""\b
@@ -28,30 +33,32 @@ Examples:
 @click.option("--dry-run", "dry_run", is_flag=True,
               help="one batch forward+backward; print each scale's Fr_i/Fs_i shape and parameter counts; write nothing")
 @click.option("--max-steps", type=click.IntRange(min=1), help="optimiser steps in all [TRAIN.EPOCHS epochs]")
-@click.option("--val-every", type=click.IntRange(min=1), default=1000, show_default=True,
+@click.option("--val-every", type=click.IntRange(min=1), default=DEFAULT["val_every"], show_default=True,
               help="validate every N steps (and at the last step)")
-@click.option("--visual-every", type=click.IntRange(min=1), default=10000, show_default=True,
+@click.option("--visual-every", type=click.IntRange(min=1), default=DEFAULT["visual_every"], show_default=True,
               help="write triptychs and images every N steps (and at the last step)")
-@click.option("--visual-frames", type=click.IntRange(min=0), default=4, show_default=True,
+@click.option("--visual-frames", type=click.IntRange(min=0), default=DEFAULT["visual_frames"], show_default=True,
               help="triptychs per visual step")
-@click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--log-every", type=click.IntRange(min=1), default=DEFAULT["log_every"], show_default=True,
               help="TensorBoard lr and loss terms, and (without a bar) a progress line, every N steps")
-@click.option("--workers", type=click.IntRange(min=0), default=8, show_default=True, help="DataLoader workers")
+@click.option("--workers", type=click.IntRange(min=0), default=DEFAULT["workers"], show_default=True,
+              help="DataLoader workers")
 @click.option("--device", help="cpu, cuda, cuda:1 ... [cuda if available]")
-@click.option("--amp/--no-amp", default=None, help="autocast + GradScaler [on with CUDA]")
+@click.option("--amp/--no-amp", default=DEFAULT["amp"], help="autocast + GradScaler [on with CUDA]")
 @click.option("--stop-at", type=click.IntRange(min=1),
               help="stop after this step as if interrupted (saves last.pth; --resume continues)")
-@click.option("--freeze-flow-steps", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--freeze-flow-steps", type=click.IntRange(min=0), default=DEFAULT["freeze_flow_steps"],
+              show_default=True,
               help="keep SpyNet and the deformable offsets fixed for the first N steps (VRT's recipe)")
 @click.option("--no-vgg", "no_vgg", is_flag=True,
               help="train without the 0.1 x VGG19 perceptual term (e.g. no VGG19 weights on this machine)")
 @click.option("--vrt-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="official VRT weights (.pth) as a warm start for the backbone")
-@click.option("--val-tile", nargs=2, type=int, default=(256, 256), show_default=True,
+@click.option("--val-tile", nargs=2, type=int, default=DEFAULT["val_tile"], show_default=True,
               help="validation tile H W (0 0: whole frames)")
 @click.option("--no-progress", is_flag=True,
               help="no progress bar: plain progress lines (also when stdout is not a terminal)")
-@click.option("--reliance/--no-reliance", default=True, show_default=True,
+@click.option("--reliance/--no-reliance", default=DEFAULT["reliance"], show_default=True,
               help="validate the spike arm also with count-zero voxels, another clip's voxels and reversed bins "
                    "(dB from the spikes = true - count-zero; 4x the validation time)")
 def train_cmd(config, no_spike, exp, resume, dry_run, max_steps, val_every, visual_every, visual_frames, log_every,
@@ -64,7 +71,7 @@ def train_cmd(config, no_spike, exp, resume, dry_run, max_steps, val_every, visu
     under outputs/visuals/{exp}/ (outputs = LOG.SAVE_DIR). Ctrl-C saves last.pth at the current step, prints
     the --resume command and exits 130 (a second Ctrl-C stops at once; last.pth stays whole).
     """
-    from model.train import TrainOptions, main
+    from model.train import main
 
     opts = TrainOptions(config=config, use_spike=not no_spike, exp=exp, resume=resume, dry_run=dry_run,
                         max_steps=max_steps, val_every=val_every, visual_every=visual_every,

@@ -1,10 +1,13 @@
 """Training checkpoints: one dict that also holds the resolved config (``best.pth``, ``last.pth``).
 
-Keys of the dict (version 1)::
+The trainer writes ``model.train_state.TrainState.state_dict()`` and resumes through its
+``load_state_dict``; ``test`` and ``compare`` read the same dict through ``load_checkpoint`` and
+``model_from_checkpoint``. Keys of the dict (version 1)::
 
     version      1
     arm          "spike" | "base"  (base = the spike-free arm, trained with --no-spike)
     exp, step    experiment name and optimiser steps done
+    epoch, batch_in_epoch   where the data order stands (batches of that epoch consumed)
     model        SpikeVRT state_dict (VRT keys under ``vrt.``)
     optimizer, scheduler, scaler   their state_dicts (resume)
     rng          {"torch": ByteTensor, "cuda": [ByteTensor, ...]}   (the data order needs no other state:

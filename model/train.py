@@ -8,16 +8,21 @@
     spikeprep train --config ... --exp s --max-steps 300 --val-every 100 --visual-every 300 --workers 0
     torchrun --nproc_per_node 4 --no-python spikeprep train --config ... --exp spike   # DDP (gloo on CPU)
 
-The order of work is the original document's (section 8.2): seed and cudnn flags; Dataset/DataLoader;
-model (VRT + SpikeEncoder3D + temporal self-attention + temporal cross-attention fusion); AdamW, cosine
-schedule with linear warm-up, AMP on CUDA; per step L = Charbonnier + 0.1 VGG; validation every
-``val_every`` steps at full size (PSNR RGB/Y, SSIM, LPIPS), keeping best.pth and last.pth; TensorBoard;
-triptychs every ``visual_every`` steps. The two arms differ only in the spike branch: same seed, same
-clips in the same order, same crops; the spike-free arm never reads a voxel.
+``main(opts)`` reads top to bottom in the original document's order (section 8.2): config; distributed
+setup (``model.distributed.DistSetup``), seed and cudnn flags; Dataset/DataLoader (``model.train_data``);
+model (VRT + SpikeEncoder3D + temporal self-attention + temporal cross-attention fusion) from scratch,
+warm-started or resumed; AdamW, cosine schedule with linear warm-up, AMP on CUDA, held with the step, the
+data position, the best PSNR and the RNG in one ``model.train_state.TrainState`` (its ``state_dict`` is the
+checkpoint; resuming is its ``load_state_dict``); logging (``model.train_log``); the loop. Each iteration is
+one ``model.train_step.train_step``: L = Charbonnier + 0.1 VGG. Validation every ``val_every`` steps at full
+size (PSNR RGB/Y, SSIM, LPIPS), keeping best.pth and last.pth; TensorBoard; triptychs every ``visual_every``
+steps. The two arms differ only in the spike branch: same seed, same clips in the same order, same crops;
+the spike-free arm never reads a voxel. The options are ``model.train_options.TrainOptions``.
 
 Outputs under LOG.SAVE_DIR (``outputs``)::
 
-    ckpts/{exp}/best.pth, last.pth           model, optimizer, scheduler, scaler, step, RNG, config
+    ckpts/{exp}/best.pth, last.pth           TrainState.state_dict(): model, optimizer, scheduler, scaler,
+                                             step, RNG, config (model.checkpoint lists the keys)
     metrics/val_{exp}_{step}.json            schemas.val_report.ValReport
     logs/{exp}/events.*                      TensorBoard: loss (total every step), lr, PSNR, SSIM, LPIPS,
                                              reliance; the triptychs as images; the hparams table
@@ -30,35 +35,26 @@ Rank 0 alone logs, validates and saves. On CPU a resumed run's losses equal an u
 exactly: the sampler order and the crops are functions of (SEED, epoch), the DataLoader has its own
 generator, and the checkpoint holds torch's RNG state (drop path) with the step and the batch position.
 Ctrl-C stops after the current step with last.pth saved at it and prints the ``--resume`` command
-(``StopOnCtrlC``); the CLI then exits 130.
+(``model.train_interrupt.StopOnCtrlC``); the CLI then exits 130.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
-import json
 import math
-import os
 import pickle
-import platform
-import shlex
-import signal
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler
+from torch import nn
+from torch.utils.data import DataLoader
 
-from model.checkpoint import CKPT_VERSION, arm_name, check_compatible, load_checkpoint, save_checkpoint
+from model.checkpoint import arm_name, save_checkpoint
+from model.distributed import (DistSetup, barrier, check_replicas_equal, setup_distributed, teardown_distributed,
+                               wrap_model)
 from model.nets.integrate_vrt import SpikeVRT, build_model
 from model.nets.vrt import StateDictMismatchError
 from model.losses.deblur_loss import DeblurLoss
@@ -66,59 +62,17 @@ from model.losses.vgg_perceptual import VGGWeightsUnavailable
 from model.evaluate import lsq_accumulate, validate
 from model.nets.fusion.spike_head import FittedSpikeHead
 from model.metrics import lpips_or_reason
-from model.train_log import TrainLog, capture_spikeprep_logging
+from model.train_data import TrainData
+from model.train_interrupt import StopOnCtrlC
+from model.train_log import (TrainLog, capture_spikeprep_logging, log_hparams_end, log_hparams_start,
+                             log_train_step, log_triptychs, log_validation, run_hparams, write_run_log)
+from model.train_options import TrainOptions, resume_command
+from model.train_state import TrainState, read_resume_checkpoint
+from model.train_step import FlowFreeze, train_step
 from schemas.config import Config, ConfigError, load_config
-from schemas.val_report import PROBES, ValReport, val_report_path, write_val_report
+from schemas.val_report import val_report_path, write_val_report
 from spikeprep.errors import InputError, SpikeprepError
-from spikeprep.images import read_rgb
-from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, collate_drop_bad, lookup_upsample
-
-SOURCE_ROOT = Path(__file__).resolve().parents[1]   # the checkout, when spikeprep runs from one
-
-
-class TrainingDiverged(SpikeprepError):
-    """The loss became NaN or infinite; nothing was saved for that step."""
-
-
-# ---------------------------------------------------------------------------------------------- config
-@dataclass
-class TrainOptions:
-    """What the command line adds to the YAML config (the YAML keeps the original document's fields).
-
-    max_steps: optimiser steps in all (None: TRAIN.EPOCHS epochs). val_every / visual_every: validation
-    and visual intervals in steps (the original's 1000 and 10000); the last step always validates and
-    writes visuals. stop_at: stop after this step as if interrupted (last.pth is saved; --resume goes on),
-    for time-boxed jobs. freeze_flow_steps: SpyNet and the deformable offsets stay fixed for the first N
-    steps (VRT's recipe; 0 keeps the original's). perceptual: False drops the VGG term (only on request:
-    without VGG19 weights training stops and says so). vrt_weights: official VRT weights as a warm start.
-    reliance: every validation of the spike arm also scores it with altered voxels (DESIGN section 8).
-    """
-
-    config: Path
-    use_spike: bool = True
-    exp: str | None = None
-    resume: bool = False
-    dry_run: bool = False
-    max_steps: int | None = None
-    val_every: int = 1000
-    visual_every: int = 10000
-    visual_frames: int = 4
-    log_every: int = 10
-    workers: int = 8
-    device: str | None = None
-    amp: bool | None = None
-    stop_at: int | None = None
-    freeze_flow_steps: int = 0
-    perceptual: bool = True
-    vrt_weights: Path | None = None
-    val_tile: tuple[int, int] = (256, 256)
-    progress: bool = True
-    reliance: bool = True
-
-    @property
-    def exp_name(self) -> str:
-        """The experiment name: ``exp``, or the arm's name (``spike``/``base``) when none was given."""
-        return self.exp or arm_name(self.use_spike)
+from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, lookup_upsample
 
 
 @dataclass
@@ -147,68 +101,7 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def flow_parameter_names(model: SpikeVRT) -> list[str]:
-    """SpyNet's and the deformable alignment's offset-predicting parameters (frozen by freeze_flow_steps)."""
-    return [n for n, _ in model.named_parameters() if ".spynet." in f".{n}" or ".conv_offset." in n]
-
-
 # ---------------------------------------------------------------------------------------------- helpers
-class ResumableSampler(DistributedSampler):
-    """DistributedSampler (order a function of seed and epoch) that can start mid-epoch on resume."""
-
-    def __init__(self, dataset, **kwargs):
-        super().__init__(dataset, **kwargs)
-        self.start = 0
-
-    def __iter__(self):
-        indices = list(super().__iter__())
-        return iter(indices[self.start:])
-
-    def __len__(self) -> int:
-        return self.num_samples - self.start
-
-
-def _git_revision() -> str:
-    if not (SOURCE_ROOT / ".git").exists():  # an installed wheel: site-packages may sit inside another repository
-        from importlib.metadata import PackageNotFoundError, version
-        try:
-            return f"spikeprep {version('spikeprep')} (installed, not a git checkout)"
-        except PackageNotFoundError:
-            return "unknown (not a git checkout)"
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=SOURCE_ROOT, capture_output=True, text=True,
-                             timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=SOURCE_ROOT, capture_output=True, text=True,
-                               timeout=10).stdout.strip()
-        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "") if out.returncode == 0 \
-            else "unknown (not a git checkout)"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (git not available)"
-
-
-def _pip_freeze() -> str:
-    # importlib.metadata lists what pip freeze would, without a subprocess (and works without pip).
-    dists = {(d.metadata["Name"] or "?").lower(): d.version for d in metadata.distributions()}
-    return "\n".join(f"{name}=={version}" for name, version in sorted(dists.items()))
-
-
-def write_run_log(path: Path, opts: TrainOptions, cfg: Config, config_text: str, extra: dict) -> None:
-    """Write the run log ``path``: time, git revision, command line, Python/torch versions, the options,
-    ``extra`` (one ``key: value`` line each), the config file's text, the resolved config and pip freeze."""
-    lines = [f"time: {time.strftime('%Y-%m-%d %H:%M:%S')}",
-             f"git: {_git_revision()}",
-             f"command: {' '.join(sys.argv)}",
-             f"python: {sys.version.split()[0]} on {platform.platform()}",
-             f"torch: {torch.__version__}",
-             "options: " + json.dumps({k: str(v) for k, v in dataclasses.asdict(opts).items()}),
-             *(f"{k}: {v}" for k, v in extra.items()),
-             "", f"# config file {opts.config}", config_text.rstrip(),
-             "", "# resolved config", json.dumps(cfg.model_dump(mode="json"), indent=2),
-             "", "# pip freeze", _pip_freeze(), ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
-
-
 def _batch_inputs(batch: dict, device: torch.device, use_spike: bool, train_ds: SpikeDeblurDataset):
     """float32 (blur, sharp, spike or None) on ``device`` of a batch of ``train_ds``: a compact batch (uint8
     frames, counts at the spike grid) crosses to the device as it is and becomes the default items' tensors
@@ -239,42 +132,83 @@ def main(opts: TrainOptions) -> TrainResult:
     # -- config ------------------------------------------------------------------------------------
     cfg = load_config(opts.config)
     config_text = Path(opts.config).read_text()
-    crop = cfg.DATA.CROP_SIZE
-    if crop % 8 or crop < 64:      # VRT's windows and its three 2x downsamplings need this of every crop
-        raise ConfigError(f"{opts.config}: DATA.CROP_SIZE is {crop}; VRT trains on crops that are multiples of 8 "
-                          f"and at least 64 pixels. Fix: set DATA.CROP_SIZE to {max(64, crop // 8 * 8)} or more "
-                          f"(a multiple of 8)")
+    _check_crop_size(cfg, opts.config)
     exp = opts.exp_name
     outputs = Path(cfg.LOG.SAVE_DIR)
     ckpt_dir = outputs / "ckpts" / exp
 
-    # -- distributed setup ---------------------------------------------------------------------------
-    ddp = int(os.environ.get("RANK", -1)) != -1
-    if ddp:
-        backend = "nccl" if torch.cuda.is_available() and opts.device != "cpu" else "gloo"
-        dist.init_process_group(backend=backend)
-        rank, world = dist.get_rank(), dist.get_world_size()
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    else:
-        rank, world, local_rank = 0, 1, 0
-    master = rank == 0
-    if opts.device:
-        device = torch.device(opts.device)
-    else:
-        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    amp = device.type == "cuda" if opts.amp is None else bool(opts.amp and device.type == "cuda")
+    # -- distributed setup, seed ---------------------------------------------------------------------
+    setup = setup_distributed(opts.device, opts.amp)
     torch.manual_seed(cfg.SEED)
     np.random.seed(cfg.SEED)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-
     try:
-        return _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, world, master, ddp)
+        log = TrainLog(enabled=setup.master, bar=opts.progress, log_every=opts.log_every, desc=exp)
+
+        # -- data ------------------------------------------------------------------------------------
+        train_ds = SpikeDeblurDataset.from_config(cfg, "train", seed=cfg.SEED, with_spike=opts.use_spike,
+                                                  compact=True)
+        val_ds = SpikeDeblurDataset.from_config(cfg, "val", with_spike=opts.use_spike)
+        data = TrainData.build(train_ds, val_ds, cfg, opts, setup)
+
+        # -- model: from scratch, warm start or resume -----------------------------------------------------
+        raw_model = build_model(cfg, use_spike=opts.use_spike)
+        ckpt = read_resume_checkpoint(ckpt_dir / "last.pth", use_spike=opts.use_spike, cfg=cfg) \
+            if opts.resume else None
+        if ckpt is None:
+            _warm_start(raw_model, opts.vrt_weights, data.train_ds, log.info)
+        raw_model.to(setup.device)
+        model = wrap_model(raw_model, setup)
+
+        # -- optimiser, schedule, AMP, loss; the resumed state ----------------------------------------------
+        state = _new_state(raw_model, cfg, config_text, opts, setup, data.max_steps)
+        loss_fn = _loss_fn(opts.perceptual, setup.device)
+        if ckpt is not None:
+            state.load_state_dict(ckpt)
+            log.info(f"resumed {exp} from {ckpt_dir / 'last.pth'} at step {state.step} (epoch {state.epoch}, "
+                     f"batch {state.batch_in_epoch})")
+        warmup = cfg.TRAIN.SCHED.WARMUP_STEPS
+        if warmup >= data.max_steps:
+            log.info(f"note: TRAIN.SCHED.WARMUP_STEPS={warmup} >= {data.max_steps} steps: the learning rate never "
+                     f"reaches TRAIN.OPTIM.LR in this run")
+        if opts.dry_run:
+            return _dry_run(raw_model, model, data.loader(0, 0), loss_fn, setup, log.info, exp)
+
+        # -- logging ---------------------------------------------------------------------------------
+        writer, lpips_metric, lpips_note = _start_logging(opts, cfg, config_text, setup, data, log)
+
+        # -- loop ------------------------------------------------------------------------------------
+        run = _Run(opts=opts, cfg=cfg, setup=setup, data=data, model=model, loss_fn=loss_fn, log=log,
+                   writer=writer, lpips_metric=lpips_metric, lpips_note=lpips_note, outputs=outputs,
+                   ckpt_dir=ckpt_dir)
+        return _train_loop(run, state, resumed=ckpt is not None)
     finally:
-        if ddp:
-            dist.destroy_process_group()
+        teardown_distributed(setup)
+
+
+def _check_crop_size(cfg: Config, path: Path) -> None:
+    crop = cfg.DATA.CROP_SIZE
+    if crop % 8 or crop < 64:      # VRT's windows and its three 2x downsamplings need this of every crop
+        raise ConfigError(f"{path}: DATA.CROP_SIZE is {crop}; VRT trains on crops that are multiples of 8 "
+                          f"and at least 64 pixels. Fix: set DATA.CROP_SIZE to {max(64, crop // 8 * 8)} or more "
+                          f"(a multiple of 8)")
+
+
+def _warm_start(model: SpikeVRT, vrt_weights: Path | None, train_ds: SpikeDeblurDataset, say) -> None:
+    """A run that does not resume: official VRT weights into the backbone (``--vrt-weights``), and a fitted
+    spike head started at the training split's least-squares map."""
+    if vrt_weights is not None:
+        try:
+            model.load_official_vrt(vrt_weights)
+        except (OSError, pickle.UnpicklingError, RuntimeError, TypeError, StateDictMismatchError) as err:
+            # (torch.load refuses pickled code under weights_only=True with an UnpicklingError)
+            raise InputError(vrt_weights, f"cannot be loaded as official VRT weights: {err}",
+                             fix="pass a released VRT .pth (e.g. 006_VRT_videodeblurring_GoPro.pth) that loads "
+                             "with torch.load(weights_only=True)") from None
+    head = getattr(model, "spike_head", None)        # (reference models of the benchmarks have none)
+    if isinstance(head, FittedSpikeHead):
+        start_fitted_head(head, train_ds, say)
 
 
 def start_fitted_head(head: FittedSpikeHead, train_ds: SpikeDeblurDataset, say) -> None:
@@ -296,434 +230,229 @@ def start_fitted_head(head: FittedSpikeHead, train_ds: SpikeDeblurDataset, say) 
         f"({time.perf_counter() - t0:.1f} s)")
 
 
-def _train(opts, cfg, config_text, exp, outputs, ckpt_dir, device, amp, rank, world, master, ddp) -> TrainResult:
-    log = TrainLog(enabled=master, bar=opts.progress, log_every=opts.log_every, desc=exp)
-    say = log.info
-
-    # -- data ----------------------------------------------------------------------------------------
-    train_ds = SpikeDeblurDataset.from_config(cfg, "train", seed=cfg.SEED, with_spike=opts.use_spike,
-                                              compact=True)
-    val_ds = SpikeDeblurDataset.from_config(cfg, "val", with_spike=opts.use_spike)
-    batch_size = cfg.TRAIN.BATCH_SIZE
-    sampler = ResumableSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.SEED,
-                               drop_last=True)
-    steps_per_epoch = sampler.num_samples // batch_size
-    if steps_per_epoch == 0:
-        raise SpikeprepError(f"{cfg.DATA.ROOT}: {len(train_ds)} training clips give no batch of "
-                             f"TRAIN.BATCH_SIZE={batch_size} on {world} process(es). Fix: lower TRAIN.BATCH_SIZE "
-                             f"or DATA.CLIP_LEN, or ingest more training frames")
-    max_steps = opts.max_steps or cfg.TRAIN.EPOCHS * steps_per_epoch
-
-    def loader_for(epoch: int, start_batch: int) -> DataLoader:
-        sampler.set_epoch(epoch)
-        sampler.start = start_batch * batch_size
-        train_ds.set_epoch(epoch)
-        # Its own generator: worker seeds must not consume torch's global RNG (drop path uses it).
-        gen = torch.Generator().manual_seed(cfg.SEED * 1000 + epoch)
-        return DataLoader(train_ds, batch_size=batch_size, sampler=sampler, num_workers=opts.workers,
-                          pin_memory=device.type == "cuda", collate_fn=collate_drop_bad, drop_last=True,
-                          generator=gen, persistent_workers=False, worker_init_fn=_ignore_sigint)
-
-    # -- model: from scratch, warm start or resume -------------------------------------------------------
-    model = build_model(cfg, use_spike=opts.use_spike)
-    ckpt = None
-    if opts.resume:
-        ckpt_path = ckpt_dir / "last.pth"
-        ckpt = load_checkpoint(ckpt_path)
-        check_compatible(ckpt, ckpt_path, use_spike=opts.use_spike, cfg=cfg)
-        model.load_state_dict(ckpt["model"], strict=True)
-    elif opts.vrt_weights is not None:
-        try:
-            model.load_official_vrt(opts.vrt_weights)
-        except (OSError, pickle.UnpicklingError, RuntimeError, TypeError, StateDictMismatchError) as err:
-            # (torch.load refuses pickled code under weights_only=True with an UnpicklingError)
-            raise InputError(opts.vrt_weights, f"cannot be loaded as official VRT weights: {err}",
-                             fix="pass a released VRT .pth (e.g. 006_VRT_videodeblurring_GoPro.pth) that loads "
-                             "with torch.load(weights_only=True)") from None
-    head = getattr(model, "spike_head", None)        # (reference models of the benchmarks have none)
-    if ckpt is None and isinstance(head, FittedSpikeHead):
-        start_fitted_head(head, train_ds, say)
-    model.to(device)
-    raw_model = model
-    if ddp:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    frozen = set(flow_parameter_names(raw_model)) if opts.freeze_flow_steps > 0 else set()
-
-    # -- optimiser, schedule, AMP, loss --------------------------------------------------------------------
-    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=cfg.TRAIN.OPTIM.LR, betas=(0.9, 0.99),
-                                  weight_decay=1e-4)
+def _new_state(model: SpikeVRT, cfg: Config, config_text: str, opts: TrainOptions, setup: DistSetup,
+               max_steps: int) -> TrainState:
+    """Step 0's state: AdamW(LR, (0.9, 0.99), 1e-4), linear warm-up then cosine to 0 at ``max_steps``, the
+    AMP scaler (a no-op without AMP)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.TRAIN.OPTIM.LR, betas=(0.9, 0.99), weight_decay=1e-4)
     warmup = cfg.TRAIN.SCHED.WARMUP_STEPS
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, max_steps))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.amp)
+    schedule = dict(max_steps=max_steps, val_every=opts.val_every, visual_every=opts.visual_every,
+                    freeze_flow_steps=opts.freeze_flow_steps, perceptual=opts.perceptual)
+    return TrainState(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, device=setup.device,
+                      arm=arm_name(opts.use_spike), exp=opts.exp_name, config=cfg, config_text=config_text,
+                      schedule=schedule)
+
+
+def _loss_fn(perceptual: bool, device: torch.device) -> DeblurLoss:
     try:
-        loss_fn = DeblurLoss(perceptual_weight=0.1 if opts.perceptual else 0.0).to(device)
+        return DeblurLoss(perceptual_weight=0.1 if perceptual else 0.0).to(device)
     except VGGWeightsUnavailable as err:
         raise SpikeprepError(f"{err}. To train without the perceptual term on purpose, pass --no-vgg") from err
-    step, epoch, batch_in_epoch, best_psnr = 0, 0, 0, None
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
-        best_psnr = ckpt.get("best_psnr")
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if device.type == "cuda" and ckpt["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-        say(f"resumed {exp} from {ckpt_dir / 'last.pth'} at step {step} (epoch {epoch}, batch {batch_in_epoch})")
-    if warmup >= max_steps:
-        say(f"note: TRAIN.SCHED.WARMUP_STEPS={warmup} >= {max_steps} steps: the learning rate never reaches "
-            f"TRAIN.OPTIM.LR in this run")
 
-    # -- dry run -----------------------------------------------------------------------------------------
-    if opts.dry_run:
-        return _dry_run(raw_model, model, loader_for(0, 0), loss_fn, device, amp, say, exp)
 
-    # -- logging -----------------------------------------------------------------------------------------
+def _start_logging(opts: TrainOptions, cfg: Config, config_text: str, setup: DistSetup, data: TrainData,
+                   log: TrainLog) -> tuple:
+    """Rank 0: the run log (its header, then every line said), TensorBoard with the hparams table, the LPIPS
+    metric or the reason it is not computed. Returns (writer or None, LPIPS metric, its note)."""
+    if not setup.master:
+        return None, None, None
+    outputs, exp = Path(cfg.LOG.SAVE_DIR), opts.exp_name
+    run_log = outputs / "logs" / f"run_{exp}_{time.strftime('%Y%m%d_%H%M%S')}.txt"
+    write_run_log(run_log, opts, cfg, config_text,
+                  {"arm": arm_name(opts.use_spike), "device": str(setup.device), "world_size": setup.world,
+                   "amp": setup.amp, "max_steps": data.max_steps, "steps_per_epoch": data.steps_per_epoch,
+                   "perceptual": "on (0.1 x VGG19 relu3_3)" if opts.perceptual else
+                   "off (--no-vgg): loss is Charbonnier only"})
+    log.attach_run_log(run_log)              # the lines said so far, then every line to come
     writer = None
-    lpips_metric, lpips_note = None, None
-    if master:
-        stamp = time.strftime("%Y%m%d_%H%M%S")
-        run_log = outputs / "logs" / f"run_{exp}_{stamp}.txt"
-        write_run_log(run_log, opts, cfg, config_text,
-                      {"arm": arm_name(opts.use_spike), "device": str(device), "world_size": world, "amp": amp,
-                       "max_steps": max_steps, "steps_per_epoch": steps_per_epoch,
-                       "perceptual": "on (0.1 x VGG19 relu3_3)" if opts.perceptual else
-                       "off (--no-vgg): loss is Charbonnier only"})
-        log.attach_run_log(run_log)              # the lines said so far, then every line to come
-        if cfg.LOG.TENSORBOARD:
-            from torch.utils.tensorboard import SummaryWriter
+    if cfg.LOG.TENSORBOARD:
+        from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(log_dir=str(outputs / "logs" / exp))
-            _log_hparams_start(writer, run_hparams(cfg, opts, max_steps))
-        lpips_metric, lpips_note = lpips_or_reason(device)
-        if lpips_note:
-            say(f"LPIPS: {lpips_note}")      # once; the validation lines then say "not computed"
-        if not opts.perceptual:
-            say("VGG perceptual term: off (--no-vgg); the loss is Charbonnier only")
+        writer = SummaryWriter(log_dir=str(outputs / "logs" / exp))
+        log_hparams_start(writer, run_hparams(cfg, opts, data.max_steps))
+    lpips_metric, lpips_note = lpips_or_reason(setup.device)
+    if lpips_note:
+        log.info(f"LPIPS: {lpips_note}")      # once; the validation lines then say "not computed"
+    if not opts.perceptual:
+        log.info("VGG perceptual term: off (--no-vgg); the loss is Charbonnier only")
+    return writer, lpips_metric, lpips_note
 
-    def checkpoint_payload() -> dict:
-        return dict(version=CKPT_VERSION, arm=arm_name(opts.use_spike), exp=exp, step=step, epoch=epoch,
-                    batch_in_epoch=batch_in_epoch, model=raw_model.state_dict(),
-                    optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                    scaler=scaler.state_dict(),
-                    rng={"torch": torch.get_rng_state(),
-                         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
-                    config=cfg.model_dump(mode="json"), config_text=config_text,
-                    schedule=dict(max_steps=max_steps, val_every=opts.val_every, visual_every=opts.visual_every,
-                                  freeze_flow_steps=opts.freeze_flow_steps, perceptual=opts.perceptual),
-                    best_psnr=best_psnr)
 
-    result = TrainResult(exp=exp, step=step, ckpt_dir=ckpt_dir, best_psnr=best_psnr)
+@dataclass(frozen=True)
+class _Run:
+    """What the loop works with and does not change: the options, the data, the module the step calls
+    (DDP's wrapper under torchrun), the loss, where it logs and saves."""
 
-    # -- loop ----------------------------------------------------------------------------------------------
-    say(f"training {exp} ({arm_name(opts.use_spike)} arm): {max_steps} steps, {steps_per_epoch} per epoch, "
-        f"batch {batch_size} x {world} process(es), device {device}, AMP {'on' if amp else 'off'}")
-    log.start_progress(step, max_steps)
-    raw_model.train()
-    dropped_samples, skipped_batches = 0, 0
-    # A store whose training samples are (nearly) all unreadable would otherwise skip batches forever.
-    skipped_in_a_row, max_skipped_in_a_row = 0, min(steps_per_epoch, MAX_SKIPPED_BATCHES_IN_A_ROW)
-    flow_trainable = None                              # set on the first step, flipped once after the freeze
-    saved_step = step if ckpt is not None else None    # the step last.pth holds
+    opts: TrainOptions
+    cfg: Config
+    setup: DistSetup
+    data: TrainData
+    model: nn.Module
+    loss_fn: DeblurLoss
+    log: TrainLog
+    writer: object | None                    # TensorBoard's SummaryWriter on rank 0
+    lpips_metric: object | None
+    lpips_note: str | None
+    outputs: Path
+    ckpt_dir: Path
+
+
+class _BatchCounts:
+    """Batches whose every sample was unreadable are skipped (each sample was logged); a store whose
+    training samples are (nearly) all unreadable would otherwise skip batches forever."""
+
+    def __init__(self, root: str, limit: int):
+        self.root, self.limit = root, limit
+        self.dropped_samples = self.skipped = self.skipped_in_a_row = 0
+
+    def usable(self, batch: dict | None) -> bool:
+        if batch is not None:
+            self.skipped_in_a_row = 0
+            self.dropped_samples += batch["meta"]["n_dropped"]   # counted in the worker that collated it
+            return True
+        self.skipped += 1
+        self.skipped_in_a_row += 1
+        if self.skipped_in_a_row >= self.limit:
+            raise SpikeprepError(
+                f"{self.root}: the last {self.skipped_in_a_row} training batches were all unreadable "
+                f"(every sample dropped; the warnings above name the files). Fix: re-run `spikeprep "
+                f"ingest` for the damaged sequences (a rerun rebuilds what changed) or remove them")
+        return False
+
+
+def _train_loop(run: _Run, state: TrainState, *, resumed: bool) -> TrainResult:
+    """From ``state.step`` to the last step, or to ``--stop-at`` or Ctrl-C (last.pth saved at that step)."""
+    opts, setup, data, log = run.opts, run.setup, run.data, run.log
+    result = TrainResult(exp=state.exp, step=state.step, ckpt_dir=run.ckpt_dir, best_psnr=state.best_psnr)
+    log.info(f"training {state.exp} ({state.arm} arm): {data.max_steps} steps, {data.steps_per_epoch} per epoch, "
+             f"batch {data.batch_size} x {setup.world} process(es), device {setup.device}, "
+             f"AMP {'on' if setup.amp else 'off'}")
+    log.start_progress(state.step, data.max_steps)
+    state.model.train()
+    counts = _BatchCounts(run.cfg.DATA.ROOT, min(data.steps_per_epoch, MAX_SKIPPED_BATCHES_IN_A_ROW))
+    freeze = FlowFreeze(state.model, opts.freeze_flow_steps, ddp=setup.ddp)
+    saved_step = state.step if resumed else None    # the step last.pth holds
     interrupted = False
-    ctrl_c = StopOnCtrlC(announce=master)
+    ctrl_c = StopOnCtrlC(announce=setup.master)
     try:
-        with ctrl_c, capture_spikeprep_logging(log) if master else contextlib.nullcontext():
-            while step < max_steps:
-                for batch in loader_for(epoch, batch_in_epoch):
-                    batch_in_epoch += 1
-                    if batch is None:
-                        skipped_batches += 1              # every sample of the batch was bad (each one logged)
-                        skipped_in_a_row += 1
-                        if skipped_in_a_row >= max_skipped_in_a_row:
-                            raise SpikeprepError(
-                                f"{cfg.DATA.ROOT}: the last {skipped_in_a_row} training batches were all unreadable "
-                                f"(every sample dropped; the warnings above name the files). Fix: re-run `spikeprep "
-                                f"ingest` for the damaged sequences (a rerun rebuilds what changed) or remove them")
+        with ctrl_c, capture_spikeprep_logging(log) if setup.master else contextlib.nullcontext():
+            while state.step < data.max_steps:
+                for batch in data.loader(state.epoch, state.batch_in_epoch):
+                    state.batch_in_epoch += 1
+                    if not counts.usable(batch):
                         continue
-                    skipped_in_a_row = 0
-                    dropped_samples += batch["meta"]["n_dropped"]   # counted in the worker that collated it
-                    if frozen and not ddp and flow_trainable != (step >= opts.freeze_flow_steps):
-                        # Without DDP the frozen parameters simply need no gradient: autograd then skips SpyNet's
-                        # backward. (DDP fixes the set of parameters with gradients when it is built, so under
-                        # DDP they keep requires_grad and their gradients are dropped before the optimiser step.)
-                        flow_trainable = step >= opts.freeze_flow_steps
-                        for name, p in raw_model.named_parameters():
-                            if name in frozen:
-                                p.requires_grad_(flow_trainable)
-                    blur, sharp, spike = _batch_inputs(batch, device, opts.use_spike, train_ds)
-                    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                        recon = model(blur, spike)
-                    loss, terms = loss_fn(recon.float(), sharp)
-                    finite, interrupted = _step_flags(loss, ctrl_c.requested, ddp, device)
-                    if not finite:
-                        raise TrainingDiverged(
-                            f"{exp}: the loss is {terms['total']} at step {step + 1}; nothing was saved for this "
-                            f"step (last.pth holds the last good state). Check, as the original document's section "
-                            f"13 says: the voxels are log1p-normalised and DATA.NORM.STD is not ~0 (`spikeprep "
-                            f"stats {cfg.DATA.ROOT}`); then train without AMP and with TRAIN.OPTIM.LR 1e-4")
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if ddp and step < opts.freeze_flow_steps:
-                        for name, p in raw_model.named_parameters():
-                            if name in frozen:
-                                p.grad = None             # AdamW skips parameters without a gradient entirely
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    step += 1
-                    result.losses.append(terms["total"])
-                    meta = batch["meta"]
-                    result.batches.append([(q, tuple(f), tuple(c)) for q, f, c in
-                                           zip(meta["seq"], meta["frame_idx"], meta["crop"])])
-                    lr = scheduler.get_last_lr()[0]
-                    if writer is not None:
-                        # The total at every step: `spikeprep compare` draws its loss curve from these.
-                        writer.add_scalar("train/loss_total", terms["total"], step)
-                        if step % opts.log_every == 0 or step == 1:
-                            writer.add_scalar("train/lr", lr, step)
-                            for key, value in terms.items():
-                                if value is not None and key != "total":
-                                    writer.add_scalar(f"train/loss_{key}", value, step)
-                    log.step(step, terms["total"], lr)
-                    last = step >= max_steps
-                    stopping = (opts.stop_at is not None and step >= opts.stop_at) or interrupted
-                    if step % opts.val_every == 0 or last:
-                        if master:
-                            log.pause()                       # step rates exclude validation time
-                            write_images = last or step % opts.visual_every == 0
-                            report = validate(raw_model, val_ds, device=device, amp=amp, exp=exp, step=step,
-                                              outputs=outputs, lpips_metric=lpips_metric, lpips_note=lpips_note,
-                                              tile=opts.val_tile, write_images=write_images,
-                                              visual_frames=opts.visual_frames, reliance=opts.reliance)
-                            path = write_val_report(val_report_path(outputs, exp, step), report)
-                            result.reports.append(path)
-                            psnr = report.overall.psnr_rgb
-                            if psnr is not None and (best_psnr is None or psnr > best_psnr):
-                                best_psnr = psnr
-                                save_checkpoint(ckpt_dir / "best.pth", checkpoint_payload())
-                            save_checkpoint(ckpt_dir / "last.pth", checkpoint_payload())
-                            saved_step = step
-                            _log_validation(writer, report, step, say, best_psnr)
-                            _log_triptychs(writer, outputs, report, step)
-                            log.resume()
-                        if ddp:
-                            dist.barrier()
-                    elif stopping and master:
-                        save_checkpoint(ckpt_dir / "last.pth", checkpoint_payload())
-                        saved_step = step
+                    blur, sharp, spike = _batch_inputs(batch, setup.device, opts.use_spike, data.train_ds)
+                    terms, interrupted = train_step(state, run.model, run.loss_fn, blur, sharp, spike, setup=setup,
+                                                    freeze=freeze, stop_requested=ctrl_c.requested)
+                    _record_step(run, state, result, batch, terms)
+                    last = state.step >= data.max_steps
+                    stopping = (opts.stop_at is not None and state.step >= opts.stop_at) or interrupted
+                    if state.step % opts.val_every == 0 or last:
+                        if _validate_and_save(run, state, result,
+                                              write_images=last or state.step % opts.visual_every == 0):
+                            saved_step = state.step
+                    elif stopping and setup.master:
+                        save_checkpoint(run.ckpt_dir / "last.pth", state.state_dict())
+                        saved_step = state.step
                     if last or stopping:
                         interrupted = interrupted and not last    # a Ctrl-C in the final validation: done
                         break
                 else:
-                    epoch, batch_in_epoch = epoch + 1, 0
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                     continue
                 break
     except KeyboardInterrupt:
-        # The second Ctrl-C: out at once, mid-step. Checkpoints are written atomically, so last.pth is
-        # the last one saved, whole.
-        log.close()
-        if writer is not None:
-            writer.close()
-        held = f"{ckpt_dir / 'last.pth'} holds step {saved_step}" if saved_step is not None else \
-            "no checkpoint was saved in this run"
-        say(f"{exp}: stopped at once by a second Ctrl-C during step {step + 1}, without saving; {held}")
-        if saved_step is not None:
-            say(f"resume with: {resume_command(opts, world)}")
-        result.step, result.best_psnr, result.interrupted = saved_step or 0, best_psnr, True
-        return result
+        return _stopped_at_once(run, state, result, saved_step)
     finally:
         log.close()
+    return _finish(run, state, result, counts, interrupted)
 
-    if writer is not None:
-        if step >= max_steps:
-            _log_hparams_end(writer)
-        writer.close()
-    if ddp:
-        _check_replicas_equal(raw_model, say)
-    if dropped_samples or skipped_batches:
-        log.rank_info(f"note: {dropped_samples} unreadable training samples were dropped and {skipped_batches} "
-                      f"all-bad batches skipped (rank {rank}); the warnings above name them")
-    result.step, result.best_psnr, result.interrupted = step, best_psnr, interrupted
-    if interrupted:
-        say(f"{exp}: interrupted (Ctrl-C) after step {step}; saved {ckpt_dir / 'last.pth'} at step {step}")
-        say(f"resume with: {resume_command(opts, world)}")
-    else:
-        say(f"{exp}: stopped at step {step}; checkpoints in {ckpt_dir}")
+
+def _record_step(run: _Run, state: TrainState, result: TrainResult, batch: dict, terms: dict) -> None:
+    """The step's loss and samples into ``result``; TensorBoard and the progress line."""
+    result.losses.append(terms["total"])
+    meta = batch["meta"]
+    result.batches.append([(q, tuple(f), tuple(c)) for q, f, c in zip(meta["seq"], meta["frame_idx"], meta["crop"])])
+    lr = state.scheduler.get_last_lr()[0]
+    log_train_step(run.writer, state.step, terms, lr, run.opts.log_every)
+    run.log.step(state.step, terms["total"], lr)
+
+
+def _validate_and_save(run: _Run, state: TrainState, result: TrainResult, *, write_images: bool) -> bool:
+    """Rank 0 validates, writes the report and saves best.pth (a better PSNR) and last.pth; the other ranks
+    wait for it. Returns whether this rank saved last.pth."""
+    saved = run.setup.master
+    if saved:
+        run.log.pause()                       # step rates exclude validation time
+        report = validate(state.model, run.data.val_ds, device=run.setup.device, amp=run.setup.amp,
+                          exp=state.exp, step=state.step, outputs=run.outputs, lpips_metric=run.lpips_metric,
+                          lpips_note=run.lpips_note, tile=run.opts.val_tile, write_images=write_images,
+                          visual_frames=run.opts.visual_frames, reliance=run.opts.reliance)
+        result.reports.append(write_val_report(val_report_path(run.outputs, state.exp, state.step), report))
+        psnr = report.overall.psnr_rgb
+        if psnr is not None and (state.best_psnr is None or psnr > state.best_psnr):
+            state.best_psnr = psnr
+            save_checkpoint(run.ckpt_dir / "best.pth", state.state_dict())
+        save_checkpoint(run.ckpt_dir / "last.pth", state.state_dict())
+        log_validation(run.writer, report, state.step, run.log.info, state.best_psnr)
+        log_triptychs(run.writer, run.outputs, report, state.step)
+        run.log.resume()
+    barrier(run.setup)
+    return saved
+
+
+def _stopped_at_once(run: _Run, state: TrainState, result: TrainResult, saved_step: int | None) -> TrainResult:
+    """The second Ctrl-C: out at once, mid-step. Checkpoints are written atomically, so last.pth is the last
+    one saved, whole."""
+    run.log.close()
+    if run.writer is not None:
+        run.writer.close()
+    held = f"{run.ckpt_dir / 'last.pth'} holds step {saved_step}" if saved_step is not None else \
+        "no checkpoint was saved in this run"
+    run.log.info(f"{state.exp}: stopped at once by a second Ctrl-C during step {state.step + 1}, without saving; "
+                 f"{held}")
+    if saved_step is not None:
+        run.log.info(f"resume with: {resume_command(run.opts, run.setup.world)}")
+    result.step, result.best_psnr, result.interrupted = saved_step or 0, state.best_psnr, True
     return result
 
 
-class StopOnCtrlC:
-    """SIGINT (Ctrl-C) while training: a context manager around the loop.
-
-    The first Ctrl-C only sets ``requested``: the loop finishes the step it is in (and a validation already
-    running), saves last.pth as complete as any other checkpoint (the ``--stop-at`` path) and stops; the CLI
-    exits 130. Stopping mid-step instead would save parameters the optimiser had half updated. The second
-    Ctrl-C raises KeyboardInterrupt at once; checkpoints are written atomically, so a save it cuts short
-    leaves the previous last.pth whole. Installed only in the main thread (the only one Python delivers
-    signals to); the previous handler comes back on exit.
-    """
-
-    def __init__(self, announce: bool = True):
-        self.requested = False
-        self.announce = announce
-        self._previous = None
-
-    def __enter__(self) -> "StopOnCtrlC":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-        return False
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        if self.announce:
-            # os.write, not print: the handler may run inside a print of the main code, and a buffered
-            # stream refuses a reentrant write.
-            with contextlib.suppress(OSError, AttributeError, ValueError):
-                os.write(sys.__stdout__.fileno(), b"\nCtrl-C: finishing the current step, then saving last.pth "
-                         b"and stopping (Ctrl-C again stops at once without saving)\n")
+def _finish(run: _Run, state: TrainState, result: TrainResult, counts: _BatchCounts,
+            interrupted: bool) -> TrainResult:
+    """The loop is over (the last step, --stop-at or a first Ctrl-C): close TensorBoard, check the DDP
+    replicas, say what was dropped and where the checkpoints are."""
+    say = run.log.info
+    if run.writer is not None:
+        if state.step >= run.data.max_steps:
+            log_hparams_end(run.writer)
+        run.writer.close()
+    if run.setup.ddp:
+        check_replicas_equal(state.model, say)
+    if counts.dropped_samples or counts.skipped:
+        run.log.rank_info(f"note: {counts.dropped_samples} unreadable training samples were dropped and "
+                          f"{counts.skipped} all-bad batches skipped (rank {run.setup.rank}); the warnings above "
+                          f"name them")
+    result.step, result.best_psnr, result.interrupted = state.step, state.best_psnr, interrupted
+    if interrupted:
+        say(f"{state.exp}: interrupted (Ctrl-C) after step {state.step}; saved {run.ckpt_dir / 'last.pth'} at "
+            f"step {state.step}")
+        say(f"resume with: {resume_command(run.opts, run.setup.world)}")
+    else:
+        say(f"{state.exp}: stopped at step {state.step}; checkpoints in {run.ckpt_dir}")
+    return result
 
 
-def _ignore_sigint(worker_id: int) -> None:
-    """DataLoader workers ignore Ctrl-C (the terminal sends it to the whole process group): the main process
-    decides when to stop, and a worker that died of it would fail the batch the last step still needs."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-_RESUME_FLAGS = {"max_steps": "--max-steps", "val_every": "--val-every", "visual_every": "--visual-every",
-                 "visual_frames": "--visual-frames", "log_every": "--log-every", "workers": "--workers",
-                 "device": "--device", "stop_at": "--stop-at", "freeze_flow_steps": "--freeze-flow-steps"}
-
-
-def resume_command(opts: TrainOptions, world: int = 1) -> str:
-    """The ``spikeprep train ... --resume`` command line that continues this run from its last.pth: the same
-    options (the schedule must stay the same for the resumed losses to equal an uninterrupted run's)."""
-    defaults = TrainOptions(config=opts.config)
-    args = ["spikeprep", "train", "--config", str(opts.config), "--exp", opts.exp_name]
-    if not opts.use_spike:
-        args.append("--no-spike")
-    for name, flag in _RESUME_FLAGS.items():
-        value = getattr(opts, name)
-        if value is not None and value != getattr(defaults, name):
-            args += [flag, str(value)]
-    if opts.amp is not None:
-        args.append("--amp" if opts.amp else "--no-amp")
-    if tuple(opts.val_tile) != defaults.val_tile:
-        args += ["--val-tile", *(str(v) for v in opts.val_tile)]
-    args += [flag for flag, on in (("--no-vgg", not opts.perceptual), ("--no-progress", not opts.progress),
-                                   ("--no-reliance", not opts.reliance)) if on]
-    args.append("--resume")
-    prefix = ["torchrun", "--nproc_per_node", str(world), "--no-python"] if world > 1 else []
-    return shlex.join(prefix + args)
-
-
-def _step_flags(loss: torch.Tensor, stop_requested: bool, ddp: bool, device: torch.device) -> tuple[bool, bool]:
-    """(the loss is finite on every rank, some rank was asked to stop): one all-reduce, so all ranks stop
-    together, at the same step."""
-    flags = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0, float(stop_requested)],
-                         device=device)
-    if ddp:
-        dist.all_reduce(flags)
-    return bool(flags[0].item() == 0), bool(flags[1].item() > 0)
-
-
-def _log_validation(writer, report: ValReport, step: int, say, best_psnr: float | None) -> None:
-    o, b = report.overall, report.boundary
-    lp = f"{o.lpips:.4f}" if o.lpips is not None else "not computed"      # the reason was said at the start
-    say(f"val step {step}: PSNR {o.psnr_rgb:.2f} dB (Y {o.psnr_y:.2f}), SSIM {o.ssim:.4f}, LPIPS {lp}; "
-        f"motion boundaries: PSNR {b.psnr_rgb if b.psnr_rgb is None else round(b.psnr_rgb, 2)} dB "
-        f"[{o.frames} frames, {report.seconds:.1f} s]")
-    gain, boundary_gain = report.db_from_spikes(), report.db_from_spikes(region="boundary")
-    if report.reliance is not None:
-        say(f"  spike reliance at step {step}: dB from the spikes (PSNR Y true - count-zero voxels) {_db(gain)} "
-            f"overall, {_db(boundary_gain)} on motion boundaries")
-    if writer is None:
-        return
-    if best_psnr is not None and math.isfinite(best_psnr):
-        writer.add_scalar("val/best_psnr_rgb", best_psnr, step)
-    for prefix, m in (("val", o), ("val_boundary", b)):
-        for key in ("psnr_rgb", "psnr_y", "ssim", "lpips"):
-            value = getattr(m, key)
-            if value is not None and math.isfinite(value):
-                writer.add_scalar(f"{prefix}/{key}", value, step)
-    if report.reliance is not None:
-        for tag, value in (("db_from_spikes", gain), ("boundary_db_from_spikes", boundary_gain)):
-            if value is not None and math.isfinite(value):
-                writer.add_scalar(f"val_reliance/{tag}", value, step)
-        for probe in PROBES:
-            m = getattr(report.reliance, probe)
-            for region in ("overall", "boundary"):
-                value = None if m is None else getattr(m, region).psnr_y
-                if value is not None and math.isfinite(value):
-                    writer.add_scalar(f"val_reliance/{probe}_{region}_psnr_y", value, step)
-
-
-def _log_triptychs(writer, outputs: Path, report: ValReport, step: int) -> None:
-    """The validation's blur | recon | sharp triptychs (written as PNGs) also as TensorBoard images, one tag
-    per frame (``triptych/{seq}_{frame}``), so the step slider shows each frame's progress."""
-    if writer is None or report.images_dir is None:
-        return
-    for png in sorted((outputs / report.images_dir).glob("*_triptych.png")):
-        writer.add_image(f"triptych/{png.name[:-len('_triptych.png')]}", read_rgb(png), step, dataformats="CHW")
-
-
-# TensorBoard's hparams table: these scalar tags (written by _log_validation) are its metric columns; it
-# shows each one's last value.
-HPARAM_METRICS = ("val/best_psnr_rgb", "val/psnr_rgb", "val/psnr_y", "val/ssim", "val/lpips",
-                  "val_boundary/psnr_rgb", "val_reliance/db_from_spikes", "val_reliance/boundary_db_from_spikes")
-
-
-def run_hparams(cfg: Config, opts: TrainOptions, max_steps: int) -> dict[str, str | int | float]:
-    """The resolved config's main fields, for TensorBoard's hparams table."""
-    return {"MODEL.VRT_CFG": cfg.MODEL.VRT_CFG, "MODEL.FUSE.TYPE": cfg.MODEL.FUSE.TYPE,
-            "TRAIN.OPTIM.LR": cfg.TRAIN.OPTIM.LR, "TRAIN.SCHED.WARMUP_STEPS": cfg.TRAIN.SCHED.WARMUP_STEPS,
-            "TRAIN.BATCH_SIZE": cfg.TRAIN.BATCH_SIZE, "max_steps": max_steps, "DATA.CROP_SIZE": cfg.DATA.CROP_SIZE,
-            "DATA.CLIP_LEN": cfg.DATA.CLIP_LEN, "DATA.K": cfg.DATA.K, "SEED": cfg.SEED,
-            # on/off as text: torch's hparams summary would store a bool as the number 1 or 0
-            "spike": "on" if opts.use_spike else "off", "perceptual": "on" if opts.perceptual else "off",
-            "freeze_flow_steps": opts.freeze_flow_steps}
-
-
-def _log_hparams_start(writer, hparams: dict) -> None:
-    # In the run's own event file (SummaryWriter.add_hparams would open a sub-run per call), so the
-    # table's metric columns are this run's validation scalars. A resumed run writes it again: the same values.
-    from torch.utils.tensorboard.summary import hparams as hparams_summary
-
-    experiment, session_start, _ = hparams_summary(hparams, {tag: 0.0 for tag in HPARAM_METRICS})
-    file_writer = writer._get_file_writer()
-    file_writer.add_summary(experiment)
-    file_writer.add_summary(session_start)
-
-
-def _log_hparams_end(writer) -> None:
-    """The session's end (status success) in the hparams table: the run reached its last step."""
-    from torch.utils.tensorboard.summary import hparams as hparams_summary
-
-    _, _, session_end = hparams_summary({}, {})
-    writer._get_file_writer().add_summary(session_end)
-
-
-def _db(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:+.2f} dB"
-
-
-def _dry_run(raw_model: SpikeVRT, model, loader: DataLoader, loss_fn, device, amp, say, exp) -> TrainResult:
+def _dry_run(raw_model: SpikeVRT, model, loader: DataLoader, loss_fn, setup: DistSetup, say, exp) -> TrainResult:
     """The original document's appendix B: one batch forward and backward, shapes and parameter counts."""
     batch = next((b for b in itertools.islice(loader, MAX_SKIPPED_BATCHES_IN_A_ROW) if b is not None), None)
     if batch is None:
         raise SpikeprepError(f"{loader.dataset.root}: no readable training batch in the first "
                              f"{min(len(loader), MAX_SKIPPED_BATCHES_IN_A_ROW)} (every sample dropped; the warnings "
                              "above name the files). Fix: re-run `spikeprep ingest` for the damaged sequences")
-    blur, sharp, spike = _batch_inputs(batch, device, raw_model.use_spike, loader.dataset)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+    blur, sharp, spike = _batch_inputs(batch, setup.device, raw_model.use_spike, loader.dataset)
+    with torch.no_grad(), torch.autocast(setup.device.type, dtype=torch.float16, enabled=setup.amp):
         _, fr, fs = raw_model.encode_scales(blur, spike)
     say(f"dry run ({arm_name(raw_model.use_spike)} arm): batch blur {tuple(blur.shape)}"
         + (f", spike_vox {tuple(spike.shape)}" if spike is not None else ", no spikes read"))
@@ -731,7 +460,7 @@ def _dry_run(raw_model: SpikeVRT, model, loader: DataLoader, loss_fn, device, am
     for i, r in enumerate(fr):
         s = tuple(fs[i].shape) if fs is not None else "-"
         say(f"{i + 1:5d} | {str(tuple(r.shape)):28s} | {s}")
-    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+    with torch.autocast(setup.device.type, dtype=torch.float16, enabled=setup.amp):
         recon = model(blur, spike)
     loss, terms = loss_fn(recon.float(), sharp)
     loss.backward()
@@ -743,18 +472,3 @@ def _dry_run(raw_model: SpikeVRT, model, loader: DataLoader, loss_fn, device, am
     say(f"loss {terms['total']:.5f} (Charbonnier {terms['charbonnier']:.5f}, perceptual {terms['perceptual']}); "
         f"{with_grad} of {sum(1 for _ in raw_model.parameters())} parameter tensors got gradients; nothing written")
     return TrainResult(exp=exp, step=0, losses=[terms["total"]])
-
-
-def _check_replicas_equal(model: SpikeVRT, say) -> None:
-    """After DDP training every rank must hold the same parameters; compare a digest across ranks."""
-    flat = torch.cat([p.detach().float().reshape(-1).cpu() for p in model.parameters()])
-    digest = torch.tensor([flat.sum().item(), flat.square().sum().item(), flat[::97].sum().item()],
-                          dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        digest = digest.cuda()
-    gathered = [torch.zeros_like(digest) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, digest)
-    same = all(torch.equal(g, gathered[0]) for g in gathered)
-    say(f"DDP: parameters {'identical' if same else 'DIFFERENT'} across {len(gathered)} ranks")
-    if not same:
-        raise RuntimeError("DDP replicas diverged: parameters differ across ranks")

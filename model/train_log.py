@@ -1,7 +1,8 @@
-"""The trainer's one way to say things: ``TrainLog`` (used by model/train.py, rank 0).
+"""How a training run reports itself: ``TrainLog`` (the lines a person reads), the run log's header and
+TensorBoard (used by model/train.py, rank 0).
 
-Every message goes to stdout through the progress bar (``tqdm.write`` clears the bar, prints the line and
-redraws the bar, so lines never tear) and, once the run log exists, to the end of
+``TrainLog``: every message goes to stdout through the progress bar (``tqdm.write`` clears the bar, prints the
+line and redraws the bar, so lines never tear) and, once the run log exists, to the end of
 ``outputs/logs/run_{exp}_{time}.txt``: the run log holds the same lines as the screen. The bar is drawn only
 when stdout is a terminal and ``--no-progress`` was not given. Otherwise (a cluster job's log file, a pipe)
 there is no bar and no carriage return: a plain line every ``log_every`` steps says the step, the loss, the
@@ -12,17 +13,38 @@ learning rate, steps per second and the time left::
 Records of the ``spikeprep`` loggers (a dropped unreadable training sample, ...) take the same way while
 ``capture_spikeprep_logging`` is active. A message that only needs saying once per run (the reason LPIPS is
 not computed) goes through ``once``.
+
+``write_run_log`` writes the run log's header (git revision, command, options, config, pip freeze).
+TensorBoard: ``log_train_step`` (the loss terms and lr of a step), ``log_validation`` (also the validation
+line on the screen), ``log_triptychs`` and the hparams table (``run_hparams``, ``log_hparams_start``/``_end``).
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
+import math
 import os
+import platform
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+import torch
+
+from schemas.val_report import PROBES, ValReport
+from spikeprep.images import read_rgb
+
+if TYPE_CHECKING:
+    from model.train_options import TrainOptions
+    from schemas.config import Config
+
+SOURCE_ROOT = Path(__file__).resolve().parents[1]   # the checkout, when spikeprep runs from one
 
 
 class TrainLog:
@@ -192,3 +214,139 @@ def capture_spikeprep_logging(log: TrainLog) -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.propagate = propagate
+
+
+# ---- the run log's header and TensorBoard --------------------------------------------------------------
+def _git_revision() -> str:
+    if not (SOURCE_ROOT / ".git").exists():  # an installed wheel: site-packages may sit inside another repository
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return f"spikeprep {version('spikeprep')} (installed, not a git checkout)"
+        except PackageNotFoundError:
+            return "unknown (not a git checkout)"
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=SOURCE_ROOT, capture_output=True, text=True,
+                             timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=SOURCE_ROOT, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "") if out.returncode == 0 \
+            else "unknown (not a git checkout)"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+
+
+def _pip_freeze() -> str:
+    # importlib.metadata lists what pip freeze would, without a subprocess (and works without pip).
+    dists = {(d.metadata["Name"] or "?").lower(): d.version for d in metadata.distributions()}
+    return "\n".join(f"{name}=={version}" for name, version in sorted(dists.items()))
+
+
+def write_run_log(path: Path, opts: TrainOptions, cfg: Config, config_text: str, extra: dict) -> None:
+    """Write the run log ``path``: time, git revision, command line, Python/torch versions, the options,
+    ``extra`` (one ``key: value`` line each), the config file's text, the resolved config and pip freeze."""
+    lines = [f"time: {time.strftime('%Y-%m-%d %H:%M:%S')}",
+             f"git: {_git_revision()}",
+             f"command: {' '.join(sys.argv)}",
+             f"python: {sys.version.split()[0]} on {platform.platform()}",
+             f"torch: {torch.__version__}",
+             "options: " + json.dumps({k: str(v) for k, v in dataclasses.asdict(opts).items()}),
+             *(f"{k}: {v}" for k, v in extra.items()),
+             "", f"# config file {opts.config}", config_text.rstrip(),
+             "", "# resolved config", json.dumps(cfg.model_dump(mode="json"), indent=2),
+             "", "# pip freeze", _pip_freeze(), ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+
+
+
+def log_train_step(writer, step: int, terms: dict, lr: float, log_every: int) -> None:
+    """TensorBoard after optimiser step ``step``: the total loss at every step (`spikeprep compare` draws its
+    loss curve from these), the lr and the other loss terms every ``log_every`` steps and at step 1."""
+    if writer is None:
+        return
+    writer.add_scalar("train/loss_total", terms["total"], step)
+    if step % log_every == 0 or step == 1:
+        writer.add_scalar("train/lr", lr, step)
+        for key, value in terms.items():
+            if value is not None and key != "total":
+                writer.add_scalar(f"train/loss_{key}", value, step)
+
+
+def log_validation(writer, report: ValReport, step: int, say, best_psnr: float | None) -> None:
+    o, b = report.overall, report.boundary
+    lp = f"{o.lpips:.4f}" if o.lpips is not None else "not computed"      # the reason was said at the start
+    say(f"val step {step}: PSNR {o.psnr_rgb:.2f} dB (Y {o.psnr_y:.2f}), SSIM {o.ssim:.4f}, LPIPS {lp}; "
+        f"motion boundaries: PSNR {b.psnr_rgb if b.psnr_rgb is None else round(b.psnr_rgb, 2)} dB "
+        f"[{o.frames} frames, {report.seconds:.1f} s]")
+    gain, boundary_gain = report.db_from_spikes(), report.db_from_spikes(region="boundary")
+    if report.reliance is not None:
+        say(f"  spike reliance at step {step}: dB from the spikes (PSNR Y true - count-zero voxels) {_db(gain)} "
+            f"overall, {_db(boundary_gain)} on motion boundaries")
+    if writer is None:
+        return
+    if best_psnr is not None and math.isfinite(best_psnr):
+        writer.add_scalar("val/best_psnr_rgb", best_psnr, step)
+    for prefix, m in (("val", o), ("val_boundary", b)):
+        for key in ("psnr_rgb", "psnr_y", "ssim", "lpips"):
+            value = getattr(m, key)
+            if value is not None and math.isfinite(value):
+                writer.add_scalar(f"{prefix}/{key}", value, step)
+    if report.reliance is not None:
+        for tag, value in (("db_from_spikes", gain), ("boundary_db_from_spikes", boundary_gain)):
+            if value is not None and math.isfinite(value):
+                writer.add_scalar(f"val_reliance/{tag}", value, step)
+        for probe in PROBES:
+            m = getattr(report.reliance, probe)
+            for region in ("overall", "boundary"):
+                value = None if m is None else getattr(m, region).psnr_y
+                if value is not None and math.isfinite(value):
+                    writer.add_scalar(f"val_reliance/{probe}_{region}_psnr_y", value, step)
+
+
+def log_triptychs(writer, outputs: Path, report: ValReport, step: int) -> None:
+    """The validation's blur | recon | sharp triptychs (written as PNGs) also as TensorBoard images, one tag
+    per frame (``triptych/{seq}_{frame}``), so the step slider shows each frame's progress."""
+    if writer is None or report.images_dir is None:
+        return
+    for png in sorted((outputs / report.images_dir).glob("*_triptych.png")):
+        writer.add_image(f"triptych/{png.name[:-len('_triptych.png')]}", read_rgb(png), step, dataformats="CHW")
+
+
+# TensorBoard's hparams table: these scalar tags (written by log_validation) are its metric columns; it
+# shows each one's last value.
+HPARAM_METRICS = ("val/best_psnr_rgb", "val/psnr_rgb", "val/psnr_y", "val/ssim", "val/lpips",
+                  "val_boundary/psnr_rgb", "val_reliance/db_from_spikes", "val_reliance/boundary_db_from_spikes")
+
+
+def run_hparams(cfg: Config, opts: TrainOptions, max_steps: int) -> dict[str, str | int | float]:
+    """The resolved config's main fields, for TensorBoard's hparams table."""
+    return {"MODEL.VRT_CFG": cfg.MODEL.VRT_CFG, "MODEL.FUSE.TYPE": cfg.MODEL.FUSE.TYPE,
+            "TRAIN.OPTIM.LR": cfg.TRAIN.OPTIM.LR, "TRAIN.SCHED.WARMUP_STEPS": cfg.TRAIN.SCHED.WARMUP_STEPS,
+            "TRAIN.BATCH_SIZE": cfg.TRAIN.BATCH_SIZE, "max_steps": max_steps, "DATA.CROP_SIZE": cfg.DATA.CROP_SIZE,
+            "DATA.CLIP_LEN": cfg.DATA.CLIP_LEN, "DATA.K": cfg.DATA.K, "SEED": cfg.SEED,
+            # on/off as text: torch's hparams summary would store a bool as the number 1 or 0
+            "spike": "on" if opts.use_spike else "off", "perceptual": "on" if opts.perceptual else "off",
+            "freeze_flow_steps": opts.freeze_flow_steps}
+
+
+def log_hparams_start(writer, hparams: dict) -> None:
+    # In the run's own event file (SummaryWriter.add_hparams would open a sub-run per call), so the
+    # table's metric columns are this run's validation scalars. A resumed run writes it again: the same values.
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    experiment, session_start, _ = hparams_summary(hparams, {tag: 0.0 for tag in HPARAM_METRICS})
+    file_writer = writer._get_file_writer()
+    file_writer.add_summary(experiment)
+    file_writer.add_summary(session_start)
+
+
+def log_hparams_end(writer) -> None:
+    """The session's end (status success) in the hparams table: the run reached its last step."""
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    _, _, session_end = hparams_summary({}, {})
+    writer._get_file_writer().add_summary(session_end)
+
+
+def _db(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f} dB"

@@ -37,7 +37,7 @@ def _ingest(raw: Path, out: Path, dtype: str) -> Path:
         if dtype == "uint16":
             build = ingest_mod._build_sequence
             mp.setattr(ingest_mod, "_build_sequence",
-                       lambda spec, options, work, _dtype: build(spec, options, work, np.dtype(np.uint16)))
+                       lambda spec, options, work, _dtype, *rest: build(spec, options, work, np.dtype(np.uint16), *rest))
         ingest(raw, out, IngestOptions(num_bins=K, crop_size=32), log_dir=None, progress=False)
     assert {s.dtype for s in read_store_info(out).sequences.values()} == {dtype}
     return out

@@ -26,7 +26,9 @@ from cli.main import main as cli
 from conftest import tiny_config_dict
 from model.checkpoint import load_checkpoint
 from model.nets.integrate_vrt import build_model
-from model.train import TrainOptions, TrainingDiverged, flow_parameter_names, lr_factor, main
+from model.train import lr_factor, main
+from model.train_options import TrainOptions
+from model.train_step import TrainingDiverged, flow_parameter_names
 from schemas.config import ConfigError, parse_config
 from schemas.val_report import read_val_report
 from spikeprep.errors import InputError, SpikeprepError
@@ -444,7 +446,7 @@ def test_tensorboard_holds_triptychs_and_hparams(runs):
 
 def test_ctrl_c_handler_first_asks_then_stops_at_once(tmp_path, monkeypatch):
     from model.checkpoint import save_checkpoint
-    from model.train import StopOnCtrlC
+    from model.train_interrupt import StopOnCtrlC
 
     before = signal.getsignal(signal.SIGINT)
     with StopOnCtrlC(announce=False) as ctrl_c:
