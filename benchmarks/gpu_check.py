@@ -17,6 +17,10 @@ longer fits; every skip is printed. Sections, in order:
    the doubling goes on from there. Rows: steps/s, clips/s, peak ``torch.cuda.max_memory_allocated``.
 3. Tiled inference on one ``--infer-size`` clip (default 12x720x1280) per arm, tile (12, 256, 256),
    overlap (2, 20, 20), autocast: seconds per frame and peak memory.
+
+First, the compact hand-over on this device: ``lookup_upsample`` of uint8 and uint16 counts (scale 2) and of
+uint8 frames must give exactly the Dataset's float32 items (``normalise_upsample`` and the division by 255 on
+the CPU); the trainer converts every training batch this way.
 """
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ from model.nets.integrate_vrt import SpikeVRT, tiled_inference  # noqa: E402
 from model.nets.vrt import VRT_PRESETS  # noqa: E402
 from model.losses.charbonnier import CharbonnierLoss  # noqa: E402
 from model.nets.vrt import TMSA  # noqa: E402
+from spikeprep.spike_deblur_dataset import RGB_LUT, lookup_upsample, norm_lut, normalise_upsample  # noqa: E402
 
 
 def _dims(size: str) -> tuple[int, int, int]:
@@ -114,6 +119,27 @@ def autocast(device: torch.device, amp: str):
 
 
 # ---------------------------------------------------------------------------------------------- deform
+def handover_agreement(device: torch.device, bins: int) -> dict:
+    """True per case where the compact hand-over made on ``device`` equals the default items (CPU, numpy)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    result = {}
+    for dtype, high in (("uint8", 256), ("uint16", 1000)):
+        counts = rng.integers(0, high, size=(2, 3, bins, 24, 40)).astype(dtype)
+        lut = norm_lut(0.3, 0.7, dtype)
+        want = np.empty((2, 3, bins, 48, 80), np.float32)
+        for b in range(2):
+            for t in range(3):
+                normalise_upsample(counts[b, t], lut, (2, 2), out=want[b, t])
+        got = lookup_upsample(torch.from_numpy(counts).to(device), torch.from_numpy(lut).to(device), (2, 2)).cpu()
+        result[f"counts {dtype}, scale 2"] = torch.equal(got, torch.from_numpy(want))
+    frames = rng.integers(0, 256, size=(2, 3, 3, 48, 80)).astype(np.uint8)
+    got = lookup_upsample(torch.from_numpy(frames).to(device), torch.from_numpy(RGB_LUT).to(device), (1, 1)).cpu()
+    result["frames uint8"] = torch.equal(got, torch.from_numpy(frames.astype(np.float32) / np.float32(255.0)))
+    return result
+
+
 def deform_agreement(device: torch.device) -> dict:
     """Max relative difference of output and the five gradients, sampling vs torchvision, fp32."""
     g = torch.Generator().manual_seed(0)
@@ -243,9 +269,13 @@ def _fmt(v, spec: str) -> str:
 
 
 def report(env: str, deform_rows: list[dict], agree: dict | None, train: list[dict], infer: list[dict],
-           args) -> str:
+           args, handover: dict | None = None) -> str:
     """The markdown report: deformable-conv agreement and timings, the training and inference tables."""
     out = [f"# {env}", ""]
+    if handover is not None:
+        out.append("Compact hand-over on this device equals the Dataset's float32 items: "
+                   + ", ".join(f"{case} {'yes' if same else 'NO'}" for case, same in handover.items()))
+        out.append("")
     if agree is not None:
         out.append(f"Deformable conv, sampling vs torchvision (fp32, offsets beyond the image, 4 groups): "
                    f"output rel. diff {agree['out']:.2e}, worst gradient rel. diff {agree['grad']:.2e}")
@@ -310,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         env = f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()}, torch {torch.__version__}"
     print(f"# {env}", flush=True)
+    handover = handover_agreement(device, args.bins)
+    print(f"# compact hand-over agreement: {handover}", flush=True)
 
     # Agreement in true float32: TF32 matmuls (on below, as in training) would add ~1e-4 of their own.
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -350,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# inference {arm}: {infer[-1]}", flush=True)
 
     print(f"\n# deformable conv used for training and inference: {deform}")
-    print(report(env, deform_rows, agree, train, infer, args))
+    print(report(env, deform_rows, agree, train, infer, args, handover))
     return 0
 
 
