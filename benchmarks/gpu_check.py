@@ -2,7 +2,8 @@
 
     python benchmarks/gpu_check.py                  # CUDA: official preset, 5x256x256, K=32, fp16 AMP
     python benchmarks/gpu_check.py --preset tiny --size 5x64x64 --infer-size 2x96x128 --device cpu \\
-        --max-batch 2 --steps 1 --warmup 0         # a smoke run of the same code on CPU
+        --max-batch 2 --steps 1 --warmup 0 --amp off   # a smoke run of the same code on CPU (fp16 autocast
+                                                       # on the CPU: 58 s a tiny step instead of 3 s)
 
 One command, one table, a time budget (``--budget-s``, default 300 s) that it keeps by skipping what no
 longer fits; every skip is printed. Sections, in order:
