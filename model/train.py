@@ -72,7 +72,7 @@ from model.train_step import FlowFreeze, train_step
 from schemas.config import Config, ConfigError, load_config
 from schemas.val_report import val_report_path, write_val_report
 from spikeprep.errors import InputError, SpikeprepError
-from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, lookup_upsample
+from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
 
 
 @dataclass
@@ -99,27 +99,6 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int) -> float:
     span = max(1, max_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / span)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-def _batch_inputs(batch: dict, device: torch.device, use_spike: bool, train_ds: SpikeDeblurDataset):
-    """float32 (blur, sharp, spike or None) on ``device`` of a batch of ``train_ds``: a compact batch (uint8
-    frames, counts at the spike grid) crosses to the device as it is and becomes the default items' tensors
-    there through the Dataset's own tables (bit for bit, tested); a default batch is moved as it is."""
-    rgb_lut, count_lut = train_ds.device_luts(device)
-
-    def frames(key: str) -> torch.Tensor:
-        x = batch[key].to(device, non_blocking=True)
-        return lookup_upsample(x, rgb_lut, (1, 1)) if x.dtype == torch.uint8 else x
-
-    spike = None
-    if use_spike and "spike_counts" in batch:
-        # One scale per batch: collate keeps only samples of one counts shape and one crop size.
-        spike = lookup_upsample(batch["spike_counts"].to(device, non_blocking=True), count_lut,
-                                batch["meta"]["scale"][0])
-    elif use_spike:
-        spike = batch["spike_vox"].to(device, non_blocking=True)
-    return frames("blur"), frames("sharp"), spike
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -343,7 +322,7 @@ def _train_loop(run: _Run, state: TrainState, *, resumed: bool) -> TrainResult:
                     state.batch_in_epoch += 1
                     if not counts.usable(batch):
                         continue
-                    blur, sharp, spike = _batch_inputs(batch, setup.device, opts.use_spike, data.train_ds)
+                    blur, sharp, spike = data.train_ds.batch_to_device(batch, setup.device, opts.use_spike)
                     terms, interrupted = train_step(state, run.model, run.loss_fn, blur, sharp, spike, setup=setup,
                                                     freeze=freeze, stop_requested=ctrl_c.requested)
                     _record_step(run, state, result, batch, terms)
@@ -451,7 +430,7 @@ def _dry_run(raw_model: SpikeVRT, model, loader: DataLoader, loss_fn, setup: Dis
         raise SpikeprepError(f"{loader.dataset.root}: no readable training batch in the first "
                              f"{min(len(loader), MAX_SKIPPED_BATCHES_IN_A_ROW)} (every sample dropped; the warnings "
                              "above name the files). Fix: re-run `spikeprep ingest` for the damaged sequences")
-    blur, sharp, spike = _batch_inputs(batch, setup.device, raw_model.use_spike, loader.dataset)
+    blur, sharp, spike = loader.dataset.batch_to_device(batch, setup.device, raw_model.use_spike)
     with torch.no_grad(), torch.autocast(setup.device.type, dtype=torch.float16, enabled=setup.amp):
         _, fr, fs = raw_model.encode_scales(blur, spike)
     say(f"dry run ({arm_name(raw_model.use_spike)} arm): batch blur {tuple(blur.shape)}"

@@ -18,7 +18,7 @@ stored ``uint8`` RGB ``[T, 3, H, W]`` (not divided by 255).
 The compact hand-over (``from_config(..., compact=True)``, the trainer's training set) is both: uint8
 frames and stored counts at the spike grid, a quarter of the bytes of the float32 item or less (a
 sixteenth of its voxels at s = 2) through the worker pipe and onto the device, where
-``lookup_upsample`` with the Dataset's own tables (``device_luts``) makes them the default item's
+``batch_to_device`` (``lookup_upsample`` with the Dataset's own tables, ``device_luts``) makes them the default item's
 float32 tensors exactly (``torch.equal``, tested): a lookup is exact on any device, unlike a division
 or ``log1p`` recomputed there.
 
@@ -76,7 +76,7 @@ log = logging.getLogger("spikeprep.dataset")
 TENSOR_KEYS = ("blur", "sharp", "spike_vox", "spike_counts")
 VOXEL_KINDS = ("normalised", "counts")
 IMAGE_KINDS = ("float32", "uint8")
-# uint8 RGB value -> float32 in [0, 1]: the same float32 division _read_images makes, one value at a time.
+# uint8 RGB value -> float32 in [0, 1]: the same float32 division unit_frames makes, one value at a time.
 RGB_LUT = np.arange(256, dtype=np.float32) / np.float32(255.0)
 
 
@@ -428,6 +428,27 @@ class SpikeDeblurDataset(Dataset):
             self._device_luts[key] = (torch.from_numpy(RGB_LUT).to(device),
                                       torch.from_numpy(self._lut).to(device))
         return self._device_luts[key]
+
+    def batch_to_device(self, batch: dict, device: torch.device | str,
+                        use_spike: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """float32 ``(blur, sharp, spike_vox or None)`` on ``device`` of a collated batch of this Dataset (what
+        the model takes). A compact batch (uint8 frames, counts at the spike grid) crosses to the device as it
+        is and becomes the default batch's tensors there through ``device_luts`` (bit for bit, tested); a
+        default batch is moved as it is. ``use_spike`` False: no voxels (the spike-free arm)."""
+        rgb_lut, count_lut = self.device_luts(device)
+
+        def frames(key: str) -> torch.Tensor:
+            x = batch[key].to(device, non_blocking=True)
+            return lookup_upsample(x, rgb_lut, (1, 1)) if x.dtype == torch.uint8 else x
+
+        spike = None
+        if use_spike and "spike_counts" in batch:
+            # One scale per batch: collate keeps only samples of one counts shape and one crop size.
+            spike = lookup_upsample(batch["spike_counts"].to(device, non_blocking=True), count_lut,
+                                    batch["meta"]["scale"][0])
+        elif use_spike:
+            spike = batch["spike_vox"].to(device, non_blocking=True)
+        return frames("blur"), frames("sharp"), spike
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch for ``seed``-mode crops (like DistributedSampler.set_epoch); no effect with seed=None."""

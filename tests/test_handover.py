@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader
 
 import model.train as train_mod
 import spikeprep.ingest as ingest_mod
+import spikeprep.spike_deblur_dataset as dataset_mod
 from conftest import tiny_config_dict, torch_threads_fixture
-from model.train import TrainOptions, _batch_inputs
+from model.train import TrainOptions
 from schemas.config import parse_config
 from spikeprep.ingest import IngestOptions, ingest
 from spikeprep.spike_deblur_dataset import (RGB_LUT, SpikeDeblurDataset, collate_drop_bad, lookup_upsample,
@@ -117,10 +118,10 @@ def test_trainer_batch_inputs_equal_for_both_hand_overs(store):
     n = 0
     for batch_a, batch_b in zip(*loaders):
         assert batch_b["spike_counts"].shape[0] == 2
-        a = _batch_inputs(batch_a, device, True, default)
-        b = _batch_inputs(batch_b, device, True, compact)
+        a = default.batch_to_device(batch_a, device, True)
+        b = compact.batch_to_device(batch_b, device, True)
         assert all(torch.equal(x, y) for x, y in zip(a, b))
-        blur, sharp, spike = _batch_inputs(batch_b, device, False, compact)  # the spike-free arm
+        blur, sharp, spike = compact.batch_to_device(batch_b, device, False)  # the spike-free arm
         assert spike is None and torch.equal(blur, a[0]) and torch.equal(sharp, a[1])
         n += 1
     assert n == len(default) // 2
@@ -161,8 +162,8 @@ def test_trainer_losses_unchanged_by_the_compact_hand_over(train_store, tmp_path
     opts = dict(config=config, max_steps=3, val_every=3, visual_every=3, workers=0, perceptual=False,
                 progress=False, device="cpu")
     calls = []
-    lookup = train_mod.lookup_upsample
-    monkeypatch.setattr(train_mod, "lookup_upsample", lambda *a: calls.append(1) or lookup(*a))
+    lookup = dataset_mod.lookup_upsample
+    monkeypatch.setattr(dataset_mod, "lookup_upsample", lambda *a: calls.append(1) or lookup(*a))
     compact = train_mod.main(TrainOptions(**opts, exp="compact"))
     assert calls                                                  # the trainer took the compact path
     from_config = SpikeDeblurDataset.from_config.__func__
