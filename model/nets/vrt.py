@@ -1,6 +1,6 @@
 """VRT (Video Restoration Transformer, Liang et al. 2022), our own implementation.
 
-Written from ``shared/reference/vrt_facts.md`` (a description of the published model) and the
+Written from a description of the published model (the paper, its hyper-parameters) and the
 official state_dict key list; no code is taken from the CC-BY-NC reference implementation. The module
 tree and parameter/buffer names are chosen so that ``state_dict()`` is key-for-key and shape-for-shape
 identical to the released deblurring checkpoints (``00{5,6,7}_VRT_videodeblurring_*.pth``), which can
