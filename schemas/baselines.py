@@ -10,20 +10,18 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from schemas.json_record import read_json_record, write_json_record
+from schemas.record import Record
 from schemas.val_report import Metrics
 
 BASELINES_VERSION = 1
 BASELINES_DIRNAME = "baselines"
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class BaselineRow(_Record):
+class BaselineRow(Record):
     """One restoration: its name (``blur``, ``tfp_<w>``, ``tfi``, ``lsq``), what it is, and its scores."""
 
     name: str
@@ -41,7 +39,7 @@ class BaselineRow(_Record):
         return self
 
 
-class BaselinesReport(_Record):
+class BaselinesReport(Record):
     """The baselines of one split of one store.
 
     ``lsq_coefficients`` is the fitted map, ``[K + 4][3]``: rows are the K counts, blur R, G, B and the

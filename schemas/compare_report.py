@@ -15,21 +15,19 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from schemas.baselines import BaselinesReport
 from schemas.json_record import read_json_record, write_json_record
+from schemas.record import Record
 from schemas.val_report import Arm, Metrics
 
 COMPARE_VERSION = 2
 RuleStatus = Literal["PASS", "FAIL", "not evaluated"]
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class RunRef(_Record):
+class RunRef(Record):
     """One compared run: its experiment, arm, the metrics directory its reports came from, their steps."""
 
     exp: str
@@ -38,21 +36,21 @@ class RunRef(_Record):
     steps: list[int]
 
 
-class SkippedSteps(_Record):
+class SkippedSteps(Record):
     """Steps validated in one run only (not tabled, not judged)."""
 
     spike_only: list[int]
     base_only: list[int]
 
 
-class ArmMetrics(_Record):
+class ArmMetrics(Record):
     """One region's metrics of both arms at one step."""
 
     spike: Metrics
     base: Metrics
 
 
-class TableRow(_Record):
+class TableRow(Record):
     """Both arms at one common step, overall and on motion boundaries."""
 
     step: int = Field(ge=0)
@@ -60,14 +58,14 @@ class TableRow(_Record):
     boundary: ArmMetrics
 
 
-class RegionPsnrY(_Record):
+class RegionPsnrY(Record):
     """PSNR-Y overall and on motion boundaries (None where the report has none)."""
 
     overall: float | None
     boundary: float | None
 
 
-class RelianceRow(_Record):
+class RelianceRow(Record):
     """The spike run's reliance at one step: PSNR-Y with the true voxels and with each voxel probe
     (``schemas.val_report.PROBES``; None where the probe was not run), and dB from the spikes (true minus
     count-zero; NaN when both are infinite)."""
@@ -81,7 +79,7 @@ class RelianceRow(_Record):
     reversed: RegionPsnrY | None
 
 
-class RuleResult(_Record):
+class RuleResult(Record):
     """One rule of the acceptance test. ``margin`` is spike - base (None when not finite or not evaluated);
     a rule that was not evaluated says why in ``reason``."""
 
@@ -102,7 +100,7 @@ class RuleResult(_Record):
         return self
 
 
-class Verdict(_Record):
+class Verdict(Record):
     """The acceptance rule judged at ``step``: both rules, ``result`` and a one-line ``summary``.
 
     ``result`` is PASS when the PSNR rule passes and the LPIPS rule did not fail (it may be not evaluated;
@@ -132,7 +130,7 @@ class Verdict(_Record):
 Box = tuple[int, int, int, int]   # x0, y0, x1, y1 in the picture's pixels
 
 
-class CropSpot(_Record):
+class CropSpot(Record):
     """One crop: where in the val frame, how strong, its PSNRs and (once drawn) its tiles in the picture."""
 
     seq: str
@@ -146,7 +144,7 @@ class CropSpot(_Record):
     boxes: dict[str, Box] = {}             # column (blur, base, spike, sharp) -> its tile
 
 
-class CompareReport(_Record):
+class CompareReport(Record):
     """One comparison of a spike run with a base run; ``steps`` are the steps both validated.
 
     ``split``, ``frames`` and ``boundary_fraction`` are those of the judged step's validation (both runs

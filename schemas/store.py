@@ -9,9 +9,10 @@ import json
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from schemas.manifest import name_problem
+from schemas.record import Record
 from schemas.spike_meta import SpikeMeta
 
 # 2: every chunk carries a crc32c and every chunk is stored; 3: spike_vox.zarr and rgb.zarr are groups whose
@@ -72,11 +73,8 @@ COORD_ATTRS = {
                               "t0 + bin_edge * (t1 - t0)"},
 }
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class NormStats(_Record):
+class NormStats(Record):
     """Exact moments of ``log1p(count)`` over every voxel of every kept training frame.
 
     ``count_histogram[c]`` is how many voxels hold count ``c``; MEAN/STD follow from it exactly in
@@ -97,7 +95,7 @@ class NormStats(_Record):
         return value
 
 
-class SequenceInfo(_Record):
+class SequenceInfo(Record):
     """One sequence of the store."""
 
     split: str
@@ -114,7 +112,7 @@ class SequenceInfo(_Record):
     checksum: str                         # sha256 over the sequence's per-frame voxel checksums
 
 
-class StoreInfo(_Record):
+class StoreInfo(Record):
     """Content of ``dataset.json``."""
 
     version: Literal[3] = STORE_VERSION

@@ -12,20 +12,18 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from schemas.config import NormConfig
 from schemas.json_record import read_json_record, write_json_record
+from schemas.record import Record
 from schemas.val_report import Arm
 
 TEST_REPORT_VERSION = 2
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class TestModel(_Record):
+class TestModel(Record):
     """The checkpoint's model as far as its inputs go: the VRT preset, K and the voxel normalisation."""
 
     __test__ = False  # not a pytest class
@@ -35,7 +33,7 @@ class TestModel(_Record):
     NORM: NormConfig
 
 
-class TestInputs(_Record):
+class TestInputs(Record):
     """Where the frames and voxels came from (resolved paths; None when not used)."""
 
     __test__ = False
@@ -46,7 +44,7 @@ class TestInputs(_Record):
     splits: list[str] | None  # the store splits the sequences came from
 
 
-class TestReport(_Record):
+class TestReport(Record):
     """One ``spikeprep test`` run.
 
     ``sequences``: frames written per sequence (``OUTPUT/<seq>/``), ``frames`` their total;

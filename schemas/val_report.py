@@ -17,20 +17,18 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from schemas.json_record import read_json_record, write_json_record
+from schemas.record import Record
 
 RUN_VERSION = 2
 READ_VERSIONS = (1, 2)   # version 1: the same record without ``reliance``
 Arm = Literal["spike", "base"]    # the spike arm and the spike-free arm (--no-spike)
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class Metrics(_Record):
+class Metrics(Record):
     """Mean over frames of per-frame metrics (uint8 images, basicsr's PSNR and SSIM)."""
 
     frames: int = Field(ge=0)
@@ -48,7 +46,7 @@ class Metrics(_Record):
         return value
 
 
-class ProbeMetrics(_Record):
+class ProbeMetrics(Record):
     """The metrics of one voxel probe: the same frames, scored overall and on motion boundaries."""
 
     overall: Metrics
@@ -61,7 +59,7 @@ PROBE_TITLES = {"zeroed": "count-zero voxels", "other_clip": "another clip's vox
                 "reversed": "bins reversed in time"}
 
 
-class SpikeReliance(_Record):
+class SpikeReliance(Record):
     """The spike arm fed altered voxels (DESIGN section 8): a model that ignores its spikes scores the same.
 
     ``zeroed``: every count 0 (normalised like any count); ``other_clip``: the voxels of another val clip of
@@ -79,7 +77,7 @@ def _difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-class ValReport(_Record):
+class ValReport(Record):
     """One validation of one run at one step.
 
     ``boundary`` restricts the same metrics to motion boundaries: per frame, the ``boundary_fraction``

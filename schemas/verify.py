@@ -8,18 +8,16 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from schemas.json_record import read_json_record, write_json_record
+from schemas.record import Record
 
 VERIFY_VERSION = 1
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class VerifyProblem(_Record):
+class VerifyProblem(Record):
     """One damaged or inconsistent frame (or sequence, ``frame_idx`` None): where, and what is wrong."""
 
     split: str
@@ -29,7 +27,7 @@ class VerifyProblem(_Record):
     problem: str
 
 
-class VerifyReport(_Record):
+class VerifyReport(Record):
     """Frames checked and problems found; ``ok`` when there are none."""
 
     version: Literal[1] = VERIFY_VERSION
