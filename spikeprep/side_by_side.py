@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 from schemas.manifest import STATUS_OK
-from schemas.store import RGB_DIRNAME
 from spikeprep.errors import InputError
 from spikeprep.images import write_rgb
 from spikeprep.inference_inputs import (IMAGE_SUFFIXES, MIN_FRAMES, ArrayFrames, FileFrames, FrameSource,
@@ -116,8 +115,9 @@ def _pick_keys(store: StoreIndex, names: list[str], restored: Path, split: str |
     if split is None:
         fits = sorted(s for s, have in by_split.items() if set(names) <= have)
         if not fits:
+            splits = ", ".join(f"{s}: {sorted(h)[:8]}" for s, h in sorted(by_split.items()))
             raise InputError(restored, f"its sequence folders {sorted(names)[:8]} are not all in one split of "
-                             f"{store.root} ({', '.join(f'{s}: {sorted(h)[:8]}' for s, h in sorted(by_split.items()))})",
+                             f"{store.root} ({splits})",
                              fix="view the store `test` ran on, with the --restored folder it wrote")
         if len(fits) > 1:
             raise InputError(restored, f"sequences {sorted(names)[:8]} are in several splits ({fits})",
@@ -312,7 +312,8 @@ def check_out(out: Path, sequences: list[RestoredSequence], store_root: Path, re
     out = Path(out).resolve()
     for what, folder in (("the store", Path(store_root).resolve()), ("the restored folder", Path(restored).resolve())):
         if out == folder or folder in out.parents:
-            raise InputError(out, f"--out lies inside {what} {folder}", fix="name a folder outside it, e.g. view/<name>")
+            raise InputError(out, f"--out lies inside {what} {folder}",
+                             fix="name a folder outside it, e.g. view/<name>")
         for s in sequences:
             mine = out / s.name
             if folder == mine or mine in folder.parents:

@@ -272,8 +272,8 @@ def prepare_out(out: Path, overwrite: bool, own: tuple[str, ...] = METHODS) -> P
 
 
 class VideoWriter:
-    """Grey ``[H, W]`` or RGB ``[H, W, 3]`` uint8 frames -> one ``.mp4`` (OpenCV, mp4v; streamed) or ``.gif`` (Pillow; held in
-    memory, for short clips), written to a temp name and renamed on ``close`` (``atomic_path``)."""
+    """Grey ``[H, W]`` or RGB ``[H, W, 3]`` uint8 frames -> one ``.mp4`` (OpenCV, mp4v; streamed) or ``.gif``
+    (Pillow; held in memory, for short clips), written to a temp name and renamed on ``close`` (``atomic_path``)."""
 
     def __init__(self, path: Path, fps: float):
         self.path, self.fps = Path(path), float(fps)
