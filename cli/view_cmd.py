@@ -1,4 +1,5 @@
-"""``spikeprep view SRC``: TFP and TFI reconstructions of a recording as PNG frames and a video (``spikeprep.view``)."""
+"""``spikeprep view SRC``: TFP and TFI reconstructions of a recording as PNG frames and a video (``spikeprep.view``);
+``spikeprep view DATA_ROOT --restored DIR``: a ``test`` output beside the store's blur frames (``spikeprep.side_by_side``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,10 +22,16 @@ OUT/tfi.mp4 (or .gif), nothing outside OUT.
 Pictures are clip(rate * --gain, 0, 1) as 8-bit grey: no tone curve. .dat files are read upright
 (--no-flipud reads them as stored).
 \b
+With --restored DIR (a `spikeprep test --store DATA_ROOT --split S --output DIR` folder; SRC is DATA_ROOT):
+per sequence, the store's blur frame | the restored frame [| TFP with --tfp] [| sharp with --sharp], labelled,
+as OUT/<seq>/<frame>.png and OUT/<seq>.mp4 (or .gif). Frames are matched by sequence and name; DIR must hold
+every frame `test` restores of each of its sequences (the manifest's kept frames), at the store's size.
+\b
 Examples:
   spikeprep view ../shared/data/real/hist_sflow_car_250x400.dat --height 250 --width 400 --out view/car
   spikeprep view data/raw/train/seq_000 --tfp-width 64 --step 4 --video gif
   spikeprep view data/store --seq val/seq_004 --out view/store
+  spikeprep view data/store --restored outputs/test/spike --split val --tfp --out view/restored
 """)
 @click.argument("src", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path),
@@ -37,7 +44,13 @@ Examples:
               help="bare .dat: extra columns at the end of each row, dropped (SPS10: 16, with --width 400)")
 @click.option("--axes", type=click.Choice(["NHW", "HWN"]), default="NHW", show_default=True,
               help="bare .npy/.npz: axis order of the array")
-@click.option("--seq", help="store: the sequence to view, SPLIT/SEQ [the first]")
+@click.option("--seq", help="store: the sequence to view, SPLIT/SEQ [the first; with --restored: all of DIR]")
+@click.option("--restored", type=click.Path(path_type=Path),
+              help="a `spikeprep test` output folder: view it beside SRC's (a store's) blur frames")
+@click.option("--split", help="--restored: the split `test` ran on [the one holding DIR's sequences]")
+@click.option("--tfp", "with_tfp", is_flag=True, help="--restored: add a TFP panel (the store's voxels)")
+@click.option("--sharp", "with_sharp", is_flag=True,
+              help="--restored: add the sharp frame (grey 'sharp: none' for an unpaired frame)")
 @click.option("--tfp-width", type=click.IntRange(min=1),
               help="TFP window: spike frames [32], or bins for store voxels [about K/2]")
 @click.option("--tfi-window", type=click.IntRange(min=2), default=64, show_default=True,
@@ -52,9 +65,16 @@ Examples:
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="reuse a non-empty --out (view's own outputs there are replaced)")
 @click.option("--progress/--no-progress", default=True)
-def view_cmd(src: Path, out: Path | None, height, width, flipud, head_columns, axes, seq, tfp_width, tfi_window,
-             step, start, stop, gain, video, fps, overwrite, progress) -> None:
-    """Reconstruct a recording with TFP and TFI; write PNG frames and a video to look at before trusting it."""
+def view_cmd(src: Path, out: Path | None, height, width, flipud, head_columns, axes, seq, restored, split, with_tfp,
+             with_sharp, tfp_width, tfi_window, step, start, stop, gain, video, fps, overwrite, progress) -> None:
+    """Reconstruct a recording with TFP and TFI; write PNG frames and a video to look at before trusting it.
+    With --restored: a deblurring result beside its blur frames."""
+    if restored is not None:
+        _view_restored(src, restored, out, split, seq, with_tfp, with_sharp, tfp_width, gain, video, fps, overwrite,
+                       progress)
+        return
+    if split or with_tfp or with_sharp:
+        raise click.UsageError("--split, --tfp and --sharp go with --restored DIR")
     from spikeprep.view import (SpikeFrames, open_view_source, prepare_out, store_reconstructions,
                                 store_tfp_width, stream_instants, stream_reconstructions, write_view)
 
@@ -86,4 +106,32 @@ def view_cmd(src: Path, out: Path | None, height, width, flipud, head_columns, a
     for m, n in result.pngs.items():
         click.echo(f"  {m}: {n} PNG frames in {out / m}" + (f", video {result.videos[m]}" if m in result.videos else ""))
     for note in result.notes:
+        click.echo(f"  {note}")
+
+
+def _view_restored(src: Path, restored: Path, out: Path | None, split, seq, with_tfp, with_sharp, tfp_width, gain,
+                   video, fps, overwrite, progress) -> None:
+    from spikeprep.inference_inputs import is_store
+    from spikeprep.side_by_side import check_out, match_restored, write_side_by_side
+    from spikeprep.store import read_store_info
+    from spikeprep.view import prepare_out, store_tfp_width
+
+    if not is_store(src):
+        raise InputError(src, "--restored needs a store here (DATA_ROOT with dataset.json): the one `test` ran on",
+                         fix="spikeprep view DATA_ROOT --restored OUTPUT_OF_TEST")
+    if with_tfp:
+        try:
+            store_tfp_width(read_store_info(src).K, tfp_width)
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--tfp-width") from None
+    sequences, notes = match_restored(src, restored, split=split, seq=seq, sharp=with_sharp)
+    out = out if out is not None else Path("view") / Path(restored).resolve().name
+    check_out(out, sequences, src, restored)
+    out = prepare_out(out, overwrite, own=tuple(s.name for s in sequences))
+    result = write_side_by_side(sequences, out, store_root=src, tfp=with_tfp, tfp_width=tfp_width, gain=gain,
+                                video=video, fps=fps, progress=progress)
+    for key, (n, folder, video_path) in result.sequences.items():
+        click.echo(f"{key}: {n} frames ({' | '.join(result.panels[key])}) in {folder}"
+                   + (f", video {video_path}" if video_path else ""))
+    for note in notes:
         click.echo(f"  {note}")

@@ -55,11 +55,9 @@ from schemas.config import Config, load_config
 from schemas.test_report import TestInputs, TestModel, TestReport, write_test_report
 from spikeprep.errors import InputError
 from spikeprep.images import IMAGE_FORMATS
-from spikeprep.inference_inputs import (FileFrames, InputSequence, is_store, plan_clips, resolve_sequences,
-                                        spike_lut)
+from spikeprep.inference_inputs import (MIN_FRAMES, FileFrames, InputSequence, deblurrable_runs, is_store,
+                                        plan_clips, resolve_sequences, spike_lut)
 from spikeprep.store import read_store_info
-
-MIN_FRAMES = 2  # VRT's parallel warping needs a neighbour frame
 
 
 @dataclass
@@ -155,7 +153,7 @@ def _deblurrable(sequences: list[InputSequence], notes: list[str], where: Path |
         if n_single:
             s.skipped.append(f"{s.name}: {n_single} frame(s) without a kept neighbour skipped (VRT needs "
                              f"{MIN_FRAMES} frames per clip)")
-            s.runs = [(a, n) for a, n in s.runs if n >= MIN_FRAMES]
+            s.runs = deblurrable_runs(s.runs)
         notes += s.skipped
     sequences = [s for s in sequences if s.runs]
     if not sequences:

@@ -10,7 +10,7 @@ Dataset's validation clips (``clip_starts``).
 * ``InputSequence``: one sequence to deblur (frames, counts matched to them, runs of consecutive frames).
 * Discovery: ``find_blur_sequences``, ``find_vox_sequences``, ``StoreIndex`` (a store), ``pair_counts``,
   and ``resolve_sequences`` (the command's inputs -> sequences).
-* ``plan_clips``: the frame positions of each clip.
+* ``deblurrable_runs`` (runs of ``MIN_FRAMES`` or more) and ``plan_clips``: the frame positions of each clip.
 
 Every bad input is an ``InputError`` naming the file and the fix.
 """
@@ -429,8 +429,9 @@ class StoreIndex:
         return ArrayCounts(self.root / key / VOX_DIRNAME / VOX_ARRAY, [r["vox_index"] for r in rows],
                            [Path(r["blur"]).stem for r in rows])
 
-    def sequence(self, key: str) -> InputSequence:
-        """A store sequence with its own blur frames: the frames the manifest keeps, as validation."""
+    def kept(self, key: str):
+        """The Dataset's view of store sequence ``key`` (``split/name``): its kept frames (status ok, with
+        voxels) in frame order (``spike_deblur_dataset.load_sequences``); InputError when it has none."""
         split, name = key.split("/", 1)
         if split not in self._kept:
             self._kept[split] = {s.name: s for s in load_sequences(self.root, self.info, split, self.table)}
@@ -438,6 +439,12 @@ class StoreIndex:
         if kept is None or not len(kept.frame_idx):
             raise InputError(self.root / "manifest.parquet", f"{key}: no kept frame with voxels",
                              fix="see the manifest's reason column (`spikeprep audit`)")
+        return kept
+
+    def sequence(self, key: str) -> InputSequence:
+        """A store sequence with its own blur frames: the frames the manifest keeps, as validation."""
+        split, name = key.split("/", 1)
+        kept = self.kept(key)
         stems = [Path(b).stem for b in kept.blur]
         rgb = Path(kept.rgb_path)
         if _is_zarr_array(rgb / "blur"):
@@ -549,6 +556,14 @@ def resolve_sequences(*, num_bins: int, use_spike: bool, cfg: Config, input_blur
     return out, notes
 
 
+
+
+MIN_FRAMES = 2  # VRT's parallel warping needs a neighbour frame: `test` skips runs shorter than this
+
+
+def deblurrable_runs(runs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The runs ``(start, length)`` that ``spikeprep test`` deblurs: those of ``MIN_FRAMES`` frames or more."""
+    return [(a, n) for a, n in runs if n >= MIN_FRAMES]
 
 
 def plan_clips(runs: Sequence[tuple[int, int]], clip_len: int) -> list[list[int]]:

@@ -63,6 +63,17 @@ class StoreVoxels:
     n_ticks: list[int]
     counts: Callable[[int], np.ndarray]
 
+    def select(self, frame_idx: list[int]) -> "StoreVoxels":
+        """The same voxels restricted to blur frames ``frame_idx`` (in that order; each must be here)."""
+        where = {f: i for i, f in enumerate(self.frame_idx)}
+        missing = [f for f in frame_idx if f not in where]
+        if missing:
+            raise InputError(self.path, f"no voxels for blur frame(s) {missing[:5]}",
+                             fix="`spikeprep verify DATA_ROOT` checks the store against its manifest")
+        rows = [where[f] for f in frame_idx]
+        return StoreVoxels(self.path, list(frame_idx), [self.n_ticks[i] for i in rows],
+                           lambda i: self.counts(rows[i]))
+
 
 def _file_reader(path: Path, meta: SpikeMeta) -> tuple[int, Callable[[int, int], np.ndarray]]:
     """(frames, read) of one frame-based spike file described by ``meta``."""
@@ -216,18 +227,19 @@ def store_tfp_width(num_bins: int, tfp_width: int | None) -> int:
     return tfp_width
 
 
-def store_reconstructions(vox: StoreVoxels, tfp_width: int) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+def store_reconstructions(vox: StoreVoxels, tfp_width: int,
+                          with_tfi: bool = True) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """``(frame_idx, {"tfp": rate[, "tfi": rate]})`` per blur frame: spike rates per spike frame.
 
     A bin of frame ``i`` spans ``n_ticks / K`` spike frames, so rates per bin are scaled by ``K / n_ticks``.
-    TFI is given only where it applies (bins at most one spike frame wide).
+    TFI is given only where it applies (bins at most one spike frame wide) and ``with_tfi``.
     """
     for i, (f, n_ticks) in enumerate(zip(vox.frame_idx, vox.n_ticks)):
         counts = vox.counts(i)
         k = counts.shape[0]
         per_frame = k / max(n_ticks, 1)
         out = {"tfp": tfp_rate(counts, tfp_width) * per_frame}
-        if tfi_applies(k, n_ticks) and counts.max(initial=0) <= 1:
+        if with_tfi and tfi_applies(k, n_ticks) and counts.max(initial=0) <= 1:
             out["tfi"] = tfi_rate(counts) * per_frame
         yield f, out
 
@@ -238,17 +250,19 @@ def to_image(rate: np.ndarray, gain: float = 1.0) -> np.ndarray:
     return np.round(np.clip(rate * gain, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def prepare_out(out: Path, overwrite: bool) -> Path:
+def prepare_out(out: Path, overwrite: bool, own: tuple[str, ...] = METHODS) -> Path:
     """Create ``out``; an existing non-empty folder needs ``overwrite``, and then only view's own outputs
-    (``tfp/``, ``tfi/``, ``tfp.*``, ``tfi.*``) are removed from it."""
+    (``NAME/`` and ``NAME.mp4`` / ``NAME.gif`` for each NAME of ``own``: ``tfp``, ``tfi`` by default) are
+    removed from it."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder", fix="name a new or empty folder with --out")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise InputError(out, "folder is not empty", fix="name a new or empty folder, or pass --overwrite "
-                                                            "(replaces view's own tfp/, tfi/ and videos there)")
-        for m in METHODS:
+                                                            f"(replaces view's own {', '.join(n + '/' for n in own)}"
+                                                            " and videos there)")
+        for m in own:
             if (out / m).is_dir():
                 shutil.rmtree(out / m)
             for fmt in VIDEO_FORMATS[:2]:
@@ -257,9 +271,9 @@ def prepare_out(out: Path, overwrite: bool) -> Path:
     return out
 
 
-class _VideoWriter:
-    """Grey frames ``[H, W]`` uint8 -> one ``.mp4`` (OpenCV, mp4v; streamed) or ``.gif`` (Pillow; held in
-    memory, for short clips), written to a temp name and renamed on ``close`` (``atomic_path``)."""
+class VideoWriter:
+    """Grey ``[H, W]`` or RGB ``[H, W, 3]`` uint8 frames -> one ``.mp4`` (OpenCV, mp4v; streamed) or ``.gif``
+    (Pillow; held in memory, for short clips), written to a temp name and renamed on ``close`` (``atomic_path``)."""
 
     def __init__(self, path: Path, fps: float):
         self.path, self.fps = Path(path), float(fps)
@@ -275,14 +289,14 @@ class _VideoWriter:
             self._gif.append(frame)
             return
         if self._writer is None:
-            h, w = frame.shape
+            h, w = frame.shape[:2]
             self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h),
                                            isColor=True)
             if not self._writer.isOpened():
                 self.abort()
                 raise InputError(self.path, "OpenCV cannot write an MP4 video here",
                                  fix="use --video gif or --video none")
-        self._writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+        self._writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR if frame.ndim == 2 else cv2.COLOR_RGB2BGR))
 
     def close(self) -> Path:
         if self.path.suffix == ".gif":
@@ -326,7 +340,7 @@ def write_view(recons: Iterator[tuple[int, dict[str, np.ndarray]]], out: Path, *
     if video not in VIDEO_FORMATS:
         raise ValueError(f"video must be one of {VIDEO_FORMATS}, got {video!r}")
     pngs = {m: 0 for m in METHODS}
-    writers: dict[str, _VideoWriter] = {}
+    writers: dict[str, VideoWriter] = {}
     try:
         for c, rates in tqdm(recons, total=total, desc=desc, unit="frame", disable=not progress):
             for m, rate in rates.items():
@@ -336,7 +350,7 @@ def write_view(recons: Iterator[tuple[int, dict[str, np.ndarray]]], out: Path, *
                 pngs[m] += 1
                 if video != "none":
                     if m not in writers:
-                        writers[m] = _VideoWriter(out / f"{m}.{video}", fps)
+                        writers[m] = VideoWriter(out / f"{m}.{video}", fps)
                     writers[m].add(img)
     except BaseException:
         for w in writers.values():
