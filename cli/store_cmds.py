@@ -79,6 +79,10 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
     click.echo(f"wrote {out}: {len(result.rows)} frames, {result.n_ok} ok, {result.n_dropped} dropped; "
                f"K={options.num_bins}")
     echo_failures(result.rows, out, "dropped", show)
+    for line in unpaired_lines(result.rows):
+        click.echo(line)
+    if result.kept_audit is not None:
+        click.echo(result.kept_audit.summary(out))
     drops = crop_drops(result.rows)
     if drops is not None:
         click.echo(f"{drops.frames} training frame(s) dropped for the crop size (short side {drops.short_side} "
@@ -111,6 +115,27 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
     click.echo("next: spikeprep audit " + str(out))
 
 
+def unpaired_lines(rows: list[dict]) -> list[str]:
+    """Per split, how many kept frames are unpaired (no sharp frame) and what that means; nothing for a store
+    whose frames are all paired."""
+    lines = []
+    for split in dict.fromkeys(r["split"] for r in rows):
+        kept = [r for r in rows if r["split"] == split and r["status"] == STATUS_OK]
+        unpaired = [r for r in kept if not r["paired"]]
+        if not unpaired:
+            continue
+        seqs = len({r["seq"] for r in unpaired})
+        if len(unpaired) == len(kept):
+            lines.append(f"split {split!r}: all {len(kept)} kept frames are unpaired (no sharp frames): audit and "
+                         f"`spikeprep test --split {split}` use them; training refuses it as DATA.TRAIN_SPLIT and "
+                         "validation skips it")
+        else:
+            lines.append(f"split {split!r}: {len(unpaired)} of {len(kept)} kept frames ({seqs} sequence(s)) are "
+                         "unpaired (their sharp frame is missing): training and scoring skip them (the warnings "
+                         "above name them; add the sharp PNGs and re-run ingest if they were lost)")
+    return lines
+
+
 def _splits_without_a_clip(rows: list[dict], cfg, config: Path | None) -> list[str]:
     """An error line for each training split (DATA.TRAIN_SPLIT / VAL_SPLIT) of the store that has no run
     of DATA.CLIP_LEN consecutive kept frames in one sequence: the trainer would stop on it, so say why now."""
@@ -123,7 +148,7 @@ def _splits_without_a_clip(rows: list[dict], cfg, config: Path | None) -> list[s
     lines = []
     for split in dict.fromkeys(splits):
         if split not in runs or runs[split] >= clip_len:
-            continue
+            continue          # (a split of unpaired frames only is not in runs: unpaired_lines said so)
         mine = [r for r in rows if r["split"] == split]
         longest_seq = max(sum(r["seq"] == s for r in mine) for s in {r["seq"] for r in mine})
         drops = crop_drops(mine)
@@ -278,7 +303,9 @@ def verify_cmd(root, json_path, show, progress):
         click.echo(f"... and {len(report.problems) - show} more" + (f" (all in {json_path})" if json_path else
                                                                      " (--json PATH lists them all)"))
     verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
-    click.echo(f"verified {report.frames} frames of {report.sequences} sequences in {report.seconds:.1f} s: {verdict}")
+    unpaired = f" ({report.unpaired} unpaired)" if report.unpaired else ""
+    click.echo(f"verified {report.frames} frames{unpaired} of {report.sequences} sequences in {report.seconds:.1f} s: "
+               f"{verdict}")
     if not report.ok:
         sys.exit(1)
 

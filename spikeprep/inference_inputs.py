@@ -433,7 +433,9 @@ class StoreIndex:
         """A store sequence with its own blur frames: the frames the manifest keeps, as validation."""
         split, name = key.split("/", 1)
         if split not in self._kept:
-            self._kept[split] = {s.name: s for s in load_sequences(self.root, self.info, split, self.table)}
+            # test deblurs unpaired frames (a rig recording without ground truth) like paired ones
+            self._kept[split] = {s.name: s for s in load_sequences(self.root, self.info, split, self.table,
+                                                                   unpaired=True)}
         kept = self._kept[split].get(name)
         if kept is None or not len(kept.frame_idx):
             raise InputError(self.root / "manifest.parquet", f"{key}: no kept frame with voxels",
