@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -47,6 +48,9 @@ Examples:
 @click.option("--exposure-start", type=int, help="preset override: first exposure frame in each .dat")
 @click.option("--exposure-stop", type=int, help="preset override: one past the last exposure frame")
 @click.option("--exposure-length", type=int, help="preset override: exposure = this many frames centred in each .dat")
+@click.option("--exposure-s", "exposure_s", type=click.FloatRange(min=0, min_open=True),
+              help="exposure time in seconds of exposure.csv tables that give frame start times only "
+              "(header frame_idx,t_start): t1 = t_start + this")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="sequences ingested in parallel")
 @click.option("--copy", "copy_images", is_flag=True, help="copy PNGs instead of hard-linking them")
@@ -61,8 +65,8 @@ Examples:
 @click.option("--progress/--no-progress", default=True)
 @click.option("-v", "--verbose", is_flag=True, help="log every dropped frame")
 def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rate_hz, frames_per_file,
-               exposure_start, exposure_stop, exposure_length, workers, copy_images, log_dir, write_config, force, show,
-               progress, verbose):
+               exposure_start, exposure_stop, exposure_length, exposure_s, workers, copy_images, log_dir, write_config,
+               force, show, progress, verbose):
     """Turn raw sequences into a store: Zarr voxel counts, manifest.parquet, dataset.json (with stats)."""
     _setup_logging(verbose)
     cfg = load_config(config) if config else None
@@ -72,9 +76,12 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
                                      exposure_stop=exposure_stop, exposure_length=exposure_length)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--layout") from None
+    if exposure_s is not None and not math.isfinite(exposure_s):
+        raise click.BadParameter(f"{exposure_s!r} is not a finite number of seconds", param_hint="--exposure-s")
     options = IngestOptions(num_bins=num_bins or (cfg.DATA.K if cfg else IngestOptions.num_bins),
                             crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else IngestOptions.crop_size),
-                            layout=layout, copy_images=copy_images, preset_overrides=overrides)
+                            layout=layout, copy_images=copy_images, preset_overrides=overrides,
+                            exposure_s=exposure_s)
     result = ingest(raw, out, options, workers=workers, log_dir=log_dir, progress=progress, force=force)
     click.echo(f"wrote {out}: {len(result.rows)} frames, {result.n_ok} ok, {result.n_dropped} dropped; "
                f"K={options.num_bins}")

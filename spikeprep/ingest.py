@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -68,10 +69,13 @@ class IngestOptions:
     crop_size: int = DEFAULT_CROP_SIZE
     copy_images: bool = False
     preset_overrides: dict = field(default_factory=dict)
+    exposure_s: float | None = None     # exposure time of exposure.csv tables that give start times only
 
     def __post_init__(self):
         if self.num_bins < 1 or self.crop_size < 1:
             raise ValueError("num_bins and crop_size must be positive")
+        if self.exposure_s is not None and not (math.isfinite(self.exposure_s) and self.exposure_s > 0):
+            raise ValueError(f"exposure_s must be a positive number of seconds, got {self.exposure_s!r}")
 
 
 class _Overflow(Exception):
@@ -531,7 +535,7 @@ def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), worke
     sequence, even those whose inputs look unchanged."""
     raw, out = Path(raw), Path(out)
     check_output_location(raw, out)
-    specs = discover(raw, options.layout, **options.preset_overrides)
+    specs = discover(raw, options.layout, exposure_s=options.exposure_s, **options.preset_overrides)
     for spec in specs:          # they become folder names of the store: one plain path component each
         for what, name in (("split", spec.split), ("sequence", spec.name)):
             problem = name_problem(name)
@@ -586,6 +590,7 @@ def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), worke
         info = StoreInfo(
             K=options.num_bins, raw_root=str(raw.resolve()), layout=options.layout,
             ingest_options={"crop_size": options.crop_size, "copy_images": options.copy_images,
+                            **({"exposure_s": options.exposure_s} if options.exposure_s is not None else {}),
                             **{k: v for k, v in options.preset_overrides.items()}},
             sequences={spec.key: rec.info for spec, rec in zip(specs, records)},
             stats=stats)
