@@ -1,7 +1,8 @@
 """``spikeprep ingest RAW --out DATA_ROOT``: raw sequences -> audited-ready store (DESIGN sections 3-5).
 
-Per sequence (in parallel with ``workers`` > 1): check every blur frame (window sanity, blur/sharp pair
-present and readable, sizes, spike grid ratio, short side >= crop for training), voxelize the exposure
+Per sequence (in parallel with ``workers`` > 1): check every blur frame (window sanity, blur (and sharp)
+frame present and readable, sizes, spike grid ratio, short side >= crop for paired training frames; a frame
+without a sharp frame is stored unpaired, ``paired`` False, and said once per sequence), voxelize the exposure
 window's spikes into ``K`` bins, store the counts in ``{split}/{seq}/spike_vox.zarr`` (a group: ``counts``
 and its coordinates) and the decoded blur/sharp frames in ``{split}/{seq}/rgb.zarr`` (chunked, so a training
 crop reads only its tiles instead of decoding two whole PNGs per frame), and link (or copy) the PNGs.
@@ -15,7 +16,8 @@ Atomicity and resume: a sequence is built in ``{split}/.{seq}.partial`` and rena
 ``ingest.json`` record once complete; a rerun keeps every complete sequence whose inputs and options are
 unchanged (same fingerprint: the options, meta.json, the windows, and every input file's name, size and
 modification time, not its bytes) and rebuilds the rest, and any whose record is unreadable; ``force``
-rebuilds them all. An unversioned ``ingest.json`` (spikeprep before issue 19) is read as record version 0,
+rebuilds them all. On an audited store the rows of reused sequences keep the audit's verdicts (``carry_audit``:
+an audit drop stays dropped and out of the stats); the rebuilt ones are unaudited and named. An unversioned ``ingest.json`` (spikeprep before issue 19) is read as record version 0,
 so its sequence is kept when its fingerprint matches. ``dataset.json`` is removed at the start and written
 last, so an interrupted ingest never leaves a store that looks complete, and a resumed one ends
 byte-identical to an uninterrupted one (nothing written depends on time or order of completion).
