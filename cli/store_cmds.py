@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -47,6 +48,9 @@ Examples:
 @click.option("--exposure-start", type=int, help="preset override: first exposure frame in each .dat")
 @click.option("--exposure-stop", type=int, help="preset override: one past the last exposure frame")
 @click.option("--exposure-length", type=int, help="preset override: exposure = this many frames centred in each .dat")
+@click.option("--exposure-s", "exposure_s", type=click.FloatRange(min=0, min_open=True),
+              help="exposure time in seconds of exposure.csv tables that give frame start times only "
+              "(header frame_idx,t_start): t1 = t_start + this")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="sequences ingested in parallel")
 @click.option("--copy", "copy_images", is_flag=True, help="copy PNGs instead of hard-linking them")
@@ -61,8 +65,8 @@ Examples:
 @click.option("--progress/--no-progress", default=True)
 @click.option("-v", "--verbose", is_flag=True, help="log every dropped frame")
 def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rate_hz, frames_per_file,
-               exposure_start, exposure_stop, exposure_length, workers, copy_images, log_dir, write_config, force, show,
-               progress, verbose):
+               exposure_start, exposure_stop, exposure_length, exposure_s, workers, copy_images, log_dir, write_config,
+               force, show, progress, verbose):
     """Turn raw sequences into a store: Zarr voxel counts, manifest.parquet, dataset.json (with stats)."""
     _setup_logging(verbose)
     cfg = load_config(config) if config else None
@@ -72,13 +76,20 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
                                      exposure_stop=exposure_stop, exposure_length=exposure_length)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--layout") from None
+    if exposure_s is not None and not math.isfinite(exposure_s):
+        raise click.BadParameter(f"{exposure_s!r} is not a finite number of seconds", param_hint="--exposure-s")
     options = IngestOptions(num_bins=num_bins or (cfg.DATA.K if cfg else IngestOptions.num_bins),
                             crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else IngestOptions.crop_size),
-                            layout=layout, copy_images=copy_images, preset_overrides=overrides)
+                            layout=layout, copy_images=copy_images, preset_overrides=overrides,
+                            exposure_s=exposure_s)
     result = ingest(raw, out, options, workers=workers, log_dir=log_dir, progress=progress, force=force)
     click.echo(f"wrote {out}: {len(result.rows)} frames, {result.n_ok} ok, {result.n_dropped} dropped; "
                f"K={options.num_bins}")
     echo_failures(result.rows, out, "dropped", show)
+    for line in unpaired_lines(result.rows):
+        click.echo(line)
+    if result.kept_audit is not None:
+        click.echo(result.kept_audit.summary(out))
     drops = crop_drops(result.rows)
     if drops is not None:
         click.echo(f"{drops.frames} training frame(s) dropped for the crop size (short side {drops.short_side} "
@@ -111,6 +122,27 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
     click.echo("next: spikeprep audit " + str(out))
 
 
+def unpaired_lines(rows: list[dict]) -> list[str]:
+    """Per split, how many kept frames are unpaired (no sharp frame) and what that means; nothing for a store
+    whose frames are all paired."""
+    lines = []
+    for split in dict.fromkeys(r["split"] for r in rows):
+        kept = [r for r in rows if r["split"] == split and r["status"] == STATUS_OK]
+        unpaired = [r for r in kept if not r["paired"]]
+        if not unpaired:
+            continue
+        seqs = len({r["seq"] for r in unpaired})
+        if len(unpaired) == len(kept):
+            lines.append(f"split {split!r}: all {len(kept)} kept frames are unpaired (no sharp frames): audit and "
+                         f"`spikeprep test --split {split}` use them; training refuses it as DATA.TRAIN_SPLIT and "
+                         "validation skips it")
+        else:
+            lines.append(f"split {split!r}: {len(unpaired)} of {len(kept)} kept frames ({seqs} sequence(s)) are "
+                         "unpaired (their sharp frame is missing): training and scoring skip them (the warnings "
+                         "above name them; add the sharp PNGs and re-run ingest if they were lost)")
+    return lines
+
+
 def _splits_without_a_clip(rows: list[dict], cfg, config: Path | None) -> list[str]:
     """An error line for each training split (DATA.TRAIN_SPLIT / VAL_SPLIT) of the store that has no run
     of DATA.CLIP_LEN consecutive kept frames in one sequence: the trainer would stop on it, so say why now."""
@@ -123,7 +155,7 @@ def _splits_without_a_clip(rows: list[dict], cfg, config: Path | None) -> list[s
     lines = []
     for split in dict.fromkeys(splits):
         if split not in runs or runs[split] >= clip_len:
-            continue
+            continue          # (a split of unpaired frames only is not in runs: unpaired_lines said so)
         mine = [r for r in rows if r["split"] == split]
         longest_seq = max(sum(r["seq"] == s for r in mine) for s in {r["seq"] for r in mine})
         drops = crop_drops(mine)
@@ -278,7 +310,9 @@ def verify_cmd(root, json_path, show, progress):
         click.echo(f"... and {len(report.problems) - show} more" + (f" (all in {json_path})" if json_path else
                                                                      " (--json PATH lists them all)"))
     verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
-    click.echo(f"verified {report.frames} frames of {report.sequences} sequences in {report.seconds:.1f} s: {verdict}")
+    unpaired = f" ({report.unpaired} unpaired)" if report.unpaired else ""
+    click.echo(f"verified {report.frames} frames{unpaired} of {report.sequences} sequences in {report.seconds:.1f} s: "
+               f"{verdict}")
     if not report.ok:
         sys.exit(1)
 

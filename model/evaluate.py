@@ -401,9 +401,9 @@ def score_baselines(root: str | Path, split: str = "val", *, fit_split: str = "t
             bl.centred_bins(k, w)
         except ValueError as err:
             raise InputError(None, str(err), "pass --tfp-bins with widths that can be centred in K bins") from None
-    manifest = read_manifest(root).select(["split", "n_ticks", "status"]).to_pydict()
-    ticks = [n for s, n, st in zip(manifest["split"], manifest["n_ticks"], manifest["status"])
-             if s == split and st == "ok"]
+    manifest = read_manifest(root).select(["split", "n_ticks", "status", "paired"]).to_pydict()
+    ticks = [n for s, n, st, paired in zip(manifest["split"], manifest["n_ticks"], manifest["status"],
+                                           manifest["paired"]) if s == split and st == "ok" and paired]
     tfi_ok = bool(ticks) and bl.tfi_applies(k, max(ticks))
 
     bar = None

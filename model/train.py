@@ -71,8 +71,9 @@ from model.train_state import TrainState, read_resume_checkpoint
 from model.train_step import FlowFreeze, train_step
 from schemas.config import Config, ConfigError, load_config
 from schemas.val_report import val_report_path, write_val_report
+from spikeprep.audit import unaudited_note
 from spikeprep.errors import InputError, SpikeprepError
-from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
+from spikeprep.spike_deblur_dataset import NoPairedFrames, SpikeDeblurDataset
 
 
 @dataclass
@@ -128,7 +129,10 @@ def main(opts: TrainOptions) -> TrainResult:
         # -- data ------------------------------------------------------------------------------------
         train_ds = SpikeDeblurDataset.from_config(cfg, "train", seed=cfg.SEED, with_spike=opts.use_spike,
                                                   compact=True)
-        val_ds = SpikeDeblurDataset.from_config(cfg, "val", with_spike=opts.use_spike)
+        gap = unaudited_note(Path(cfg.DATA.ROOT), cfg.DATA.TRAIN_SPLIT)
+        if gap:
+            log.info(f"warning: {gap}")
+        val_ds = _val_dataset(cfg, opts, log.info)
         data = TrainData.build(train_ds, val_ds, cfg, opts, setup)
 
         # -- model: from scratch, warm start or resume -----------------------------------------------------
@@ -164,6 +168,17 @@ def main(opts: TrainOptions) -> TrainResult:
         return _train_loop(run, state, resumed=ckpt is not None)
     finally:
         teardown_distributed(setup)
+
+
+def _val_dataset(cfg: Config, opts: TrainOptions, say) -> SpikeDeblurDataset | None:
+    """The validation Dataset; None, said once, when DATA.VAL_SPLIT keeps only unpaired frames (nothing to
+    score): training goes on, saving last.pth where it would validate, and writes no best.pth."""
+    try:
+        return SpikeDeblurDataset.from_config(cfg, "val", with_spike=opts.use_spike)
+    except NoPairedFrames as err:
+        say(f"note: no validation: {err.problem}. Training goes on; last.pth is saved at every validation point "
+            f"and no best.pth is written (validate on a split with sharp frames to get one)")
+        return None
 
 
 def _check_crop_size(cfg: Config, path: Path) -> None:
@@ -363,7 +378,9 @@ def _validate_and_save(run: _Run, state: TrainState, result: TrainResult, *, wri
     """Rank 0 validates, writes the report and saves best.pth (a better PSNR) and last.pth; the other ranks
     wait for it. Returns whether this rank saved last.pth."""
     saved = run.setup.master
-    if saved:
+    if saved and run.data.val_ds is None:     # an unpaired validation split: nothing to score (said at start)
+        save_checkpoint(run.ckpt_dir / "last.pth", state.state_dict())
+    elif saved:
         run.log.pause()                       # step rates exclude validation time
         report = validate(state.model, run.data.val_ds, device=run.setup.device, amp=run.setup.amp,
                           exp=state.exp, step=state.step, outputs=run.outputs, lpips_metric=run.lpips_metric,

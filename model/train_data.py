@@ -40,7 +40,7 @@ class TrainData:
     epoch can start at a batch on resume), ``steps_per_epoch`` and ``max_steps``."""
 
     train_ds: SpikeDeblurDataset
-    val_ds: SpikeDeblurDataset
+    val_ds: SpikeDeblurDataset | None        # None: the validation split has no paired frame
     sampler: ResumableSampler
     batch_size: int
     steps_per_epoch: int
@@ -50,7 +50,7 @@ class TrainData:
     pin_memory: bool
 
     @classmethod
-    def build(cls, train_ds: SpikeDeblurDataset, val_ds: SpikeDeblurDataset, cfg: Config, opts: TrainOptions,
+    def build(cls, train_ds: SpikeDeblurDataset, val_ds: SpikeDeblurDataset | None, cfg: Config, opts: TrainOptions,
               setup: DistSetup) -> "TrainData":
         """This rank's order over ``train_ds`` (TRAIN.BATCH_SIZE per process); refuses a split with no batch."""
         batch_size = cfg.TRAIN.BATCH_SIZE

@@ -17,7 +17,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.fields import FieldInfo
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2   # 2: the paired column; sharp is null for unpaired frames
 MANIFEST_FILENAME = "manifest.parquet"
 VERSION_KEY = b"spikeprep.manifest_version"
 
@@ -83,7 +83,10 @@ class ManifestRow(BaseModel):
     Hs: Annotated[int, Field(ge=0), Column(pa.int32(), "px", "spike sensor height (spike grid)")]
     Ws: Annotated[int, Field(ge=0), Column(pa.int32(), "px", "spike sensor width (spike grid)")]
     blur: Annotated[str, Column(pa.string(), None, "blurred PNG, path relative to DATA_ROOT")]
-    sharp: Annotated[str, Column(pa.string(), None, "sharp PNG, path relative to DATA_ROOT")]
+    sharp: Annotated[str | None, Column(pa.string(), None, "sharp PNG, path relative to DATA_ROOT; null when "
+                     "the frame is unpaired")]
+    paired: Annotated[bool, Column(pa.bool_(), None, "the frame has a sharp (ground-truth) frame: training, "
+                      "validation and scoring use paired frames only; audit and test use both")]
     spike_source: Annotated[str, Column(pa.string(), None, "raw spike file (or folder) this frame's spikes "
                                         "came from")]
     vox_index: Annotated[int | None, Field(ge=0), Column(pa.int64(), "1", "row of the sequence's spike_vox.zarr "
@@ -108,9 +111,12 @@ class ManifestRow(BaseModel):
             if problem:
                 raise ValueError(f"{what} {name!r} {problem} (a store's paths never leave DATA_ROOT)")
         for what, path in (("blur", self.blur), ("sharp", self.sharp)):
-            problem = store_path_problem(path, self.split, self.seq)
+            problem = None if path is None and what == "sharp" else store_path_problem(path, self.split, self.seq)
             if problem:
                 raise ValueError(f"{what} path {path!r} {problem} (a store's paths never leave DATA_ROOT)")
+        if self.paired != (self.sharp is not None):
+            raise ValueError(f"paired is {self.paired} but the sharp path is {self.sharp!r} (a paired frame has "
+                             "a sharp path, an unpaired one none)")
         if (self.status == STATUS_DROPPED) != (self.reason is not None):
             raise ValueError(f"a row with status {self.status} " + (
                 "needs the reason it was dropped" if self.status == STATUS_DROPPED else "has no reason"))
@@ -141,15 +147,19 @@ class ManifestSchemaError(ValueError):
 
 def check_rows_inside_store(table: pa.Table, source: str) -> None:
     """Every row's split and seq are plain names and its blur/sharp paths lie in ``split/seq/``."""
-    cols = table.select(["split", "seq", "blur", "sharp"]).to_pydict()
-    for i, (split, seq, blur, sharp) in enumerate(zip(cols["split"], cols["seq"], cols["blur"], cols["sharp"])):
+    cols = table.select(["split", "seq", "blur", "sharp", "paired"]).to_pydict()
+    for i, (split, seq, blur, sharp, paired) in enumerate(zip(cols["split"], cols["seq"], cols["blur"],
+                                                               cols["sharp"], cols["paired"])):
+        if paired != (sharp is not None):
+            raise ManifestSchemaError(f"{source}: row {i}: paired is {paired} but sharp is {sharp!r} (a paired "
+                                      "frame has a sharp path, an unpaired one none). Fix: re-run `spikeprep ingest`")
         for what, name in (("split", split), ("seq", seq)):
             problem = name_problem(name)
             if problem:
                 raise ManifestSchemaError(f"{source}: row {i}: {what} {name!r} {problem}. Fix: re-run "
                                           "`spikeprep ingest` (a store's paths never leave DATA_ROOT)")
         for what, path in (("blur", blur), ("sharp", sharp)):
-            problem = store_path_problem(path, split, seq)
+            problem = None if path is None and what == "sharp" else store_path_problem(path, split, seq)
             if problem:
                 raise ManifestSchemaError(f"{source}: row {i}: {what} path {path!r} {problem}. Fix: re-run "
                                           "`spikeprep ingest` (a store's paths never leave DATA_ROOT)")

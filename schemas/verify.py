@@ -34,6 +34,7 @@ class VerifyReport(Record):
     store: str
     sequences: int = Field(ge=0)
     frames: int = Field(ge=0)            # kept manifest rows checked (voxels, blur and sharp of each)
+    unpaired: int = Field(0, ge=0)       # of them unpaired: voxels and blur checked, their sharp row must be empty
     problems: list[VerifyProblem]
     seconds: float = Field(ge=0)
 

@@ -1,7 +1,7 @@
 """``spikeprep audit DATA_ROOT``: are the spikes and the blur frames of the same exposure? (DESIGN section 6)
 
 Besides the structural checks (window sanity, pairs present, sizes, short side >= crop, which ingest
-records and the audit re-checks on the store), the content check compares what the two sensors saw:
+records and the audit re-checks on the store; an unpaired frame needs only its blur frame and spikes), the content check compares what the two sensors saw:
 the spike intensity over the recorded window (count / n_ticks per pixel, replicated onto the RGB grid)
 must correlate with the blur frame's luma. The window is then slid by ``d`` ticks,
 ``d = -D .. D``, and the correlation recomputed from the raw spikes: with motion in the scene the curve
@@ -175,11 +175,12 @@ def alignment_tolerance(n_ticks: int, num_bins: int) -> int:
 
 # ---- one sequence ------------------------------------------------------------------------------------
 def _structural_problem(root: Path, row: dict, options: AuditOptions) -> str | None:
-    for kind in ("blur", "sharp"):
+    # an unpaired frame (no sharp frame: a rig recording) needs only its blur frame and its spikes
+    for kind in ("blur", "sharp") if row["paired"] else ("blur",):
         path = root / row[kind]
         if not path.is_file():
             return f"{kind} frame missing from the store: {row[kind]}"
-    if row["split"] == "train" and min(row["H"], row["W"]) < options.crop_size:
+    if row["split"] == "train" and row["paired"] and min(row["H"], row["W"]) < options.crop_size:
         return f"short side {min(row['H'], row['W'])} < crop size {options.crop_size}"  # crop_drops reads it
     if not row["t1"] > row["t0"]:
         return f"empty or reversed window [{row['t0']!r}, {row['t1']!r})"
@@ -235,6 +236,24 @@ def audit_sequence(root: Path, key: str, info: StoreInfo, rows: list[dict],
                            corr=[None if not np.isfinite(c) else float(c) for c in corr]))
         out.append(row)
     return out, curves
+
+
+def unaudited_note(root: Path, split: str) -> str | None:
+    """A warning when the store at ``root`` was audited but some kept paired frames of ``split`` were not
+    (an ingest rerun (re)built their sequences after the audit), else None. Such frames may be misaligned;
+    the trainer says so rather than refusing, since a store never audited trains too."""
+    rows = read_manifest(root).select(["split", "seq", "status", "reason", "paired", "vox_index",
+                                       "audit_verdict"]).to_pylist()
+    if not any(r["audit_verdict"] is not None or (r["reason"] or "").startswith(AUDIT_PREFIX) for r in rows):
+        return None
+    gap = [r for r in rows if r["split"] == split and r["status"] == STATUS_OK and r["paired"]
+           and r["vox_index"] is not None and r["audit_verdict"] is None]
+    if not gap:
+        return None
+    seqs = sorted({r["seq"] for r in gap})
+    return (f"{root}: {len(gap)} kept {split} frames ({len(seqs)} sequence(s): {', '.join(seqs[:5])}"
+            f"{', ...' if len(seqs) > 5 else ''}) were ingested after the last audit and are unaudited. "
+            f"Fix: run `spikeprep audit {root}` before training on them")
 
 
 # ---- overlays and curve plots ----------------------------------------------------------------------

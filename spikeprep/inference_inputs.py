@@ -434,7 +434,9 @@ class StoreIndex:
         voxels) in frame order (``spike_deblur_dataset.load_sequences``); InputError when it has none."""
         split, name = key.split("/", 1)
         if split not in self._kept:
-            self._kept[split] = {s.name: s for s in load_sequences(self.root, self.info, split, self.table)}
+            # test deblurs unpaired frames (a rig recording without ground truth) like paired ones
+            self._kept[split] = {s.name: s for s in load_sequences(self.root, self.info, split, self.table,
+                                                                   unpaired=True)}
         kept = self._kept[split].get(name)
         if kept is None or not len(kept.frame_idx):
             raise InputError(self.root / "manifest.parquet", f"{key}: no kept frame with voxels",

@@ -1,7 +1,8 @@
 """``spikeprep ingest RAW --out DATA_ROOT``: raw sequences -> audited-ready store (DESIGN sections 3-5).
 
-Per sequence (in parallel with ``workers`` > 1): check every blur frame (window sanity, blur/sharp pair
-present and readable, sizes, spike grid ratio, short side >= crop for training), voxelize the exposure
+Per sequence (in parallel with ``workers`` > 1): check every blur frame (window sanity, blur (and sharp)
+frame present and readable, sizes, spike grid ratio, short side >= crop for paired training frames; a frame
+without a sharp frame is stored unpaired, ``paired`` False, and said once per sequence), voxelize the exposure
 window's spikes into ``K`` bins, store the counts in ``{split}/{seq}/spike_vox.zarr`` (a group: ``counts``
 and its coordinates) and the decoded blur/sharp frames in ``{split}/{seq}/rgb.zarr`` (chunked, so a training
 crop reads only its tiles instead of decoding two whole PNGs per frame), and link (or copy) the PNGs.
@@ -15,7 +16,8 @@ Atomicity and resume: a sequence is built in ``{split}/.{seq}.partial`` and rena
 ``ingest.json`` record once complete; a rerun keeps every complete sequence whose inputs and options are
 unchanged (same fingerprint: the options, meta.json, the windows, and every input file's name, size and
 modification time, not its bytes) and rebuilds the rest, and any whose record is unreadable; ``force``
-rebuilds them all. An unversioned ``ingest.json`` (spikeprep before issue 19) is read as record version 0,
+rebuilds them all. On an audited store the rows of reused sequences keep the audit's verdicts (``carry_audit``:
+an audit drop stays dropped and out of the stats); the rebuilt ones are unaudited and named. An unversioned ``ingest.json`` (spikeprep before issue 19) is read as record version 0,
 so its sequence is kept when its fingerprint matches. ``dataset.json`` is removed at the start and written
 last, so an interrupted ingest never leaves a store that looks complete, and a resumed one ends
 byte-identical to an uninterrupted one (nothing written depends on time or order of completion).
@@ -25,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -44,18 +47,19 @@ from schemas.sequence_record import (SEQUENCE_RECORD_FILENAME, SequenceRecord, r
                                      write_sequence_record)
 from schemas.store import (DATASET_FILENAME, RGB_DIRNAME, STORE_VERSION, VOX_DIRNAME, NormStats, SequenceInfo,
                            StoreInfo)
+from spikeprep.audit import AUDIT_PREFIX
 from spikeprep.errors import InputError
 from spikeprep.images import read_rgb
 from spikeprep.raw_layout import SequenceSpec, discover
 from spikeprep.spike_source import SpikeSource, WindowCounts
 from spikeprep.stats import FrameKey, check_std, count_histogram, stats_from_records
-from spikeprep.store import (counts_checksum, create_rgb_arrays, create_vox_group, sequence_checksum, store_lock,
-                             write_frame_coordinates, write_manifest, write_store_info)
+from spikeprep.store import (counts_checksum, create_rgb_arrays, create_vox_group, read_manifest, sequence_checksum,
+                             store_lock, write_frame_coordinates, write_manifest, write_store_info)
 
 log = logging.getLogger("spikeprep.ingest")
 # Bump when what a sequence build writes changes: old builds then no longer match and are rebuilt. It salts
 # the fingerprint; the format of the sequence record itself has its own version (schemas.sequence_record).
-SEQ_BUILD_VERSION = 4  # 4: store version 3 (groups xarray opens): a rerun rebuilds older sequences
+SEQ_BUILD_VERSION = 5  # 5: manifest version 2 (unpaired frames): a rerun rebuilds older sequences
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,13 @@ class IngestOptions:
     crop_size: int = DEFAULT_CROP_SIZE
     copy_images: bool = False
     preset_overrides: dict = field(default_factory=dict)
+    exposure_s: float | None = None     # exposure time of exposure.csv tables that give start times only
 
     def __post_init__(self):
         if self.num_bins < 1 or self.crop_size < 1:
             raise ValueError("num_bins and crop_size must be positive")
+        if self.exposure_s is not None and not (math.isfinite(self.exposure_s) and self.exposure_s > 0):
+            raise ValueError(f"exposure_s must be a positive number of seconds, got {self.exposure_s!r}")
 
 
 class _Overflow(Exception):
@@ -104,15 +111,14 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def _frame_image_problem(spec: SequenceSpec, idx: int, grid: dict) -> str | None:
-    """Reason to drop frame ``idx`` for its images, or None. ``grid`` holds the sequence's (H, W)."""
+    """Reason to drop frame ``idx`` for its images, or None. ``grid`` holds the sequence's (H, W). A frame
+    without a sharp frame is not a problem: it is stored unpaired (``paired`` False)."""
     blur, sharp = spec.blur.get(idx), spec.sharp.get(idx)
     if blur is None:
         return f"missing blur frame {idx:06d}.png"
-    if sharp is None:
-        return f"missing sharp frame {idx:06d}.png"
     try:
         hb, wb = png_size(blur)
-        hs, ws = png_size(sharp)
+        hs, ws = png_size(sharp) if sharp is not None else (hb, wb)
     except InputError as err:
         return str(err)
     if (hb, wb) != (hs, ws):
@@ -128,6 +134,23 @@ def _scale(rgb: tuple[int, int], spike: tuple[int, int]) -> tuple[int, int] | No
     if h % hs or w % ws:
         return None
     return h // hs, w // ws
+
+
+def log_unpaired(spec: SequenceSpec) -> None:
+    """Say, once per sequence, which blur frames have no sharp frame: they are stored unpaired (audit and
+    ``test`` use them; training, validation and scoring do not). A sequence with some sharp frames missing is
+    a warning (a paired set missing a file by accident), one without any is a note."""
+    unpaired = sorted(set(spec.exposure.frame_idx.tolist()) & set(spec.blur) - set(spec.sharp))
+    if not unpaired:
+        return
+    if not spec.sharp:
+        log.info("%s: no sharp frames: its %d frames are stored unpaired (audit and test use them, training "
+                 "and scoring do not)", spec.key, len(unpaired))
+        return
+    shown = ", ".join(f"{i:06d}" for i in unpaired[:5]) + (", ..." if len(unpaired) > 5 else "")
+    log.warning("%s: %d of %d blur frames have no sharp frame (%s): stored unpaired, so training and scoring "
+                "skip them; add the sharp PNGs and re-run ingest if they were lost", spec.key, len(unpaired),
+                len(spec.exposure), shown)
 
 
 # ---- one sequence ----------------------------------------------------------------------------------
@@ -159,7 +182,8 @@ def _link_or_copy(src: Path, dst: Path, copy: bool) -> None:
 def _voxelize_and_decode(spec: SequenceSpec, source: SpikeSource, num_bins: int, idx: int, t0: float, t1: float,
                          rgb: tuple[int, int]) -> tuple[str | None, WindowCounts | None, dict | None]:
     """One frame that passed the structural checks: (reason to drop it or None, its window's counts (None when
-    the spikes cannot be read), its decoded blur and sharp images (None unless it is kept))."""
+    the spikes cannot be read), its decoded blur and sharp images (no sharp when unpaired; None unless it is
+    kept))."""
     try:
         wc = source.window(t0, t1, num_bins, frame_idx=idx)
     except InputError as err:
@@ -170,7 +194,7 @@ def _voxelize_and_decode(spec: SequenceSpec, source: SpikeSource, num_bins: int,
         return "empty window: no spike data inside [t0, t1)", wc, None
     try:
         images = {kind: read_rgb(getattr(spec, kind)[idx], rgb, expected="its header says")
-                  for kind in ("blur", "sharp")}
+                  for kind in ("blur", "sharp") if idx in getattr(spec, kind)}
     except InputError as err:
         return str(err), wc, None
     return None, wc, images
@@ -194,6 +218,7 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
     scale = _scale(rgb, (meta.height, meta.width)) if rgb else None
     for blur_idx in sorted(set(spec.blur) - set(spec.exposure.frame_idx.tolist())):
         log.warning("%s: blur frame %06d has no row in exposure.csv; not ingested", spec.key, blur_idx)
+    log_unpaired(spec)
 
     n_max = len(spec.exposure)
     vox = create_vox_group(work / VOX_DIRNAME, n_max, options.num_bins, meta.height, meta.width,
@@ -207,7 +232,9 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
         if reason is None and scale is None:
             reason = (f"RGB grid {rgb[0]}x{rgb[1]} is not an integer multiple of the spike grid "
                       f"{meta.height}x{meta.width}")
-        if reason is None and spec.split == "train" and min(rgb) < options.crop_size:
+        paired = idx in spec.sharp
+        # training crops paired frames only: an unpaired training frame is kept for audit and test
+        if reason is None and spec.split == "train" and paired and min(rgb) < options.crop_size:
             reason = f"short side {min(rgb)} < crop size {options.crop_size}"
         wc = images = vox_index = checksum = None
         if reason is None:       # a frame already dropped is never voxelized (its grid may be absurd)
@@ -229,7 +256,7 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
             n_ticks=wc.n_ticks if wc is not None else 0, event_count=wc.event_count if wc is not None else 0,
             H=rgb[0] if rgb else 0, W=rgb[1] if rgb else 0, Hs=meta.height, Ws=meta.width,
             blur=f"{spec.split}/{spec.name}/blur/{idx:06d}.png",
-            sharp=f"{spec.split}/{spec.name}/sharp/{idx:06d}.png",
+            sharp=f"{spec.split}/{spec.name}/sharp/{idx:06d}.png" if paired else None, paired=paired,
             spike_source=str(wc.source if wc is not None else spec.spike_dir), vox_index=vox_index,
             status=STATUS_DROPPED if reason else STATUS_OK, reason=reason, vox_checksum=checksum))
         if reason:
@@ -323,12 +350,18 @@ def reusable_record(path: Path, fingerprint: str) -> SequenceRecord | None:
 def ingest_sequence(spec: SequenceSpec, options: IngestOptions, out: Path, force: bool = False) -> SequenceRecord:
     """Build (or reuse, when its fingerprint matches and not ``force``) one sequence of the store; returns its
     record."""
+    return _build_or_reuse(spec, options, out, force)[0]
+
+
+def _build_or_reuse(spec: SequenceSpec, options: IngestOptions, out: Path,
+                    force: bool) -> tuple[SequenceRecord, bool]:
+    """``ingest_sequence``, and whether the sequence was reused as built (True) or (re)built now."""
     final = out / spec.split / spec.name
     check_replaceable(final)
     fingerprint = sequence_fingerprint(spec, options)
     record = None if force else reusable_record(final / SEQUENCE_RECORD_FILENAME, fingerprint)
     if record is not None:
-        return record
+        return record, True
     work = out / spec.split / f".{spec.name}.partial"
     for dtype in (np.dtype(np.uint8), np.dtype(np.uint16)):
         shutil.rmtree(work, ignore_errors=True)
@@ -343,11 +376,80 @@ def ingest_sequence(spec: SequenceSpec, options: IngestOptions, out: Path, force
     write_sequence_record(work / SEQUENCE_RECORD_FILENAME, record)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(work, final)
-    return record
+    return record, False
 
 
-def _ingest_sequence_task(args) -> SequenceRecord:
-    return ingest_sequence(*args)
+def _ingest_sequence_task(args) -> tuple[SequenceRecord, bool]:
+    return _build_or_reuse(*args)
+
+
+# ---- the audit's verdicts across a rerun -----------------------------------------------------------------
+AUDIT_COLUMNS = ("status", "reason", "audit_corr", "audit_best_offset_ticks", "audit_best_offset_s", "audit_verdict")
+
+
+def _is_audited(row: dict) -> bool:
+    """The audit judged this row: a content verdict, or a drop with the audit's reason prefix."""
+    return row.get("audit_verdict") is not None or (row.get("reason") or "").startswith(AUDIT_PREFIX)
+
+
+@dataclass(frozen=True)
+class KeptAudit:
+    """What an ingest rerun did with a previous audit's verdicts: ``frames`` rows of ``sequences`` unchanged
+    sequences kept them (``dropped`` of those stay dropped by the audit); ``unaudited`` lists the sequences
+    (re)built since, whose frames no audit has judged."""
+
+    frames: int
+    dropped: int
+    sequences: int
+    unaudited: tuple[str, ...]
+
+    def summary(self, root: Path) -> str:
+        """What the CLI prints after the rerun."""
+        text = (f"kept the audit's verdicts of {self.frames} frames in {self.sequences} unchanged sequence(s) "
+                f"({self.dropped} stay dropped by the audit)")
+        if self.unaudited:
+            names = ", ".join(self.unaudited[:5]) + (", ..." if len(self.unaudited) > 5 else "")
+            text += (f"; {len(self.unaudited)} sequence(s) were (re)built since the audit and are unaudited "
+                     f"({names}): run `spikeprep audit {root}` (training warns until then)")
+        return text
+
+
+def previous_audit(out: Path) -> dict[tuple[str, str, int], dict] | None:
+    """The audited rows of the store's current manifest by ``(split, seq, frame_idx)``, None when the store
+    has no readable manifest or no audit has run on it."""
+    if not (out / MANIFEST_FILENAME).is_file():
+        return None
+    try:
+        rows = read_manifest(out).to_pylist()
+    except (InputError, ValueError, OSError) as err:   # another version or damaged: nothing to carry over
+        log.info("previous manifest not read (%s); no audit verdicts carried over", err)
+        return None
+    audited = {(r["split"], r["seq"], r["frame_idx"]): r for r in rows if _is_audited(r)}
+    return audited or None
+
+
+def carry_audit(rows: list[dict], reused: set[str], audited: dict | None) -> KeptAudit | None:
+    """Put the previous audit's verdicts (``AUDIT_COLUMNS``) back into ``rows`` (in place) for the frames of
+    the ``reused`` sequences (``split/seq``) whose stored voxels are the ones the audit judged (same
+    ``vox_index`` and ``vox_checksum``); None when no audit had run."""
+    if audited is None:
+        return None
+    frames = dropped = 0
+    kept_seqs = set()
+    for r in rows:
+        key = f"{r['split']}/{r['seq']}"
+        old = audited.get((r["split"], r["seq"], r["frame_idx"]))
+        if key not in reused or old is None or r["status"] != STATUS_OK or \
+                (old["vox_index"], old["vox_checksum"]) != (r["vox_index"], r["vox_checksum"]):
+            continue
+        r.update({c: old[c] for c in AUDIT_COLUMNS})
+        frames += 1
+        dropped += r["status"] == STATUS_DROPPED
+        kept_seqs.add(key)
+    built = sorted({f"{r['split']}/{r['seq']}" for r in rows} - reused)
+    unaudited = tuple(k for k in built if any(r["status"] == STATUS_OK for r in rows
+                                              if f"{r['split']}/{r['seq']}" == k))
+    return KeptAudit(frames=frames, dropped=dropped, sequences=len(kept_seqs), unaudited=unaudited)
 
 
 # ---- the whole store -------------------------------------------------------------------------------
@@ -360,6 +462,7 @@ class IngestResult:
     rows: list[dict]
     stats: NormStats | None
     align_log: Path | None
+    kept_audit: KeptAudit | None = None     # a rerun on an audited store: the verdicts kept (None: no audit)
 
     @property
     def n_ok(self) -> int:
@@ -434,7 +537,7 @@ def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), worke
     sequence, even those whose inputs look unchanged."""
     raw, out = Path(raw), Path(out)
     check_output_location(raw, out)
-    specs = discover(raw, options.layout, **options.preset_overrides)
+    specs = discover(raw, options.layout, exposure_s=options.exposure_s, **options.preset_overrides)
     for spec in specs:          # they become folder names of the store: one plain path component each
         for what, name in (("split", spec.split), ("sequence", spec.name)):
             problem = name_problem(name)
@@ -453,25 +556,30 @@ def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), worke
         for name in (DATASET_FILENAME, MANIFEST_FILENAME):
             for stale in remove_stale_temps(out / name):
                 log.info("removed %s, left by an interrupted ingest", stale)
+        audited = previous_audit(out)   # before anything changes: the verdicts to keep for unchanged sequences
         (out / DATASET_FILENAME).unlink(missing_ok=True)  # the store is incomplete until the end
 
         tasks = [(spec, options, out, force) for spec in specs]
         bar = tqdm(total=len(tasks), desc="ingest", unit="seq", disable=not progress)
-        records = []
+        records, reused = [], set()
         if workers > 1 and len(tasks) > 1:
             ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
                                               else "spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                for record in pool.map(_ingest_sequence_task, tasks):
+                for spec, (record, was_reused) in zip(specs, pool.map(_ingest_sequence_task, tasks)):
                     records.append(record)
+                    reused |= {spec.key} if was_reused else set()
                     bar.update()
         else:
-            for task in tasks:
-                records.append(_ingest_sequence_task(task))
+            for spec, task in zip(specs, tasks):
+                record, was_reused = _ingest_sequence_task(task)
+                records.append(record)
+                reused |= {spec.key} if was_reused else set()
                 bar.update()
         bar.close()
 
         rows = [row.model_dump() for rec in records for row in rec.rows]
+        kept_audit = carry_audit(rows, reused, audited)   # before the stats: audit drops stay out of them
         # keyed by split too: train/X and val/X are different sequences (their frames share indices)
         histograms: dict[FrameKey, list[int]] = {(spec.split, spec.name, idx): hist
                                                  for spec, rec in zip(specs, records)
@@ -484,8 +592,9 @@ def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), worke
         info = StoreInfo(
             K=options.num_bins, raw_root=str(raw.resolve()), layout=options.layout,
             ingest_options={"crop_size": options.crop_size, "copy_images": options.copy_images,
+                            **({"exposure_s": options.exposure_s} if options.exposure_s is not None else {}),
                             **{k: v for k, v in options.preset_overrides.items()}},
             sequences={spec.key: rec.info for spec, rec in zip(specs, records)},
             stats=stats)
         write_store_info(out, info)
-    return IngestResult(out, rows, stats, align_log)
+    return IngestResult(out, rows, stats, align_log, kept_audit)

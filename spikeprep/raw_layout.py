@@ -2,8 +2,10 @@
 
 Layouts:
 
-- ``native``: ``RAW/{train,val}/<seq>/{blur,sharp}/NNNNNN.png``, ``<seq>/exposure.csv`` and
-  ``<seq>/spike/`` with ``meta.json`` (a continuous stream or one file per blur frame).
+- ``native``: ``RAW/{train,val}/<seq>/{blur,sharp}/NNNNNN.png`` (``sharp/`` optional: frames without one are
+  unpaired), ``<seq>/exposure.csv`` (``spikeprep.windows.read_exposure_csv``: ``frame_idx,t0,t1``, or frame
+  start times with exposure times) and ``<seq>/spike/`` with ``meta.json`` (a continuous stream or one file per
+  blur frame).
 - per-frame ``.dat`` presets, as the public sets are published (``PRESETS``): S-SDM's GOPRO
   (``<split>/{blur_data,sharp_data,spike_data}/<seq>/NNNNNN.{png,dat}``) and SpkDeblurNet's Spk-GoPro
   (``GOPRO_Large[_spike_seq]/<split>/<seq>/...``): one ``.dat`` per blur frame holding the exposure and
@@ -125,8 +127,9 @@ def _frames(folder: Path) -> dict[int, Path]:
     return out
 
 
-def discover_native(raw: Path) -> list[SequenceSpec]:
-    """Sequences of a native-layout tree, sorted by (split, name)."""
+def discover_native(raw: Path, exposure_s: float | None = None) -> list[SequenceSpec]:
+    """Sequences of a native-layout tree, sorted by (split, name). ``exposure_s``: the one exposure time of
+    tables that give frame start times only (``read_exposure_csv``)."""
     raw = Path(raw)
     specs = []
     for split in NATIVE_SPLITS:
@@ -141,7 +144,7 @@ def discover_native(raw: Path) -> list[SequenceSpec]:
             specs.append(SequenceSpec(
                 split=split, name=seq_dir.name, seq_dir=seq_dir,
                 blur=_frames(seq_dir / "blur"), sharp=_frames(seq_dir / "sharp"),
-                exposure=read_exposure_csv(seq_dir / "exposure.csv"),
+                exposure=read_exposure_csv(seq_dir / "exposure.csv", exposure_s),
                 spike_dir=spike_dir, spike_meta=read_spike_meta(spike_dir)))
     if not specs:
         raise InputError(raw, "no sequences found (expected train/<seq>/ or val/<seq>/ folders)",
@@ -239,8 +242,13 @@ def resolve_preset(name: str, **overrides) -> PerFramePreset:
                          "--frames-per-file (stop after start, inside the file)") from None
 
 
-def discover(raw: Path, layout: str = "native", **overrides) -> list[SequenceSpec]:
-    """Sequences of ``raw`` in the given layout (``native`` or a preset name)."""
+def discover(raw: Path, layout: str = "native", exposure_s: float | None = None, **overrides) -> list[SequenceSpec]:
+    """Sequences of ``raw`` in the given layout (``native`` or a preset name); ``exposure_s`` (native only):
+    the exposure time of ``exposure.csv`` tables that give start times only."""
     if layout == "native":
-        return discover_native(raw)
+        return discover_native(raw, exposure_s)
+    if exposure_s is not None:
+        raise InputError(raw, f"--exposure-s applies to native exposure.csv tables; layout {layout} takes the "
+                         "exposure from its .dat files", fix="use --exposure-start/--exposure-stop or "
+                         "--exposure-length for a preset")
     return discover_per_frame(raw, resolve_preset(layout, **overrides))

@@ -1,7 +1,8 @@
 """The training/validation Dataset over a spikeprep store (original document section 4; DESIGN 3, 5, 8).
 
-One item is a clip of ``clip_len`` consecutive blur frames of one sequence, all ``status == ok`` in the
-manifest (a dropped frame never appears and breaks a run)::
+One item is a clip of ``clip_len`` consecutive blur frames of one sequence, all ``status == ok`` and
+``paired`` in the manifest (a dropped or unpaired frame never appears and breaks a run; a split whose kept
+frames are all unpaired is ``NoPairedFrames``)::
 
     {'blur':      FloatTensor[T, 3, H, W]   RGB in [0, 1]
      'sharp':     FloatTensor[T, 3, H, W]
@@ -177,7 +178,7 @@ class _Sequence:
     t1: np.ndarray
     vox_index: np.ndarray   # int64 [n]
     blur: tuple[str, ...]   # absolute paths
-    sharp: tuple[str, ...]
+    sharp: tuple[str | None, ...]   # None: an unpaired frame (only with load_sequences(..., unpaired=True))
 
 
 def consecutive_runs(frame_idx: np.ndarray) -> list[tuple[int, int]]:
@@ -191,15 +192,22 @@ def consecutive_runs(frame_idx: np.ndarray) -> list[tuple[int, int]]:
 
 
 def longest_kept_runs(rows: list[dict]) -> dict[str, int]:
-    """Per split of manifest ``rows``, the longest run of consecutive kept frames (status ok, voxelized)
-    within one sequence: clips of ``clip_len`` frames come only from runs at least that long."""
+    """Per split of manifest ``rows``, the longest run of consecutive kept paired frames (status ok,
+    voxelized, with a sharp frame) within one sequence: training and validation clips of ``clip_len`` frames
+    come only from runs at least that long. A split whose kept frames are all unpaired is absent (it is not
+    for training; ``spikeprep test`` and the audit use it)."""
     kept: dict[tuple[str, str], list[int]] = {}
+    unpaired_only = {}
     for r in rows:
         kept.setdefault((r["split"], r["seq"]), [])
         if r["status"] == STATUS_OK and r["vox_index"] is not None:
-            kept[(r["split"], r["seq"])].append(int(r["frame_idx"]))
+            unpaired_only[r["split"]] = unpaired_only.get(r["split"], True) and not r["paired"]
+            if r["paired"]:
+                kept[(r["split"], r["seq"])].append(int(r["frame_idx"]))
     out: dict[str, int] = {}
     for (split, _), idx in kept.items():
+        if unpaired_only.get(split):
+            continue
         runs = consecutive_runs(np.sort(np.asarray(idx, np.int64)))
         out[split] = max([out.get(split, 0), *(n for _, n in runs)])
     return out
@@ -218,13 +226,22 @@ def clip_starts(length: int, clip_len: int, train: bool) -> list[int]:
     return starts
 
 
-SEQUENCE_COLUMNS = ("split", "seq", "frame_idx", "t0", "t1", "H", "W", "blur", "sharp", "vox_index", "status")
+SEQUENCE_COLUMNS = ("split", "seq", "frame_idx", "t0", "t1", "H", "W", "blur", "sharp", "paired", "vox_index",
+                    "status")
 
 
-def load_sequences(root: Path, info: StoreInfo, split: str, rows: dict[str, list] | None = None) -> list[_Sequence]:
+class NoPairedFrames(InputError):
+    """A split whose kept frames are all unpaired (no sharp frame): nothing to train on or to score. The
+    trainer refuses it as its training split and skips validation on it."""
+
+
+def load_sequences(root: Path, info: StoreInfo, split: str, rows: dict[str, list] | None = None,
+                   unpaired: bool = False) -> list[_Sequence]:
     """The sequences of ``split`` with their kept frames (status ok, voxelized), sorted by frame_idx:
-    what the Dataset serves and ``spikeprep test`` reads. ``rows``: the manifest's ``SEQUENCE_COLUMNS``
-    as lists (``pyarrow.Table.to_pydict``) when the caller has read them already."""
+    what the Dataset serves (paired frames only) and ``spikeprep test`` reads (``unpaired=True``: unpaired
+    frames too; their ``sharp`` path is None). ``rows``: the manifest's ``SEQUENCE_COLUMNS`` as lists
+    (``pyarrow.Table.to_pydict``) when the caller has read them already. ``NoPairedFrames`` when the split
+    keeps frames but none of them is paired (and ``unpaired`` is False)."""
     rows = read_manifest(root).select(list(SEQUENCE_COLUMNS)).to_pydict() if rows is None else rows
     by_seq: dict[str, list[int]] = {}
     splits = set()
@@ -237,19 +254,25 @@ def load_sequences(root: Path, info: StoreInfo, split: str, rows: dict[str, list
                          f"split {split!r} has no frames (the store has {sorted(splits)})",
                          fix="set DATA.TRAIN_SPLIT / DATA.VAL_SPLIT to a split of the store")
     sequences = []
+    n_kept_total = 0
     for name in sorted(by_seq):
         key = f"{split}/{name}"
         seq_info = info.sequences.get(key)
         if seq_info is None:
             raise InputError(root / DATASET_FILENAME, f"sequence {key} is in the manifest but not "
                              "in dataset.json", fix="re-run `spikeprep ingest`")
-        keep = [i for i in by_seq[name]
+        kept = [i for i in by_seq[name]
                 if rows["status"][i] == STATUS_OK and rows["vox_index"][i] is not None]
+        keep = kept if unpaired else [i for i in kept if rows["paired"][i]]
+        n_kept_total += len(kept)
         keep.sort(key=lambda i: rows["frame_idx"][i])
-        n_drop = len(by_seq[name]) - len(keep)
+        n_drop = len(by_seq[name]) - len(kept)
         if n_drop:
             log.info("%s: %d of %d frames dropped in the manifest; clips skip them", key, n_drop,
                      len(by_seq[name]))
+        if len(kept) > len(keep):
+            log.info("%s: %d of %d kept frames are unpaired (no sharp frame); clips skip them", key,
+                     len(kept) - len(keep), len(kept))
         col = lambda c, dt: np.asarray([rows[c][i] for i in keep], dt).reshape(-1)  # noqa: E731
         sequences.append(_Sequence(
             name=name, vox_path=str(root / split / name / VOX_DIRNAME / VOX_ARRAY),
@@ -259,7 +282,14 @@ def load_sequences(root: Path, info: StoreInfo, split: str, rows: dict[str, list
             frame_idx=col("frame_idx", np.int64), t0=col("t0", np.float64), t1=col("t1", np.float64),
             vox_index=col("vox_index", np.int64),
             blur=tuple(str(root / rows["blur"][i]) for i in keep),
-            sharp=tuple(str(root / rows["sharp"][i]) for i in keep)))
+            sharp=tuple(None if rows["sharp"][i] is None else str(root / rows["sharp"][i]) for i in keep)))
+    if not unpaired and n_kept_total and not any(len(s.frame_idx) for s in sequences):
+        raise NoPairedFrames(root / MANIFEST_FILENAME,
+                             f"split {split!r} has {n_kept_total} kept frames but none is paired (no sharp "
+                             "frames: an unpaired recording), so there is nothing to train on or to score",
+                             fix=f"train and validate on paired data (DATA.TRAIN_SPLIT / DATA.VAL_SPLIT naming a "
+                             f"split with sharp frames); deblur this one with `spikeprep test --store {root} "
+                             f"--split {split}`")
     return sequences
 
 

@@ -1,7 +1,7 @@
 """Normalisation statistics of the served voxels: exact MEAN/STD of ``log1p(count)`` (DESIGN section 3).
 
 Counts are small non-negative integers, so a histogram of count values over all voxels of all kept
-training frames determines the moments exactly: mean = sum_c n_c log1p(c) / N and
+paired training frames determines the moments exactly: mean = sum_c n_c log1p(c) / N and
 var = sum_c n_c (log1p(c) - mean)^2 / N (population variance), each sum taken with ``math.fsum``
 (correctly rounded), so the result does not depend on frame order or chunking.
 
@@ -51,7 +51,8 @@ def histogram_moments(hist) -> tuple[float, float, int]:
 
 
 def stats_from_records(rows: list[dict], histograms: dict[FrameKey, list[int]]) -> NormStats | None:
-    """Exact stats over the kept (status ok) training frames of ``rows``; None if there is none.
+    """Exact stats over the kept (status ok) paired training frames of ``rows`` (the frames training serves:
+    unpaired ones never reach the model in training); None if there is none.
 
     ``histograms`` maps ``(split, seq, frame_idx)`` to the frame's count histogram; the split is part of
     the key because a training and a validation sequence may have the same name.
@@ -59,7 +60,7 @@ def stats_from_records(rows: list[dict], histograms: dict[FrameKey, list[int]]) 
     total = np.zeros(0, dtype=np.int64)
     n_frames = 0
     for r in rows:
-        if r["split"] == "train" and r["status"] == STATUS_OK:
+        if r["split"] == "train" and r["status"] == STATUS_OK and r["paired"]:
             hist = histograms[(r["split"], r["seq"], r["frame_idx"])]
             total = add_histograms(total, np.asarray(hist, np.int64))
             n_frames += 1

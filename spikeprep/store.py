@@ -10,7 +10,8 @@ group holds the coordinates ``frame_idx``, ``t0``, ``t1`` of its frame axis (the
 the manifest's ``vox_index`` n) and, in ``spike_vox.zarr``, the ``bin_edge`` of the K bins, with its metadata
 consolidated, so ``xarray.open_zarr`` opens either group as a Dataset. Every chunk carries a crc32c of its
 compressed bytes (zarr's ``crc32c`` codec after blosc) and every chunk is stored, all-zero ones too, so a
-flipped bit is a checksum error and a missing shard or chunk is damage, never a frame of zeros: both are
+flipped bit is a checksum error and a missing shard or chunk is damage, never a frame of zeros (the one
+exception: the ``sharp`` row of an unpaired frame, manifest ``paired`` False, holds no shard at all): both are
 refused by ``ChunkReader`` (the Dataset drops and counts such clips), and ``spikeprep verify`` checks a
 whole store against the manifest's per-frame ``vox_checksum`` (and the coordinates against its rows). Every
 file is written atomically (temp file + rename: ``schemas.atomic``, re-exported here) and ``dataset.json``

@@ -2,7 +2,9 @@
 
 For every kept manifest row: the voxel row is read whole through ``ChunkReader`` (every chunk's crc32c
 checked, a missing shard or chunk reported) and its sha256 compared with the row's ``vox_checksum``; the
-blur and sharp frames of ``rgb.zarr`` are read whole the same way. Per sequence, the manifest's checksums
+blur and sharp frames of ``rgb.zarr`` are read whole the same way. An unpaired row (``paired`` False: no
+sharp frame) has its voxels and blur frame checked the same way, and its row of the ``sharp`` array must
+hold nothing (no shard: ingest writes none for it), nor may the store hold a sharp PNG for it. Per sequence, the manifest's checksums
 are compared with ``dataset.json``'s sequence checksum, every manifest sequence must be in
 ``dataset.json``, and the coordinates of both zarr groups (``frame_idx``, ``t0``, ``t1``: what an xarray user
 selects by) must equal the manifest's rows with voxels, row for row. Nothing is written into the store; the report lists every problem, and the command exits
@@ -16,8 +18,8 @@ from pathlib import Path
 from schemas.manifest import STATUS_OK
 from schemas.store import FRAME_COORDS, RGB_ARRAYS, RGB_DIRNAME, VOX_ARRAY, VOX_DIRNAME
 from schemas.verify import VerifyProblem, VerifyReport
-from spikeprep.errors import SampleError
-from spikeprep.store import counts_checksum, read_frame, sequence_checksum, read_manifest, read_store_info
+from spikeprep.errors import InputError, SampleError
+from spikeprep.store import ChunkReader, counts_checksum, read_frame, sequence_checksum, read_manifest, read_store_info
 
 
 def coordinates_problem(group: Path, stored: list[dict]) -> str | None:
@@ -42,6 +44,22 @@ def coordinates_problem(group: Path, stored: list[dict]) -> str | None:
     return None
 
 
+def unpaired_sharp_problem(where: Path, row: dict) -> tuple[str, str] | None:
+    """``(path, problem)`` when an unpaired frame has a sharp frame in the store after all (a shard in the
+    ``sharp`` array's row, or a sharp PNG): the manifest and the store disagree on what is ground truth."""
+    png = where / "sharp" / f"{row['frame_idx']:06d}.png"
+    if png.exists():
+        return str(png), "the manifest says unpaired (no sharp frame) but the store holds a sharp PNG"
+    try:
+        reader = ChunkReader(where / RGB_DIRNAME / "sharp")
+    except (InputError, OSError, ValueError) as err:
+        return str(where / RGB_DIRNAME / "sharp"), f"unreadable ({str(err)[:160]})"
+    if reader.fast and Path(reader.shard_path(row["vox_index"])).exists():
+        return (reader.shard_path(row["vox_index"]), f"the manifest says unpaired but row {row['vox_index']} of "
+                "the sharp array holds data")
+    return None
+
+
 def verify_store(root: str | Path, progress: bool = False) -> VerifyReport:
     """Check every stored frame of the store at ``root``; ``InputError`` when it is not a readable store."""
     from tqdm import tqdm
@@ -50,7 +68,7 @@ def verify_store(root: str | Path, progress: bool = False) -> VerifyReport:
     root = Path(root)
     info = read_store_info(root)
     rows = read_manifest(root).select(["split", "seq", "frame_idx", "t0", "t1", "status", "vox_index",
-                                       "vox_checksum"]).to_pylist()
+                                       "vox_checksum", "paired"]).to_pylist()
     problems: list[VerifyProblem] = []
     by_seq: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
@@ -76,7 +94,12 @@ def verify_store(root: str | Path, progress: bool = False) -> VerifyReport:
     for r in tqdm(kept, desc="verify", unit="frame", disable=not progress):
         where = root / r["split"] / r["seq"]
         checks = [(where / VOX_DIRNAME / VOX_ARRAY, True)] + [(where / RGB_DIRNAME / kind, False)
-                                                              for kind in RGB_ARRAYS]
+                                                              for kind in RGB_ARRAYS if r["paired"] or kind != "sharp"]
+        if not r["paired"]:
+            problem = unpaired_sharp_problem(where, r)
+            if problem:
+                problems.append(VerifyProblem(split=r["split"], seq=r["seq"], frame_idx=r["frame_idx"],
+                                              path=problem[0], problem=problem[1]))
         for path, is_vox in checks:
             try:
                 data = read_frame(path, r["vox_index"])
@@ -88,5 +111,6 @@ def verify_store(root: str | Path, progress: bool = False) -> VerifyReport:
                 problems.append(VerifyProblem(split=r["split"], seq=r["seq"], frame_idx=r["frame_idx"],
                                               path=str(path), problem=f"voxel row {r['vox_index']} differs from "
                                               "the manifest's vox_checksum"))
-    return VerifyReport(store=str(root.resolve()), sequences=len(by_seq), frames=len(kept), problems=problems,
+    return VerifyReport(store=str(root.resolve()), sequences=len(by_seq), frames=len(kept),
+                        unpaired=sum(not r["paired"] for r in kept), problems=problems,
                         seconds=time.perf_counter() - t0)

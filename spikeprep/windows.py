@@ -23,7 +23,10 @@ import numpy as np
 from schemas.atomic import atomic_write_text
 from spikeprep.errors import InputError
 
-EXPOSURE_COLUMNS = ("frame_idx", "t0", "t1")
+EXPOSURE_COLUMNS = ("frame_idx", "t0", "t1")                  # each window's start and end
+START_EXPOSURE_COLUMNS = ("frame_idx", "t_start", "exposure_s")  # start times and per-frame exposure times
+START_ONLY_COLUMNS = ("frame_idx", "t_start")                    # start times; one exposure time given apart
+EXPOSURE_FORMS = (EXPOSURE_COLUMNS, START_EXPOSURE_COLUMNS, START_ONLY_COLUMNS)   # read_exposure_csv reads these
 
 
 def _first_at_or_after(bound: float, start_s: float, rate_hz: float, n_frames: int) -> int:
@@ -139,44 +142,80 @@ class ExposureTable:
 MAX_FRAME_IDX = 10**12   # far beyond any video; keeps the manifest's int64 columns and file names safe
 
 
-def read_exposure_csv(path: str | Path) -> ExposureTable:
-    """Read ``exposure.csv`` (header ``frame_idx,t0,t1``; one row per blur frame).
+def read_exposure_csv(path: str | Path, exposure_s: float | None = None) -> ExposureTable:
+    """Read ``exposure.csv``: one row per blur frame, in one of the forms of ``EXPOSURE_FORMS`` (header
+    line first, columns in any order):
 
-    Structural problems (missing file, wrong header, non-numeric or non-finite values, duplicate or
-    negative frame indices) raise ``InputError``; per-frame window problems are left to
-    ``ExposureTable.problems`` so that ingest can drop those frames with a logged reason.
-    Times are parsed with Python's float(), so values written with repr() round-trip exactly.
+    - ``frame_idx,t0,t1``: each window's start and end;
+    - ``frame_idx,t_start,exposure_s``: each frame's start time and its own exposure time (a rig's frame log;
+      auto-exposure changes it per frame);
+    - ``frame_idx,t_start`` with ``exposure_s`` given (``spikeprep ingest --exposure-s``): one exposure time
+      for every frame (a camera set to a fixed shutter writes start timestamps only).
+
+    All times in seconds on the spike camera's clock; ``t1 = t_start + exposure_s`` (float64). Structural
+    problems (missing file, unknown header, non-numeric or non-finite values, a non-positive exposure,
+    duplicate or negative frame indices, an option the table does not need or lacks) raise ``InputError``
+    naming the file; per-frame window problems are left to ``ExposureTable.problems`` so that ingest can drop
+    those frames with a logged reason. Times are parsed with Python's float(), so values written with repr()
+    round-trip exactly.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "exposure file not found",
-                         fix="write exposure.csv with columns frame_idx,t0,t1 (one row per blur frame)")
+                         fix="write exposure.csv with columns frame_idx,t0,t1 (or frame_idx,t_start,exposure_s), "
+                         "one row per blur frame")
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()   # -sig: a spreadsheet's byte-order mark
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(path, f"unreadable ({err})", fix="rewrite it as UTF-8 CSV") from None
     lines = [ln for ln in lines if ln.strip()]
     header = tuple(c.strip() for c in lines[0].split(",")) if lines else ()
-    if header != EXPOSURE_COLUMNS:
-        raise InputError(path, f"header is {','.join(header) or '(empty file)'}, expected frame_idx,t0,t1",
-                         fix="put the header line frame_idx,t0,t1 first, then one row per blur frame")
+    form = next((f for f in EXPOSURE_FORMS if len(header) == len(f) and set(header) == set(f)), None)
+    if form is None:
+        raise InputError(path, f"header is {','.join(header) or '(empty file)'}, expected one of "
+                         f"{' | '.join(','.join(f) for f in EXPOSURE_FORMS)}",
+                         fix="put one of these header lines first (any column order), then one row per blur frame "
+                         "(times in seconds)")
+    if form == START_ONLY_COLUMNS and exposure_s is None:
+        raise InputError(path, "the table gives frame start times only (frame_idx,t_start) and no exposure time",
+                         fix="pass the camera's exposure time: `spikeprep ingest ... --exposure-s SECONDS`, or add "
+                         "an exposure_s column")
+    if form != START_ONLY_COLUMNS and exposure_s is not None:
+        raise InputError(path, f"--exposure-s {exposure_s!r} was given but the table has its own windows "
+                         f"({','.join(header)})", fix="drop --exposure-s, or the table's end/exposure column")
+    if exposure_s is not None and not (math.isfinite(exposure_s) and exposure_s > 0):
+        raise InputError(path, f"exposure time {exposure_s!r} s is not a positive number",
+                         fix="pass --exposure-s in seconds, e.g. 0.002 for a 2 ms shutter")
+    where = {name: header.index(name) for name in form}
     idx, t0, t1 = [], [], []
     for lineno, line in enumerate(lines[1:], start=2):
         cells = [c.strip() for c in line.split(",")]
-        if len(cells) != 3:
-            raise InputError(path, f"line {lineno} has {len(cells)} fields, expected 3",
-                             fix="each row is frame_idx,t0,t1")
+        if len(cells) != len(header):
+            raise InputError(path, f"line {lineno} has {len(cells)} fields, expected {len(header)}",
+                             fix=f"each row is {','.join(header)}")
         try:
-            f, a, b = int(cells[0]), float(cells[1]), float(cells[2])
+            f = int(cells[where["frame_idx"]])
+            values = {name: float(cells[i]) for name, i in where.items() if name != "frame_idx"}
         except ValueError:
             raise InputError(path, f"line {lineno} is not numbers: {line!r}",
-                             fix="frame_idx is an integer, t0 and t1 are seconds") from None
-        if f < 0 or not (math.isfinite(a) and math.isfinite(b)):
+                             fix="frame_idx is an integer, the times are seconds") from None
+        if f < 0 or not all(math.isfinite(v) for v in values.values()):
             raise InputError(path, f"line {lineno} has a negative index or a non-finite time: {line!r}",
-                             fix="frame_idx >= 0 and finite t0, t1")
+                             fix="frame_idx >= 0 and finite times")
         if f > MAX_FRAME_IDX:
             raise InputError(path, f"line {lineno}: frame_idx {f} is larger than {MAX_FRAME_IDX}",
                              fix="number the blur frames from 0")
+        if form == EXPOSURE_COLUMNS:
+            a, b = values["t0"], values["t1"]
+        else:
+            a, length = values["t_start"], values.get("exposure_s", exposure_s)
+            if not length > 0:
+                raise InputError(path, f"line {lineno}: exposure_s {length!r} is not positive",
+                                 fix="exposure_s is the frame's exposure time in seconds (> 0)")
+            b = a + length
+            if not math.isfinite(b):
+                raise InputError(path, f"line {lineno}: t_start + exposure_s overflows float64: {line!r}",
+                                 fix="times are seconds on the spike camera's clock")
         idx.append(f), t0.append(a), t1.append(b)
     if not idx:
         raise InputError(path, "no rows after the header", fix="one row per blur frame")

@@ -300,7 +300,8 @@ def _swap_rows(t0, t1):
 
 
 DROP_CASES = {
-    "missing sharp frame": (lambda s: (s / "sharp" / "000001.png").unlink(), 1, "missing sharp frame"),
+    # (a missing sharp frame is no drop: the frame is stored unpaired, test_unpaired.py)
+    "missing blur frame": (lambda s: (s / "blur" / "000001.png").unlink(), 1, "missing blur frame"),
     "unreadable PNG": (lambda s: (s / "blur" / "000002.png").write_bytes(b"not a png"), 2, "unreadable"),
     "size mismatch": (lambda s: cv2.imwrite(str(s / "sharp" / "000000.png"), np.zeros((40, 64, 3), np.uint8)),
                       0, "blur is 48x64 but sharp is 40x64"),
@@ -379,7 +380,7 @@ def test_a_frame_dropped_for_its_images_is_never_voxelized(synth_tree, tmp_path,
     from spikeprep import spike_source
 
     raw = copy_tree(synth_tree(), tmp_path / "raw")
-    (raw / "train" / "seq_000" / "sharp" / "000001.png").unlink()
+    cv2.imwrite(str(raw / "train" / "seq_000" / "sharp" / "000001.png"), np.zeros((40, 64, 3), np.uint8))
     asked = []
     window = spike_source.SpikeSource.window
     monkeypatch.setattr(spike_source.SpikeSource, "window",

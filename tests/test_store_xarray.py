@@ -26,7 +26,7 @@ dask_array = pytest.importorskip("dask.array")
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 8
-DROPPED = ("train", "seq_000", 1)      # its sharp frame is deleted from the raw tree: dropped at ingest
+DROPPED = ("train", "seq_000", 1)      # its blur frame is deleted from the raw tree: dropped at ingest
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def store(synth_tree, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("xr")
     raw = Path(shutil.copytree(synth_tree(), base / "raw"))
     split, seq, idx = DROPPED
-    (raw / split / seq / "sharp" / f"{idx:06d}.png").unlink()
+    (raw / split / seq / "blur" / f"{idx:06d}.png").unlink()
     ingest(raw, base / "store", IngestOptions(num_bins=K, crop_size=32), log_dir=None, progress=False)
     return base / "store"
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +120,86 @@ def test_exposure_csv_is_written_atomically(tmp_path, monkeypatch):
         write_exposure_csv(path, [0], [2.0], [2.5])
     assert path.read_bytes() == before  # the old table, whole
     assert os.listdir(tmp_path) == ["exposure.csv"]  # and no temp file
+
+
+# ---- exposure tables as rigs write them (issue 27, part 3) --------------------------------------------
+def _write_table(path: Path, header: tuple[str, ...], columns: dict[str, list]) -> Path:
+    rows = [",".join(header)] + [",".join(repr(columns[c][i]) for c in header)
+                                 for i in range(len(columns["frame_idx"]))]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@given(starts=st.lists(st.floats(-1e3, 1e4, allow_nan=False), min_size=1, max_size=12),
+       exposure=st.floats(1e-6, 0.5), order=st.permutations(["frame_idx", "t_start", "exposure_s"]))
+def test_start_times_with_one_exposure_time_give_the_same_windows_in_every_form(tmp_path_factory, starts, exposure,
+                                                                                order):
+    tmp = tmp_path_factory.mktemp("forms")
+    n = len(starts)
+    idx = list(range(n))
+    ends = [t + exposure for t in starts]
+    plain = read_exposure_csv(_write_table(tmp / "t0t1.csv", ("frame_idx", "t0", "t1"),
+                                           {"frame_idx": idx, "t0": starts, "t1": ends}))
+    column = read_exposure_csv(_write_table(tmp / "column.csv", tuple(order),
+                                            {"frame_idx": idx, "t_start": starts, "exposure_s": [exposure] * n}))
+    option = read_exposure_csv(_write_table(tmp / "option.csv", tuple(o for o in order if o != "exposure_s"),
+                                            {"frame_idx": idx, "t_start": starts}), exposure_s=exposure)
+    for table in (column, option):
+        assert np.array_equal(table.frame_idx, plain.frame_idx)
+        assert np.array_equal(table.t0, plain.t0) and np.array_equal(table.t1, plain.t1)
+        assert table.problems() == plain.problems()
+
+
+@pytest.mark.parametrize("text, exposure_s, fragment", [
+    ("frame_idx,t_start\n0,0.0\n", None, "start times only"),
+    ("frame_idx,t0,t1\n0,0.0,0.1\n", 0.002, "has its own windows"),
+    ("frame_idx,t_start,exposure_s\n0,0.0,0.1\n", 0.002, "has its own windows"),
+    ("frame_idx,t_start,exposure_s\n0,0.0,0\n", None, "exposure_s 0.0 is not positive"),
+    ("frame_idx,t_start,exposure_s\n0,0.0,-0.1\n", None, "is not positive"),
+    ("frame_idx,t_start,exposure_s\n0,1e308,1.7e308\n", None, "overflows float64"),
+    ("frame_idx,t_start,exposure_s\n0,0.0\n", None, "fields"),
+    ("frame_idx,t_start\n0,0.0\n", float("inf"), "not a positive number"),
+    ("frame_idx,t_start,t1\n0,0.0,1\n", None, "header"),
+])
+def test_malformed_start_time_tables_name_the_file(tmp_path, text, exposure_s, fragment):
+    path = tmp_path / "exposure.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=fragment) as err:
+        read_exposure_csv(path, exposure_s)
+    assert str(path) in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_ingest_reads_start_times_with_the_exposure_option(synth_tree, tmp_path):
+    """The same recording with its table as t0,t1 and as start times + --exposure-s: the same manifest."""
+    from click.testing import CliRunner
+
+    from cli.main import main
+    from spikeprep.store import read_manifest
+
+    raw = tmp_path / "raw"
+    shutil.copytree(synth_tree(), raw)
+    out = {}
+    for form in ("t0t1", "start"):
+        if form == "start":
+            exposures = set()
+            for table_path in raw.glob("*/*/exposure.csv"):
+                table = read_exposure_csv(table_path)
+                exposures |= set((table.t1 - table.t0).tolist())
+                table_path.write_text("frame_idx,t_start\n" + "".join(
+                    f"{f},{a!r}\n" for f, a in zip(table.frame_idx.tolist(), table.t0.tolist())))
+            exposure = sorted(exposures)[len(exposures) // 2]
+            args = ["--exposure-s", repr(exposure)]
+        else:
+            args = []
+        out[form] = tmp_path / form
+        result = CliRunner().invoke(main, ["ingest", str(raw), "--out", str(out[form]), "--crop", "48",
+                                           "--no-progress", "--log-dir", str(tmp_path / "logs"), *args])
+        assert result.exit_code in (0, 1) and "Traceback" not in result.output, result.output
+    a, b = (read_manifest(out[f]).select(["frame_idx", "t0", "n_ticks", "status"]).to_pylist() for f in out)
+    assert a == b
+    t1a, t1b = (np.asarray(read_manifest(out[f]).column("t1").to_pylist()) for f in out)
+    assert np.allclose(t1a, t1b, rtol=0, atol=1e-12)
+    # the table of start times alone is a clear error without the option
+    result = CliRunner().invoke(main, ["ingest", str(raw), "--out", str(tmp_path / "no_option"), "--crop", "48",
+                                       "--no-progress", "--log-dir", str(tmp_path / "logs")])
+    assert result.exit_code == 2 and "exposure.csv: the table gives frame start times only" in result.output
