@@ -132,18 +132,11 @@ def _pick_keys(store: StoreIndex, names: list[str], restored: Path, split: str |
 
 
 def _manifest_rows(store: StoreIndex) -> dict[str, dict[str, dict]]:
-    """``{split/seq: {blur stem: row}}`` of every manifest row (``SEQUENCE_COLUMNS``), each with ``paired``:
-    the manifest's own column where the store has one, else a non-empty ``sharp`` path (stores from before
-    unpaired frames existed are all paired)."""
-    from spikeprep.store import read_manifest
-
-    t, names = store.table, read_manifest(store.root).column_names
-    paired = (read_manifest(store.root).column("paired").to_pylist() if "paired" in names
-              else [True] * len(t["split"]))
+    """``{split/seq: {blur stem: row}}`` of every manifest row (``SEQUENCE_COLUMNS``, ``paired`` among them)."""
+    t = store.table
     out: dict[str, dict[str, dict]] = {}
     for i, (split, name) in enumerate(zip(t["split"], t["seq"])):
         row = {c: t[c][i] for c in t}
-        row["paired"] = bool(paired[i]) and bool(row["sharp"])
         out.setdefault(f"{split}/{name}", {})[Path(row["blur"]).stem] = row
     return out
 
