@@ -240,7 +240,9 @@ def estimate_clock(source: SpikeSource, frames: list[FrameWindow], scale: tuple[
     used = np.zeros(len(frames), bool)
     offset_s = drift = residual = None
     reason = None
-    if found.sum() < max(options.min_frames, 2):
+    if not frames:
+        reason = "no frame has a readable blur PNG of the sequence's RGB grid: nothing to estimate from"
+    elif found.sum() < max(options.min_frames, 2):
         reason = (f"only {int(found.sum())} of {len(frames)} frames have a located correlation peak (at least "
                   f"{options.min_frames} needed): a static or flat scene, or spikes that do not show these frames")
     else:
