@@ -47,7 +47,8 @@ def recorded_digest(frame_idx, t0, t1) -> str:
 class ClockFix(BaseModel):
     """One sequence's clock fix; ``map_times`` applies it. ``offset_s`` is the offset at recorded time 0
     (``offset_ticks`` the same in spike ticks), ``drift_ppm`` the rate error in parts per million;
-    ``residual_ticks`` the RMS of the located shifts about the fitted line over the ``frames_used``;
+    ``residual_ticks`` the RMS of the located shifts about the fitted line over the ``frames_used``,
+    ``uncertainty_ticks`` two standard errors of the fitted windows where the line is extrapolated furthest;
     ``frames_located`` of ``frames_total`` frames had a correlation peak to locate. Unfixed records keep the
     figures of the fit that was refused, where there was one."""
 
@@ -63,6 +64,7 @@ class ClockFix(BaseModel):
     offset_ticks: float | None
     drift_ppm: float | None
     residual_ticks: float | None
+    uncertainty_ticks: float | None
     frames_total: int = Field(ge=0)
     frames_located: int = Field(ge=0)
     frames_used: list[int]
