@@ -68,10 +68,11 @@ class ClockFixOptions:
     """How far to scan and when to trust a fit.
 
     periods: scan shifts up to this many frame periods either way (the period: the median start-to-start
-    distance of the recorded windows); max_drift_ppm: plus the shift this drift adds over the sequence; min_frames: located peaks (and points on the line) needed; min_share: the
-    line must hold at least this share of the located peaks; max_residual_ticks: RMS of the points used about
-    the line, above which the fit is refused; max_uncertainty_ticks: the same for the fitted line's uncertainty
-    at the window farthest from the frames used (``line_uncertainty``); audit: the content check's thresholds that locate a peak.
+    distance of the recorded windows); max_drift_ppm: plus the shift this drift adds over the sequence;
+    min_frames: located peaks (and points on the line) needed; min_share: the line must hold at least this
+    share of the located peaks; max_residual_ticks: RMS of the points used about the line, above which the fit
+    is refused; max_uncertainty_ticks: the same for the fitted line's uncertainty at the window farthest from
+    the frames used (``line_uncertainty``); audit: the content check's thresholds that locate a peak.
     """
 
     periods: float = 1.0
@@ -281,7 +282,8 @@ def estimate_clock(source: SpikeSource, frames: list[FrameWindow], scale: tuple[
             reason = (f"the fitted windows are uncertain by up to {uncertainty:.2f} ticks (2 standard errors), above "
                       f"{options.max_uncertainty_ticks:g}: too few located frames, or all in one part of the sequence")
     return ClockEstimate(verdict=UNFIXED if reason else FIXED, reason=reason, offset_s=offset_s, drift=drift,
-                         residual_ticks=residual, uncertainty_ticks=uncertainty, frame_idx=[f.frame_idx for f in frames], shifts=shifts, used=used,
+                         residual_ticks=residual, uncertainty_ticks=uncertainty,
+                         frame_idx=[f.frame_idx for f in frames], shifts=shifts, used=used,
                          scan_ticks=reach, seconds=time.perf_counter() - started)
 
 

@@ -19,6 +19,11 @@ rebuilds them all. An unversioned ``ingest.json`` (spikeprep before issue 19) is
 so its sequence is kept when its fingerprint matches. ``dataset.json`` is removed at the start and written
 last, so an interrupted ingest never leaves a store that looks complete, and a resumed one ends
 byte-identical to an uninterrupted one (nothing written depends on time or order of completion).
+
+Clock fixes: a sequence with a fixed ``audit/clock/<split>/<seq>.json`` (``spikeprep audit --fix``) is built on
+its recorded windows mapped onto the spike clock (the map is part of its fingerprint; the rows keep the
+recorded windows as ``t0_recorded``/``t1_recorded``), so every rerun keeps the fix; a fix fitted to another
+``exposure.csv`` than the current one is dropped, and ``IngestResult.clock_notes`` says which.
 """
 from __future__ import annotations
 

@@ -145,8 +145,8 @@ def test_fix_maps_the_windows_and_revoxelizes_from_raw(fixed_store):
         mine = [r for r in rows if r["seq"] == name]
         assert [r["t0_recorded"] for r in mine] == table.t0.tolist()            # the table's windows, kept
         assert [r["t1_recorded"] for r in mine] == table.t1.tolist()
-        t0 = np.array([r["t0"] for r in mine])
-        assert np.abs(t0 - true0).max() * 20000 <= 1.0 and np.abs(np.array([r["t1"] for r in mine]) - true1).max() * 20000 <= 1.0
+        t0, t1 = np.array([r["t0"] for r in mine]), np.array([r["t1"] for r in mine])
+        assert np.abs(t0 - true0).max() * 20000 <= 1.0 and np.abs(t1 - true1).max() * 20000 <= 1.0
         np.testing.assert_array_equal(t0, record.map_times(table.t0))
         source = SpikeSource(Path(info.sequences[f"train/{name}"].spike_dir))
         r = next(r for r in mine if r["vox_index"] is not None)
