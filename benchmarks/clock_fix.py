@@ -188,7 +188,7 @@ with a reason: the failure rate is 1 - fixed); wrong: fixed, yet some window mor
 window error: the largest |corrected - true| window edge of the sequence; offset error at recorded time 0. The
 drift is poorly determined over a short sequence (2000 ppm over 24 frames of 40 ticks moves the last window by
 two ticks), so its error is large in ppm while the windows stay within a tick; with jitter each corrected window
-keeps its own jitter, which no clock map removes (the 1.09-tick worst case). Cost: the whole estimate
+keeps its own jitter, which no clock map removes (hence worst cases above a tick with jitter). Cost: the whole estimate
 (scan of +-(one period + drift allowance + D) ticks per frame, locate, fit) per frame scanned, one process.
 
 {table}

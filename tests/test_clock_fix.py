@@ -261,7 +261,8 @@ def test_fix_killed_anywhere_is_completed_byte_identical_by_a_rerun(fixed_store,
                     read_store_info(store)
         fix_store(store, progress=False)
         assert tree_digest(store) == clean, what
-    assert len(landed) >= 2, f"the fix finished before most kills: only {landed}"
+    assert len(landed) >= 2 and set(landed) - {"a clock record is written"}, \
+        f"the fix finished before most kills, or none hit the rebuild: only {landed}"
 
 
 # ---- the record and the rig ---------------------------------------------------------------------------
