@@ -355,6 +355,8 @@ def fix_store(root: Path, options: ClockFixOptions = ClockFixOptions(), progress
     started = time.perf_counter()
     if not root.is_dir():
         raise InputError(root, "not a folder", fix="give the DATA_ROOT that `spikeprep ingest` wrote")
+    if not (root / DATASET_FILENAME).is_file() and not (root / PENDING_FIX).is_file():
+        read_store_info(root)          # not a store (or an interrupted ingest): its error, before any file is made
     with store_lock(root, "audit --fix"):
         info = _store_info_for_fix(root)
         rows = read_manifest(root).to_pylist()

@@ -227,6 +227,7 @@ def test_cli_prints_the_fitted_map_per_sequence(fixed_store, tmp_path):
 def test_fix_refuses_a_folder_that_is_not_a_store(tmp_path):
     with pytest.raises(InputError, match="dataset.json"):
         fix_store(tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())                                      # and nothing written there
 
 
 # ---- kill-safety --------------------------------------------------------------------------------------
