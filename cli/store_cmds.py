@@ -13,6 +13,7 @@ import click
 from schemas.config import DEFAULT_CLIP_LEN, load_config
 from schemas.manifest import MANIFEST_FILENAME, STATUS_OK
 from spikeprep.audit import ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED, AuditOptions, audit, crop_drops
+from spikeprep.clock_fix import ClockFixOptions, fix_store
 from spikeprep.ingest import IngestOptions, ingest
 from spikeprep.raw_layout import PRESETS, preset_overrides
 from spikeprep.stats import write_config_norm
@@ -90,6 +91,8 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
         click.echo(line)
     if result.kept_audit is not None:
         click.echo(result.kept_audit.summary(out))
+    for note in result.clock_notes:      # `audit --fix`'s clock maps: every rerun keeps them (or says why not)
+        click.echo(note)
     drops = crop_drops(result.rows)
     if drops is not None:
         click.echo(f"{drops.frames} training frame(s) dropped for the crop size (short side {drops.short_side} "
@@ -194,6 +197,7 @@ Examples:
   spikeprep audit data/store
   spikeprep audit data/store --overlays 20 --crop 256 --max-shift 16
   spikeprep audit data/store --show 50 --curves outputs/failing_curves.png
+  spikeprep audit data/store --fix          # fit each sequence's clock map, rebuild, then audit
 """)
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--crop", "crop_size", type=click.IntRange(min=1),
@@ -211,12 +215,25 @@ Examples:
               help="write the failing frames' correlation curves here [DATA_ROOT/audit/failing_curves.png]")
 @click.option("--show", default=20, show_default=True, type=click.IntRange(min=0),
               help="failing frames listed one per line (the rest: manifest.parquet)")
+@click.option("--fix", is_flag=True, help="first estimate each sequence's clock map (t_spike = (1 + drift) * "
+              "t_recorded + offset) from where the spikes match the blur, keep it in DATA_ROOT/audit/clock/, and "
+              "voxelize the fixed sequences again from RAW; then audit")
+@click.option("--max-residual", default=ClockFixOptions.max_residual_ticks, show_default=True, type=float,
+              help="--fix: a fit whose RMS residual exceeds this many ticks leaves its sequence unfixed")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="--fix: sequences rebuilt in parallel")
 @click.option("--progress/--no-progress", default=True)
-def audit_cmd(root, crop_size, config, max_shift_ticks, min_corr, overlays, seed, curves_png, show, progress):
+def audit_cmd(root, crop_size, config, max_shift_ticks, min_corr, overlays, seed, curves_png, show, fix,
+              max_residual, workers, progress):
     """Check exposure alignment of spikes and blur frames; drop failing frames; exit 1 if any frame fails."""
     cfg = load_config(config) if config else None
     options = AuditOptions(max_shift_ticks=max_shift_ticks, min_corr=min_corr,
                            crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else AuditOptions.crop_size))
+    if fix:
+        fixed = fix_store(root, ClockFixOptions(max_residual_ticks=max_residual, audit=options), progress=progress,
+                          workers=workers)
+        for line in fix_table(fixed):
+            click.echo(line)
     report = audit(root, options, overlays=overlays, seed=seed, progress=progress, curves_png=curves_png)
     for line in audit_table(report, options):
         click.echo(line)
@@ -241,6 +258,30 @@ def audit_cmd(root, crop_size, config, max_shift_ticks, min_corr, overlays, seed
 
 
 AUDIT_COLUMNS = ("frames", "kept", "dropped", ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED)
+
+
+def fix_table(report) -> list[str]:
+    """``audit --fix``'s lines: per sequence the fitted map (offset in s and ticks, drift, residual, frames used
+    of those located and of all) or why it was left unfixed; then what the rebuild did."""
+    width = max([len("sequence")] + [len(r.split) + 1 + len(r.seq) for r in report.records]) + 2
+    out = [f"clock fix ({report.frames_scanned} frames scanned in {report.seconds:.1f} s; t_spike = (1 + drift) * "
+           "t_recorded + offset):",
+           f"{'sequence':<{width}}{'verdict':>8}{'offset s':>13}{'ticks':>9}{'drift ppm':>11}{'residual':>10}"
+           f"{'used/located/frames':>21}"]
+    for r in report.records:
+        def num(v, fmt):
+            return "-" if v is None else format(v, fmt)
+
+        frames = f"{len(r.frames_used)}/{r.frames_located}/{r.frames_total}"
+        out.append(f"{r.split + '/' + r.seq:<{width}}{r.verdict:>8}{num(r.offset_s, '+.4e'):>13}"
+                   f"{num(r.offset_ticks, '+.2f'):>9}{num(r.drift_ppm, '+.0f'):>11}{num(r.residual_ticks, '.2f'):>10}"
+                   f"{frames:>21}")
+        if r.reason:
+            out.append(f"  left unfixed: {r.reason}")
+    out += [f"  {note}" for note in report.notes]
+    out.append("residual: RMS of the located shifts about the fitted line (ticks); the fixed windows are the "
+               "manifest's t0/t1, the recorded ones its t0_recorded/t1_recorded")
+    return out
 
 
 def audit_table(report, options: AuditOptions) -> list[str]:

@@ -16,6 +16,8 @@ Examples:
   spikeprep synth data/raw --preset tiny --seed 7    # seconds; for tests
   spikeprep synth data/raw --spike-scale 2 --spike-format npz-events --workers 2
   spikeprep synth data/raw --layout per-frame-dat --margin-ticks 20 --misalign seq_001:3 --overwrite
+  spikeprep synth data/rig --preset rig              # a hybrid rig: tables on another clock, val unpaired
+  spikeprep synth data/rig --preset tiny --frames 24 --clock seq_000:41:1000 --unpaired val
 
 \b
 Writes OUT/{train,val}/seq_NNN/{blur,sharp}/NNNNNN.png, exposure.csv (frame_idx,t0,t1),
@@ -50,6 +52,23 @@ def _parse_misalign(values: tuple[str, ...]) -> dict[str, int]:
     return shifts
 
 
+def _parse_clock(values: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    clocks: dict[str, tuple[float, float]] = {}
+    for value in values:
+        parts = value.rsplit(":", 2)
+        try:
+            offset, drift = float(parts[1]), float(parts[2])
+        except (IndexError, ValueError):
+            offset = drift = None
+        if len(parts) != 3 or not parts[0] or offset is None:
+            raise click.BadParameter(f"{value!r} is not SEQ:OFFSET_TICKS:DRIFT_PPM (e.g. seq_000:41:1000)",
+                                     param_hint="--clock")
+        if parts[0] in clocks:
+            raise click.BadParameter(f"sequence {parts[0]!r} is given twice", param_hint="--clock")
+        clocks[parts[0]] = (offset, drift)
+    return clocks
+
+
 def _option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
@@ -81,12 +100,20 @@ def _option_name(field: str) -> str:
               help="shift SEQ's recorded exposure windows by TICKS/rate_hz seconds (signed int; content "
                    "stays at the true times; repeatable; for audit tests). The stream margins of every "
                    "sequence widen to |TICKS| if --margin-ticks is smaller, so shifted windows stay inside")
+@click.option("--clock-offset-ticks", type=float, help=_help("clock_offset_ticks") + " [rig: 40]")
+@click.option("--clock-drift-ppm", type=float, help=_help("clock_drift_ppm") + " [rig: 2000]")
+@click.option("--jitter-ticks", type=float, help=_help("jitter_ticks") + " [rig: 0.2]")
+@click.option("--clock", multiple=True, metavar="SEQ:OFFSET_TICKS:DRIFT_PPM",
+              help="SEQ's exposure table runs on a clock with t_spike = (1 + drift) * t_recorded + offset "
+                   "(instead of a draw; repeatable). The truth of every sequence goes in synth.json")
+@click.option("--unpaired", "unpaired_splits", multiple=True, type=click.Choice(["train", "val"]),
+              help="write this split without sharp frames, as a rig records it (repeatable) [rig: val]")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="sequences rendered in parallel processes (output identical for any value)")
 @click.option("--overwrite", is_flag=True, help="replace an earlier synth output in OUT")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="progress bar")
-def synth(out: Path, preset: str, misalign: tuple[str, ...], workers: int, overwrite: bool,
-          progress: bool, **options) -> None:
+def synth(out: Path, preset: str, misalign: tuple[str, ...], clock: tuple[str, ...],
+          unpaired_splits: tuple[str, ...], workers: int, overwrite: bool, progress: bool, **options) -> None:
     """Write realistic synthetic raw data (blur/sharp PNGs, exposure windows, spikes) to OUT.
 
     Real scikit-image photographs under smooth random camera motion plus an independently moving
@@ -96,6 +123,10 @@ def synth(out: Path, preset: str, misalign: tuple[str, ...], workers: int, overw
     overrides = {k: v for k, v in options.items() if v is not None}
     if misalign:
         overrides["misalign"] = _parse_misalign(misalign)
+    if clock:
+        overrides["clock"] = _parse_clock(clock)
+    if unpaired_splits:
+        overrides["unpaired_splits"] = tuple(dict.fromkeys(unpaired_splits))
     try:
         cfg = SynthConfig.from_preset(preset, **overrides)
     except ValidationError as err:
@@ -105,7 +136,8 @@ def synth(out: Path, preset: str, misalign: tuple[str, ...], workers: int, overw
         if loc:
             hint = _option_name(loc[0])
         else:  # a cross-field rule: point at the first option its message names
-            named = [f for f in ("misalign", "layout", "spike_format", "spike_scale", "train_seqs")
+            named = [f for f in ("misalign", "clock", "unpaired_splits", "layout", "spike_format", "spike_scale",
+                                 "train_seqs")
                      if f in msg or f.replace("_", " ") in msg]
             hint = _option_name(named[0]) if named else None
         raise click.BadParameter(msg, param_hint=hint) from None

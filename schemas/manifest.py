@@ -17,7 +17,8 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.fields import FieldInfo
 
-MANIFEST_VERSION = 2   # 2: the paired column; sharp is null for unpaired frames
+MANIFEST_VERSION = 2   # 2: the paired column (sharp is null for unpaired frames); t0_recorded, t1_recorded
+                       # (the exposure table's windows; audit --fix)
 MANIFEST_FILENAME = "manifest.parquet"
 VERSION_KEY = b"spikeprep.manifest_version"
 
@@ -75,6 +76,11 @@ class ManifestRow(BaseModel):
     t0: Annotated[float, Column(pa.float64(), "s", "exposure window start on the spike camera's clock; the "
                                 "window is [t0, t1)")]
     t1: Annotated[float, Column(pa.float64(), "s", "exposure window end (exclusive) on the spike camera's clock")]
+    t0_recorded: Annotated[float, Column(pa.float64(), "s", "window start as the exposure table recorded it; "
+                                         "equals t0 unless `spikeprep audit --fix` mapped the table's clock onto "
+                                         "the spike clock")]
+    t1_recorded: Annotated[float, Column(pa.float64(), "s", "window end as the exposure table recorded it "
+                                         "(see t0_recorded)")]
     n_ticks: Annotated[int, Field(ge=0), Column(pa.int64(), "ticks", "spike frames (ticks) inside the window")]
     event_count: Annotated[int, Field(ge=0), Column(pa.int64(), "spikes", "spikes inside the window (sum of the "
                                                                           "frame's counts)")]

@@ -157,14 +157,23 @@ def judge(shifts: np.ndarray, corr: np.ndarray, n_ticks: int, num_bins: int,
         return MISMATCH, int(shifts[valid][np.argmax(c)]), zero
     if span < options.flat_range or peak_share(c) < options.min_peak_share:
         return UNDETERMINED, None, zero
-    top = valid & (np.nan_to_num(corr, nan=-np.inf) >= peak - options.top_fraction * span)
+    best = int(round(top_middle(shifts, corr, options.top_fraction)))
+    return (ALIGNED if abs(best) <= alignment_tolerance(n_ticks, num_bins) else MISALIGNED), best, zero
+
+
+def top_middle(shifts: np.ndarray, corr: np.ndarray, top_fraction: float) -> float:
+    """The middle (in ticks, a multiple of half a tick) of the run of shifts around the curve's maximum where
+    it stays within ``top_fraction`` of its range of the maximum: robust to the broad flat peaks of slow
+    motion. NaN points end the run."""
+    valid = np.isfinite(corr)
+    peak, low = float(np.nanmax(corr)), float(np.nanmin(corr))
+    top = valid & (np.nan_to_num(corr, nan=-np.inf) >= peak - top_fraction * (peak - low))
     i = j = int(np.nanargmax(corr))
     while i > 0 and top[i - 1]:
         i -= 1
     while j < len(top) - 1 and top[j + 1]:
         j += 1
-    best = int(round((int(shifts[i]) + int(shifts[j])) / 2))
-    return (ALIGNED if abs(best) <= alignment_tolerance(n_ticks, num_bins) else MISALIGNED), best, zero
+    return (float(shifts[i]) + float(shifts[j])) / 2
 
 
 def alignment_tolerance(n_ticks: int, num_bins: int) -> int:

@@ -21,6 +21,11 @@ an audit drop stays dropped and out of the stats); the rebuilt ones are unaudite
 so its sequence is kept when its fingerprint matches. ``dataset.json`` is removed at the start and written
 last, so an interrupted ingest never leaves a store that looks complete, and a resumed one ends
 byte-identical to an uninterrupted one (nothing written depends on time or order of completion).
+
+Clock fixes: a sequence with a fixed ``audit/clock/<split>/<seq>.json`` (``spikeprep audit --fix``) is built on
+its recorded windows mapped onto the spike clock (the map is part of its fingerprint; the rows keep the
+recorded windows as ``t0_recorded``/``t1_recorded``), so every rerun keeps the fix; a fix fitted to another
+``exposure.csv`` than the current one is dropped, and ``IngestResult.clock_notes`` says which.
 """
 from __future__ import annotations
 
@@ -34,13 +39,14 @@ import shutil
 import struct
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from schemas.atomic import atomic_write_text, remove_stale_temps
+from schemas.clock_fix import FIXED, ClockFix, clock_fix_path, read_clock_fix, recorded_digest
 from schemas.config import DEFAULT_CROP_SIZE, DEFAULT_NUM_BINS
 from schemas.manifest import MANIFEST_FILENAME, STATUS_DROPPED, STATUS_OK, ManifestRow, name_problem
 from schemas.sequence_record import (SEQUENCE_RECORD_FILENAME, SequenceRecord, read_sequence_record,
@@ -59,7 +65,7 @@ from spikeprep.store import (counts_checksum, create_rgb_arrays, create_vox_grou
 log = logging.getLogger("spikeprep.ingest")
 # Bump when what a sequence build writes changes: old builds then no longer match and are rebuilt. It salts
 # the fingerprint; the format of the sequence record itself has its own version (schemas.sequence_record).
-SEQ_BUILD_VERSION = 5  # 5: manifest version 2 (unpaired frames): a rerun rebuilds older sequences
+SEQ_BUILD_VERSION = 5  # 5: manifest version 2 (paired; t0_recorded, t1_recorded): a rerun rebuilds older sequences
 
 
 @dataclass(frozen=True)
@@ -154,10 +160,13 @@ def log_unpaired(spec: SequenceSpec) -> None:
 
 
 # ---- one sequence ----------------------------------------------------------------------------------
-def sequence_fingerprint(spec: SequenceSpec, options: IngestOptions) -> str:
-    """sha256 over the options and the sequence's inputs (names, sizes, mtimes, windows, meta)."""
+def sequence_fingerprint(spec: SequenceSpec, options: IngestOptions, clock: ClockFix | None = None) -> str:
+    """sha256 over the options, the sequence's inputs (names, sizes, mtimes, windows, meta) and the clock fix
+    that maps its windows (``audit --fix``), if any."""
     h = hashlib.sha256(f"spikeprep-seq-record-{SEQ_BUILD_VERSION}".encode())
     h.update(json.dumps(asdict(options), sort_keys=True, default=str).encode())
+    if clock is not None:
+        h.update(b"clock-fix:" + clock.model_dump_json().encode())
     h.update(spec.spike_meta.to_json().encode())
     h.update(spec.exposure.frame_idx.tobytes() + spec.exposure.t0.tobytes() + spec.exposure.t1.tobytes())
     files = [*spec.blur.values(), *spec.sharp.values()]
@@ -201,8 +210,9 @@ def _voxelize_and_decode(spec: SequenceSpec, source: SpikeSource, num_bins: int,
 
 
 def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtype: np.dtype,
-                    fingerprint: str) -> SequenceRecord:
-    """Build one sequence into ``work``; returns its record (rows, histograms, info, ``fingerprint``).
+                    fingerprint: str, clock: ClockFix | None = None) -> SequenceRecord:
+    """Build one sequence into ``work``; returns its record (rows, histograms, info, ``fingerprint``). With a
+    fixed ``clock``, its windows are the recorded ones mapped onto the spike clock (the rows keep both).
 
     Rows of ``spike_vox.zarr`` and ``rgb.zarr`` are written as frames pass every check, so memory
     holds one frame at a time; the arrays start at one row per exposure window and are trimmed to the
@@ -210,6 +220,10 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
     """
     source = SpikeSource(spec.spike_dir, spec.spike_meta)
     meta = spec.spike_meta
+    recorded = spec.exposure
+    if clock is not None:
+        spec = replace(spec, exposure=replace(recorded, t0=clock.map_times(recorded.t0),
+                                              t1=clock.map_times(recorded.t1)))
     window_problems = spec.exposure.problems()
     grid: dict = {}
     rows, hists = [], {}
@@ -226,8 +240,8 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
     frames = create_rgb_arrays(work / RGB_DIRNAME, n_max, *rgb, attributes={"seq": spec.key}) if rgb else None
     n_rows = 0
     frame_coords: dict[str, list] = {"frame_idx": [], "t0": [], "t1": []}   # of each row written
-    for idx, t0, t1 in zip(spec.exposure.frame_idx.tolist(), spec.exposure.t0.tolist(),
-                           spec.exposure.t1.tolist()):
+    for idx, t0, t1, t0_rec, t1_rec in zip(spec.exposure.frame_idx.tolist(), spec.exposure.t0.tolist(),
+                                           spec.exposure.t1.tolist(), recorded.t0.tolist(), recorded.t1.tolist()):
         reason = window_problems.get(idx) or image_problems[idx]
         if reason is None and scale is None:
             reason = (f"RGB grid {rgb[0]}x{rgb[1]} is not an integer multiple of the spike grid "
@@ -252,7 +266,7 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
                 frame_coords[name].append(value)
             n_rows += 1
         rows.append(ManifestRow(
-            split=spec.split, seq=spec.name, frame_idx=idx, t0=t0, t1=t1,
+            split=spec.split, seq=spec.name, frame_idx=idx, t0=t0, t1=t1, t0_recorded=t0_rec, t1_recorded=t1_rec,
             n_ticks=wc.n_ticks if wc is not None else 0, event_count=wc.event_count if wc is not None else 0,
             H=rgb[0] if rgb else 0, W=rgb[1] if rgb else 0, Hs=meta.height, Ws=meta.width,
             blur=f"{spec.split}/{spec.name}/blur/{idx:06d}.png",
@@ -347,18 +361,19 @@ def reusable_record(path: Path, fingerprint: str) -> SequenceRecord | None:
     return record if record.fingerprint == fingerprint else None
 
 
-def ingest_sequence(spec: SequenceSpec, options: IngestOptions, out: Path, force: bool = False) -> SequenceRecord:
-    """Build (or reuse, when its fingerprint matches and not ``force``) one sequence of the store; returns its
-    record."""
-    return _build_or_reuse(spec, options, out, force)[0]
+def ingest_sequence(spec: SequenceSpec, options: IngestOptions, out: Path, force: bool = False,
+                    clock: ClockFix | None = None) -> SequenceRecord:
+    """Build (or reuse, when its fingerprint matches and not ``force``) one sequence of the store, its windows
+    mapped by the fixed ``clock`` when given; returns its record."""
+    return _build_or_reuse(spec, options, out, force, clock)[0]
 
 
-def _build_or_reuse(spec: SequenceSpec, options: IngestOptions, out: Path,
-                    force: bool) -> tuple[SequenceRecord, bool]:
+def _build_or_reuse(spec: SequenceSpec, options: IngestOptions, out: Path, force: bool,
+                    clock: ClockFix | None = None) -> tuple[SequenceRecord, bool]:
     """``ingest_sequence``, and whether the sequence was reused as built (True) or (re)built now."""
     final = out / spec.split / spec.name
     check_replaceable(final)
-    fingerprint = sequence_fingerprint(spec, options)
+    fingerprint = sequence_fingerprint(spec, options, clock)
     record = None if force else reusable_record(final / SEQUENCE_RECORD_FILENAME, fingerprint)
     if record is not None:
         return record, True
@@ -367,7 +382,7 @@ def _build_or_reuse(spec: SequenceSpec, options: IngestOptions, out: Path,
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         try:
-            record = _build_sequence(spec, options, work, dtype, fingerprint)
+            record = _build_sequence(spec, options, work, dtype, fingerprint, clock)
             break
         except _Overflow as err:
             if dtype == np.uint16:
@@ -456,13 +471,15 @@ def carry_audit(rows: list[dict], reused: set[str], audited: dict | None) -> Kep
 @dataclass(frozen=True)
 class IngestResult:
     """Result of ``ingest``: the store root, every manifest row (all splits), the exact voxel stats over
-    kept training frames (None if there is none), and the align log written (None without ``log_dir``)."""
+    kept training frames (None if there is none), the align log written (None without ``log_dir``), and what
+    became of each sequence's clock fix (``clock_for``)."""
 
     root: Path
     rows: list[dict]
     stats: NormStats | None
     align_log: Path | None
     kept_audit: KeptAudit | None = None     # a rerun on an audited store: the verdicts kept (None: no audit)
+    clock_notes: list[str] = field(default_factory=list)   # one line per sequence with a clock fix record
 
     @property
     def n_ok(self) -> int:
@@ -552,49 +569,102 @@ def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), worke
             check_replaceable(out / spec.split / spec.name)
     out.mkdir(parents=True, exist_ok=True)
     with store_lock(out, "ingest"):   # two ingests into one store would interleave its files
-        # temp files a killed run left: the resumed store must not differ from an uninterrupted one
-        for name in (DATASET_FILENAME, MANIFEST_FILENAME):
-            for stale in remove_stale_temps(out / name):
-                log.info("removed %s, left by an interrupted ingest", stale)
-        audited = previous_audit(out)   # before anything changes: the verdicts to keep for unchanged sequences
-        (out / DATASET_FILENAME).unlink(missing_ok=True)  # the store is incomplete until the end
+        return build_store(raw, out, specs, options, workers=workers, log_dir=log_dir, progress=progress,
+                           force=force)
 
-        tasks = [(spec, options, out, force) for spec in specs]
-        bar = tqdm(total=len(tasks), desc="ingest", unit="seq", disable=not progress)
-        records, reused = [], set()
-        if workers > 1 and len(tasks) > 1:
-            ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
-                                              else "spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                for spec, (record, was_reused) in zip(specs, pool.map(_ingest_sequence_task, tasks)):
-                    records.append(record)
-                    reused |= {spec.key} if was_reused else set()
-                    bar.update()
-        else:
-            for spec, task in zip(specs, tasks):
-                record, was_reused = _ingest_sequence_task(task)
-                records.append(record)
-                reused |= {spec.key} if was_reused else set()
+
+# ---- clock fixes (``spikeprep audit --fix``) ---------------------------------------------------------
+PENDING_FIX = Path("audit") / "clock" / "fix_pending.json"   # dataset.json an interrupted audit --fix moved aside
+
+
+def clock_for(out: Path, spec: SequenceSpec) -> tuple[ClockFix | None, str | None]:
+    """The fixed clock map a store keeps for ``spec`` (``audit --fix``'s record), and a line saying what
+    became of it: kept, or dropped because the raw exposure table is no longer the one it was fitted to (or
+    the record is unreadable). ``(None, None)`` without a record or for a sequence left unfixed."""
+    path = clock_fix_path(out, spec.split, spec.name)
+    if not path.is_file():
+        return None, None
+    try:
+        record = read_clock_fix(path)
+    except ValueError as err:
+        return None, f"{spec.key}: clock fix dropped: {err}"
+    if record.verdict != FIXED:
+        return None, None
+    table = spec.exposure
+    if record.exposure_sha256 != recorded_digest(table.frame_idx, table.t0, table.t1):
+        return None, (f"{spec.key}: clock fix dropped: {table.path} changed since `spikeprep audit --fix` fitted "
+                      f"it ({path}); run `spikeprep audit {out} --fix` again")
+    return record, (f"{spec.key}: clock fix kept (offset {record.offset_ticks:+.2f} ticks, drift "
+                    f"{record.drift_ppm:+.0f} ppm; {path})")
+
+
+def store_specs(info: StoreInfo) -> tuple[Path, IngestOptions, list[SequenceSpec]]:
+    """The raw tree, ingest options and sequences a store was built from (its ``dataset.json``), to rebuild
+    it; ``InputError`` when one of its sequences is no longer in the raw tree."""
+    raw = Path(info.raw_root)
+    given = info.ingest_options
+    extra = {k: v for k, v in given.items() if k not in ("crop_size", "copy_images", "exposure_s")}
+    options = IngestOptions(num_bins=info.K, layout=info.layout, crop_size=int(given["crop_size"]),
+                            copy_images=bool(given["copy_images"]), preset_overrides=extra,
+                            exposure_s=given.get("exposure_s"))
+    found = {spec.key: spec for spec in discover(raw, options.layout, exposure_s=options.exposure_s,
+                                                 **options.preset_overrides)}
+    missing = sorted(set(info.sequences) - set(found))
+    if missing:
+        raise InputError(raw, f"sequences {missing[:5]} of the store are no longer in the raw tree",
+                         fix="restore them, or re-run `spikeprep ingest RAW --out DATA_ROOT`")
+    return raw, options, [found[key] for key in info.sequences]
+
+
+def build_store(raw: Path, out: Path, specs: list[SequenceSpec], options: IngestOptions, workers: int = 1,
+                log_dir: Path | None = None, progress: bool = True, force: bool = False) -> IngestResult:
+    """Write the store ``out`` from ``specs`` (the caller holds the store lock and has checked the inputs):
+    every sequence built or reused (with its clock fix, ``clock_for``), then the stats, the manifest, the
+    align log and ``dataset.json`` last. Ingest and ``audit --fix`` both build a store through it."""
+    # temp files a killed run left: the resumed store must not differ from an uninterrupted one
+    for name in (DATASET_FILENAME, MANIFEST_FILENAME):
+        for stale in remove_stale_temps(out / name):
+            log.info("removed %s, left by an interrupted ingest", stale)
+    audited = previous_audit(out)   # before anything changes: the verdicts to keep for unchanged sequences
+    (out / DATASET_FILENAME).unlink(missing_ok=True)  # the store is incomplete until the end
+
+    clocks = [clock_for(out, spec) for spec in specs]
+    tasks = [(spec, options, out, force, clock) for spec, (clock, _) in zip(specs, clocks)]
+    bar = tqdm(total=len(tasks), desc="ingest", unit="seq", disable=not progress)
+    built: list[tuple[SequenceRecord, bool]] = []
+    if workers > 1 and len(tasks) > 1:
+        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods()
+                                          else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            for result in pool.map(_ingest_sequence_task, tasks):
+                built.append(result)
                 bar.update()
-        bar.close()
+    else:
+        for task in tasks:
+            built.append(_ingest_sequence_task(task))
+            bar.update()
+    bar.close()
+    records = [record for record, _ in built]
+    reused = {spec.key for spec, (_, was_reused) in zip(specs, built) if was_reused}
 
-        rows = [row.model_dump() for rec in records for row in rec.rows]
-        kept_audit = carry_audit(rows, reused, audited)   # before the stats: audit drops stay out of them
-        # keyed by split too: train/X and val/X are different sequences (their frames share indices)
-        histograms: dict[FrameKey, list[int]] = {(spec.split, spec.name, idx): hist
-                                                 for spec, rec in zip(specs, records)
-                                                 for idx, hist in rec.histograms.items()}
-        stats = stats_from_records(rows, histograms)
-        if stats is not None:
-            check_std(stats.std, str(out / DATASET_FILENAME))
-        write_manifest(out, rows)
-        align_log = write_align_log(Path(log_dir), rows) if log_dir is not None else None
-        info = StoreInfo(
-            K=options.num_bins, raw_root=str(raw.resolve()), layout=options.layout,
-            ingest_options={"crop_size": options.crop_size, "copy_images": options.copy_images,
-                            **({"exposure_s": options.exposure_s} if options.exposure_s is not None else {}),
-                            **{k: v for k, v in options.preset_overrides.items()}},
-            sequences={spec.key: rec.info for spec, rec in zip(specs, records)},
-            stats=stats)
-        write_store_info(out, info)
-    return IngestResult(out, rows, stats, align_log, kept_audit)
+    rows = [row.model_dump() for rec in records for row in rec.rows]
+    kept_audit = carry_audit(rows, reused, audited)   # before the stats: audit drops stay out of them
+    # keyed by split too: train/X and val/X are different sequences (their frames share indices)
+    histograms: dict[FrameKey, list[int]] = {(spec.split, spec.name, idx): hist
+                                             for spec, rec in zip(specs, records)
+                                             for idx, hist in rec.histograms.items()}
+    stats = stats_from_records(rows, histograms)
+    if stats is not None:
+        check_std(stats.std, str(out / DATASET_FILENAME))
+    write_manifest(out, rows)
+    align_log = write_align_log(Path(log_dir), rows) if log_dir is not None else None
+    info = StoreInfo(
+        K=options.num_bins, raw_root=str(raw.resolve()), layout=options.layout,
+        ingest_options={"crop_size": options.crop_size, "copy_images": options.copy_images,
+                        **({"exposure_s": options.exposure_s} if options.exposure_s is not None else {}),
+                        **{k: v for k, v in options.preset_overrides.items()}},
+        sequences={spec.key: rec.info for spec, rec in zip(specs, records)},
+        stats=stats)
+    write_store_info(out, info)
+    (out / PENDING_FIX).unlink(missing_ok=True)   # an interrupted audit --fix's state: this build completed it
+    return IngestResult(out, rows, stats, align_log, kept_audit, [note for _, note in clocks if note])

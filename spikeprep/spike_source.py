@@ -76,15 +76,12 @@ class SpikeSource:
             return read_binary_array(path, m.height, m.width, axes=m.axis_order)  # npz cannot be memory-mapped
         return None  # npy-binary: memory-mapped per window by read_binary_array
 
-    # ---- voxelization -------------------------------------------------------------------------------
-    def window(self, t0: float, t1: float, num_bins: int, frame_idx: int | None = None) -> WindowCounts:
-        """Counts of the spikes with ``t0 <= t < t1`` in ``num_bins`` equal time bins.
-
-        ``frame_idx`` selects the file in the per-frame layout (required there, ignored for a stream).
-        """
+    def _data_of(self, frame_idx: int | None):
+        """(path, opened data, time of its frame 0 or None for events) of the stream or of blur frame
+        ``frame_idx``'s file."""
         m = self.meta
         if m.layout == "stream":
-            path, data, start_s = self.stream_path, self._stream, m.start_s
+            return self.stream_path, self._stream, m.start_s
         else:
             if frame_idx is None:
                 raise ValueError("per-frame layout: pass the blur frame index")
@@ -99,7 +96,28 @@ class SpikeSource:
                 if start_s is None:
                     raise InputError(self.spike_dir / "meta.json", f"file_start_s has no entry {path.stem!r}",
                                      fix="give the time of frame 0 of every per-frame spike file")
+            return path, data, start_s
 
+    def _n_frames(self, path: Path, data) -> int:
+        m = self.meta
+        return binary_array_num_frames(path, m.height, m.width, m.axis_order) if data is None else len(data)
+
+    def tick_extent(self, frame_idx: int | None = None) -> tuple[float, int] | None:
+        """``(time of spike frame 0, number of spike frames)`` of the stream (or of blur frame ``frame_idx``'s
+        file in the per-frame layout); None for event lists, which have no frame axis."""
+        if self.meta.is_events:
+            return None
+        path, data, start_s = self._data_of(frame_idx)
+        return start_s, self._n_frames(path, data)
+
+    # ---- voxelization -------------------------------------------------------------------------------
+    def window(self, t0: float, t1: float, num_bins: int, frame_idx: int | None = None) -> WindowCounts:
+        """Counts of the spikes with ``t0 <= t < t1`` in ``num_bins`` equal time bins.
+
+        ``frame_idx`` selects the file in the per-frame layout (required there, ignored for a stream).
+        """
+        m = self.meta
+        path, data, start_s = self._data_of(frame_idx)
         if m.is_events:
             events: Events = data.select(t0, t1)
             counts = voxelize_events(events.t, events.y, events.x, t0, t1, m.height, m.width, num_bins)
@@ -107,8 +125,7 @@ class SpikeSource:
             return WindowCounts(counts, n_ticks, len(events), None, path)
 
         # Frame-based: membership and bins on the tick axis, exactly (DESIGN section 3).
-        n_frames = (binary_array_num_frames(path, m.height, m.width, m.axis_order) if data is None
-                    else len(data))
+        n_frames = self._n_frames(path, data)
         u0, u1 = tick_position(t0, start_s, m.rate_hz), tick_position(t1, start_s, m.rate_hz)
         lo, hi = tick_span(u0, u1, n_frames)
         covered = bool(u0 >= 0 and u1 <= n_frames)

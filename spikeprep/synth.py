@@ -22,6 +22,13 @@ rotation, slight scaling) inside the view. One sub-frame is rendered per spike t
   is ``[frame_time(start_s, a_i + d - 0.5), frame_time(start_s, a_i + d + E - 0.5))``, ``d`` being the
   sequence's ``misalign`` shift (0 unless asked), so ``t0 <= t < t1`` selects exactly ``E`` ticks with
   half a tick of slack on both sides.
+* A rig's clocks (``clock_offset_ticks``, ``clock_drift_ppm``, ``clock``, ``jitter_ticks``; the ``rig``
+  preset): the exposure table is written by another clock, ``t_spike = (1 + drift) * t_recorded + offset``,
+  so it records ``recorded_windows`` of the true windows (each moved by its own Gaussian jitter). Each
+  sequence's offset and drift (drawn, or given in ``clock``) and jitter are its truth in ``synth.json``. The
+  stream then extends at least one frame period (plus the largest shift the clocks make) past the first and
+  last windows, so a fix can scan that far. ``unpaired_splits`` are written without sharp frames, as a rig
+  records them (no ``sharp/`` folder).
 
 Reproducibility: every random choice of a sequence comes from a ``numpy`` generator seeded by
 ``(seed, sha256(sequence name))``, so sequences render independently (in parallel or not) and the
@@ -100,8 +107,18 @@ class SynthConfig(BaseModel):
     layout: Layout = Field("stream", description="one spike stream, or one .dat per blur frame")
     misalign: dict[str, int] = Field(default_factory=dict,
                                      description="{sequence: ticks} shift of the recorded windows")
+    clock_offset_ticks: float = Field(0.0, ge=0, description="largest |clock offset| of an exposure table (ticks): "
+                                      "each sequence draws its own uniformly in [-this, this]")
+    clock_drift_ppm: float = Field(0.0, ge=0, le=1e5, description="largest |clock drift| of an exposure table "
+                                   "(ppm): each sequence draws its own uniformly in [-this, this]")
+    clock: dict[str, tuple[float, float]] = Field(default_factory=dict, description="{sequence: (offset_ticks, "
+                                                  "drift_ppm)}: that sequence's clock map instead of a draw")
+    jitter_ticks: float = Field(0.0, ge=0, description="standard deviation of the Gaussian timing jitter of each "
+                                "recorded window (ticks; the window moves as a whole)")
+    unpaired_splits: tuple[str, ...] = Field((), description="splits written without sharp frames (no sharp/)")
 
-    @field_validator("rate_hz", "start_s", "threshold", "gamma", "motion_px")
+    @field_validator("rate_hz", "start_s", "threshold", "gamma", "motion_px", "clock_offset_ticks",
+                     "clock_drift_ppm", "jitter_ticks")
     @classmethod
     def _finite(cls, value: float) -> float:
         if not math.isfinite(value):
@@ -126,11 +143,25 @@ class SynthConfig(BaseModel):
         if self.train_seqs + self.val_seqs < 1:
             raise ValueError("no sequences: train_seqs + val_seqs must be at least 1")
         names = [name for _, name in sequence_names(self)]
-        unknown = sorted(set(self.misalign) - set(names))
-        if unknown:
-            raise ValueError(f"misalign names unknown sequence(s) {unknown}; this configuration has "
-                             f"{names[0]}..{names[-1]}")
+        for what, given in (("misalign", self.misalign), ("clock", self.clock)):
+            unknown = sorted(set(given) - set(names))
+            if unknown:
+                raise ValueError(f"{what} names unknown sequence(s) {unknown}; this configuration has "
+                                 f"{names[0]}..{names[-1]}")
+        for name, (offset, drift) in self.clock.items():
+            if not (math.isfinite(offset) and math.isfinite(drift) and abs(drift) <= 1e5):
+                raise ValueError(f"clock of {name}: offset {offset!r} ticks and drift {drift!r} ppm must be finite, "
+                                 "the drift within +-1e5 ppm")
+        bad = sorted(set(self.unpaired_splits) - set(SPLITS))
+        if bad:
+            raise ValueError(f"unpaired_splits {bad} are not splits synth writes ({', '.join(SPLITS)})")
         return self
+
+    @property
+    def has_clocks(self) -> bool:
+        """Whether the exposure tables are written by another clock (offset, drift or jitter)."""
+        return bool(self.clock_offset_ticks or self.clock_drift_ppm or self.jitter_ticks
+                    or any(o or d for o, d in self.clock.values()))
 
     # ---- derived quantities ---------------------------------------------------------------------
     @property
@@ -145,8 +176,18 @@ class SynthConfig(BaseModel):
 
     @property
     def effective_margin_ticks(self) -> int:
-        """Margin actually used: ``margin_ticks``, widened so every misaligned window stays inside."""
-        return max([self.margin_ticks] + [abs(d) for d in self.misalign.values()])
+        """Margin actually used: ``margin_ticks``, widened so every misaligned window stays inside, and with
+        clocks one frame period plus the largest shift they make (offset, drift over the stream, 4 sigma of
+        jitter), so the stream extends a period past the windows, true and recorded."""
+        margin = max([self.margin_ticks] + [abs(d) for d in self.misalign.values()])
+        if not self.has_clocks:
+            return margin
+        offset = max([self.clock_offset_ticks] + [abs(o) for o, _ in self.clock.values()])
+        drift = max([self.clock_drift_ppm] + [abs(d) for _, d in self.clock.values()]) * 1e-6
+        far = abs(self.start_s) * self.rate_hz + self.frames * self.period_ticks + 2 * (margin + self.period_ticks
+                                                                                        + offset) + 8
+        shift = offset + drift * far + 4 * self.jitter_ticks + max(abs(d) for d in [0, *self.misalign.values()])
+        return max(margin, self.period_ticks + math.ceil(shift) + 1)
 
     @property
     def period_ticks(self) -> int:
@@ -177,6 +218,11 @@ PRESETS: dict[str, dict] = {
     # For tests: 2 + 1 sequences x 4 frames at 48x64, 16-tick exposures (well under a second each).
     "tiny": dict(height=48, width=64, frames=4, exposure_ticks=16, gap_ticks=4, margin_ticks=6,
                  motion_px=3.0),
+    # A hybrid rig's recording (tests and the README's walkthrough): 24 frames per sequence whose exposure
+    # tables run on another clock, up to one frame period off and +-2000 ppm fast or slow, with 0.2 ticks of
+    # jitter; the val split has no sharp frames.
+    "rig": dict(height=64, width=80, frames=24, exposure_ticks=32, gap_ticks=8, motion_px=4.0,
+                clock_offset_ticks=40.0, clock_drift_ppm=2000.0, jitter_ticks=0.2, unpaired_splits=("val",)),
 }
 
 
@@ -333,6 +379,29 @@ def read_synth_config(root: Path) -> SynthConfig:
                          "give the folder `spikeprep synth` wrote") from None
 
 
+def recorded_windows(t0, t1, offset_s: float, drift_ppm: float, jitter_s=0.0) -> tuple[np.ndarray, np.ndarray]:
+    """What an exposure table on another clock records for the true windows ``[t0, t1)`` (spike clock): the
+    inverse of ``t_spike = (1 + drift) * t_recorded + offset``, each window then moved by its ``jitter_s``."""
+    scale = 1.0 + drift_ppm * 1e-6
+    jitter = np.asarray(jitter_s, np.float64)
+    return ((np.asarray(t0, np.float64) - offset_s) / scale + jitter,
+            (np.asarray(t1, np.float64) - offset_s) / scale + jitter)
+
+
+def clock_truth(cfg: SynthConfig, index: int) -> tuple[float, float, np.ndarray]:
+    """``(offset_ticks, drift_ppm, jitter_ticks per frame)`` of sequence ``index``'s exposure table: given in
+    ``cfg.clock`` or drawn (uniformly within ``clock_offset_ticks`` / ``clock_drift_ppm``), from its own
+    stream of the sequence's seed (the scene does not change with them)."""
+    _, name = sequence_names(cfg)[index]
+    rng = np.random.default_rng(sequence_seed(cfg.seed, name).spawn(4)[3])
+    offset = float(rng.uniform(-cfg.clock_offset_ticks, cfg.clock_offset_ticks))
+    drift = float(rng.uniform(-cfg.clock_drift_ppm, cfg.clock_drift_ppm))
+    jitter = rng.normal(0.0, 1.0, cfg.frames) * cfg.jitter_ticks
+    if name in cfg.clock:
+        offset, drift = (float(v) for v in cfg.clock[name])
+    return offset, drift, jitter
+
+
 def make_plan(cfg: SynthConfig, index: int) -> SequencePlan:
     """Draw the scene, the photographs and both trajectories of sequence ``index`` (deterministic)."""
     split, name = sequence_names(cfg)[index]
@@ -487,9 +556,11 @@ def render_sequence(cfg: SynthConfig, index: int, seq_dir: Path,
                     progress: Callable[[int], None] | None = None) -> dict:
     """Render sequence ``index`` into ``seq_dir`` (which must not exist); returns its synth.json entry."""
     plan = make_plan(cfg, index)
+    paired = plan.split not in cfg.unpaired_splits
     seq_dir.mkdir(parents=True)
     (seq_dir / "blur").mkdir()
-    (seq_dir / "sharp").mkdir()
+    if paired:
+        (seq_dir / "sharp").mkdir()
 
     E, T, s, thr = cfg.exposure_ticks, cfg.n_ticks, cfg.spike_scale, float(cfg.threshold)
     starts = cfg.exposure_starts()
@@ -520,7 +591,8 @@ def render_sequence(cfg: SynthConfig, index: int, seq_dir: Path,
             sharp = encode_frame(sub, cfg.gamma)
         if j == starts[i] + E - 1:
             write_rgb(seq_dir / "blur" / f"{i:06d}.png", encode_frame(total / E, cfg.gamma))
-            write_rgb(seq_dir / "sharp" / f"{i:06d}.png", sharp)
+            if paired:
+                write_rgb(seq_dir / "sharp" / f"{i:06d}.png", sharp)
             total[...] = 0.0
             if progress is not None:
                 progress(1)
@@ -529,10 +601,18 @@ def render_sequence(cfg: SynthConfig, index: int, seq_dir: Path,
     d = plan.shift_ticks
     t0 = meta.frame_time(cfg.start_s, starts + (d - 0.5))
     t1 = meta.frame_time(cfg.start_s, starts + (d + E - 0.5))
+    entry = dict(split=plan.split, name=plan.name, background=plan.background,
+                 foreground=plan.foreground, background_scale=round(plan.background_scale, 6),
+                 misalign_ticks=d, spike_count=int(np.unpackbits(spikes.packed).sum(dtype=np.int64)))
+    if cfg.has_clocks:
+        offset, drift, jitter = clock_truth(cfg, index)
+        t0, t1 = recorded_windows(t0, t1, offset / cfg.rate_hz, drift, jitter / cfg.rate_hz)
+        entry.update(clock_offset_ticks=offset, clock_offset_s=offset / cfg.rate_hz, clock_drift_ppm=drift,
+                     jitter_ticks=cfg.jitter_ticks, jitter_rms_ticks=float(np.sqrt(np.mean(jitter ** 2))))
+    if cfg.unpaired_splits:
+        entry["paired"] = paired
     write_exposure_csv(seq_dir / "exposure.csv", np.arange(cfg.frames), t0, t1)
-    return dict(split=plan.split, name=plan.name, background=plan.background,
-                foreground=plan.foreground, background_scale=round(plan.background_scale, 6),
-                misalign_ticks=d, spike_count=int(np.unpackbits(spikes.packed).sum(dtype=np.int64)))
+    return entry
 
 
 # ------------------------------------------------------------------------------------------------
@@ -622,6 +702,8 @@ def describe(cfg: SynthConfig, sequences: list[dict]) -> dict:
             "exposure_start_ticks": cfg.exposure_starts().tolist(),
             "sharp_tick_offset": cfg.exposure_ticks // 2,
             "recorded_window": "[frame_time(start_s, a_i + d - 0.5), frame_time(start_s, a_i + d + E - 0.5))",
+            **({"clock_map": "recorded by another clock: t_spike = (1 + drift) * t_recorded + offset (offset and "
+                             "drift per sequence below), each window moved by its jitter"} if cfg.has_clocks else {}),
         },
         "photos": list(PHOTOS),
         "versions": _versions(),

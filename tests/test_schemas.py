@@ -132,7 +132,8 @@ def test_spike_meta_frame_time_formula():
 
 
 def _row(**over):
-    row = dict(split="train", seq="seq_000", frame_idx=0, t0=0.0, t1=0.01, n_ticks=200, event_count=5,
+    row = dict(split="train", seq="seq_000", frame_idx=0, t0=0.0, t1=0.01, t0_recorded=0.0, t1_recorded=0.01,
+               n_ticks=200, event_count=5,
                H=256, W=320, Hs=128, Ws=160, blur="train/seq_000/blur/000000.png",
                sharp="train/seq_000/sharp/000000.png", paired=True, spike_source="raw/train/seq_000/spike/stream.dat",
                vox_index=0, status="ok", reason=None, audit_corr=0.9, audit_best_offset_ticks=0,
