@@ -41,6 +41,7 @@ from schemas.compare_report import (ArmMetrics, CompareReport, RegionPsnrY, Reli
                                     SkippedSteps, TableRow, Verdict, write_compare_report)
 from schemas.val_report import PROBE_TITLES, PROBES, Arm, ValReport, read_val_report
 from spikeprep.errors import InputError
+from spikeprep.store import refuse_output_in_store
 
 PSNR_TOL_DB = 0.05          # spike PSNR may be at most this much below the base (original document 8.3)
 LPIPS_TOL = 0.005           # spike LPIPS may be at most this much above the base
@@ -497,6 +498,8 @@ def compare(run_spike: str | Path, run_base: str | Path, outputs: str | Path = "
     if baselines is not None:
         parts["baselines"] = _read_baselines(baselines, spike.reports[step].split)
     metrics_dir = Path(outputs) / "metrics"
+    if write:
+        refuse_output_in_store(metrics_dir, "compare's report folder (--outputs OUTPUTS/metrics)")
     stem = f"compare_{spike.exp}_vs_{base.exp}_{step}"
     png = metrics_dir / f"{stem}.png"
     parts.update(_crops(spike, base, step, crops, crop_size, png, write))
