@@ -491,6 +491,8 @@ def compare(run_spike: str | Path, run_base: str | Path, outputs: str | Path = "
     ``InputError`` for runs that cannot be compared (missing, same arm, no common step, validated
     differently). A missing picture is not an error: ``picture_note`` says why, and the table stands.
     """
+    if write:                            # before anything is read: the report would land among the store's files
+        refuse_output_in_store(Path(outputs) / "metrics", "compare's report folder (--outputs OUTPUTS/metrics)")
     spike, base = load_run(run_spike, outputs), load_run(run_base, outputs)
     steps, step = common_steps(spike, base, step)
     verdict = judge(spike, base, step)
@@ -498,8 +500,6 @@ def compare(run_spike: str | Path, run_base: str | Path, outputs: str | Path = "
     if baselines is not None:
         parts["baselines"] = _read_baselines(baselines, spike.reports[step].split)
     metrics_dir = Path(outputs) / "metrics"
-    if write:
-        refuse_output_in_store(metrics_dir, "compare's report folder (--outputs OUTPUTS/metrics)")
     stem = f"compare_{spike.exp}_vs_{base.exp}_{step}"
     png = metrics_dir / f"{stem}.png"
     parts.update(_crops(spike, base, step, crops, crop_size, png, write))
