@@ -94,9 +94,10 @@ TRAINING_AND_TEST_FAULTS_28: list[tuple[str, str, str, tuple[str, ...]]] = [
      "inside the store", ("tests/test_train.py::test_a_rerun_of_an_experiment_is_refused_and_start_over_moves_the_old_run_aside",
                           "tests/test_train.py::test_a_second_training_of_the_same_experiment_stops_at_once_naming_the_first",
                           "tests/test_train.py::test_outputs_inside_the_store_are_refused")),
-    ("train", "signal: saved, resume command", "SIGTERM mid-run (last.pth at that step, exit 143); SIGUSR1 (saves, "
-     "trains on); both to the process group, DataLoader worker included",
-     ("tests/test_train.py::test_sigterm_saves_last_pth_and_says_how_to_resume_and_sigusr1_saves_and_trains_on",)),
+    ("train", "signal: saved, resume command", "SIGTERM mid-run (last.pth at that step, exit 143) and before the "
+     "loop (said, exit 143); SIGUSR1 (saves, trains on); both to the process group, DataLoader worker included",
+     ("tests/test_train.py::test_sigterm_saves_last_pth_and_says_how_to_resume_and_sigusr1_saves_and_trains_on",
+      "tests/test_train.py::test_sigterm_before_the_training_loop_is_said_and_exits_143")),
     ("train", "clear error", "weights that turn NaN while the loss is finite (never saved), a NaN loss after a "
      "save (the good checkpoint named); every training shard damaged under the fitted head (dry run and run); a "
      "full disk at a checkpoint save (simulated ENOSPC; a 1 MiB tmpfs where it can be mounted, else skipped); "

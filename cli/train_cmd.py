@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +12,17 @@ from model.train_options import TrainOptions
 
 EXIT_INTERRUPTED = 130          # the shell's code for a program stopped by SIGINT (128 + 2); SIGTERM: 143
 # The options' defaults live in TrainOptions alone (model.train_options imports no torch).
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (reading data, building the model, closing): out like a Ctrl-C there.
+    The loop installs its own handler (model.train_interrupt: finish the step, save, stop)."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
 DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainOptions) if f.default is not dataclasses.MISSING}
 
 
@@ -86,13 +98,18 @@ def train_cmd(config, no_spike, exp, resume, start_over, dry_run, max_steps, val
                         stop_at=stop_at, freeze_flow_steps=freeze_flow_steps, perceptual=not no_vgg,
                         vrt_weights=vrt_weights, val_tile=tuple(val_tile), progress=not no_progress,
                         reliance=reliance)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         result = main(opts)
-    except KeyboardInterrupt:
-        # Ctrl-C before the training loop (data, model) or after it (closing): click would print "Aborted!".
-        click.echo("\ninterrupted (Ctrl-C); checkpoints saved before it are whole (they are written atomically)",
+    except KeyboardInterrupt as err:
+        # Ctrl-C or SIGTERM before the training loop (data, model) or after it (closing): click would print
+        # "Aborted!"; SIGTERM's default would end the process without a word.
+        name, code = ("SIGTERM", 128 + signal.SIGTERM) if isinstance(err, _Terminated) else ("Ctrl-C", EXIT_INTERRUPTED)
+        click.echo(f"\ninterrupted ({name}); checkpoints saved before it are whole (they are written atomically)",
                    err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if result.interrupted:
         sys.exit(128 + result.stop_signal if result.stop_signal else EXIT_INTERRUPTED)
     if not dry_run and result.best_psnr is not None:

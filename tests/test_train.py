@@ -740,3 +740,22 @@ def test_training_onto_a_full_tmpfs_stops_with_no_space_left_naming_the_checkpoi
         assert "Traceback" not in result.output and not [p for p in ckpts.iterdir() if ".tmp" in p.name]
     finally:
         subprocess.run(["umount", str(mount)], timeout=30)
+
+
+def test_sigterm_before_the_training_loop_is_said_and_exits_143(tmp_path, monkeypatch):
+    """Issue 28, item 2: outside the loop (reading data, building the model) SIGTERM used to end the process
+    without a word; it now leaves like a Ctrl-C there (nothing was trained yet, so nothing to save)."""
+    import model.train as train_module
+
+    def terminated_while_loading(opts):
+        signal.raise_signal(signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(train_module, "main", terminated_while_loading)
+    before = signal.getsignal(signal.SIGTERM)
+    config = tmp_path / "any.yaml"
+    config.write_text("{}")
+    result = CliRunner().invoke(cli, ["train", "--config", str(config), "--exp", "t"])
+    assert result.exit_code == 143, result.output
+    assert "interrupted (SIGTERM); checkpoints saved before it are whole" in result.output
+    assert signal.getsignal(signal.SIGTERM) is before
