@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     reused = {arm: s for arm, s in reused.items() if s is not None}
     if reused:
         print(f"--reuse: keeping the finished arms {sorted(reused)}")
-    procs = {arm: run(["train", *a, *common, "--exp", arm], log=out / "logs" / f"train_{arm}.log", env=env)
+    # --start-over: an arm that is not reused is trained afresh (a killed earlier run's outputs move aside)
+    procs = {arm: run(["train", *a, *common, "--exp", arm, "--start-over"], log=out / "logs" / f"train_{arm}.log",
+                      env=env)
              for arm, a in arms.items() if arm not in reused}
     failed = [arm for arm, p in procs.items() if p.wait() != 0]
     if failed:

@@ -86,6 +86,37 @@ CORPUS: list[tuple[str, str, str, tuple[str, ...]]] = [
      ("tests/test_view.py::test_bad_input_is_a_clean_error",)),
 ]
 
+# Issue 28 (second hostile round), training and test side: reruns and concurrent runs of `train`, signals,
+# diverged weights, full disks, outputs inside a store.
+TRAINING_AND_TEST_FAULTS_28: list[tuple[str, str, str, tuple[str, ...]]] = [
+    ("train", "refused, nothing lost", "a rerun of an experiment with outputs without --resume (--start-over moves "
+     "it aside; a killed save's temp file removed); a second training of the same --exp at once; LOG.SAVE_DIR "
+     "inside the store", ("tests/test_train.py::test_a_rerun_of_an_experiment_is_refused_and_start_over_moves_the_old_run_aside",
+                          "tests/test_train.py::test_a_second_training_of_the_same_experiment_stops_at_once_naming_the_first",
+                          "tests/test_train.py::test_outputs_inside_the_store_are_refused")),
+    ("train", "signal: saved, resume command", "SIGTERM mid-run (last.pth at that step, exit 143) and before the "
+     "loop (said, exit 143); SIGUSR1 (saves, trains on); both to the process group, DataLoader worker included",
+     ("tests/test_train.py::test_sigterm_saves_last_pth_and_says_how_to_resume_and_sigusr1_saves_and_trains_on",
+      "tests/test_train.py::test_sigterm_before_the_training_loop_is_said_and_exits_143")),
+    ("train", "clear error", "weights that turn NaN while the loss is finite (never saved), a NaN loss after a "
+     "save (the good checkpoint named); every training shard damaged under the fitted head (dry run and run); a "
+     "full disk at a checkpoint save (simulated ENOSPC; a 1 MiB tmpfs where it can be mounted, else skipped); "
+     "last.pth a folder", ("tests/test_train.py::test_weights_that_turn_non_finite_are_never_saved_and_the_message_names_the_good_checkpoint",
+                           "tests/test_train.py::test_a_store_whose_training_frames_are_all_damaged_stops_before_the_fitted_heads_start",
+                           "tests/test_train.py::test_a_checkpoint_save_on_a_full_disk_says_so_and_leaves_nothing_partial",
+                           "tests/test_train.py::test_training_onto_a_full_tmpfs_stops_with_no_space_left_naming_the_checkpoint")),
+    ("test", "clear error or refused", "a checkpoint of NaN weights; an output frame that is not finite (the frame "
+     "named); --output / --metrics-dir inside the store",
+     ("tests/test_test_cmd.py::test_a_checkpoint_of_non_finite_weights_is_refused_when_it_loads",
+      "tests/test_test_cmd.py::test_non_finite_outputs_are_an_error_naming_the_frame",
+      "tests/test_test_cmd.py::test_an_output_inside_the_store_is_refused")),
+    ("view / baselines / audit / verify / compare", "refused, nothing written", "an output inside the store (other "
+     "than baselines/ and audit/, their own parts)",
+     ("tests/test_outputs_outside_store.py::test_a_command_whose_output_lies_inside_a_store_is_refused_before_it_writes",
+      "tests/test_outputs_outside_store.py::test_own_parts_of_the_store_and_paths_outside_are_allowed")),
+]
+CORPUS += TRAINING_AND_TEST_FAULTS_28
+
 
 def run(node_ids: list[str], junit: Path) -> dict[str, tuple[int, int]]:
     """Run the tests; ``{node id: (cases, passed)}`` from pytest's JUnit XML."""

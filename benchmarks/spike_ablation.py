@@ -420,7 +420,8 @@ def run_one(args) -> int:
     t0 = time.time()
     opts = TrainOptions(config=args.config, use_spike=not args.no_spike, exp=args.run, max_steps=args.steps,
                         val_every=args.steps, visual_every=args.steps, workers=0, perceptual=False,
-                        progress=False, device=args.device, reliance=True)
+                        progress=False, device=args.device, reliance=True,
+                        start_over=True)      # a run without its ablation JSON (killed) is trained afresh
     main(opts)
     extra = dict(seconds=time.time() - t0)
     if not args.no_spike and args.reference is None:

@@ -54,9 +54,12 @@ def baselines_cmd(root: Path, split: str, fit_split: str, clip_len: int | None, 
     from model.evaluate import format_baselines, score_baselines
     from model.metrics import lpips_or_reason
     from schemas.config import load_config
+    from spikeprep.store import refuse_output_in_store
 
     if clip_len is None:
         clip_len = load_config(config).DATA.CLIP_LEN if config else 1
+    if out is not None:
+        refuse_output_in_store(out, "--out", own=baselines_path(root, split).parent)
 
     lpips_metric, lpips_note = lpips_or_reason("cpu")
     report = score_baselines(root, split, fit_split=fit_split, clip_len=clip_len, tfp_widths=tfp_bins,

@@ -12,12 +12,13 @@ import click
 
 from schemas.config import DEFAULT_CLIP_LEN, load_config
 from schemas.manifest import MANIFEST_FILENAME, STATUS_OK
-from spikeprep.audit import ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED, AuditOptions, audit, crop_drops
+from spikeprep.audit import (ALIGNED, AUDIT_DIRNAME, MISALIGNED, MISMATCH, UNDETERMINED, AuditOptions, audit,
+                             crop_drops)
 from spikeprep.clock_fix import ClockFixOptions, fix_store
 from spikeprep.ingest import IngestOptions, ingest
 from spikeprep.raw_layout import PRESETS, preset_overrides
 from spikeprep.stats import write_config_norm
-from spikeprep.store import read_store_info
+from spikeprep.store import read_store_info, refuse_output_in_store
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -226,6 +227,8 @@ Examples:
 def audit_cmd(root, crop_size, config, max_shift_ticks, min_corr, overlays, seed, curves_png, show, fix,
               max_residual, workers, progress):
     """Check exposure alignment of spikes and blur frames; drop failing frames; exit 1 if any frame fails."""
+    if curves_png is not None:
+        refuse_output_in_store(curves_png, "--curves", own=Path(root) / AUDIT_DIRNAME)
     cfg = load_config(config) if config else None
     options = AuditOptions(max_shift_ticks=max_shift_ticks, min_corr=min_corr,
                            crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else AuditOptions.crop_size))
@@ -341,6 +344,8 @@ def verify_cmd(root, json_path, show, progress):
     from schemas.verify import write_verify_report
     from spikeprep.verify import verify_store
 
+    if json_path is not None:
+        refuse_output_in_store(json_path, "--json")
     report = verify_store(root, progress=progress)
     if json_path is not None:
         write_verify_report(json_path, report)

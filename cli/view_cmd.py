@@ -77,6 +77,7 @@ def view_cmd(src: Path, out: Path | None, height, width, flipud, head_columns, a
         raise click.UsageError("--split, --tfp and --sharp go with --restored DIR")
     from spikeprep.view import (SpikeFrames, open_view_source, prepare_out, store_reconstructions,
                                 store_tfp_width, stream_instants, stream_reconstructions, write_view)
+    from spikeprep.store import refuse_output_in_store
 
     source = open_view_source(src, height=height, width=width, flipud=flipud, head_columns=head_columns,
                               axes=axes, seq=seq)
@@ -100,7 +101,9 @@ def view_cmd(src: Path, out: Path | None, height, width, flipud, head_columns, a
             raise click.BadParameter(str(err), param_hint="--tfp-width") from None
         recons = store_reconstructions(source, width_bins)
         total, what = len(source.frame_idx), f"{len(source.frame_idx)} blur frames, K = {k}; TFP over {width_bins} bins"
-    out = prepare_out(out if out is not None else Path("view") / src.resolve().name, overwrite)
+    out = out if out is not None else Path("view") / src.resolve().name
+    refuse_output_in_store(out, "--out")
+    out = prepare_out(out, overwrite)
     result = write_view(recons, out, total=total, gain=gain, video=video, fps=fps, progress=progress)
     click.echo(f"{source.path}: {what}")
     for m, n in result.pngs.items():

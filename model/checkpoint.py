@@ -17,10 +17,15 @@ The trainer writes ``model.train_state.TrainState.state_dict()`` and resumes thr
     best_psnr    best validation PSNR (RGB) so far, or None
 
 Everything in it is tensors and plain Python data, so it loads with ``torch.load(weights_only=True)``
-(no pickled code runs). Files are written atomically: a crash never leaves half a ``last.pth``.
+(no pickled code runs). Files are written atomically: a crash never leaves half a ``last.pth``, a full
+disk is an ``InputError`` that says "no space left" and names the file (nothing partial is left), and the
+temp files of a save that was killed (SIGKILL, power loss) are removed by the next run
+(``remove_stale_checkpoint_temps``). A checkpoint whose weights are not finite (a run that diverged) is
+refused when it loads.
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,13 +33,14 @@ from typing import Any, Mapping
 import torch
 
 from model.nets.integrate_vrt import SpikeVRT, build_model
-from schemas.atomic import atomic_path
+from schemas.atomic import atomic_path, remove_stale_temps
 from schemas.config import Config, parse_config
 from schemas.val_report import Arm
 from spikeprep.errors import InputError
 
 CKPT_VERSION = 1
 REQUIRED_KEYS = ("version", "arm", "exp", "step", "model", "config")
+CHECKPOINT_NAMES = ("best.pth", "last.pth")     # what the trainer writes into ckpts/<exp>/
 
 
 def arm_name(use_spike: bool) -> Arm:
@@ -43,12 +49,49 @@ def arm_name(use_spike: bool) -> Arm:
 
 
 def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, then an atomic rename."""
+    """``torch.save`` to a temporary file beside ``path``, then an atomic rename.
+
+    Raises:
+        InputError: the disk is full (the message says "no space left") or the folder cannot be written;
+            it names ``path``. The temp file is removed and ``path`` is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(dict(payload), tmp)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            # Through a file object, not a file name: torch's zip writer then calls our write, and a full disk
+            # stays an OSError in the exception chain (by name it becomes an opaque "unexpected pos" error).
+            with open(tmp, "xb") as fh:
+                torch.save(dict(payload), fh)
+    except (OSError, RuntimeError) as err:
+        cause = _os_error_in_chain(err)
+        if cause is None:
+            raise
+        if cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InputError(path, "no space left on the device to write this checkpoint (nothing partial was "
+                             "left; the previous file, if any, is unchanged)",
+                             fix=f"free space on the disk of {path.parent}, or set LOG.SAVE_DIR to a folder on a "
+                             "disk with room, then resume with --resume") from None
+        raise InputError(path, f"cannot write this checkpoint ({cause.strerror or cause})",
+                         fix=f"make {path.parent} writable, or set LOG.SAVE_DIR to a writable folder") from None
     return path
+
+
+def _os_error_in_chain(err: BaseException) -> OSError | None:
+    """The OSError that caused ``err`` (itself, or one in its ``__cause__``/``__context__`` chain), else None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno is not None:
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def remove_stale_checkpoint_temps(ckpt_dir: str | os.PathLike) -> list[Path]:
+    """Remove the temp files that saves of ``CHECKPOINT_NAMES`` killed before their rename left in
+    ``ckpt_dir`` (their writer process is gone: a live writer's temp file stays); returns what was removed."""
+    return [p for name in CHECKPOINT_NAMES for p in remove_stale_temps(Path(ckpt_dir) / name)]
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -59,9 +102,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             or lacks the keys above; the message names the file and what to do.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a checkpoint file", fix="pass the best.pth or last.pth file "
+                         "itself; if the trainer's last.pth is a folder, move it away, then resume")
     if not path.is_file():
-        raise InputError(path, "checkpoint not found", fix="pass a best.pth or last.pth from "
-                         "outputs/ckpts/<exp>/")
+        raise InputError(path, "checkpoint not found" if not path.exists() else "is not a regular file",
+                         fix="pass a best.pth or last.pth from outputs/ckpts/<exp>/")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, foreign pickle, ...: all mean "not a usable checkpoint"
@@ -78,7 +124,19 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if ckpt["version"] != CKPT_VERSION:
         raise InputError(path, f"checkpoint version {ckpt['version']!r}, this spikeprep reads {CKPT_VERSION}",
                          fix="use a checkpoint written by this version of spikeprep")
+    bad = non_finite_tensors(ckpt["model"])
+    if bad:
+        raise InputError(path, f"the weights are not finite: NaN or inf in {len(bad)} tensor(s), e.g. {bad[:3]} "
+                         f"(step {ckpt['step']}: the run diverged before this checkpoint was saved)",
+                         fix="use an earlier checkpoint of the run (best.pth), or train again with a lower "
+                         "TRAIN.OPTIM.LR and without AMP")
     return ckpt
+
+
+def non_finite_tensors(state_dict: Mapping[str, Any]) -> list[str]:
+    """The names of the floating-point tensors of ``state_dict`` holding a NaN or an infinity, in order."""
+    return [name for name, t in state_dict.items()
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 def checkpoint_config(ckpt: Mapping[str, Any], path: str | os.PathLike = "<checkpoint>") -> Config:

@@ -41,6 +41,7 @@ from schemas.compare_report import (ArmMetrics, CompareReport, RegionPsnrY, Reli
                                     SkippedSteps, TableRow, Verdict, write_compare_report)
 from schemas.val_report import PROBE_TITLES, PROBES, Arm, ValReport, read_val_report
 from spikeprep.errors import InputError
+from spikeprep.store import refuse_output_in_store
 
 PSNR_TOL_DB = 0.05          # spike PSNR may be at most this much below the base (original document 8.3)
 LPIPS_TOL = 0.005           # spike LPIPS may be at most this much above the base
@@ -490,6 +491,8 @@ def compare(run_spike: str | Path, run_base: str | Path, outputs: str | Path = "
     ``InputError`` for runs that cannot be compared (missing, same arm, no common step, validated
     differently). A missing picture is not an error: ``picture_note`` says why, and the table stands.
     """
+    if write:                            # before anything is read: the report would land among the store's files
+        refuse_output_in_store(Path(outputs) / "metrics", "compare's report folder (--outputs OUTPUTS/metrics)")
     spike, base = load_run(run_spike, outputs), load_run(run_base, outputs)
     steps, step = common_steps(spike, base, step)
     verdict = judge(spike, base, step)

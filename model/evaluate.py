@@ -30,7 +30,7 @@ from model.nets.integrate_vrt import SpikeVRT, tiled_inference
 from schemas.baselines import BaselineRow, BaselinesReport
 from schemas.val_report import PROBES, Metrics, ProbeMetrics, SpikeReliance, ValReport, val_image_path
 from spikeprep import baselines as bl
-from spikeprep.errors import InputError
+from spikeprep.errors import InputError, SpikeprepError
 from spikeprep.images import write_rgb
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, norm_lut
 from spikeprep.store import read_manifest
@@ -144,9 +144,32 @@ class Restorer:
         return recon
 
     def frames(self, blur: torch.Tensor, spike: torch.Tensor | None, positions: Iterable[int]) -> dict[int, np.ndarray]:
-        """uint8 ``[H, W, 3]`` restorations of the clip's frames at ``positions``."""
+        """uint8 ``[H, W, 3]`` restorations of the clip's frames at ``positions``.
+
+        Raises:
+            NonFiniteOutput: the model's output for one of them holds a NaN or an infinity (as uint8 it would
+                be a constant-colour image that looks like a result).
+        """
         recon = self(blur, spike)
-        return {k: tensor_to_uint8(recon[k].float()) for k in positions}
+        out = {}
+        for k in positions:
+            frame = recon[k].float()
+            finite = torch.isfinite(frame)
+            if not bool(finite.all()):
+                bad = int((~finite).sum())
+                raise NonFiniteOutput(f"clip position {k}: {bad} of {frame.numel()} output values are NaN or "
+                                      "infinite", k, bad, frame.numel())
+            out[k] = tensor_to_uint8(frame)
+        return out
+
+
+class NonFiniteOutput(SpikeprepError):
+    """The model restored a frame to NaN or infinite values; ``position``: the frame's position in its clip,
+    ``bad`` of ``total`` values are not finite."""
+
+    def __init__(self, message: str, position: int, bad: int, total: int):
+        super().__init__(message)
+        self.position, self.bad, self.total = position, bad, total
 
 
 @dataclass(frozen=True)
@@ -183,7 +206,14 @@ def restore_clips(restorer: Restorer, clips: Iterable[Clip],
         new = _first_seen(done, clip.seq, clip.frames)
         if not new:
             continue
-        recon = restorer.frames(clip.blur, clip.spike, [k for k, _ in new])
+        try:
+            recon = restorer.frames(clip.blur, clip.spike, [k for k, _ in new])
+        except NonFiniteOutput as err:
+            frame = dict(new).get(err.position, clip.frames[err.position])
+            where = f" (its image would be {recon_path(clip.seq, frame)})" if recon_path is not None else ""
+            raise NonFiniteOutput(f"the model's output for sequence {clip.seq}, frame {frame}{where} is not "
+                                  f"finite: {err.bad} of {err.total} values are NaN or infinite", err.position,
+                                  err.bad, err.total) from None
         paths = {}
         if recon_path is not None:
             for k, frame in new:

@@ -49,7 +49,7 @@ import torch
 from tqdm import tqdm
 
 from model.checkpoint import check_compatible, checkpoint_config, load_checkpoint, model_from_checkpoint
-from model.evaluate import Clip, Restorer, restore_clips
+from model.evaluate import Clip, NonFiniteOutput, Restorer, restore_clips
 from model.nets.integrate_vrt import SpikeVRT
 from schemas.config import Config, load_config
 from schemas.test_report import TestInputs, TestModel, TestReport, write_test_report
@@ -57,7 +57,7 @@ from spikeprep.errors import InputError
 from spikeprep.images import IMAGE_FORMATS
 from spikeprep.inference_inputs import (MIN_FRAMES, FileFrames, InputSequence, deblurrable_runs, is_store,
                                         plan_clips, resolve_sequences, spike_lut)
-from spikeprep.store import read_store_info
+from spikeprep.store import read_store_info, refuse_output_in_store
 
 
 @dataclass
@@ -129,8 +129,12 @@ def _load_model(ckpt_path: Path, use_spike: bool | None, config: Path | None) ->
 
 
 def _check_request(input_blur: Path | None, input_spike_vox: Path | None, store: Path | None, image_format: str,
-                   tile: Sequence[int], overlap: Sequence[int]) -> Path | None:
+                   tile: Sequence[int], overlap: Sequence[int], output: Path,
+                   metrics_dir: Path | None) -> Path | None:
     """Refuse a bad request before anything is loaded; returns where the voxels come from (None: nowhere)."""
+    refuse_output_in_store(output, "--output")
+    if metrics_dir is not None:
+        refuse_output_in_store(metrics_dir, "--metrics-dir")
     if image_format not in IMAGE_FORMATS:
         raise InputError(None, f"image format {image_format!r}", fix=f"use one of {sorted(IMAGE_FORMATS)}")
     _check_tiles(tile, overlap)
@@ -221,7 +225,8 @@ def run_test(*, ckpt: Path, output: Path, input_blur: Path | None = None, input_
     Raises ``InputError`` on a bad checkpoint (damaged, other arm, other config) or inputs, naming the file.
     """
     t_start = time.perf_counter()
-    spike_src = _check_request(input_blur, input_spike_vox, store, image_format, tile, overlap)
+    spike_src = _check_request(input_blur, input_spike_vox, store, image_format, tile, overlap, Path(output),
+                               metrics_dir)
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -246,13 +251,19 @@ def run_test(*, ckpt: Path, output: Path, input_blur: Path | None = None, input_
     per_seq = [0] * len(sequences)
     t_loop = time.perf_counter()
     bar = tqdm(total=n_clips, desc="test", unit="clip", disable=not progress)
-    for done in restore_clips(restorer, _clips(sequences, plans, lut, cfg.DATA.K),
-                              lambda name, f: output / name / (sequences[f[0]].stems[f[1]] + suffix),
-                              flag + [int(jpeg_quality)] if flag else []):
-        images += [done.paths[k] for k, _ in done.new]
-        per_seq[done.new[0][1][0]] += len(done.new)
-        bar.update(1)
-    bar.close()
+    try:
+        for done in restore_clips(restorer, _clips(sequences, plans, lut, cfg.DATA.K),
+                                  lambda name, f: output / name / (sequences[f[0]].stems[f[1]] + suffix),
+                                  flag + [int(jpeg_quality)] if flag else []):
+            images += [done.paths[k] for k, _ in done.new]
+            per_seq[done.new[0][1][0]] += len(done.new)
+            bar.update(1)
+    except NonFiniteOutput as err:
+        raise InputError(ckpt_path, f"{err}; no metrics were written ({len(images)} earlier image(s) are in "
+                         f"{output})", fix="the model is unusable on this input: check the checkpoint's "
+                         "validation reports, use an earlier checkpoint (best.pth), or run without AMP") from None
+    finally:
+        bar.close()
     t_end = time.perf_counter()
 
     now = dt.datetime.now()

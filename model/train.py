@@ -34,8 +34,11 @@ Outputs under LOG.SAVE_DIR (``outputs``)::
 Rank 0 alone logs, validates and saves. On CPU a resumed run's losses equal an uninterrupted run's
 exactly: the sampler order and the crops are functions of (SEED, epoch), the DataLoader has its own
 generator, and the checkpoint holds torch's RNG state (drop path) with the step and the batch position.
-Ctrl-C stops after the current step with last.pth saved at it and prints the ``--resume`` command
-(``model.train_interrupt.StopOnCtrlC``); the CLI then exits 130.
+Ctrl-C or SIGTERM stops after the current step with last.pth saved at it and prints the ``--resume`` command
+(``model.train_interrupt.StopOnSignals``); the CLI then exits 130 or 143. SIGUSR1 saves last.pth after the
+current step and trains on. A checkpoint is never saved with non-finite weights. One training per experiment
+at a time (``model.experiment.experiment_lock``); a run without ``--resume`` refuses an experiment that has
+outputs, unless ``--start-over`` moves them aside (``model.experiment.check_new_run``).
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from model.checkpoint import arm_name, save_checkpoint
+from model.checkpoint import arm_name, non_finite_tensors, remove_stale_checkpoint_temps, save_checkpoint
 from model.distributed import (DistSetup, barrier, check_replicas_equal, setup_distributed, teardown_distributed,
                                wrap_model)
 from model.nets.integrate_vrt import SpikeVRT, build_model
@@ -63,17 +66,19 @@ from model.evaluate import lsq_accumulate, validate
 from model.nets.fusion.spike_head import FittedSpikeHead
 from model.metrics import lpips_or_reason
 from model.train_data import TrainData
-from model.train_interrupt import StopOnCtrlC
+from model.experiment import ExperimentOutputs, check_new_run, experiment_lock
+from model.train_interrupt import StopOnSignals
 from model.train_log import (TrainLog, capture_spikeprep_logging, log_hparams_end, log_hparams_start,
                              log_train_step, log_triptychs, log_validation, run_hparams, write_run_log)
 from model.train_options import TrainOptions, resume_command
 from model.train_state import TrainState, read_resume_checkpoint
-from model.train_step import FlowFreeze, train_step
+from model.train_step import FlowFreeze, TrainingDiverged, train_step
 from schemas.config import Config, ConfigError, load_config
 from schemas.val_report import val_report_path, write_val_report
 from spikeprep.audit import unaudited_note
 from spikeprep.errors import InputError, SpikeprepError
 from spikeprep.spike_deblur_dataset import NoPairedFrames, SpikeDeblurDataset
+from spikeprep.store import refuse_output_in_store
 
 
 @dataclass
@@ -87,7 +92,8 @@ class TrainResult:
     reports: list[Path] = field(default_factory=list)
     best_psnr: float | None = None
     ckpt_dir: Path | None = None
-    interrupted: bool = False                 # stopped by Ctrl-C (the CLI exits 130)
+    interrupted: bool = False                 # stopped by Ctrl-C or SIGTERM (the CLI exits 128 + stop_signal)
+    stop_signal: int | None = None            # the signal that stopped it (SIGINT 2, SIGTERM 15)
 
 
 MAX_SKIPPED_BATCHES_IN_A_ROW = 100   # or a whole epoch, if shorter: then training stops with an error
@@ -115,7 +121,9 @@ def main(opts: TrainOptions) -> TrainResult:
     _check_crop_size(cfg, opts.config)
     exp = opts.exp_name
     outputs = Path(cfg.LOG.SAVE_DIR)
-    ckpt_dir = outputs / "ckpts" / exp
+    refuse_output_in_store(outputs, f"LOG.SAVE_DIR of {opts.config}")
+    paths = ExperimentOutputs(outputs, exp)
+    ckpt_dir = paths.ckpt_dir
 
     # -- distributed setup, seed ---------------------------------------------------------------------
     setup = setup_distributed(opts.device, opts.amp)
@@ -123,8 +131,12 @@ def main(opts: TrainOptions) -> TrainResult:
     np.random.seed(cfg.SEED)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
+    held = contextlib.ExitStack()
     try:
         log = TrainLog(enabled=setup.master, bar=opts.progress, log_every=opts.log_every, desc=exp)
+        if setup.master and not opts.dry_run:     # (a dry run writes nothing; under torchrun rank 0 speaks for all)
+            held.enter_context(experiment_lock(paths))
+            _prepare_outputs(paths, opts, log.info)
 
         # -- data ------------------------------------------------------------------------------------
         train_ds = SpikeDeblurDataset.from_config(cfg, "train", seed=cfg.SEED, with_spike=opts.use_spike,
@@ -167,6 +179,7 @@ def main(opts: TrainOptions) -> TrainResult:
                    ckpt_dir=ckpt_dir)
         return _train_loop(run, state, resumed=ckpt is not None)
     finally:
+        held.close()
         teardown_distributed(setup)
 
 
@@ -179,6 +192,14 @@ def _val_dataset(cfg: Config, opts: TrainOptions, say) -> SpikeDeblurDataset | N
         say(f"note: no validation: {err.problem}. Training goes on; last.pth is saved at every validation point "
             f"and no best.pth is written (validate on a split with sharp frames to get one)")
         return None
+
+
+def _prepare_outputs(paths: ExperimentOutputs, opts: TrainOptions, say) -> None:
+    """Under the experiment's lock, before anything is read: remove the temp files of checkpoint saves that
+    were killed, then refuse a rerun of an experiment with outputs (or move them aside on --start-over)."""
+    for stale in remove_stale_checkpoint_temps(paths.ckpt_dir):
+        say(f"removed {stale}, the temp file of a checkpoint save that was killed")
+    check_new_run(paths, resume=opts.resume, start_over=opts.start_over, say=say)
 
 
 def _check_crop_size(cfg: Config, path: Path) -> None:
@@ -211,6 +232,11 @@ def start_fitted_head(head: FittedSpikeHead, train_ds: SpikeDeblurDataset, say) 
     agree without a broadcast)."""
     t0 = time.perf_counter()
     acc, frames = lsq_accumulate(train_ds.root, train_ds.split)
+    if frames == 0:      # every training sample unreadable: the loop's own check would come too late
+        raise SpikeprepError(
+            f"{train_ds.root}: every {train_ds.split} frame was unreadable, so the fitted spike head has no "
+            f"least-squares start (the warnings above name the files). Fix: re-run `spikeprep ingest` for the "
+            f"damaged sequences (a rerun rebuilds what changed) or remove them")
     mean, std = acc.input_moments()
     k = acc.num_bins
     count_rms = float(np.sqrt(np.mean(mean[:k] ** 2 + std[:k] ** 2)))
@@ -329,27 +355,37 @@ def _train_loop(run: _Run, state: TrainState, *, resumed: bool) -> TrainResult:
     freeze = FlowFreeze(state.model, opts.freeze_flow_steps, ddp=setup.ddp)
     saved_step = state.step if resumed else None    # the step last.pth holds
     interrupted = False
-    ctrl_c = StopOnCtrlC(announce=setup.master)
+    signals = StopOnSignals(announce=setup.master)
     try:
-        with ctrl_c, capture_spikeprep_logging(log) if setup.master else contextlib.nullcontext():
+        with signals, capture_spikeprep_logging(log) if setup.master else contextlib.nullcontext():
             while state.step < data.max_steps:
                 for batch in data.loader(state.epoch, state.batch_in_epoch):
                     state.batch_in_epoch += 1
                     if not counts.usable(batch):
                         continue
                     blur, sharp, spike = data.train_ds.batch_to_device(batch, setup.device, opts.use_spike)
-                    terms, interrupted = train_step(state, run.model, run.loss_fn, blur, sharp, spike, setup=setup,
-                                                    freeze=freeze, stop_requested=ctrl_c.requested)
+                    try:
+                        terms, interrupted = train_step(state, run.model, run.loss_fn, blur, sharp, spike,
+                                                        setup=setup, freeze=freeze, stop_requested=signals.requested)
+                    except TrainingDiverged as err:
+                        raise err.holding(_held(run, saved_step)) from None
                     _record_step(run, state, result, batch, terms)
                     last = state.step >= data.max_steps
                     stopping = (opts.stop_at is not None and state.step >= opts.stop_at) or interrupted
+                    saving = state.step % opts.val_every == 0 or last or stopping or signals.save_requested
+                    if saving:
+                        _check_weights(run, state, saved_step)   # never a checkpoint of NaN weights
                     if state.step % opts.val_every == 0 or last:
                         if _validate_and_save(run, state, result,
                                               write_images=last or state.step % opts.visual_every == 0):
                             saved_step = state.step
-                    elif stopping and setup.master:
+                    elif (stopping or signals.save_requested) and setup.master:
                         save_checkpoint(run.ckpt_dir / "last.pth", state.state_dict())
                         saved_step = state.step
+                    if signals.save_requested and not (last or stopping):
+                        signals.save_requested = False
+                        log.info(f"SIGUSR1: saved {run.ckpt_dir / 'last.pth'} at step {state.step}; training goes on "
+                                 f"(to continue from it later: {resume_command(opts, setup.world)})")
                     if last or stopping:
                         interrupted = interrupted and not last    # a Ctrl-C in the final validation: done
                         break
@@ -358,10 +394,27 @@ def _train_loop(run: _Run, state: TrainState, *, resumed: bool) -> TrainResult:
                     continue
                 break
     except KeyboardInterrupt:
-        return _stopped_at_once(run, state, result, saved_step)
+        return _stopped_at_once(run, state, result, saved_step, signals)
     finally:
         log.close()
-    return _finish(run, state, result, counts, interrupted)
+    return _finish(run, state, result, counts, interrupted, signals)
+
+
+def _held(run: _Run, saved_step: int | None) -> str:
+    """Which checkpoint of this run holds the last good state (for the messages of a diverged run)."""
+    if saved_step is None:
+        return f"no checkpoint was saved in this run; {run.ckpt_dir} holds none of it"
+    return f"{run.ckpt_dir / 'last.pth'} holds step {saved_step}, the last good state"
+
+
+def _check_weights(run: _Run, state: TrainState, saved_step: int | None) -> None:
+    """Before a save: ``TrainingDiverged`` if a weight is NaN or infinite (the loss may still have been finite:
+    an overflowing update), so last.pth never holds a diverged model."""
+    bad = non_finite_tensors(state.model.state_dict())
+    if bad:
+        raise TrainingDiverged(f"{state.exp}: the weights are not finite after step {state.step} (NaN or inf in "
+                               f"{len(bad)} tensor(s), e.g. {bad[:3]}) although the loss was finite",
+                               run.cfg.DATA.ROOT, _held(run, saved_step))
 
 
 def _record_step(run: _Run, state: TrainState, result: TrainResult, batch: dict, terms: dict) -> None:
@@ -399,26 +452,28 @@ def _validate_and_save(run: _Run, state: TrainState, result: TrainResult, *, wri
     return saved
 
 
-def _stopped_at_once(run: _Run, state: TrainState, result: TrainResult, saved_step: int | None) -> TrainResult:
-    """The second Ctrl-C: out at once, mid-step. Checkpoints are written atomically, so last.pth is the last
-    one saved, whole."""
+def _stopped_at_once(run: _Run, state: TrainState, result: TrainResult, saved_step: int | None,
+                     signals: StopOnSignals) -> TrainResult:
+    """The second Ctrl-C or SIGTERM: out at once, mid-step. Checkpoints are written atomically, so last.pth is
+    the last one saved, whole."""
     run.log.close()
     if run.writer is not None:
         run.writer.close()
     held = f"{run.ckpt_dir / 'last.pth'} holds step {saved_step}" if saved_step is not None else \
         "no checkpoint was saved in this run"
-    run.log.info(f"{state.exp}: stopped at once by a second Ctrl-C during step {state.step + 1}, without saving; "
-                 f"{held}")
+    run.log.info(f"{state.exp}: stopped at once by a second {signals.name} during step {state.step + 1}, without "
+                 f"saving; {held}")
     if saved_step is not None:
         run.log.info(f"resume with: {resume_command(run.opts, run.setup.world)}")
     result.step, result.best_psnr, result.interrupted = saved_step or 0, state.best_psnr, True
+    result.stop_signal = signals.signum
     return result
 
 
 def _finish(run: _Run, state: TrainState, result: TrainResult, counts: _BatchCounts,
-            interrupted: bool) -> TrainResult:
-    """The loop is over (the last step, --stop-at or a first Ctrl-C): close TensorBoard, check the DDP
-    replicas, say what was dropped and where the checkpoints are."""
+            interrupted: bool, signals: StopOnSignals) -> TrainResult:
+    """The loop is over (the last step, --stop-at or a first Ctrl-C / SIGTERM): close TensorBoard, check the
+    DDP replicas, say what was dropped and where the checkpoints are."""
     say = run.log.info
     if run.writer is not None:
         if state.step >= run.data.max_steps:
@@ -431,9 +486,10 @@ def _finish(run: _Run, state: TrainState, result: TrainResult, counts: _BatchCou
                           f"{counts.skipped} all-bad batches skipped (rank {run.setup.rank}); the warnings above "
                           f"name them")
     result.step, result.best_psnr, result.interrupted = state.step, state.best_psnr, interrupted
+    result.stop_signal = signals.signum if interrupted else None
     if interrupted:
-        say(f"{state.exp}: interrupted (Ctrl-C) after step {state.step}; saved {run.ckpt_dir / 'last.pth'} at "
-            f"step {state.step}")
+        say(f"{state.exp}: interrupted ({signals.name}) after step {state.step}; saved {run.ckpt_dir / 'last.pth'} "
+            f"at step {state.step}")
         say(f"resume with: {resume_command(run.opts, run.setup.world)}")
     else:
         say(f"{state.exp}: stopped at step {state.step}; checkpoints in {run.ckpt_dir}")

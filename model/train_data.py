@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from model.distributed import DistSetup
-from model.train_interrupt import ignore_sigint
+from model.train_interrupt import ignore_stop_signals
 from model.train_options import TrainOptions
 from schemas.config import Config
 from spikeprep.errors import SpikeprepError
@@ -74,4 +74,4 @@ class TrainData:
         gen = torch.Generator().manual_seed(self.seed * 1000 + epoch)
         return DataLoader(self.train_ds, batch_size=self.batch_size, sampler=self.sampler,
                           num_workers=self.workers, pin_memory=self.pin_memory, collate_fn=collate_drop_bad,
-                          drop_last=True, generator=gen, persistent_workers=False, worker_init_fn=ignore_sigint)
+                          drop_last=True, generator=gen, persistent_workers=False, worker_init_fn=ignore_stop_signals)

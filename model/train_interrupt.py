@@ -1,5 +1,7 @@
-"""Ctrl-C while training: ``StopOnCtrlC`` (finish the step, save last.pth, stop) and ``ignore_sigint`` for
-the DataLoader workers. model/train.py prints the ``--resume`` command (``model.train_options``) after it."""
+"""Signals while training: ``StopOnSignals`` (Ctrl-C and SIGTERM: finish the step, save last.pth, stop;
+SIGUSR1: save last.pth after the step and go on) and ``ignore_stop_signals`` for the DataLoader workers.
+model/train.py prints the ``--resume`` command (``model.train_options``) after a stop.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -8,47 +10,73 @@ import signal
 import sys
 import threading
 
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+SAVE_SIGNAL = signal.SIGUSR1
 
-class StopOnCtrlC:
-    """SIGINT (Ctrl-C) while training: a context manager around the loop.
 
-    The first Ctrl-C only sets ``requested``: the loop finishes the step it is in (and a validation already
-    running), saves last.pth as complete as any other checkpoint (the ``--stop-at`` path) and stops; the CLI
-    exits 130. Stopping mid-step instead would save parameters the optimiser had half updated. The second
-    Ctrl-C raises KeyboardInterrupt at once; checkpoints are written atomically, so a save it cuts short
-    leaves the previous last.pth whole. Installed only in the main thread (the only one Python delivers
-    signals to); the previous handler comes back on exit.
+class StopOnSignals:
+    """SIGINT (Ctrl-C), SIGTERM and SIGUSR1 while training: a context manager around the loop.
+
+    SIGTERM is what a cluster scheduler's preemption, ``docker stop``, ``timeout`` and Kubernetes send; it is
+    treated like Ctrl-C. The first one only sets ``requested`` (and ``signum``): the loop finishes the step it
+    is in (and a validation already running), saves last.pth as complete as any other checkpoint (the
+    ``--stop-at`` path) and stops; the CLI exits 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM).
+    Stopping mid-step instead would save parameters the optimiser had half updated. A second Ctrl-C or
+    SIGTERM raises KeyboardInterrupt at once; checkpoints are written atomically, so a save it cuts short
+    leaves the previous last.pth whole.
+
+    SIGUSR1 (the usual "time is nearly up" signal of clusters, e.g. Slurm's ``--signal=USR1@300``) sets
+    ``save_requested``: the loop saves last.pth after the current step and trains on (a later SIGTERM saves
+    again where it stops). Installed only in the main thread (the only one Python delivers signals to); the
+    previous handlers come back on exit.
     """
 
     def __init__(self, announce: bool = True):
         self.requested = False
+        self.signum: int | None = None         # the signal that asked to stop
+        self.save_requested = False
         self.announce = announce
-        self._previous = None
+        self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> "StopOnCtrlC":
+    @property
+    def name(self) -> str:
+        """How the stop was asked for: "Ctrl-C" or "SIGTERM"."""
+        return STOP_SIGNALS.get(self.signum, "a signal")
+
+    def __enter__(self) -> "StopOnSignals":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in (*STOP_SIGNALS, SAVE_SIGNAL):
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc) -> bool:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
         return False
 
     def _handle(self, signum, frame) -> None:
+        if signum == SAVE_SIGNAL:
+            self.save_requested = True
+            self._say(b"\nSIGUSR1: saving last.pth after the current step; training goes on\n")
+            return
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
+        self._say(f"\n{self.name}: finishing the current step, then saving last.pth and stopping ({self.name} "
+                  f"again stops at once without saving)\n".encode())
+
+    def _say(self, message: bytes) -> None:
         if self.announce:
             # os.write, not print: the handler may run inside a print of the main code, and a buffered
             # stream refuses a reentrant write.
             with contextlib.suppress(OSError, AttributeError, ValueError):
-                os.write(sys.__stdout__.fileno(), b"\nCtrl-C: finishing the current step, then saving last.pth "
-                         b"and stopping (Ctrl-C again stops at once without saving)\n")
+                os.write(sys.__stdout__.fileno(), message)
 
 
-def ignore_sigint(worker_id: int) -> None:
-    """DataLoader workers ignore Ctrl-C (the terminal sends it to the whole process group): the main process
-    decides when to stop, and a worker that died of it would fail the batch the last step still needs."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers ignore Ctrl-C, SIGTERM and SIGUSR1 (a terminal or a scheduler signals the whole
+    process group): the main process decides when to stop, and a worker that died of one would fail the
+    batch the last step still needs. A worker still ends with the main process (torch's watchdog)."""
+    for signum in (*STOP_SIGNALS, SAVE_SIGNAL):
+        signal.signal(signum, signal.SIG_IGN)

@@ -22,12 +22,16 @@ class TrainOptions:
     steps (VRT's recipe; 0 keeps the original's). perceptual: False drops the VGG term (only on request:
     without VGG19 weights training stops and says so). vrt_weights: official VRT weights as a warm start.
     reliance: every validation of the spike arm also scores it with altered voxels (DESIGN section 8).
+    resume: continue the experiment from its last.pth; start_over: move the experiment's outputs aside
+    (``model.experiment.move_aside``) and start from step 0. Without either, an experiment that has outputs
+    is refused.
     """
 
     config: Path
     use_spike: bool = True
     exp: str | None = None
     resume: bool = False
+    start_over: bool = False
     dry_run: bool = False
     max_steps: int | None = None
     val_every: int = 1000

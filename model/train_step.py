@@ -16,7 +16,21 @@ from spikeprep.errors import SpikeprepError
 
 
 class TrainingDiverged(SpikeprepError):
-    """The loss became NaN or infinite; nothing was saved for that step."""
+    """The loss or the weights became NaN or infinite; nothing was saved for that step. ``what`` says what
+    happened, ``held`` which checkpoint holds the last good state (the training loop knows it)."""
+
+    CHECKS = ("Check, as the original document's section 13 says: the voxels are log1p-normalised and "
+              "DATA.NORM.STD is not ~0 (`spikeprep stats {root}`); then train without AMP and with TRAIN.OPTIM.LR "
+              "1e-4")
+
+    def __init__(self, what: str, root: str, held: str | None = None):
+        self.what, self.root, self.held = what, root, held
+        tail = f" ({held})" if held else ""
+        super().__init__(f"{what}; nothing was saved for this step{tail}. {self.CHECKS.format(root=root)}")
+
+    def holding(self, held: str) -> "TrainingDiverged":
+        """This error, saying which checkpoint holds the last good state."""
+        return TrainingDiverged(self.what, self.root, held)
 
 
 def flow_parameter_names(model: nn.Module) -> list[str]:
@@ -70,11 +84,8 @@ def train_step(state: TrainState, model: nn.Module, loss_fn: DeblurLoss, blur: t
     loss, terms = loss_fn(recon.float(), sharp)
     finite, stop = step_flags(loss, stop_requested, setup)
     if not finite:
-        raise TrainingDiverged(
-            f"{state.exp}: the loss is {terms['total']} at step {state.step + 1}; nothing was saved for this step "
-            f"(last.pth holds the last good state). Check, as the original document's section 13 says: the "
-            f"voxels are log1p-normalised and DATA.NORM.STD is not ~0 (`spikeprep stats "
-            f"{state.config.DATA.ROOT}`); then train without AMP and with TRAIN.OPTIM.LR 1e-4")
+        raise TrainingDiverged(f"{state.exp}: the loss is {terms['total']} at step {state.step + 1}",
+                               state.config.DATA.ROOT)
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
     freeze.after_backward(state.step)

@@ -352,3 +352,30 @@ def read_frame(path: str | Path, n: int) -> np.ndarray:
     _, _, h, w = reader.shape
     return reader.read(int(n), 0, h, 0, w)
 
+
+
+# ---- outputs of other commands never go inside a store -------------------------------------------------
+def enclosing_store(path: str | Path) -> Path | None:
+    """The store (a folder holding ``dataset.json``) that ``path`` is, or lies inside, else None. ``path`` need
+    not exist; it is resolved first (symlinks and ``..`` cannot hide a store)."""
+    resolved = Path(path).resolve()
+    for folder in (resolved, *resolved.parents):
+        if (folder / DATASET_FILENAME).is_file():
+            return folder
+    return None
+
+
+def refuse_output_in_store(path: str | Path, what: str, *, own: str | Path | None = None) -> None:
+    """``InputError`` if ``path`` (a file or folder a command is about to write: ``what``, e.g. "--output")
+    lies inside a store, unless it lies inside ``own``, the command's own part of its store (e.g.
+    ``DATA_ROOT/baselines``). Anything else there is a file ingest did not write: the next ingest refuses
+    the store."""
+    root = enclosing_store(path)
+    if root is None:
+        return
+    if own is not None and Path(path).resolve().is_relative_to(Path(own).resolve()):
+        return
+    where = f" (only {own} is this command's part of a store)" if own is not None else ""
+    raise InputError(path, f"{what} lies inside the store {root}{where}; files written there would mix with the "
+                     "store's own and the next ingest would refuse it",
+                     fix=f"choose a folder outside {root} (e.g. under outputs/)")

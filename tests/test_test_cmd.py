@@ -253,3 +253,48 @@ def test_a_damaged_store_shard_is_a_clear_error(setup, damage, tmp_path):
     result = run("--ckpt", setup["ckpt"]["spike"], "--store", store, "--split", "val", "--output", out)
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert str(vox) in result.output and "Fix:" in result.output
+
+
+# ---- issue 28: non-finite weights and outputs, an output inside the store ---------------------------------
+def _edited_checkpoint(setup, dest: Path, edit) -> Path:
+    ckpt = load_checkpoint(setup["ckpt"]["spike"])
+    edit(ckpt["model"])
+    return save_checkpoint(dest, ckpt)
+
+
+def test_a_checkpoint_of_non_finite_weights_is_refused_when_it_loads(setup, tmp_path):
+    """Issue 28, item 5: NaN weights used to be "tested" into constant-colour images with exit 0."""
+    nan = _edited_checkpoint(setup, tmp_path / "nan.pth", lambda m: m["vrt.conv_first.weight"].fill_(float("nan")))
+    out = tmp_path / "out"
+    result = run("--ckpt", nan, "--store", setup["store"], "--output", out)
+    assert result.exit_code == 2, result.output
+    assert f"error: {nan}: the weights are not finite" in result.output and "vrt.conv_first.weight" in result.output
+    assert "Fix:" in result.output and "Traceback" not in result.output and not out.exists()
+
+
+def test_non_finite_outputs_are_an_error_naming_the_frame(setup, tmp_path):
+    """Issue 28, item 5: finite weights whose output overflows (1e38 in the last conv) name the frame."""
+    huge = _edited_checkpoint(setup, tmp_path / "huge.pth", lambda m: m["vrt.conv_last.weight"].fill_(1e38))
+    out = tmp_path / "out"
+    result = run("--ckpt", huge, "--store", setup["store"], "--output", out, "--metrics-dir", tmp_path / "metrics")
+    assert result.exit_code == 2, result.output
+    first = out / setup["seq"] / "000000.png"
+    assert f"error: {huge}: the model's output for sequence {setup['seq']}" in result.output, result.output
+    assert f"(its image would be {first})" in result.output and "NaN or infinite" in result.output
+    assert "Traceback" not in result.output and not first.exists() and not (tmp_path / "metrics").exists()
+
+
+@pytest.mark.parametrize("where", ["--output", "--metrics-dir"])
+def test_an_output_inside_the_store_is_refused(setup, where, tmp_path):
+    """Issue 28, item 6: `--output S/val` used to write PNGs into the store, which the next ingest refused."""
+    store = setup["store"]
+    before = sorted(p.relative_to(store) for p in store.rglob("*"))
+    inside = store / "val"
+    out = inside if where == "--output" else tmp_path / "out"
+    args = ["--ckpt", setup["ckpt"]["spike"], "--store", store, "--output", out]
+    if where == "--metrics-dir":
+        args += ["--metrics-dir", inside / "metrics"]
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert f"{where} lies inside the store {store}" in result.output and "Fix:" in result.output
+    assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
