@@ -273,7 +273,7 @@ def _to_u8(img: np.ndarray) -> np.ndarray:
 def overlay_image(root: Path, row: dict, info: StoreInfo) -> np.ndarray:
     """blur | spike intensity | spike_vox.sum(K) over blur (the original document's check 13.1), BGR."""
     seq = info.sequences[f"{row['split']}/{row['seq']}"]
-    blur = cv2.imread(str(root / row["blur"]), cv2.IMREAD_COLOR)
+    blur = np.ascontiguousarray(read_rgb(root / row["blur"])[::-1].transpose(1, 2, 0))   # BGR, as cv2 draws
     counts = read_frame(root / row["split"] / row["seq"] / VOX_DIRNAME / VOX_ARRAY, row["vox_index"])
     total = counts.sum(axis=0, dtype=np.int64)
     inten = _to_u8(spike_intensity(total, row["n_ticks"], seq.scale))
