@@ -66,6 +66,8 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
     """Turn raw sequences into a store: Zarr voxel counts, manifest.parquet, dataset.json (with stats)."""
     _setup_logging(verbose)
     cfg = load_config(config) if config else None
+    if write_config is not None and write_config != config:
+        load_config(write_config)    # a config that cannot take the stats fails now, not after the ingest
     try:
         overrides = preset_overrides(layout, height=height, width=width, rate_hz=rate_hz,
                                      frames_per_file=frames_per_file, exposure_start=exposure_start,

@@ -69,7 +69,7 @@ from model.train_log import (TrainLog, capture_spikeprep_logging, log_hparams_en
 from model.train_options import TrainOptions, resume_command
 from model.train_state import TrainState, read_resume_checkpoint
 from model.train_step import FlowFreeze, train_step
-from schemas.config import Config, ConfigError, load_config
+from schemas.config import Config, ConfigError, load_config, read_config_text
 from schemas.val_report import val_report_path, write_val_report
 from spikeprep.errors import InputError, SpikeprepError
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
@@ -110,7 +110,7 @@ def main(opts: TrainOptions) -> TrainResult:
     """
     # -- config ------------------------------------------------------------------------------------
     cfg = load_config(opts.config)
-    config_text = Path(opts.config).read_text()
+    config_text = read_config_text(opts.config)
     _check_crop_size(cfg, opts.config)
     exp = opts.exp_name
     outputs = Path(cfg.LOG.SAVE_DIR)
