@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
+from pydantic import ValidationError
 from zarr.codecs import BloscCodec, Crc32cCodec
 from zarr.errors import ZarrUserWarning
 
@@ -40,6 +41,7 @@ from schemas.atomic import atomic_write_bytes  # also importable from here, as b
 from schemas.manifest import MANIFEST_FILENAME, MANIFEST_SCHEMA, ManifestSchemaError, validate_manifest_table
 from schemas.store import (BIN_EDGE, COORD_ATTRS, COUNTS_ATTRS, DATASET_FILENAME, FRAME_COORDS, FRAME_DIM, RGB_ARRAYS, RGB_ATTRS,
                            RGB_AXES, RGB_GROUP_ATTRS, STORE_VERSION, VOX_ARRAY, VOX_AXES, VOX_GROUP_ATTRS, StoreInfo)
+from schemas.validation import describe_validation_error
 from spikeprep.errors import InputError, SampleError
 
 log = logging.getLogger("spikeprep.store")
@@ -207,8 +209,9 @@ def read_store_info(root: Path) -> StoreInfo:
                          fix="re-run `spikeprep ingest RAW --out DATA_ROOT`: it rebuilds the store in place") from None
     try:
         return StoreInfo.model_validate_json(text)
-    except ValueError as err:
-        raise InputError(path, f"invalid dataset.json ({err})", fix="re-run `spikeprep ingest`") from None
+    except ValidationError as err:
+        raise InputError(path, f"invalid dataset.json: {describe_validation_error(err)}",
+                         fix="re-run `spikeprep ingest`") from None
 
 
 # ---- direct reads of one frame's chunks (the Dataset's and `spikeprep test`'s reader) -----------------

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas.atomic import atomic_path, atomic_write_bytes, remove_stale_temps, stale_temps, temp_name
 from schemas.json_record import read_json_record, write_json_record
@@ -343,3 +343,54 @@ def test_non_utf8_and_duplicate_configs_exit_2_in_every_command(tmp_path, train_
             assert fragment in res.output and str(config) in res.output, (args, res.output)
             assert "Traceback" not in res.output
     assert not (tmp_path / "never").exists()
+
+
+# ---- issue 28, round one replayed: a record's validation error is one sentence, never pydantic's dump ----
+def _assert_one_sentence(message: str, *fragments: str) -> None:
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    for dump in ("errors.pydantic.dev", "[type=", "input_value=", "validation error for", "\n"):
+        assert dump not in message, (dump, message)
+
+
+def test_record_errors_name_the_file_row_and_field(tmp_path, train_store):
+    import json
+    import shutil
+
+    from schemas.sequence_record import read_sequence_record
+    from spikeprep.errors import InputError
+    from spikeprep.store import read_store_info
+
+    store = tmp_path / "store"
+    shutil.copytree(train_store, store)
+    record = store / "train" / "seq_000" / "ingest.json"
+    raw = json.loads(record.read_text())
+    raw["rows"][1]["seq"] = "../../escape"
+    raw["rows"][2]["frame_idx"] = -4
+    record.write_text(json.dumps(raw))
+    with pytest.raises(ValueError) as err:
+        read_sequence_record(record)
+    _assert_one_sentence(str(err.value), str(record), "row 1: seq '../../escape'", "row 2, field frame_idx:",
+                         "greater than or equal to 0")
+
+    info = json.loads((store / "dataset.json").read_text())
+    info["sequences"]["train/seq_000"]["n_frames"] = -3
+    (store / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(InputError) as err:
+        read_store_info(store)
+    _assert_one_sentence(str(err.value), str(store / "dataset.json"), "sequences.train/seq_000.n_frames:", "Fix:")
+
+
+def test_many_bad_rows_are_one_line():
+    from schemas.validation import describe_validation_error
+
+    class Row(BaseModel):
+        x: int
+
+    class Rows(BaseModel):
+        rows: list[Row]
+
+    with pytest.raises(ValidationError) as err:
+        Rows.model_validate({"rows": [{"x": "no"}] * 40})
+    text = describe_validation_error(err.value)
+    assert text.startswith("row 0, field x: ") and text.endswith("; and 35 more") and text.count("row ") == 5
