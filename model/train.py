@@ -73,6 +73,7 @@ from schemas.config import Config, ConfigError, load_config, read_config_text
 from schemas.val_report import val_report_path, write_val_report
 from spikeprep.errors import InputError, SpikeprepError
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
+from spikeprep.store import store_lock
 
 
 @dataclass
@@ -115,6 +116,9 @@ def main(opts: TrainOptions) -> TrainResult:
     exp = opts.exp_name
     outputs = Path(cfg.LOG.SAVE_DIR)
     ckpt_dir = outputs / "ckpts" / exp
+
+    # -- the store's read lock, for the whole run: ingest and audit refuse to rewrite it under the training ----
+    store_reader = store_lock(cfg.DATA.ROOT, "train", shared=True).acquire()
 
     # -- distributed setup, seed ---------------------------------------------------------------------
     setup = setup_distributed(opts.device, opts.amp)
@@ -164,6 +168,7 @@ def main(opts: TrainOptions) -> TrainResult:
         return _train_loop(run, state, resumed=ckpt is not None)
     finally:
         teardown_distributed(setup)
+        store_reader.release()
 
 
 def _check_crop_size(cfg: Config, path: Path) -> None:
