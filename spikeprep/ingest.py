@@ -400,6 +400,9 @@ class IngestResult:
         return len(self.rows) - self.n_ok
 
 
+ALIGN_LOG_DIRNAME = "logs"   # DATA_ROOT/logs/: where `spikeprep ingest` puts align_<time>.txt by default
+
+
 def write_align_log(log_dir: Path, rows: list[dict]) -> Path:
     """``align_<time>.txt``: the original document's "frame_idx, t0, t1, event_count" per frame (atomic)."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -446,9 +449,10 @@ def check_frame_memory(spec: SequenceSpec, num_bins: int) -> None:
 
 
 def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), workers: int = 1,
-           log_dir: Path | None = Path("outputs/logs"), progress: bool = True, force: bool = False) -> IngestResult:
+           log_dir: Path | None = None, progress: bool = True, force: bool = False) -> IngestResult:
     """Ingest the raw tree ``raw`` into the store ``out`` (see the module docstring); ``force`` rebuilds every
-    sequence, even those whose inputs look unchanged."""
+    sequence, even those whose inputs look unchanged; ``log_dir``: where the align log goes (None: none; the
+    command's default is ``out / ALIGN_LOG_DIRNAME``, never a folder the user did not name)."""
     raw, out = Path(raw), Path(out)
     check_output_location(raw, out)
     specs = discover(raw, options.layout, **options.preset_overrides)
