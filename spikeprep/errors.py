@@ -23,6 +23,10 @@ class InputError(SpikeprepError, ValueError):
         tail = f". Fix: {fix}" if fix else ""
         super().__init__(f"{where}{problem}{tail}")
 
+    def __reduce__(self):
+        # raised in an ingest worker process, it crosses to the parent pickled: keep its three parts
+        return type(self), (self.path, self.problem, self.fix)
+
 
 class SampleError(Exception):
     """A training sample that cannot be served (the Dataset logs it and returns None; the collate drops it)."""

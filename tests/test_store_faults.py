@@ -210,14 +210,18 @@ def _check_disk_full(code: int, output: str, out: Path, file_fragment: str) -> N
     assert not list(out.glob("*/.*.partial")), list(out.rglob("*"))      # no half-built sequence left
 
 
-def test_disk_full_during_ingest_simulated(synth_tree, tmp_path, monkeypatch):
-    """Simulated: every fsync answers ENOSPC, so the first sequence record cannot be written."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_disk_full_during_ingest_simulated(synth_tree, tmp_path, monkeypatch, workers):
+    """Simulated: every fsync answers ENOSPC, so the first sequence record cannot be written (with 2 workers
+    the error is raised in a worker process and crosses to the parent whole)."""
     def no_space(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
+    raw = synth_tree()                     # made before the disk "fills"
     monkeypatch.setattr(os, "fsync", no_space)
     out = tmp_path / "store"
-    code, output = cli("ingest", synth_tree(), "--out", out, "--k", "8", "--crop", "32", "--no-progress")
+    code, output = cli("ingest", raw, "--out", out, "--k", "8", "--crop", "32", "--no-progress",
+                       "--workers", workers)
     _check_disk_full(code, output, out, "ingest.json")
 
 
