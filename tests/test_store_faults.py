@@ -27,7 +27,6 @@ from conftest import TRAIN_K, TRAIN_TREE, tiny_config_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTS = IngestOptions(num_bins=8, crop_size=32)
-TRAIN_OPTS = IngestOptions(num_bins=TRAIN_K, crop_size=64)     # how conftest's train_store was ingested
 
 
 def tree_digest(root: Path) -> dict[str, int]:
