@@ -40,7 +40,7 @@ demo: $(STAMP)
 		--no-progress; \
 	echo "== 2/7 ingest (K=16; DATA.NORM into $(DEMO_CFG))"; \
 	$(SP) ingest $(DEMO)/raw --out $(DEMO)/store --config $(DEMO_CFG) --write-config $(DEMO_CFG) \
-		--workers $(JOBS) --log-dir $(DEMO)/logs --no-progress; \
+		--workers $(JOBS) --no-progress; \
 	sed -e 's#^\(    TYPE:\).*#\1 "TemporalCrossAttn"#' $(DEMO_CFG) > $(DEMO_LIT); \
 	echo "== 3/7 audit"; \
 	$(SP) audit $(DEMO)/store --crop 64 --overlays 6; \
@@ -68,7 +68,7 @@ demo: $(STAMP)
 			|| [ $$? -eq 1 ]; \
 	done; \
 	echo; echo "demo done in $$(( $$(date +%s) - start )) s. Artefacts:"; \
-	echo "  store + manifest + stats   $(DEMO)/store (audit overlays in $(DEMO)/store/audit/overlays, align log in $(DEMO)/logs)"; \
+	echo "  store + manifest + stats   $(DEMO)/store (audit overlays in $(DEMO)/store/audit/overlays, align log in $(DEMO)/store/logs)"; \
 	echo "  baselines                  $(DEMO)/store/baselines/val.json"; \
 	echo "  checkpoints                $(DEMO)/outputs/ckpts/{spike,literal,base}/{best,last}.pth"; \
 	echo "  validation metrics         $(DEMO)/outputs/metrics/val_*.json (with the spike reliance), test_*.json, compare_*.{json,png}"; \

@@ -54,11 +54,11 @@ CORPUS: list[tuple[str, str, str, tuple[str, ...]]] = [
                                           "tests/test_store_paths.py::test_a_dataset_json_sequence_outside_the_store_is_refused",
                                           "tests/test_store_paths.py::test_a_damaged_manifest_is_a_clear_error")),
     ("verify / Dataset", "found, counted drop", "a flipped bit in a voxel chunk, a deleted frame shard, a tampered "
-     "manifest checksum, a sequence missing from dataset.json, a version-1 store",
+     "manifest checksum, a sequence missing from dataset.json, an older store version",
      ("tests/test_verify.py::test_a_flipped_bit_in_a_voxel_chunk_is_caught_by_every_reader",
       "tests/test_verify.py::test_a_deleted_frame_shard_is_a_missing_sample_not_zeros",
       "tests/test_verify.py::test_a_tampered_manifest_checksum_and_an_unknown_sequence_are_reported",
-      "tests/test_verify.py::test_a_version_1_store_says_reingest_and_an_ingest_rerun_rebuilds_it")),
+      "tests/test_verify.py::test_an_older_store_says_reingest_and_an_ingest_rerun_rebuilds_it")),
     ("audit", "clear error or skipped overlay", "a deleted ingest.json, a damaged shard under --overlays, an "
      "overlay that cannot be encoded", ("tests/test_verify.py::test_audit_names_a_deleted_ingest_json",
                                         "tests/test_verify.py::test_audit_overlays_skip_a_damaged_shard_and_draw_the_rest",
@@ -84,6 +84,36 @@ CORPUS: list[tuple[str, str, str, tuple[str, ...]]] = [
      ("tests/test_compare.py::test_errors", "tests/test_compare.py::test_load_run_checks_names")),
     ("view", "clear error", "sources it cannot read, bad options, a non-empty --out",
      ("tests/test_view.py::test_bad_input_is_a_clean_error",)),
+    # ---- issue 28, store / input / config side: a store others use, full and read-only disks, images, configs ----
+    ("store: readers, writers", "refused, nothing lost", "ingest --force or audit while a training reads the store; "
+     "train, test --store, baselines, verify while ingest writes it (each names the other process); audit holds "
+     "the write lock", ("tests/test_store_faults.py::test_writers_refuse_while_a_training_reads_naming_it",
+                        "tests/test_store_faults.py::test_readers_refuse_while_a_writer_runs_naming_it",
+                        "tests/test_store_faults.py::test_audit_holds_the_write_lock")),
+    ("store: read-only", "clear error, or works", "audit and a no-op ingest rerun (EROFS simulated; a read-only bind "
+     "mount where allowed); on the mount verify, stats, baselines --out, train --dry-run, test --store work",
+     ("tests/test_store_faults.py::test_read_only_store_simulated",
+      "tests/test_store_faults.py::test_read_only_store_on_a_read_only_mount")),
+    ("ingest: full disk", "clear error, nothing half-built", "ENOSPC (simulated fsync; a 700 KiB tmpfs where "
+     "allowed): 'no space left' and the file named, the half-built sequence removed, no dataset.json",
+     ("tests/test_store_faults.py::test_disk_full_during_ingest_simulated",
+      "tests/test_store_faults.py::test_disk_full_during_ingest_on_a_small_tmpfs")),
+    ("ingest", "counted drop", "an exposure window to t1 = 1e300 / from t0 = -1e300 s in event lists (was an "
+     "OverflowError) and .dat", ("tests/test_ingest.py::test_window_past_the_data_is_dropped_in_every_format",)),
+    ("ingest", "nothing outside the named folders", "run from another folder: the align log goes to DATA_ROOT/logs",
+     ("tests/test_store_faults.py::test_align_log_goes_into_the_store_not_the_current_folder",)),
+    ("images", "EXIF ignored", "JPEG and PNG frames carrying EXIF orientation 3 (read as stored); every image read "
+     "in spikeprep, model, cli, benchmarks", ("tests/test_images.py::test_exif_orientation_is_ignored",
+                                              "tests/test_images.py::test_every_image_read_ignores_exif")),
+    ("config", "clear error", "a key given twice (config, VRT config file), Latin-1 bytes: in train, stats / ingest "
+     "--write-config, ingest / audit --config", ("tests/test_schemas.py::test_duplicate_yaml_key_is_refused_naming_both_lines",
+                                                 "tests/test_schemas.py::test_vrt_config_file_uses_the_same_loader",
+                                                 "tests/test_schemas.py::test_non_utf8_config_names_the_file_and_byte",
+                                                 "tests/test_schemas.py::test_non_utf8_and_duplicate_configs_exit_2_in_every_command")),
+    ("store readers", "clear error", "an ingest.json row whose seq leaves DATA_ROOT, a bad dataset.json field: one "
+     "sentence naming the file, row and field", ("tests/test_schemas.py::test_record_errors_name_the_file_row_and_field",
+                                                 "tests/test_schemas.py::test_many_bad_rows_are_one_line")),
+    # ---- end of issue 28, store / input / config side -----------------------------------------------------
 ]
 
 # Issue 28 (second hostile round), training and test side: reruns and concurrent runs of `train`, signals,

@@ -54,6 +54,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from _common import cpu_description, load_average, write_section  # noqa: E402
+from spikeprep.images import IMREAD_FLAGS  # noqa: E402
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, collate_drop_bad  # noqa: E402
 from spikeprep.store import open_vox, read_store_info  # noqa: E402
 
@@ -98,7 +99,7 @@ class NpyClipDataset(SpikeDeblurDataset):
         for kind, paths in (("blur", s.blur), ("sharp", s.sharp)):
             out = np.empty((self.clip_len, 3, h, w), np.float32)
             for t, path in enumerate(paths[pos:pos + self.clip_len]):
-                rgb = cv2.imread(path, cv2.IMREAD_COLOR)[..., ::-1]  # the whole PNG, as the original does
+                rgb = cv2.imread(path, IMREAD_FLAGS)[..., ::-1]  # the whole PNG, as the original does
                 np.copyto(out[t], rgb[y:y + h, x:x + w].transpose(2, 0, 1))
             np.divide(out, np.float32(255.0), out=out)
             images[kind] = out
@@ -281,7 +282,7 @@ def single_process_costs(designs, n: int, all_files) -> tuple[float, float, dict
     t = time.perf_counter()
     for _ in range(n):
         for p in paths:
-            cv2.imread(p, cv2.IMREAD_COLOR)
+            cv2.imread(p, IMREAD_FLAGS)
     png_ms = (time.perf_counter() - t) / n * 1e3
     c = store_ds.crop_size
     box = (0, 0, *((s.H, s.W) if c is None else (c, c)))

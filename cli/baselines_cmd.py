@@ -1,11 +1,14 @@
 """``spikeprep baselines DATA_ROOT``: non-learned restorations scored like validation (``model.evaluate``)."""
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import click
 
 from schemas.baselines import baselines_path, write_baselines_report
+from spikeprep.errors import InputError
+from spikeprep.store import store_lock
 
 
 def _widths(ctx, param, value: str | None) -> tuple[int, ...] | None:
@@ -62,8 +65,15 @@ def baselines_cmd(root: Path, split: str, fit_split: str, clip_len: int | None, 
         refuse_output_in_store(out, "--out", own=baselines_path(root, split).parent)
 
     lpips_metric, lpips_note = lpips_or_reason("cpu")
-    report = score_baselines(root, split, fit_split=fit_split, clip_len=clip_len, tfp_widths=tfp_bins,
-                             lpips_metric=lpips_metric, lpips_note=lpips_note, progress=progress)
-    path = write_baselines_report(out or baselines_path(root, split), report)
+    with store_lock(root, "baselines", shared=True):     # ingest and audit wait: the store must not change
+        report = score_baselines(root, split, fit_split=fit_split, clip_len=clip_len, tfp_widths=tfp_bins,
+                                 lpips_metric=lpips_metric, lpips_note=lpips_note, progress=progress)
+    try:
+        path = write_baselines_report(out or baselines_path(root, split), report)
+    except OSError as err:
+        if out is not None or err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise InputError(baselines_path(root, split), f"the store is read-only ({err.strerror}); the report "
+                         "goes into it by default", fix="pass --out FILE outside the store") from None
     click.echo(format_baselines(report))
     click.echo(f"report: {path}")

@@ -7,7 +7,7 @@ import click
 
 from model.shipped_configs import example_configs, vrt_names
 from schemas.atomic import atomic_write_text
-from schemas.config import edit_config_text
+from schemas.config import edit_config_text, read_config_text
 from spikeprep.errors import InputError
 
 
@@ -61,7 +61,7 @@ def config_cmd(name: str | None, out: Path | None, data_root: str | None, save_d
         updates["LOG.SAVE_DIR"] = save_dir
     if k is not None:
         updates["DATA.K"] = k
-    text = edit_config_text(shipped[name].read_text(), updates, str(out))
+    text = edit_config_text(read_config_text(shipped[name]), updates, str(out))
     atomic_write_text(out, text)
     click.echo(f"wrote {out} (from {name}); next: spikeprep ingest RAW --out DATA_ROOT --config {out} "
                f"--write-config {out}")

@@ -15,7 +15,7 @@ from schemas.manifest import MANIFEST_FILENAME, STATUS_OK
 from spikeprep.audit import (ALIGNED, AUDIT_DIRNAME, MISALIGNED, MISMATCH, UNDETERMINED, AuditOptions, audit,
                              crop_drops)
 from spikeprep.clock_fix import ClockFixOptions, fix_store
-from spikeprep.ingest import IngestOptions, ingest
+from spikeprep.ingest import ALIGN_LOG_DIRNAME, IngestOptions, ingest
 from spikeprep.raw_layout import PRESETS, preset_overrides
 from spikeprep.stats import write_config_norm
 from spikeprep.store import read_store_info, refuse_output_in_store
@@ -56,8 +56,9 @@ Examples:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="sequences ingested in parallel")
 @click.option("--copy", "copy_images", is_flag=True, help="copy PNGs instead of hard-linking them")
-@click.option("--log-dir", default=Path("outputs/logs"), show_default=True, type=click.Path(path_type=Path),
-              help="where align_<time>.txt goes")
+@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path),
+              help=f"where align_<time>.txt goes [DATA_ROOT/{ALIGN_LOG_DIRNAME}: the store's own part, not the "
+              "current folder]")
 @click.option("--write-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="write the voxel MEAN/STD into this config's DATA.NORM (other lines unchanged)")
 @click.option("--force", is_flag=True, help="rebuild every sequence; a rerun otherwise reuses each sequence whose "
@@ -72,6 +73,8 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
     """Turn raw sequences into a store: Zarr voxel counts, manifest.parquet, dataset.json (with stats)."""
     _setup_logging(verbose)
     cfg = load_config(config) if config else None
+    if write_config is not None and write_config != config:
+        load_config(write_config)    # a config that cannot take the stats fails now, not after the ingest
     try:
         overrides = preset_overrides(layout, height=height, width=width, rate_hz=rate_hz,
                                      frames_per_file=frames_per_file, exposure_start=exposure_start,
@@ -84,7 +87,8 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
                             crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else IngestOptions.crop_size),
                             layout=layout, copy_images=copy_images, preset_overrides=overrides,
                             exposure_s=exposure_s)
-    result = ingest(raw, out, options, workers=workers, log_dir=log_dir, progress=progress, force=force)
+    result = ingest(raw, out, options, workers=workers, log_dir=log_dir or out / ALIGN_LOG_DIRNAME, progress=progress,
+                    force=force)
     click.echo(f"wrote {out}: {len(result.rows)} frames, {result.n_ok} ok, {result.n_dropped} dropped; "
                f"K={options.num_bins}")
     echo_failures(result.rows, out, "dropped", show)

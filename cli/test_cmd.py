@@ -1,6 +1,7 @@
 """``spikeprep test``: deblur frames with a trained checkpoint (thin: parse, call ``model.test.run_test``, print)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -62,11 +63,16 @@ def test_cmd(ckpt, input_blur, input_spike_vox, store, split, seqs, output, use_
     """Deblur frames with a trained checkpoint: one image per frame, timing and peak memory to JSON."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     from model.test import run_test  # torch and the model: only when the command runs (--help stays fast)
+    from spikeprep.inference_inputs import is_store
+    from spikeprep.store import store_lock
 
-    report = run_test(ckpt=ckpt, output=output, input_blur=input_blur, input_spike_vox=input_spike_vox, store=store,
-                      split=split, seqs=seqs, use_spike=use_spike, config=config, clip_len=clip_len, tile=tile,
-                      overlap=overlap, device=device, image_format=image_format, jpeg_quality=jpeg_quality,
-                      metrics_dir=metrics_dir, progress=progress)
+    # a store read as input holds its read lock for the run: ingest and audit wait (a read-only store is fine)
+    store_read = store or (input_spike_vox if input_spike_vox is not None and is_store(input_spike_vox) else None)
+    with store_lock(store_read, "test", shared=True) if store_read is not None else contextlib.nullcontext():
+        report = run_test(ckpt=ckpt, output=output, input_blur=input_blur, input_spike_vox=input_spike_vox,
+                          store=store, split=split, seqs=seqs, use_spike=use_spike, config=config, clip_len=clip_len,
+                          tile=tile, overlap=overlap, device=device, image_format=image_format,
+                          jpeg_quality=jpeg_quality, metrics_dir=metrics_dir, progress=progress)
     m = report.metrics
     click.echo(f"{m.arm} arm ({m.exp}, step {m.step}) on {m.device}: {m.frames} frames, "
                f"{len(m.sequences)} sequence(s), {m.clips} clips of {m.clip_len or 'whole runs'}")

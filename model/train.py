@@ -73,12 +73,12 @@ from model.train_log import (TrainLog, capture_spikeprep_logging, log_hparams_en
 from model.train_options import TrainOptions, resume_command
 from model.train_state import TrainState, read_resume_checkpoint
 from model.train_step import FlowFreeze, TrainingDiverged, train_step
-from schemas.config import Config, ConfigError, load_config
+from schemas.config import Config, ConfigError, load_config, read_config_text
 from schemas.val_report import val_report_path, write_val_report
 from spikeprep.audit import unaudited_note
 from spikeprep.errors import InputError, SpikeprepError
 from spikeprep.spike_deblur_dataset import NoPairedFrames, SpikeDeblurDataset
-from spikeprep.store import refuse_output_in_store
+from spikeprep.store import refuse_output_in_store, store_lock
 
 
 @dataclass
@@ -117,13 +117,16 @@ def main(opts: TrainOptions) -> TrainResult:
     """
     # -- config ------------------------------------------------------------------------------------
     cfg = load_config(opts.config)
-    config_text = Path(opts.config).read_text()
+    config_text = read_config_text(opts.config)
     _check_crop_size(cfg, opts.config)
     exp = opts.exp_name
     outputs = Path(cfg.LOG.SAVE_DIR)
     refuse_output_in_store(outputs, f"LOG.SAVE_DIR of {opts.config}")
     paths = ExperimentOutputs(outputs, exp)
     ckpt_dir = paths.ckpt_dir
+
+    # -- the store's read lock, for the whole run: ingest and audit refuse to rewrite it under the training ----
+    store_reader = store_lock(cfg.DATA.ROOT, "train", shared=True).acquire()
 
     # -- distributed setup, seed ---------------------------------------------------------------------
     setup = setup_distributed(opts.device, opts.amp)
@@ -181,6 +184,7 @@ def main(opts: TrainOptions) -> TrainResult:
     finally:
         held.close()
         teardown_distributed(setup)
+        store_reader.release()
 
 
 def _val_dataset(cfg: Config, opts: TrainOptions, say) -> SpikeDeblurDataset | None:

@@ -19,6 +19,7 @@ Lives in ``schemas`` (imports point cli -> model -> spikeprep -> schemas) so eve
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -97,6 +98,11 @@ def atomic_path(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
         if fsync:
             _fsync_file(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT) and err.filename != str(path):
+            # a full disk names the file the caller asked for, not the temp file (or none: a failed write())
+            raise OSError(err.errno, os.strerror(err.errno), str(path)) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

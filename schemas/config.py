@@ -161,13 +161,65 @@ def parse_config(raw: object, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: {problems}. Fix: correct or remove these keys") from None
 
 
-def parse_config_text(text: str, source: str = "<config>") -> Config:
-    """Parse and validate the YAML text of a config; errors name ``source``."""
+def read_config_text(path: str | Path) -> str:
+    """The text of a YAML file (a config, a VRT config): UTF-8 (a byte-order mark is dropped), else
+    ``ConfigError`` naming the file, the first undecodable byte, its position and line."""
+    path = Path(path)
     try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ConfigError(f"{path}: not UTF-8 text: byte 0x{data[err.start]:02x} at byte position {err.start} "
+                          f"(line {line}, column {column}) cannot be decoded. Fix: save the file as UTF-8 (e.g. "
+                          f"`iconv -f latin1 -t utf-8 {path} > fixed.yaml` for a Latin-1 comment)") from None
+
+
+def _duplicate_keys(node: yaml.Node, path: tuple[str, ...] = ()) -> list[tuple[str, int, int]]:
+    """``(dotted key, first line, second line)`` of every key that a mapping of ``node`` holds twice (lines
+    1-based)."""
+    found = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key, line = key_node.value, key_node.start_mark.line + 1
+            if key in seen:
+                found.append((".".join((*path, key)), seen[key], line))
+            else:
+                seen[key] = line
+            found += _duplicate_keys(value_node, (*path, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found += _duplicate_keys(item, (*path, str(i)))
+    return found
+
+
+def load_yaml_text(text: str, source: str = "<config>") -> object:
+    """Parse YAML text as every config of this project is parsed: safe types only, and a key given twice in
+    one mapping is a ``ConfigError`` naming both lines (PyYAML would keep the last one silently)."""
+    try:
+        duplicates = _duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader))
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{source}: not valid YAML ({err})") from None
-    return parse_config(raw, source)
+    if duplicates:
+        raise ConfigError(f"{source}: " + "; ".join(f"key {key} is given twice, on lines {first} and {second}"
+                                                      for key, first, second in duplicates)
+                          + " (YAML would keep only the last). Fix: keep one of each")
+    return raw
+
+
+def parse_config_text(text: str, source: str = "<config>") -> Config:
+    """Parse and validate the YAML text of a config; errors name ``source``."""
+    return parse_config(load_yaml_text(text, source), source)
 
 
 def _resolve_vrt_path(cfg: Config, config_dir: Path) -> Config:
@@ -184,11 +236,7 @@ def _resolve_vrt_path(cfg: Config, config_dir: Path) -> Config:
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config file; a relative ``MODEL.VRT_CFG`` file is the config folder's."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    return _resolve_vrt_path(parse_config_text(text, str(path)), path.parent)
+    return _resolve_vrt_path(parse_config_text(read_config_text(path), str(path)), path.parent)
 
 
 _SCALAR_LINE = re.compile(r"^(\s*)([A-Za-z_][A-Za-z0-9_]*)(\s*:\s*)([^#\n]*?)(\s*(#.*)?)$")

@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from schemas.atomic import atomic_write_text
+from schemas.validation import describe_validation_error
 
 __all__ = ["read_json_record", "write_json_record"]
 
@@ -45,5 +46,5 @@ def read_json_record(path: str | os.PathLike, model: type[RecordT], *, kind: str
                          f"{', '.join(map(str, versions))}; {rerun}")
     try:
         return model.model_validate(raw)
-    except Exception as err:  # pydantic.ValidationError: name the file
-        raise ValueError(f"{path}: invalid {kind}: {err}") from err
+    except ValidationError as err:  # one sentence naming the file, the row and the field
+        raise ValueError(f"{path}: invalid {kind}: {describe_validation_error(err)}") from None

@@ -40,7 +40,8 @@ from spikeprep.errors import InputError, SampleError
 from spikeprep.images import LUMA_601, read_rgb
 from spikeprep.spike_source import SpikeSource
 from spikeprep.stats import FrameKey, check_std, stats_from_records
-from spikeprep.store import read_frame, read_manifest, read_store_info, write_manifest, write_store_info
+from spikeprep.store import (read_frame, read_manifest, read_store_info, store_lock, write_manifest,
+                             write_store_info)
 
 log = logging.getLogger("spikeprep.audit")
 AUDIT_PREFIX = "audit: "
@@ -301,7 +302,7 @@ def _to_u8(img: np.ndarray) -> np.ndarray:
 def overlay_image(root: Path, row: dict, info: StoreInfo) -> np.ndarray:
     """blur | spike intensity | spike_vox.sum(K) over blur (the original document's check 13.1), BGR."""
     seq = info.sequences[f"{row['split']}/{row['seq']}"]
-    blur = cv2.imread(str(root / row["blur"]), cv2.IMREAD_COLOR)
+    blur = np.ascontiguousarray(read_rgb(root / row["blur"])[::-1].transpose(1, 2, 0))   # BGR, as cv2 draws
     counts = read_frame(root / row["split"] / row["seq"] / VOX_DIRNAME / VOX_ARRAY, row["vox_index"])
     total = counts.sum(axis=0, dtype=np.int64)
     inten = _to_u8(spike_intensity(total, row["n_ticks"], seq.scale))
@@ -533,8 +534,17 @@ def audit(root: Path, options: AuditOptions = AuditOptions(), overlays: int = 0,
           progress: bool = True, curves_png: Path | None = None) -> AuditReport:
     """Audit the store at ``root``; rewrites the manifest (status, reason, audit columns) and the stats,
     writes ``audit/curves.parquet``, ``overlays`` labelled overlay PNGs (``write_overlays``) and the failing
-    frames' curves as a PNG (``curves_png``, default ``DATA_ROOT/audit/failing_curves.png``)."""
-    root = Path(root)
+    frames' curves as a PNG (``curves_png``, default ``DATA_ROOT/audit/failing_curves.png``).
+
+    Under the store's write lock (``store_lock``): an ingest must not interleave its files with these, and a
+    training must not read the manifest while it changes. A read-only store is a clear error."""
+    read_store_info(root)          # a folder that is no store gets no lock file
+    with store_lock(root, "audit"):
+        return _audit_store(Path(root), options, overlays, seed, progress, curves_png)
+
+
+def _audit_store(root: Path, options: AuditOptions, overlays: int, seed: int, progress: bool,
+                 curves_png: Path | None) -> AuditReport:
     info = read_store_info(root)
     rows = read_manifest(root).to_pylist()
     by_seq: dict[str, list[dict]] = {}

@@ -7,6 +7,11 @@ happen here and nowhere else).
 
 ``LUMA_601`` is the grey level that spikes integrate (DESIGN sections 4 and 6): ``spikeprep synth`` fires
 spikes on this luma and the alignment audit correlates spike intensity with the blur frame's luma.
+
+EXIF orientation is ignored: a frame is read as its pixels are stored. The spikes come from a sensor that
+knows no EXIF, so a frame turned by its EXIF tag (OpenCV's default, for JPEG and for a PNG's eXIf chunk)
+would be fused with spikes of another orientation, silently; a camera pipeline's frames are what the
+sensor saw. Every image read goes through :func:`read_rgb` (or ``IMREAD_FLAGS``).
 """
 from __future__ import annotations
 
@@ -17,19 +22,21 @@ import numpy as np
 
 from spikeprep.errors import InputError
 
-__all__ = ["LUMA_601", "PNG_PARAMS", "read_rgb", "write_rgb"]
+__all__ = ["IMREAD_FLAGS", "LUMA_601", "PNG_PARAMS", "read_rgb", "write_rgb"]
 
 LUMA_601 = (0.299, 0.587, 0.114)  # weights of R, G, B
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]  # lossless at compression level 3
+# 8-bit BGR as stored, EXIF orientation ignored (module docstring): the flags of every cv2.imread here
+IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 
 def read_rgb(path: str | Path, hw: tuple[int, int] | None = None, *, expected: str = "expected") -> np.ndarray:
-    """Decode a PNG/JPEG as uint8 ``[3, H, W]`` RGB.
+    """Decode a PNG/JPEG as uint8 ``[3, H, W]`` RGB, as its pixels are stored (EXIF orientation ignored).
 
     ``hw``: the size the frame must have, else InputError ``"decodes to AxB, {expected} CxD"`` (e.g.
     ``expected="its PNG header says"``). An undecodable file is an InputError naming it.
     """
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = cv2.imread(str(path), IMREAD_FLAGS)
     if img is None:
         raise InputError(path, "unreadable image (does not decode)",
                          fix="re-export the frame as an 8-bit PNG or JPEG")

@@ -29,6 +29,7 @@ recorded windows as ``t0_recorded``/``t1_recorded``), so every rerun keeps the f
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -54,13 +55,14 @@ from schemas.sequence_record import (SEQUENCE_RECORD_FILENAME, SequenceRecord, r
 from schemas.store import (DATASET_FILENAME, RGB_DIRNAME, STORE_VERSION, VOX_DIRNAME, NormStats, SequenceInfo,
                            StoreInfo)
 from spikeprep.audit import AUDIT_PREFIX
-from spikeprep.errors import InputError
+from spikeprep.errors import InputError, disk_full_error, is_disk_full
 from spikeprep.images import read_rgb
 from spikeprep.raw_layout import SequenceSpec, discover
 from spikeprep.spike_source import SpikeSource, WindowCounts
 from spikeprep.stats import FrameKey, check_std, count_histogram, stats_from_records
 from spikeprep.store import (counts_checksum, create_rgb_arrays, create_vox_group, read_manifest, sequence_checksum,
-                             store_lock, write_frame_coordinates, write_manifest, write_store_info)
+                             store_lock, store_read_only_error, write_frame_coordinates, write_manifest,
+                             write_store_info)
 
 log = logging.getLogger("spikeprep.ingest")
 # Bump when what a sequence build writes changes: old builds then no longer match and are rebuilt. It salts
@@ -185,7 +187,12 @@ def _link_or_copy(src: Path, dst: Path, copy: bool) -> None:
             return
         except OSError:  # another filesystem, or links not allowed: fall back to a copy
             pass
-    shutil.copyfile(src, dst)
+    try:
+        shutil.copyfile(src, dst)
+    except OSError as err:
+        if is_disk_full(err) and err.filename != str(dst):   # name the file that did not fit, not its source
+            raise OSError(err.errno, err.strerror, str(dst)) from err
+        raise
 
 
 def _voxelize_and_decode(spec: SequenceSpec, source: SpikeSource, num_bins: int, idx: int, t0: float, t1: float,
@@ -378,20 +385,31 @@ def _build_or_reuse(spec: SequenceSpec, options: IngestOptions, out: Path, force
     if record is not None:
         return record, True
     work = out / spec.split / f".{spec.name}.partial"
-    for dtype in (np.dtype(np.uint8), np.dtype(np.uint16)):
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        try:
-            record = _build_sequence(spec, options, work, dtype, fingerprint, clock)
-            break
-        except _Overflow as err:
-            if dtype == np.uint16:
-                raise InputError(spec.spike_dir, f"a voxel holds {err.args[0]} spikes, more than uint16",
-                                 fix="use more time bins (K)") from None
-    write_sequence_record(work / SEQUENCE_RECORD_FILENAME, record)
+    try:
+        for dtype in (np.dtype(np.uint8), np.dtype(np.uint16)):
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            try:
+                record = _build_sequence(spec, options, work, dtype, fingerprint, clock)
+                break
+            except _Overflow as err:
+                if dtype == np.uint16:
+                    raise InputError(spec.spike_dir, f"a voxel holds {err.args[0]} spikes, more than uint16",
+                                     fix="use more time bins (K)") from None
+        write_sequence_record(work / SEQUENCE_RECORD_FILENAME, record)
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        shutil.rmtree(work, ignore_errors=True)    # ours, and half-written: give its space back
+        raise disk_full_error(err, work, f"the half-built sequence {spec.key} was removed and the store stays "
+                              "incomplete (no dataset.json)", DISK_FULL_FIX) from None
     shutil.rmtree(final, ignore_errors=True)
     os.replace(work, final)
     return record, False
+
+
+DISK_FULL_FIX = ("free space on that disk (or pass --out on a larger one) and run the same ingest again: it keeps the "
+                 "sequences already complete")
 
 
 def _ingest_sequence_task(args) -> tuple[SequenceRecord, bool]:
@@ -503,6 +521,9 @@ class IngestResult:
         return len(self.rows) - self.n_ok
 
 
+ALIGN_LOG_DIRNAME = "logs"   # DATA_ROOT/logs/: where `spikeprep ingest` puts align_<time>.txt by default
+
+
 def write_align_log(log_dir: Path, rows: list[dict]) -> Path:
     """``align_<time>.txt``: the original document's "frame_idx, t0, t1, event_count" per frame (atomic)."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -549,9 +570,10 @@ def check_frame_memory(spec: SequenceSpec, num_bins: int) -> None:
 
 
 def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), workers: int = 1,
-           log_dir: Path | None = Path("outputs/logs"), progress: bool = True, force: bool = False) -> IngestResult:
+           log_dir: Path | None = None, progress: bool = True, force: bool = False) -> IngestResult:
     """Ingest the raw tree ``raw`` into the store ``out`` (see the module docstring); ``force`` rebuilds every
-    sequence, even those whose inputs look unchanged."""
+    sequence, even those whose inputs look unchanged; ``log_dir``: where the align log goes (None: none; the
+    command's default is ``out / ALIGN_LOG_DIRNAME``, never a folder the user did not name)."""
     raw, out = Path(raw), Path(out)
     check_output_location(raw, out)
     specs = discover(raw, options.layout, exposure_s=options.exposure_s, **options.preset_overrides)
@@ -567,8 +589,13 @@ def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), worke
         check_store_files(out)
         for spec in specs:
             check_replaceable(out / spec.split / spec.name)
-    out.mkdir(parents=True, exist_ok=True)
-    with store_lock(out, "ingest"):   # two ingests into one store would interleave its files
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise store_read_only_error(out, "ingest", err) from None
+    with store_lock(out, "ingest"):   # two ingests into one store would interleave its files; readers wait
         return build_store(raw, out, specs, options, workers=workers, log_dir=log_dir, progress=progress,
                            force=force)
 
@@ -656,8 +683,6 @@ def build_store(raw: Path, out: Path, specs: list[SequenceSpec], options: Ingest
     stats = stats_from_records(rows, histograms)
     if stats is not None:
         check_std(stats.std, str(out / DATASET_FILENAME))
-    write_manifest(out, rows)
-    align_log = write_align_log(Path(log_dir), rows) if log_dir is not None else None
     info = StoreInfo(
         K=options.num_bins, raw_root=str(raw.resolve()), layout=options.layout,
         ingest_options={"crop_size": options.crop_size, "copy_images": options.copy_images,
@@ -665,6 +690,14 @@ def build_store(raw: Path, out: Path, specs: list[SequenceSpec], options: Ingest
                         **{k: v for k, v in options.preset_overrides.items()}},
         sequences={spec.key: rec.info for spec, rec in zip(specs, records)},
         stats=stats)
-    write_store_info(out, info)
+    try:
+        write_manifest(out, rows)
+        align_log = write_align_log(Path(log_dir), rows) if log_dir is not None else None
+        write_store_info(out, info)
+    except OSError as err:
+        if not is_disk_full(err):
+            raise
+        raise disk_full_error(err, out, "every sequence is built, but the store stays incomplete (no "
+                              "dataset.json)", DISK_FULL_FIX) from None
     (out / PENDING_FIX).unlink(missing_ok=True)   # an interrupted audit --fix's state: this build completed it
     return IngestResult(out, rows, stats, align_log, kept_audit, [note for _, note in clocks if note])

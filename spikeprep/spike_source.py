@@ -30,8 +30,8 @@ class WindowCounts:
 
     counts: uint32 [K, Hs, Ws]; n_ticks: spike frames (binary formats) or clock ticks (events,
     ``round((t1 - t0) * rate_hz)``) inside the window; event_count: spikes counted;
-    covered: whether the spike data spans the whole window (None where the format cannot tell:
-    event lists); source: the raw file the spikes came from.
+    covered: whether the spike data spans the whole window (for event lists: the span from the first event
+    to the end of the last one's tick; None for an empty list); source: the raw file the spikes came from.
     """
 
     counts: np.ndarray
@@ -75,6 +75,19 @@ class SpikeSource:
         if m.format == "npz-binary":
             return read_binary_array(path, m.height, m.width, axes=m.axis_order)  # npz cannot be memory-mapped
         return None  # npy-binary: memory-mapped per window by read_binary_array
+
+    def _event_coverage(self, events: Events, t0: float, t1: float) -> tuple[bool | None, float, float]:
+        """(whether ``[t0, t1)`` lies inside the recorded span of an event list, the span's start and end).
+
+        An event list carries no length of its own; its span is taken from its first event's tick to the end
+        of its last event's tick (a spike camera fires somewhere on the sensor at nearly every tick), with one
+        tick of slack at the start. None (cannot tell) for a list without events: the span is then the window.
+        """
+        if len(events) == 0:
+            return None, t0, t1
+        tick = 1.0 / self.meta.rate_hz
+        first, end = float(events.t[0]), float(events.t[-1]) + tick
+        return bool(t0 >= first - tick and t1 <= end), first, end
 
     def _data_of(self, frame_idx: int | None):
         """(path, opened data, time of its frame 0 or None for events) of the stream or of blur frame
@@ -121,8 +134,11 @@ class SpikeSource:
         if m.is_events:
             events: Events = data.select(t0, t1)
             counts = voxelize_events(events.t, events.y, events.x, t0, t1, m.height, m.width, num_bins)
-            n_ticks = int(round((t1 - t0) * m.rate_hz))
-            return WindowCounts(counts, n_ticks, len(events), None, path)
+            covered, span0, span1 = self._event_coverage(data, t0, t1)
+            # like the frame-based path's ``hi - lo``: ticks of the window inside the data (a window ending at
+            # t1 = 1e300 s would hold more ticks than the manifest's int64 column)
+            n_ticks = max(0, int(round((min(t1, span1) - max(t0, span0)) * m.rate_hz)))
+            return WindowCounts(counts, n_ticks, len(events), covered, path)
 
         # Frame-based: membership and bins on the tick axis, exactly (DESIGN section 3).
         n_frames = self._n_frames(path, data)

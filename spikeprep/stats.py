@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from schemas.atomic import atomic_write_text
-from schemas.config import MIN_STD, edit_config_text
+from schemas.config import MIN_STD, edit_config_text, read_config_text
 from schemas.manifest import STATUS_OK
 from schemas.store import NormStats
 from spikeprep.errors import InputError
@@ -85,6 +85,6 @@ def write_config_norm(config_path: Path, mean: float, std: float) -> Path:
     the file is left as it was.
     """
     config_path = Path(config_path)
-    text = edit_config_text(config_path.read_text(), {"DATA.NORM.MEAN": float(mean), "DATA.NORM.STD": float(std)},
+    text = edit_config_text(read_config_text(config_path), {"DATA.NORM.MEAN": float(mean), "DATA.NORM.STD": float(std)},
                             str(config_path))
     return atomic_write_text(config_path, text)

@@ -19,14 +19,13 @@ last, so a store without it is incomplete whatever else it holds.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import google_crc32c
@@ -34,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
+from pydantic import ValidationError
 from zarr.codecs import BloscCodec, Crc32cCodec
 from zarr.errors import ZarrUserWarning
 
@@ -41,6 +41,7 @@ from schemas.atomic import atomic_write_bytes  # also importable from here, as b
 from schemas.manifest import MANIFEST_FILENAME, MANIFEST_SCHEMA, ManifestSchemaError, validate_manifest_table
 from schemas.store import (BIN_EDGE, COORD_ATTRS, COUNTS_ATTRS, DATASET_FILENAME, FRAME_COORDS, FRAME_DIM, RGB_ARRAYS, RGB_ATTRS,
                            RGB_AXES, RGB_GROUP_ATTRS, STORE_VERSION, VOX_ARRAY, VOX_AXES, VOX_GROUP_ATTRS, StoreInfo)
+from schemas.validation import describe_validation_error
 from spikeprep.errors import InputError, SampleError
 
 log = logging.getLogger("spikeprep.store")
@@ -136,29 +137,123 @@ def counts_checksum(counts: np.ndarray) -> str:
     return h.hexdigest()
 
 
-# ---- one writer at a time ------------------------------------------------------------------------------
-LOCK_FILENAME = ".spikeprep.lock"   # hidden, empty; held with flock while a command writes the store
+# ---- one writer, or any number of readers, at a time -----------------------------------------------------
+LOCK_FILENAME = ".spikeprep.lock"   # hidden, empty; held with flock: exclusive by a writer, shared by readers
+
+# Commands that only read a store, and so work on a read-only one (README, "A store others are using").
+READ_ONLY_COMMANDS = ("verify", "stats", "view", "baselines --out FILE", "test --store", "train")
 
 
-@contextmanager
-def store_lock(root: Path, command: str) -> Iterator[None]:
-    """Hold the store's write lock for ``command`` (``ingest``, ...); ``InputError`` at once if another
-    process holds it. The kernel drops the lock when its holder exits, however it exits (a killed run never
-    leaves a stale lock), so the file itself carries no state."""
-    root = Path(root)
-    fd = os.open(root / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o644)
+def store_read_only_error(root: Path, command: str, err: OSError) -> InputError:
+    """The error of a command that writes the store when the store cannot be written (read-only mount, no
+    write permission)."""
+    return InputError(root, f"the store is read-only ({err.strerror}); {command} writes into it",
+                      fix=f"run {command} on a writable copy of the store (cp -a), or make it writable; "
+                      f"these commands only read a store and work on a read-only one: {', '.join(READ_ONLY_COMMANDS)}")
+
+
+def _lock_holders(fd: int) -> tuple[str, bool]:
+    """Who holds the flock on the open file ``fd`` (Linux ``/proc/locks``: pid and command line of each holder),
+    e.g. ``"pid 812: spikeprep train --config my.yaml"`` (``"another process"`` where it cannot tell), and
+    whether one of them holds it to write."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise InputError(root, f"another spikeprep command is writing this store; {command} would mix its "
-                         "files with that one's", fix="wait for the other command to end, then run this one "
-                         "again (an ingest rerun resumes)") from None
-    try:
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        st = os.fstat(fd)
+        inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return "another process", True
+    holders, writing = {}, False
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == inode and fields[4].isdigit():
+            pid = int(fields[4])
+            writing |= fields[3] == "WRITE"
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+                cmd = " ".join(a.decode(errors="replace") for a in argv)
+            except OSError:
+                cmd = "?"
+            holders[pid] = f"pid {pid}: {cmd if len(cmd) <= 120 else cmd[:117] + '...'}"
+    return "; ".join(holders.values()) or "another process", writing or not holders
+
+
+class StoreLock:
+    """The store's lock for one command: exclusive for a writer (``ingest``, ``audit``), shared for a reader
+    (``train``, ``test --store``, ``baselines``, ``verify``). Either refuses at once, naming the process in
+    the way: a writer while anyone reads or writes, a reader while someone writes (a training whose store
+    ingest rewrites under it would read half-written shards). The kernel drops the lock when its holder exits,
+    however it exits (a killed run never leaves a stale lock), so the file itself carries no state.
+
+    On a read-only store a writer gets ``store_read_only_error``; a reader goes on without the lock file when
+    it cannot open it (nobody can write that store either). A context manager, or ``acquire()`` /
+    ``release()`` for a holder whose scope is not one block (the trainer).
+    """
+
+    def __init__(self, root: str | Path, command: str, shared: bool = False):
+        self.root, self.command, self.shared = Path(root), command, shared
+        self.fd: int | None = None
+
+    def _open(self) -> int | None:
+        path = self.root / LOCK_FILENAME
+        if self.shared:
+            try:
+                return os.open(path, os.O_RDONLY)
+            except FileNotFoundError:        # a store ingest wrote has one; a folder that is no store gets none
+                if not (self.root / DATASET_FILENAME).is_file():
+                    return None
+            except OSError:                  # unreadable lock file: reading needs no lock nobody can take
+                return None
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            if self.shared:
+                log.debug("%s: read-only store, read without a lock (%s)", self.root, err)
+                return None
+            raise store_read_only_error(self.root, self.command, err) from None
+
+    def acquire(self) -> "StoreLock":
+        fd = self._open()
+        if fd is not None:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holders, writing = _lock_holders(fd)
+                os.close(fd)
+                if self.shared:
+                    raise InputError(self.root, f"another spikeprep command is writing this store ({holders}); "
+                                     f"{self.command} would read half-rewritten files",
+                                     fix=f"wait for it to end, then run {self.command} again") from None
+                if writing:
+                    raise InputError(self.root, f"another spikeprep command is writing this store ({holders}); "
+                                     f"{self.command} would mix its files with that one's",
+                                     fix="wait for the other command to end, then run this one again (an ingest "
+                                     "rerun resumes)") from None
+                raise InputError(self.root, f"spikeprep commands are reading this store ({holders}); "
+                                 f"{self.command} would rewrite files under them",
+                                 fix=f"wait for them to end (a training reads its store for its whole run), then "
+                                 f"run {self.command} again") from None
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "StoreLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def store_lock(root: Path, command: str, shared: bool = False) -> StoreLock:
+    """The lock of the store at ``root`` for ``command`` (``StoreLock``): ``with store_lock(out, "ingest"):``
+    for a writer, ``shared=True`` for a reader."""
+    return StoreLock(root, command, shared)
 
 
 def write_manifest(root: Path, rows: list[dict]) -> Path:
@@ -208,8 +303,9 @@ def read_store_info(root: Path) -> StoreInfo:
                          fix="re-run `spikeprep ingest RAW --out DATA_ROOT`: it rebuilds the store in place") from None
     try:
         return StoreInfo.model_validate_json(text)
-    except ValueError as err:
-        raise InputError(path, f"invalid dataset.json ({err})", fix="re-run `spikeprep ingest`") from None
+    except ValidationError as err:
+        raise InputError(path, f"invalid dataset.json: {describe_validation_error(err)}",
+                         fix="re-run `spikeprep ingest`") from None
 
 
 # ---- direct reads of one frame's chunks (the Dataset's and `spikeprep test`'s reader) -----------------

@@ -19,7 +19,8 @@ from schemas.manifest import STATUS_OK
 from schemas.store import FRAME_COORDS, RGB_ARRAYS, RGB_DIRNAME, VOX_ARRAY, VOX_DIRNAME
 from schemas.verify import VerifyProblem, VerifyReport
 from spikeprep.errors import InputError, SampleError
-from spikeprep.store import ChunkReader, counts_checksum, read_frame, sequence_checksum, read_manifest, read_store_info
+from spikeprep.store import (ChunkReader, counts_checksum, read_frame, read_manifest, read_store_info,
+                             sequence_checksum, store_lock)
 
 
 def coordinates_problem(group: Path, stored: list[dict]) -> str | None:
@@ -61,7 +62,13 @@ def unpaired_sharp_problem(where: Path, row: dict) -> tuple[str, str] | None:
 
 
 def verify_store(root: str | Path, progress: bool = False) -> VerifyReport:
-    """Check every stored frame of the store at ``root``; ``InputError`` when it is not a readable store."""
+    """Check every stored frame of the store at ``root``; ``InputError`` when it is not a readable store, or
+    while a command writes it (verify holds the store's read lock: ``store_lock``; a read-only store is fine)."""
+    with store_lock(root, "verify", shared=True):
+        return _verify_store(root, progress)
+
+
+def _verify_store(root: str | Path, progress: bool) -> VerifyReport:
     from tqdm import tqdm
 
     t0 = time.perf_counter()

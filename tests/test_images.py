@@ -52,3 +52,44 @@ def test_write_refuses_wrong_arrays_and_reports_failed_writes(tmp_path):
 
 def test_luma_weights_are_rec601():
     assert LUMA_601 == (0.299, 0.587, 0.114) and sum(LUMA_601) == pytest.approx(1.0)
+
+
+# ---- issue 28, item 7: EXIF orientation is ignored (the spikes know no EXIF) ------------------------------
+def _top_white_with_exif_orientation(path, orientation: int = 3) -> np.ndarray:
+    """Write an 8x12 frame, top half white, carrying EXIF orientation ``orientation`` (3: turn 180 degrees);
+    return its stored pixels as RGB [H, W, 3]."""
+    from PIL import Image
+
+    rgb = np.zeros((8, 12, 3), np.uint8)
+    rgb[:4] = 255
+    image = Image.fromarray(rgb)
+    exif = image.getexif()
+    exif[0x0112] = orientation          # the Orientation tag
+    kwargs = {"quality": 100} if path.suffix == ".jpg" else {}
+    image.save(path, exif=exif.tobytes(), **kwargs)
+    return rgb
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_exif_orientation_is_ignored(tmp_path, suffix):
+    path = tmp_path / f"blur{suffix}"
+    stored = _top_white_with_exif_orientation(path)
+    # the file really carries the tag: OpenCV's default read turns it (what the frames used to get)
+    turned = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert turned[:4].mean() < 20 and turned[4:].mean() > 235
+    back = read_rgb(path, (8, 12)).transpose(1, 2, 0)
+    assert np.abs(back.astype(int) - stored).max() <= 2    # as stored (JPEG at quality 100: within 2 levels)
+
+
+def test_every_image_read_ignores_exif():
+    """The rule holds everywhere images are read: no cv2.imread without IMREAD_FLAGS, no PIL decode of a frame."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for package in ("spikeprep", "model", "cli", "benchmarks"):
+        for path in (root / package).rglob("*.py"):
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if ("cv2.imread(" in line and "IMREAD_FLAGS" not in line) or "exif_transpose" in line:
+                    offenders.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+    assert not offenders, offenders

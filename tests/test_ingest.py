@@ -350,6 +350,26 @@ def test_malformed_frames_are_dropped_with_reason(synth_tree, tmp_path, case, ca
     assert (tmp_path / "store" / "dataset.json").is_file()
 
 
+@pytest.mark.parametrize("fmt", ["npy-events", "npz-events", "dat"])
+@pytest.mark.parametrize("edge", ["last t1 1e300", "first t0 -1e300"])
+def test_window_past_the_data_is_dropped_in_every_format(synth_tree, tmp_path, fmt, edge):
+    """Issue 28 (round one replayed): an event list's window ending at 1e300 s was an OverflowError (its tick
+    count overflowed the manifest's int64); it is dropped as past the spike data, as the .dat path does."""
+    raw = copy_tree(synth_tree(spike_format=fmt), tmp_path / "raw")
+    seq = raw / "train" / "seq_000"
+    if edge.startswith("last"):
+        _edit_exposure(seq, lambda t0, t1: t1.__setitem__(len(t1) - 1, 1e300))
+    else:
+        _edit_exposure(seq, lambda t0, t1: t0.__setitem__(0, -1e300))
+    result = ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
+    frame = 3 if edge.startswith("last") else 0
+    row = next(r for r in result.rows if r["seq"] == "seq_000" and r["split"] == "train" and r["frame_idx"] == frame)
+    assert row["status"] == "dropped" and "past the spike data" in row["reason"]
+    assert 0 <= row["n_ticks"] < 10**6
+    kept = [r for r in result.rows if r["status"] == "ok"]
+    assert len(kept) == len(result.rows) - 1       # every other window is inside the data, events or not
+
+
 def test_short_side_below_crop_drops_training_frames_only(synth_tree, tmp_path):
     result = ingest(synth_tree(), tmp_path / "store", IngestOptions(num_bins=8, crop_size=64), log_dir=None,
                     progress=False)

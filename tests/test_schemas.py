@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from schemas.atomic import atomic_path, atomic_write_bytes, remove_stale_temps, stale_temps, temp_name
 from schemas.json_record import read_json_record, write_json_record
@@ -280,3 +280,118 @@ def test_arm_literal_is_the_val_report_arm():
     assert ValReport.model_fields["arm"].annotation == Arm
     with pytest.raises(ValidationError):
         _report().model_validate({**_report().model_dump(), "arm": "other"})
+
+
+# ---- issue 28, items 8 and 11: one YAML loader refuses duplicate keys and names undecodable bytes ------
+def test_duplicate_yaml_key_is_refused_naming_both_lines(tmp_path):
+    text = BASELINE.read_text()
+    lines = text.splitlines()
+    k_line = next(i for i, line in enumerate(lines) if line.strip().startswith("K:"))
+    indent = lines[k_line][:len(lines[k_line]) - len(lines[k_line].lstrip())]
+    lines.insert(k_line + 1, f"{indent}K: 16")
+    path = tmp_path / "dup.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert str(path) in message and "DATA.K" in message
+    assert f"lines {k_line + 1} and {k_line + 2}" in message and "Fix:" in message
+
+
+def test_vrt_config_file_uses_the_same_loader(tmp_path):
+    from model.nets.vrt import vrt_from_config
+
+    path = tmp_path / "vrt.yaml"
+    path.write_text("preset: tiny\npreset: deblur\n")
+    with pytest.raises(ConfigError, match="key preset is given twice, on lines 1 and 2"):
+        vrt_from_config(path)
+
+
+def _latin1_config(tmp_path) -> tuple[Path, int]:
+    text = BASELINE.read_text()
+    data = text.encode() + "# réglage du caméra\n".encode("latin-1")
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(data)
+    return path, len(text.encode()) + len("# r")
+
+
+def test_non_utf8_config_names_the_file_and_byte(tmp_path):
+    path, position = _latin1_config(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert str(path) in message and f"byte 0xe9 at byte position {position}" in message
+    assert "not UTF-8" in message and "Fix:" in message
+
+
+def test_non_utf8_and_duplicate_configs_exit_2_in_every_command(tmp_path, train_store):
+    """train, stats --write-config, ingest --config / --write-config, audit --config: one clear line, exit 2."""
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    latin1, _ = _latin1_config(tmp_path)
+    dup = tmp_path / "dup.yaml"
+    dup.write_text(BASELINE.read_text() + "SEED: 7\n")
+    for config, fragment in ((latin1, "not UTF-8"), (dup, "key SEED is given twice")):
+        for args in (["train", "--config", str(config), "--dry-run", "--device", "cpu"],
+                     ["stats", str(train_store), "--write-config", str(config)],
+                     ["ingest", str(tmp_path), "--out", str(tmp_path / "never"), "--config", str(config)],
+                     ["ingest", str(tmp_path), "--out", str(tmp_path / "never"), "--write-config", str(config)],
+                     ["audit", str(train_store), "--config", str(config)]):
+            res = CliRunner().invoke(main, args)
+            assert res.exit_code == 2, (args, res.output, res.exception)
+            assert fragment in res.output and str(config) in res.output, (args, res.output)
+            assert "Traceback" not in res.output
+    assert not (tmp_path / "never").exists()
+
+
+# ---- issue 28, round one replayed: a record's validation error is one sentence, never pydantic's dump ----
+def _assert_one_sentence(message: str, *fragments: str) -> None:
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    for dump in ("errors.pydantic.dev", "[type=", "input_value=", "validation error for", "\n"):
+        assert dump not in message, (dump, message)
+
+
+def test_record_errors_name_the_file_row_and_field(tmp_path, train_store):
+    import json
+    import shutil
+
+    from schemas.sequence_record import read_sequence_record
+    from spikeprep.errors import InputError
+    from spikeprep.store import read_store_info
+
+    store = tmp_path / "store"
+    shutil.copytree(train_store, store)
+    record = store / "train" / "seq_000" / "ingest.json"
+    raw = json.loads(record.read_text())
+    raw["rows"][1]["seq"] = "../../escape"
+    raw["rows"][2]["frame_idx"] = -4
+    record.write_text(json.dumps(raw))
+    with pytest.raises(ValueError) as err:
+        read_sequence_record(record)
+    _assert_one_sentence(str(err.value), str(record), "row 1: seq '../../escape'", "row 2, field frame_idx:",
+                         "greater than or equal to 0")
+
+    info = json.loads((store / "dataset.json").read_text())
+    info["sequences"]["train/seq_000"]["n_frames"] = -3
+    (store / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(InputError) as err:
+        read_store_info(store)
+    _assert_one_sentence(str(err.value), str(store / "dataset.json"), "sequences.train/seq_000.n_frames:", "Fix:")
+
+
+def test_many_bad_rows_are_one_line():
+    from schemas.validation import describe_validation_error
+
+    class Row(BaseModel):
+        x: int
+
+    class Rows(BaseModel):
+        rows: list[Row]
+
+    with pytest.raises(ValidationError) as err:
+        Rows.model_validate({"rows": [{"x": "no"}] * 40})
+    text = describe_validation_error(err.value)
+    assert text.startswith("row 0, field x: ") and text.endswith("; and 35 more") and text.count("row ") == 5

@@ -1272,10 +1272,9 @@ def vrt_from_config(config: str | os.PathLike | Mapping[str, Any]) -> VRT:
     constructor arguments are errors that name them.
     """
     if not isinstance(config, Mapping):
-        import yaml
+        from schemas.config import load_yaml_text, read_config_text
 
-        with open(config) as fh:
-            config = yaml.safe_load(fh) or {}
+        config = load_yaml_text(read_config_text(config), str(config)) or {}
     unknown = set(config) - {"preset", "overrides"}
     if unknown:
         raise ValueError(f"unknown VRT config keys: {sorted(unknown)}")
