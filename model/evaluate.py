@@ -328,7 +328,7 @@ def validate(model: SpikeVRT, val_ds: SpikeDeblurDataset, *, device: torch.devic
                      per_sequence=true.per_sequence(), lpips_note=lpips_note,
                      images_dir=str(images_dir) if write_images else None,
                      seconds=time.perf_counter() - t_start, reliance=spike_reliance, reliance_note=reliance_note,
-                     fuse_type=model.fuse_type if model.use_spike else None)
+                     fuse_type=getattr(model, "fuse_type", None) if model.use_spike else None)
 
 
 # ---- spike reliance ---------------------------------------------------------------------------------
