@@ -392,13 +392,16 @@ def kept_frames(root: Path, split: str) -> Iterator[tuple[str, np.ndarray, np.nd
     return _kept_frames(_counts_dataset(root, split, 1))
 
 
-def lsq_accumulate(root: Path, split: str, progress=None) -> tuple[bl.LsqAccumulator, int]:
+def lsq_accumulate(root: Path, split: str, progress=None, totals_only: bool = False) -> tuple[bl.LsqAccumulator, int]:
     """The normal equations of ``spikeprep.baselines``' least-squares map over every kept frame of ``split``:
-    ``(accumulator, frames)``."""
+    ``(accumulator, frames)``. ``totals_only``: each pixel's K counts replaced by their mean (what a
+    DATA.TOTALS_ONLY arm's fitted head reads), so the map can use the spike total but not its timing."""
     ds = _counts_dataset(root, split, 1)
     acc = bl.LsqAccumulator(ds.num_bins)
     frames = 0
     for _, counts, blur, sharp in _kept_frames(ds):
+        if totals_only:
+            counts = np.broadcast_to(counts.mean(axis=0, keepdims=True), counts.shape)
         acc.add(counts, blur, sharp)
         frames += 1
         if progress is not None:
