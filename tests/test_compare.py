@@ -375,3 +375,25 @@ def test_curves_picture_and_its_points(outputs):
     assert spike.db_from_spikes == [None, None, None]                    # these reports measured no reliance
     base = load_curves(load_run("vrt", outputs))
     assert base.loss_steps == [] and base.val_steps == [1000, 2000] and base.psnr_rgb == [27.5, 29.0]
+
+
+def test_baselines_table_has_the_arms_columns(tmp_path):
+    """The non-learned floor beside both arms, row for row: the same static-half and SSIM-Y columns."""
+    from schemas.baselines import BaselineRow, BaselinesReport, write_baselines_report
+
+    make_run(tmp_path, "a", "spike", {1000: dict(psnr=30.0, spsnr=42.0)})
+    make_run(tmp_path, "b", "base", {1000: dict(psnr=29.0, spsnr=56.0)})
+    rows = [BaselineRow(name="blur", description="the blurred input itself", overall=_m(28.0), boundary=_m(19.0),
+                        static=_m(95.0)),
+            BaselineRow(name="tfi", description="TFI", overall=None, boundary=None, note="not applicable")]
+    path = write_baselines_report(tmp_path / "b.json", BaselinesReport(
+        store="s", split="val", fit_split="train", num_bins=8, clip_len=2, frames=N_FRAMES, fit_frames=8,
+        boundary_fraction=0.05, static_fraction=0.5, rows=rows, seconds=1.0))
+    text = compare("a", "b", outputs=tmp_path, crops=0, write=False, baselines=path).report.table_markdown
+    head = ("| restoration | PSNR RGB | PSNR Y | SSIM | SSIM Y | static PSNR Y | static SSIM Y | boundary PSNR RGB | "
+            "boundary PSNR Y | boundary SSIM |")
+    assert head in text
+    assert "| spike arm a | 30.00 | 31.00 | 0.9000 | 0.9100 | 43.00 | 0.9600 | 22.00 | 23.00 | 0.7000 |" in text
+    assert "| base arm b | 29.00 | 30.00 | 0.9000 | 0.9100 | 57.00 | 0.9600 | 21.00 | 22.00 | 0.7000 |" in text
+    assert "| blur: the blurred input itself | 28.00 | 29.00 | 0.9000 | 0.9100 | 96.00 | 0.9100 | 19.00 | 20.00 |" in text
+    assert "| tfi: TFI | not applicable |" in text
