@@ -5,8 +5,9 @@
   earlier clip produced converted to uint8 (``tensor_to_uint8``) and, when asked, written as PNGs.
 * ``validate``: full-size validation of a val Dataset into a ``schemas.val_report.ValReport``, with the
   spike-reliance probes.
-* ``FrameScorer``: per frame basicsr's PSNR (RGB, Y) and SSIM (RGB, Y), LPIPS when its weights exist, the
-  same on the motion-boundary mask and on the static half, averaged into ``schemas.val_report.Metrics``. Validation, the voxel probes
+* ``FrameScorer``: per frame basicsr's PSNR (RGB, Y) and SSIM (RGB, Y), LPIPS when its weights exist,
+  the same on the motion-boundary mask and on the static half, averaged into
+  ``schemas.val_report.Metrics``. Validation, the voxel probes
   of the reliance measurement and ``spikeprep baselines`` all score through it, so their numbers compare.
 * ``val_frames``: every kept frame of a validation Dataset once (the last clip of a run overlaps the
   clip before it; its repeated frames are not scored twice).

@@ -172,7 +172,8 @@ def masked_metrics(img: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict[s
 
     PSNR comes from the MSE over the masked pixels (RGB: all 3 channels; Y: basicsr's Y channel, as in
     ``image_metrics``). SSIM is the mean of basicsr's SSIM map over the masked pixels, per channel, then
-    averaged over channels (SSIM Y: the map of basicsr's Y channel); the map only covers the 'valid' region (5 pixels in from each border), so mask
+    averaged over channels (SSIM Y: the map of basicsr's Y channel); the map only
+    covers the 'valid' region (5 pixels in from each border), so mask
     pixels outside it count for PSNR but not for SSIM. A value with no pixels to average is ``None``.
     """
     _check_pair(img, ref)

@@ -158,7 +158,8 @@ class CompareReport(Record):
 
     ``split``, ``frames``, ``boundary_fraction`` and ``static_fraction`` are those of the judged step's
     validation (both runs were checked to agree; ``static_fraction`` None when a run predates it);
-    ``spike_fuse_type`` is the spike run's MODEL.FUSE.TYPE (None when its reports predate version 3); ``table_markdown`` is the table as ``spikeprep compare`` prints it.
+    ``spike_fuse_type`` is the spike run's MODEL.FUSE.TYPE (None when its reports predate
+    version 3); ``table_markdown`` is the table as ``spikeprep compare`` prints it.
     ``picture`` / ``curves`` are the written PNGs (None with ``picture_note`` / per-arm ``curves_notes``
     saying why); ``lpips_notes`` say per arm why LPIPS is missing, where it is.
     """
