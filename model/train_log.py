@@ -319,8 +319,9 @@ def log_triptychs(writer, outputs: Path, report: ValReport, step: int) -> None:
 
 # TensorBoard's hparams table: these scalar tags (written by log_validation) are its metric columns; it
 # shows each one's last value.
-HPARAM_METRICS = ("val/best_psnr_rgb", "val/psnr_rgb", "val/psnr_y", "val/ssim", "val/lpips",
-                  "val_boundary/psnr_rgb", "val_reliance/db_from_spikes", "val_reliance/boundary_db_from_spikes")
+HPARAM_METRICS = ("val/best_psnr_rgb", "val/psnr_rgb", "val/psnr_y", "val/ssim", "val/ssim_y", "val/lpips",
+                  "val_static/psnr_y", "val_boundary/psnr_rgb", "val_reliance/db_from_spikes",
+                  "val_reliance/boundary_db_from_spikes")
 
 
 def run_hparams(cfg: Config, opts: TrainOptions, max_steps: int) -> dict[str, str | int | float]:
@@ -330,6 +331,7 @@ def run_hparams(cfg: Config, opts: TrainOptions, max_steps: int) -> dict[str, st
             "TRAIN.BATCH_SIZE": cfg.TRAIN.BATCH_SIZE, "max_steps": max_steps, "DATA.CROP_SIZE": cfg.DATA.CROP_SIZE,
             "DATA.CLIP_LEN": cfg.DATA.CLIP_LEN, "DATA.K": cfg.DATA.K, "SEED": cfg.SEED,
             # on/off as text: torch's hparams summary would store a bool as the number 1 or 0
+            "DATA.TOTALS_ONLY": "on" if cfg.DATA.TOTALS_ONLY else "off",
             "spike": "on" if opts.use_spike else "off", "perceptual": "on" if opts.perceptual else "off",
             "freeze_flow_steps": opts.freeze_flow_steps}
 

@@ -470,11 +470,14 @@ def test_tensorboard_holds_triptychs_and_hparams(runs):
     hp = start.session_start_info.hparams
     assert hp["MODEL.FUSE.TYPE"].string_value == "TemporalCrossAttn" and hp["MODEL.VRT_CFG"].string_value
     assert hp["spike"].string_value == "on" and hp["DATA.K"].number_value == 8 and hp["SEED"].number_value == 123
+    assert hp["DATA.TOTALS_ONLY"].string_value == "off"
     assert hp["max_steps"].number_value == STEPS and hp["DATA.CROP_SIZE"].number_value == 64
     assert hp["DATA.CLIP_LEN"].number_value == 3 and hp["TRAIN.OPTIM.LR"].number_value == pytest.approx(2e-4)
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     metrics = {m.name.tag for m in experiment.metric_infos}
-    assert {"val/best_psnr_rgb", "val/psnr_rgb", "val_boundary/psnr_rgb", "val_reliance/db_from_spikes"} <= metrics
+    assert {"val/best_psnr_rgb", "val/psnr_rgb", "val_boundary/psnr_rgb", "val_reliance/db_from_spikes",
+            "val/ssim_y", "val_static/psnr_y"} <= metrics
+    assert acc.Scalars("val_static/psnr_y")[-1].value == pytest.approx(final.static.psnr_y, rel=1e-6)
     assert "_hparams_/session_end_info" in content                       # the run reached its last step
     assert acc.Scalars("val/best_psnr_rgb")[-1].value == pytest.approx(runs["spike"].best_psnr, rel=1e-6)
     assert acc.Scalars("val/psnr_rgb")[-1].value == pytest.approx(final.overall.psnr_rgb, rel=1e-6)
