@@ -56,7 +56,7 @@ demo: $(STAMP)
 		|| { cat $(DEMO)/logs/train_base.log; exit 1; }; \
 	wait $$pid || { cat $(DEMO)/logs/train_spike.log; exit 1; }; \
 	wait $$lit || { cat $(DEMO)/logs/train_literal.log; exit 1; }; \
-	grep -h "val step\|reliance\|stopped" $(DEMO)/logs/train_spike.log $(DEMO)/logs/train_literal.log $(DEMO)/logs/train_base.log; \
+	grep -h "val step\|sensitivity probes\|stopped" $(DEMO)/logs/train_spike.log $(DEMO)/logs/train_literal.log $(DEMO)/logs/train_base.log; \
 	echo "== 6/7 test on the val split"; \
 	for arm in spike literal base; do \
 		$(SP) test --ckpt $(DEMO)/outputs/ckpts/$$arm/last.pth --store $(DEMO)/store --output $(DEMO)/outputs/test/$$arm \
@@ -71,7 +71,7 @@ demo: $(STAMP)
 	echo "  store + manifest + stats   $(DEMO)/store (audit overlays in $(DEMO)/store/audit/overlays, align log in $(DEMO)/store/logs)"; \
 	echo "  baselines                  $(DEMO)/store/baselines/val.json"; \
 	echo "  checkpoints                $(DEMO)/outputs/ckpts/{spike,literal,base}/{best,last}.pth"; \
-	echo "  validation metrics         $(DEMO)/outputs/metrics/val_*.json (with the spike reliance), test_*.json, compare_*.{json,png}"; \
+	echo "  validation metrics         $(DEMO)/outputs/metrics/val_*.json (with the sensitivity probes), test_*.json, compare_*.{json,png}"; \
 	echo "  visuals                    $(DEMO)/outputs/visuals/{spike,literal,base}/step_*/ (triptychs, {seq}/{frame}_{blur,recon,sharp}.png)"; \
 	echo "  test outputs               $(DEMO)/outputs/test/{spike,literal,base}/"; \
 	echo "  logs                       $(DEMO)/outputs/logs/ (TensorBoard, run_*.txt)"

@@ -25,8 +25,8 @@ def _widths(ctx, param, value: str | None) -> tuple[int, ...] | None:
 
 @click.command(epilog="""\b
 What the spikes of a store say about the sharp frames, without training anything, scored exactly as
-validation scores a model (basicsr PSNR RGB/Y and SSIM, LPIPS when its weights exist, the same on the
-motion-boundary mask):
+validation scores a model (basicsr PSNR RGB/Y and SSIM RGB/Y, LPIPS when its weights exist, the same on
+the motion-boundary mask and on the static half):
   blur      the blurred input itself
   tfp_<w>   TFP: the spike rate over the centred w of the K bins, read as luma through the frame's
             own rate-to-luma curve (fitted on the whole window against the blur), blur's colour

@@ -21,7 +21,7 @@ Rule (original document 8.3), at the last step both runs validated:
 Writes OUTPUTS/metrics/compare_<spike>_vs_<base>_<step>.json and .png
   (crops: blur | base recon | spike recon | sharp, where sharp and blur differ most),
   and _curves.png: both arms' training loss at every step (from OUTPUTS/logs/<exp>/
-  TensorBoard events), validation PSNR overall and on motion boundaries, dB from the spikes.
+  TensorBoard events), validation PSNR overall and on motion boundaries, count-zero sensitivity.
 \b
 Exit status: 0 PASS, 1 FAIL, 2 bad input (missing run, same arm, no common step,
   runs validated on different data).
@@ -32,9 +32,11 @@ Examples:
   spikeprep compare a/outputs/metrics b/outputs/metrics --outputs reports
   spikeprep compare vrt_spike vrt_base --baselines data/store/baselines/val.json
 \b
-The spike run's reliance (its validation with count-zero voxels, another clip's voxels and
-reversed bins) is tabled under the arms; --baselines adds the store's non-learned baselines
-(written by `spikeprep baselines DATA_ROOT`) beside both arms.
+Tables: overall, static half (per frame the 50% of pixels where sharp and blur differ least)
+and motion boundaries (the 5% where they differ most); PSNR RGB/Y, SSIM RGB/Y, LPIPS. The spike
+run's sensitivity probes (its validation with count-zero voxels, another clip's voxels and
+reversed bins; diagnostics, not the spikes' worth) are tabled under the arms; --baselines adds
+the store's non-learned baselines (written by `spikeprep baselines DATA_ROOT`) beside both arms.
 """)
 @click.argument("run_spike")
 @click.argument("run_base")

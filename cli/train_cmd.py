@@ -76,7 +76,7 @@ Examples:
               help="no progress bar: plain progress lines (also when stdout is not a terminal)")
 @click.option("--reliance/--no-reliance", default=DEFAULT["reliance"], show_default=True,
               help="validate the spike arm also with count-zero voxels, another clip's voxels and reversed bins "
-                   "(dB from the spikes = true - count-zero; 4x the validation time)")
+                   "(sensitivity diagnostics; count-zero sensitivity = true - count-zero; 4x the validation time)")
 def train_cmd(config, no_spike, exp, resume, start_over, dry_run, max_steps, val_every, visual_every, visual_frames, log_every,
               workers, device, amp, stop_at, freeze_flow_steps, no_vgg, vrt_weights, val_tile, no_progress,
               reliance):

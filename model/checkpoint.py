@@ -34,7 +34,7 @@ import torch
 
 from model.nets.integrate_vrt import SpikeVRT, build_model
 from schemas.atomic import atomic_path, remove_stale_temps
-from schemas.config import Config, parse_config
+from schemas.config import Config, DataConfig, parse_config
 from schemas.val_report import Arm
 from spikeprep.errors import InputError
 
@@ -149,8 +149,9 @@ def check_compatible(ckpt: Mapping[str, Any], path: str | os.PathLike, *, use_sp
     """Refuse a checkpoint of the other arm, or of a model another config describes.
 
     ``use_spike``: the arm the caller is about to run (None: either). ``cfg``: the caller's config;
-    MODEL.* and DATA.K must equal the checkpoint's (they fix the architecture) and DATA.NORM must too
-    (the spike branch learnt on inputs normalised that way).
+    MODEL.* and DATA.K must equal the checkpoint's (they fix the architecture) and DATA.NORM and
+    DATA.TOTALS_ONLY must too (the spike branch learnt on inputs normalised and binned that way; a checkpoint
+    written before DATA.TOTALS_ONLY existed has its default).
     """
     if use_spike is not None and ckpt["arm"] != arm_name(use_spike):
         flag = "without --no-spike" if ckpt["arm"] == "spike" else "with --no-spike"
@@ -161,9 +162,11 @@ def check_compatible(ckpt: Mapping[str, Any], path: str | os.PathLike, *, use_sp
     stored = ckpt["config"]
     mine = cfg.model_dump(mode="json")
     diffs = []
-    for section, keys in (("MODEL", None), ("DATA", ("K", "NORM"))):
+    for section, keys in (("MODEL", None), ("DATA", ("K", "NORM", "TOTALS_ONLY"))):
         a, b = stored.get(section, {}), mine.get(section, {})
         for key in keys or sorted(set(a) | set(b)):
+            if section == "DATA" and key == "TOTALS_ONLY":
+                a = {**a, key: a.get(key, DataConfig.model_fields[key].default)}
             if a.get(key) != b.get(key):
                 diffs.append(f"{section}.{key}: checkpoint {a.get(key)!r}, config {b.get(key)!r}")
     if diffs:

@@ -22,7 +22,7 @@ A run is an experiment name (its reports are ``{outputs}/metrics/val_{exp}_{step
 holding one experiment's ``val_*.json`` (its outputs root, against which ``images_dir`` is resolved, is
 that directory's parent, the trainer's ``{outputs}/metrics`` layout). Results go to
 ``{outputs}/metrics/compare_{spike}_vs_{base}_{step}.{json,png}``, and the two arms' curves (training loss
-at every step, validation PSNR overall and on motion boundaries, dB from the spikes) to
+at every step, validation PSNR overall and on motion boundaries, count-zero sensitivity) to
 ``compare_{spike}_vs_{base}_{step}_curves.png`` (``load_curves``, ``render_curves``). The loss comes from each
 run's TensorBoard events (``{outputs}/logs/{exp}/``, the trainer writes ``train/loss_total`` at every step;
 the run logs hold it only every ``--log-every`` steps), the validation curves from its ``val_*.json``.
@@ -34,12 +34,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.compare_figures import (LOSS_TAG, NOT_COMPUTED, Curves, find_crops, format_metric, frame_keys,
-                                   png_path, read_loss_events, render_curves, render_picture)
+from model.compare_figures import (LOSS_TAG, Curves, find_crops, frame_keys, png_path, read_loss_events,
+                                   render_curves, render_picture)
 from schemas.baselines import BaselinesReport, read_baselines_report
 from schemas.compare_report import (ArmMetrics, CompareReport, RegionPsnrY, RelianceRow, RuleResult, RunRef,
                                     SkippedSteps, TableRow, Verdict, write_compare_report)
-from schemas.val_report import PROBE_TITLES, PROBES, Arm, ValReport, read_val_report
+from schemas.val_report import (FITTED_FUSE_TYPES, NOT_COMPUTED, PROBE_TITLES, PROBES, Arm, ValReport,
+                                format_metric, read_val_report)
 from spikeprep.errors import InputError
 from spikeprep.store import refuse_output_in_store
 
@@ -48,8 +49,8 @@ LPIPS_TOL = 0.005           # spike LPIPS may be at most this much above the bas
 # Reports store full-precision floats: a spike PSNR of exactly base - 0.05 must not fail on rounding.
 _EPS = 1e-9
 
-_METRIC_FIELDS = ("psnr_rgb", "psnr_y", "ssim", "lpips")
-_METRIC_TITLES = {"psnr_rgb": "PSNR RGB", "psnr_y": "PSNR Y", "ssim": "SSIM", "lpips": "LPIPS"}
+_METRIC_FIELDS = ("psnr_rgb", "psnr_y", "ssim", "ssim_y", "lpips")
+_METRIC_TITLES = {"psnr_rgb": "PSNR RGB", "psnr_y": "PSNR Y", "ssim": "SSIM", "ssim_y": "SSIM Y", "lpips": "LPIPS"}
 
 
 # ---- the runs ------------------------------------------------------------------------------------------
@@ -161,6 +162,9 @@ def _check_comparable(spike: Run, base: Run, steps: list[int]) -> None:
             diffs.append(f"sequences {sorted(a.per_sequence)} vs {sorted(b.per_sequence)}")
         if not math.isclose(a.boundary_fraction, b.boundary_fraction):
             diffs.append(f"boundary fraction {a.boundary_fraction} vs {b.boundary_fraction}")
+        if None not in (a.static_fraction, b.static_fraction) and not math.isclose(a.static_fraction,
+                                                                                   b.static_fraction):
+            diffs.append(f"static fraction {a.static_fraction} vs {b.static_fraction}")
         if diffs:
             raise InputError(None, f"at step {s} the two runs were validated differently ({'; '.join(diffs)}): "
                                    f"spike {spike.exp!r}, base {base.exp!r}",
@@ -244,15 +248,20 @@ def judge(spike: Run, base: Run, step: int) -> Verdict:
 # ---- the report ----------------------------------------------------------------------------------------
 
 def _table_rows(spike: Run, base: Run, steps: list[int]) -> list[TableRow]:
+    def static(s: int) -> ArmMetrics | None:
+        a, b = spike.reports[s].static, base.reports[s].static
+        return None if a is None or b is None else ArmMetrics(spike=a, base=b)
+
     return [TableRow(step=s,
                      overall=ArmMetrics(spike=spike.reports[s].overall, base=base.reports[s].overall),
-                     boundary=ArmMetrics(spike=spike.reports[s].boundary, base=base.reports[s].boundary))
+                     boundary=ArmMetrics(spike=spike.reports[s].boundary, base=base.reports[s].boundary),
+                     static=static(s))
             for s in steps]
 
 
 def _reliance_rows(spike: Run, steps: list[int]) -> list[RelianceRow]:
     """Per common step where the spike run measured it: PSNR-Y with the true voxels and each probe, and
-    dB from the spikes (true minus count-zero), overall and on motion boundaries."""
+    the count-zero sensitivity (true minus count-zero), overall and on motion boundaries."""
     rows = []
     for s in steps:
         rep = spike.reports[s]
@@ -279,6 +288,8 @@ def build_report(spike: Run, base: Run, steps: list[int], verdict: Verdict, **pa
     draft = CompareReport(
         spike=_run_ref(spike), base=_run_ref(base), split=last.split, frames=last.overall.frames,
         boundary_fraction=last.boundary_fraction, steps=steps,
+        static_fraction=last.static_fraction if base.reports[verdict.step].static is not None else None,
+        spike_fuse_type=last.fuse_type,
         skipped_steps=SkippedSteps(spike_only=sorted(set(spike.reports) - set(steps)),
                                    base_only=sorted(set(base.reports) - set(steps))),
         table=_table_rows(spike, base, steps), table_markdown="",
@@ -294,29 +305,36 @@ def _delta(spike: float | None, base: float | None, name: str) -> str:
     delta = None if spike is None or base is None else spike - base
     if delta is None or not math.isfinite(delta):
         return "-"
-    return f"{delta:+.4f}" if name in ("ssim", "lpips") else f"{delta:+.2f}"
+    return f"{delta:+.4f}" if name in ("ssim", "ssim_y", "lpips") else f"{delta:+.2f}"
 
 
 def format_table(report: CompareReport) -> str:
-    """Markdown tables, overall and on motion boundaries: per step, each metric for spike, base, delta; then
-    the spike run's reliance, the baselines, why LPIPS is missing and the skipped steps."""
+    """Markdown tables, overall, on the static half and on motion boundaries: per step, each metric for spike,
+    base, delta; then the spike run's sensitivity probes, the baselines, why LPIPS is missing and the skipped
+    steps."""
     head = ["step"]
     for name in _METRIC_FIELDS:
         t = _METRIC_TITLES[name]
         head += [f"{t} spike", f"{t} base", f"{t} Δ"]
     lines = []
-    for scope, title in (("overall", f"Overall ({report.split}, {report.frames} frames)"),
-                         ("boundary", f"Motion boundaries (per frame the {report.boundary_fraction:.0%} of "
-                                      f"pixels where sharp and blur differ most)")):
+    static = ("static", f"Static half (per frame the {report.static_fraction:.0%} of pixels where sharp and blur "
+                        f"differ least)") if report.static_fraction is not None else None
+    regions = [("overall", f"Overall ({report.split}, {report.frames} frames)"), *([static] if static else []),
+               ("boundary", f"Motion boundaries (per frame the {report.boundary_fraction:.0%} of pixels where "
+                            f"sharp and blur differ most)")]
+    for scope, title in regions:
         lines += [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in report.table:
             both = getattr(row, scope)
             cells = [str(row.step)]
             for name in _METRIC_FIELDS:
-                va, vb = getattr(both.spike, name), getattr(both.base, name)
+                va, vb = (None, None) if both is None else (getattr(both.spike, name), getattr(both.base, name))
                 cells += [format_metric(va, name), format_metric(vb, name), _delta(va, vb, name)]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    if static is None:
+        lines += ["Static half: not computed (a run's validation reports predate it; re-validate with this "
+                  "version)", ""]
     lines += _reliance_table(report)
     lines += _baselines_table(report)
     for arm, note in report.lpips_notes.items():
@@ -328,17 +346,34 @@ def format_table(report: CompareReport) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+SENSITIVITY_NOTE = ("test-time sensitivity probes, diagnostics: a model that reads only the spike total and one "
+                    "that reads their timing can both lose under them; what the spikes are worth is measured by "
+                    "training (spike - base above; spike - totals-only: an arm trained with DATA.TOTALS_ONLY)")
+
+
+def fitted_head_note(fuse_type: str | None) -> str | None:
+    """Why a head fitted with counts has a large count-zero sensitivity (None for other heads)."""
+    if fuse_type not in FITTED_FUSE_TYPES:
+        return None
+    return (f"{fuse_type} starts at a least-squares map fitted with the counts present, so with every count "
+            "zero its output is far from the blur by construction: its count-zero sensitivity is not what the "
+            "spikes add (spike - base is)")
+
+
 def _reliance_table(report: CompareReport) -> list[str]:
     rows = report.reliance
     if not rows:
         note = report.reliance_note
-        return [f"Spike reliance: not measured{f' ({note})' if note else ''}", ""]
+        return [f"Sensitivity probes: not measured{f' ({note})' if note else ''}", ""]
     probes = [p for p in PROBES if any(getattr(r, p) is not None for r in rows)]
-    head = ["step", "dB from the spikes", "boundary dB from the spikes", "PSNR Y true"] + \
+    head = ["step", "count-zero sensitivity", "boundary count-zero sensitivity", "PSNR Y true"] + \
            [f"PSNR Y {PROBE_TITLES[p]}" for p in probes] + ["boundary PSNR Y true"] + \
            [f"boundary PSNR Y {PROBE_TITLES[p]}" for p in probes]
-    lines = [f"### Spike reliance ({report.spike.exp}: the same frames with altered voxels; dB from the spikes = "
-             f"PSNR Y true - count-zero)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"### Sensitivity probes ({report.spike.exp}: the same frames with altered voxels; count-zero "
+             f"sensitivity = PSNR Y true - count-zero)", "", f"({SENSITIVITY_NOTE})", ""]
+    if (why := fitted_head_note(report.spike_fuse_type)) is not None:
+        lines += [f"({why})", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         measured = [getattr(r, p) for p in probes]
         cells = [str(r.step), _signed(r.db_from_spikes), _signed(r.boundary_db_from_spikes),
@@ -362,9 +397,11 @@ def _baselines_table(report: CompareReport) -> list[str]:
     from model.evaluate import metric_rows_table     # (the metrics stack brings torch; see render_picture)
 
     judged = next(r for r in report.table if r.step == report.verdict.step)
-    entries = [(f"{arm} arm {ref.exp}", getattr(judged.overall, arm), getattr(judged.boundary, arm), None)
+    entries = [(f"{arm} arm {ref.exp}",
+                {region: None if (both := getattr(judged, region)) is None else getattr(both, arm)
+                 for region in ("overall", "static", "boundary")}, None)
                for arm, ref in (("spike", report.spike), ("base", report.base))]
-    entries += [(f"{r.name}: {r.description}", r.overall, r.boundary, r.note) for r in b.rows]
+    entries += [(f"{r.name}: {r.description}", r.regions(), r.note) for r in b.rows]
     lines = [f"### Both arms at step {report.verdict.step} and the non-learned baselines ({b.split} of {b.store}, "
              f"{b.frames} frames)", "", *metric_rows_table(entries)]
     if report.frames != b.frames:

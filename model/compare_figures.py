@@ -6,9 +6,9 @@
   arm's PSNR on the crop and returns the ``schemas.compare_report.CropSpot`` records with their tiles.
 * The curves: ``read_loss_events`` reads a run's ``train/loss_total`` from its TensorBoard events;
   ``render_curves`` draws both arms' ``Curves`` (loss per step, validation PSNR overall and on motion
-  boundaries, dB from the spikes) in four panels.
+  boundaries, the count-zero sensitivity) in four panels.
 
-``format_metric`` is the one number format of compare's table, its printed report and the picture's labels.
+``schemas.val_report.format_metric`` is the one number format of every table, printed report and label.
 Torch (through ``model.metrics``), TensorBoard and matplotlib are imported when a picture is drawn, not with
 this module, so ``spikeprep --help`` stays fast.
 """
@@ -24,11 +24,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from schemas.atomic import atomic_path
 from schemas.compare_report import CropSpot
-from schemas.val_report import val_image_path
+from schemas.val_report import format_metric, val_image_path
 from spikeprep.errors import InputError
 from spikeprep.images import read_rgb
-
-NOT_COMPUTED = "not computed"
 
 # Picture layout (pixels); tests and readers use ``CropSpot.boxes`` rather than re-deriving it.
 SEP = 2                     # separator between tiles and around the picture
@@ -43,15 +41,6 @@ ARM_COLOURS = {"spike": "#d62728", "base": "#1f77b4"}   # one colour per arm, in
 CURVES_FIGSIZE = (12.0, 8.0)                            # inches at CURVES_DPI: 1200 x 800 pixels
 CURVES_DPI = 100
 LOSS_TAG = "train/loss_total"
-
-
-def format_metric(value: float | None, name: str) -> str:
-    """``value`` as compare prints it: 4 decimals for SSIM and LPIPS, 2 for PSNR; ``not computed`` for None."""
-    if value is None:
-        return NOT_COMPUTED
-    if math.isinf(value):
-        return "inf"
-    return f"{value:.4f}" if name in ("ssim", "lpips") else f"{value:.2f}"
 
 
 # ---- crops ---------------------------------------------------------------------------------------------
@@ -206,7 +195,7 @@ class Curves:
     val_steps: list[int]
     psnr_rgb: list[float | None]
     boundary_psnr_rgb: list[float | None]
-    db_from_spikes: list[float | None]            # all None when the run measured no reliance
+    db_from_spikes: list[float | None]            # count-zero sensitivity; all None when not measured
     boundary_db_from_spikes: list[float | None]
 
 
@@ -245,7 +234,7 @@ def _finite_points(steps: list[int], values: list[float | None]) -> tuple[list[i
 
 
 def render_curves(curves: list[Curves], path: Path) -> Path:
-    """Four panels (loss per step; validation PSNR RGB overall; on motion boundaries; dB from the spikes),
+    """Four panels (loss per step; validation PSNR RGB overall; on motion boundaries; count-zero sensitivity),
     each arm in its ``ARM_COLOURS`` colour; a ``CURVES_FIGSIZE`` x ``CURVES_DPI`` PNG written atomically."""
     # Object-oriented matplotlib on the Agg canvas: no pyplot, no global backend switch, no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -279,7 +268,7 @@ def render_curves(curves: list[Curves], path: Path) -> Path:
     titles = ((ax_loss, "training loss (every step)", "loss"),
               (ax_psnr, "validation PSNR RGB, overall", "dB"),
               (ax_boundary, "validation PSNR RGB, motion boundaries", "dB"),
-              (ax_rel, "dB from the spikes (PSNR Y true - count-zero voxels)", "dB"))
+              (ax_rel, "count-zero sensitivity (PSNR Y true - count-zero voxels; a diagnostic)", "dB"))
     for ax, title, unit in titles:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))      # steps are whole numbers
         ax.set_title(title, fontsize=10)

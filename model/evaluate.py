@@ -5,8 +5,9 @@
   earlier clip produced converted to uint8 (``tensor_to_uint8``) and, when asked, written as PNGs.
 * ``validate``: full-size validation of a val Dataset into a ``schemas.val_report.ValReport``, with the
   spike-reliance probes.
-* ``FrameScorer``: per frame basicsr's PSNR (RGB, Y) and SSIM, LPIPS when its weights exist, the same on
-  the motion-boundary mask, averaged into ``schemas.val_report.Metrics``. Validation, the voxel probes
+* ``FrameScorer``: per frame basicsr's PSNR (RGB, Y) and SSIM (RGB, Y), LPIPS when its weights exist,
+  the same on the motion-boundary mask and on the static half, averaged into
+  ``schemas.val_report.Metrics``. Validation, the voxel probes
   of the reliance measurement and ``spikeprep baselines`` all score through it, so their numbers compare.
 * ``val_frames``: every kept frame of a validation Dataset once (the last clip of a run overlaps the
   clip before it; its repeated frames are not scored twice).
@@ -25,10 +26,12 @@ import numpy as np
 import torch
 
 from model.checkpoint import arm_name
-from model.metrics import image_metrics, masked_metrics, mean_metrics, motion_boundary_mask, tensor_to_uint8
+from model.metrics import (image_metrics, masked_metrics, mean_metrics, motion_boundary_mask, static_mask,
+                           tensor_to_uint8)
 from model.nets.integrate_vrt import SpikeVRT, tiled_inference
 from schemas.baselines import BaselineRow, BaselinesReport
-from schemas.val_report import PROBES, Metrics, ProbeMetrics, SpikeReliance, ValReport, val_image_path
+from schemas.val_report import (PROBES, Metrics, ProbeMetrics, SpikeReliance, ValReport, format_metric,
+                                val_image_path)
 from spikeprep import baselines as bl
 from spikeprep.errors import InputError, SpikeprepError
 from spikeprep.images import write_rgb
@@ -36,6 +39,7 @@ from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, norm_lut
 from spikeprep.store import read_manifest
 
 BOUNDARY_FRACTION = 0.05   # the motion-boundary mask: the 5% of pixels where sharp and blur differ most
+STATIC_FRACTION = 0.5      # the static half: the 50% of pixels where sharp and blur differ least
 
 
 # ---- scoring ----------------------------------------------------------------------------------------
@@ -43,7 +47,15 @@ def as_metrics(rows: list[dict]) -> Metrics:
     """Per-frame metric rows averaged into a ``Metrics`` record."""
     m = mean_metrics(rows)
     return Metrics(frames=len(rows), psnr_rgb=m.get("psnr_rgb"), psnr_y=m.get("psnr_y"), ssim=m.get("ssim"),
-                   lpips=m.get("lpips"))
+                   ssim_y=m.get("ssim_y"), lpips=m.get("lpips"))
+
+
+@dataclass(frozen=True)
+class RegionMasks:
+    """A frame's two regions, bool ``[H, W]``: its motion boundaries and its static half."""
+
+    boundary: np.ndarray
+    static: np.ndarray
 
 
 class FrameScorer:
@@ -52,28 +64,37 @@ class FrameScorer:
     Args:
         lpips_metric: a ``model.metrics.LPIPSMetric`` or None (LPIPS then stays None in every record).
         boundary_fraction: the share of pixels in the motion-boundary mask.
+        static_fraction: the share of pixels in the static mask.
     """
 
-    def __init__(self, lpips_metric=None, boundary_fraction: float = BOUNDARY_FRACTION):
+    def __init__(self, lpips_metric=None, boundary_fraction: float = BOUNDARY_FRACTION,
+                 static_fraction: float = STATIC_FRACTION):
         self.lpips_metric = lpips_metric
         self.boundary_fraction = boundary_fraction
+        self.static_fraction = static_fraction
         self.rows: dict[str, list[dict]] = {}
         self.boundary_rows: list[dict] = []
+        self.static_rows: list[dict] = []
 
-    def mask(self, blur: np.ndarray, sharp: np.ndarray) -> np.ndarray:
-        """The frame's motion-boundary mask (compute once when several restorations share a frame)."""
-        return motion_boundary_mask(blur, sharp, self.boundary_fraction)
+    def mask(self, blur: np.ndarray, sharp: np.ndarray) -> RegionMasks:
+        """The frame's motion-boundary and static masks (compute once when several restorations share a frame)."""
+        return RegionMasks(boundary=motion_boundary_mask(blur, sharp, self.boundary_fraction),
+                           static=static_mask(blur, sharp, self.static_fraction))
 
-    def add(self, seq: str, recon: np.ndarray, sharp: np.ndarray, mask: np.ndarray) -> None:
-        """Score one frame of sequence ``seq``; ``mask`` from ``FrameScorer.mask(blur, sharp)``."""
+    def _region(self, recon: np.ndarray, sharp: np.ndarray, mask: np.ndarray) -> dict:
+        row = masked_metrics(recon, sharp, mask)      # every value None on an empty mask
+        if self.lpips_metric is not None:
+            row["lpips"] = float(self.lpips_metric.distance_map(recon, sharp)[mask].mean()) if mask.any() else None
+        return row
+
+    def add(self, seq: str, recon: np.ndarray, sharp: np.ndarray, masks: RegionMasks) -> None:
+        """Score one frame of sequence ``seq``; ``masks`` from ``FrameScorer.mask(blur, sharp)``."""
         row = image_metrics(recon, sharp)
-        brow = masked_metrics(recon, sharp, mask) if mask.any() else {"psnr_rgb": None, "psnr_y": None,
-                                                                      "ssim": None}
         if self.lpips_metric is not None:
             row["lpips"] = float(self.lpips_metric(recon, sharp))
-            brow["lpips"] = float(self.lpips_metric.distance_map(recon, sharp)[mask].mean()) if mask.any() else None
         self.rows.setdefault(seq, []).append(row)
-        self.boundary_rows.append(brow)
+        self.boundary_rows.append(self._region(recon, sharp, masks.boundary))
+        self.static_rows.append(self._region(recon, sharp, masks.static))
 
     def overall(self) -> Metrics:
         """Mean over every scored frame."""
@@ -82,6 +103,10 @@ class FrameScorer:
     def boundary(self) -> Metrics:
         """Mean over every scored frame of the metrics on its motion-boundary mask."""
         return as_metrics(self.boundary_rows)
+
+    def static(self) -> Metrics:
+        """Mean over every scored frame of the metrics on its static half."""
+        return as_metrics(self.static_rows)
 
     def per_sequence(self) -> dict[str, Metrics]:
         """Mean per sequence."""
@@ -278,7 +303,7 @@ def _reliance(scorers: dict[str, FrameScorer], probes: Sequence[str], use_spike:
 
     def probe_metrics(name: str) -> ProbeMetrics | None:
         sc = scorers[name]
-        return ProbeMetrics(overall=sc.overall(), boundary=sc.boundary()) if sc.rows else None
+        return ProbeMetrics(overall=sc.overall(), boundary=sc.boundary(), static=sc.static()) if sc.rows else None
 
     return SpikeReliance(
         zeroed=probe_metrics("zeroed"), reversed=probe_metrics("reversed"), other_clip=probe_metrics("other_clip"),
@@ -290,17 +315,17 @@ def _reliance(scorers: dict[str, FrameScorer], probes: Sequence[str], use_spike:
 def validate(model: SpikeVRT, val_ds: SpikeDeblurDataset, *, device: torch.device, amp: bool, exp: str,
              step: int, outputs: Path, lpips_metric, lpips_note: str | None, tile: tuple[int, int],
              write_images: bool, visual_frames: int, boundary_fraction: float = BOUNDARY_FRACTION,
-             reliance: bool = True) -> ValReport:
+             reliance: bool = True, static_fraction: float = STATIC_FRACTION) -> ValReport:
     """Full-size validation (no crop, no augmentation) of every kept val frame, tiled in space.
 
     Each frame is scored once (the Dataset's last clip of a run overlaps the one before it). For the spike
     arm with ``reliance`` the same frames are scored again with each voxel probe (count-zero voxels,
-    another clip's voxels, bins reversed in time): the report's ``reliance``.
+    another clip's voxels, bins reversed in time): the report's ``reliance``, a sensitivity diagnostic.
     """
     t_start = time.perf_counter()
     model.eval()
     probes = PROBES if model.use_spike and reliance else ()
-    scorers = {name: FrameScorer(lpips_metric, boundary_fraction) for name in ("true", *probes)}
+    scorers = {name: FrameScorer(lpips_metric, boundary_fraction, static_fraction) for name in ("true", *probes)}
     other_missing = 0
     zero_value = zero_count_value(val_ds.norm_mean, val_ds.norm_std)
     images_dir = Path("visuals") / exp / f"step_{step:07d}"
@@ -330,9 +355,11 @@ def validate(model: SpikeVRT, val_ds: SpikeDeblurDataset, *, device: torch.devic
     true = scorers["true"]
     return ValReport(exp=exp, arm=arm_name(model.use_spike), step=step, split=val_ds.split,
                      overall=true.overall(), boundary=true.boundary(), boundary_fraction=boundary_fraction,
+                     static=true.static(), static_fraction=static_fraction,
                      per_sequence=true.per_sequence(), lpips_note=lpips_note,
                      images_dir=str(images_dir) if write_images else None,
-                     seconds=time.perf_counter() - t_start, reliance=spike_reliance, reliance_note=reliance_note)
+                     seconds=time.perf_counter() - t_start, reliance=spike_reliance, reliance_note=reliance_note,
+                     fuse_type=getattr(model, "fuse_type", None) if model.use_spike else None)
 
 
 # ---- spike reliance ---------------------------------------------------------------------------------
@@ -396,13 +423,16 @@ def kept_frames(root: Path, split: str) -> Iterator[tuple[str, np.ndarray, np.nd
     return _kept_frames(_counts_dataset(root, split, 1))
 
 
-def lsq_accumulate(root: Path, split: str, progress=None) -> tuple[bl.LsqAccumulator, int]:
+def lsq_accumulate(root: Path, split: str, progress=None, totals_only: bool = False) -> tuple[bl.LsqAccumulator, int]:
     """The normal equations of ``spikeprep.baselines``' least-squares map over every kept frame of ``split``:
-    ``(accumulator, frames)``."""
+    ``(accumulator, frames)``. ``totals_only``: each pixel's K counts replaced by their mean (what a
+    DATA.TOTALS_ONLY arm's fitted head reads), so the map can use the spike total but not its timing."""
     ds = _counts_dataset(root, split, 1)
     acc = bl.LsqAccumulator(ds.num_bins)
     frames = 0
     for _, counts, blur, sharp in _kept_frames(ds):
+        if totals_only:
+            counts = np.broadcast_to(counts.mean(axis=0, keepdims=True), counts.shape)
         acc.add(counts, blur, sharp)
         frames += 1
         if progress is not None:
@@ -418,7 +448,8 @@ def fit_lsq(root: Path, split: str, progress=None) -> tuple[np.ndarray, int]:
 
 def score_baselines(root: str | Path, split: str = "val", *, fit_split: str = "train", clip_len: int = 1,
                     tfp_widths: tuple[int, ...] | None = None, lpips_metric=None, lpips_note: str | None = None,
-                    boundary_fraction: float = BOUNDARY_FRACTION, progress: bool = False) -> BaselinesReport:
+                    boundary_fraction: float = BOUNDARY_FRACTION, static_fraction: float = STATIC_FRACTION,
+                    progress: bool = False) -> BaselinesReport:
     """Score blur, TFP (centred ``tfp_widths`` bins; default K/4 and K/2), TFI and the least-squares map
     (fitted on ``fit_split``) on every kept frame of ``split`` that a validation with ``clip_len`` scores."""
     t_start = time.perf_counter()
@@ -447,7 +478,7 @@ def score_baselines(root: str | Path, split: str = "val", *, fit_split: str = "t
     if tfi_ok:
         restorations["tfi"] = bl.tfi
     restorations["lsq"] = lambda c, b: bl.lsq_restore(c, b, coef)
-    scorers = {name: FrameScorer(lpips_metric, boundary_fraction) for name in restorations}
+    scorers = {name: FrameScorer(lpips_metric, boundary_fraction, static_fraction) for name in restorations}
     frames = 0
     for _, item, new in val_frames(ds):
         seq = item["meta"]["seq"]
@@ -470,8 +501,8 @@ def score_baselines(root: str | Path, split: str = "val", *, fit_split: str = "t
                  "tfi": "TFI: 1 / inter-spike interval across the window's centre, as luma (blur's colour)",
                  "lsq": f"least squares: one linear map (K counts, blur RGB, 1) -> sharp RGB, fitted on "
                         f"{fit_split} ({fit_frames} frames)"}
-    rows = [BaselineRow(name=name, description=described[name], overall=sc.overall(), boundary=sc.boundary())
-            for name, sc in scorers.items()]
+    rows = [BaselineRow(name=name, description=described[name], overall=sc.overall(), boundary=sc.boundary(),
+                        static=sc.static()) for name, sc in scorers.items()]
     if not tfi_ok:
         widest = max(ticks) if ticks else 0
         rows.insert(len(rows) - 1, BaselineRow(
@@ -479,40 +510,44 @@ def score_baselines(root: str | Path, split: str = "val", *, fit_split: str = "t
             note=f"not applicable: a bin spans {widest / k:.3g} spike frames (n_ticks {widest} > K {k}); TFI "
                  f"needs bins at most one spike frame wide (ingest with --k {widest} or more)"))
     return BaselinesReport(store=str(root), split=split, fit_split=fit_split, num_bins=k, clip_len=clip_len,
-                           frames=frames, fit_frames=fit_frames, boundary_fraction=boundary_fraction, rows=rows,
+                           frames=frames, fit_frames=fit_frames, boundary_fraction=boundary_fraction,
+                           static_fraction=static_fraction, rows=rows,
                            lsq_coefficients=coef.tolist(), lpips_note=lpips_note,
                            seconds=time.perf_counter() - t_start)
 
 
 # ---- tables -------------------------------------------------------------------------------------------
-_TABLE_KEYS = ("psnr_rgb", "psnr_y", "ssim")
-TABLE_HEAD = ["restoration", "PSNR RGB", "PSNR Y", "SSIM", "boundary PSNR RGB", "boundary PSNR Y", "boundary SSIM"]
+# (column title, region, metric key): one row per restoration, the issue-29 columns of every comparison.
+TABLE_COLUMNS = (("PSNR RGB", "overall", "psnr_rgb"), ("PSNR Y", "overall", "psnr_y"), ("SSIM", "overall", "ssim"),
+                 ("SSIM Y", "overall", "ssim_y"), ("static PSNR Y", "static", "psnr_y"),
+                 ("static SSIM Y", "static", "ssim_y"), ("boundary PSNR RGB", "boundary", "psnr_rgb"),
+                 ("boundary PSNR Y", "boundary", "psnr_y"), ("boundary SSIM", "boundary", "ssim"))
+TABLE_HEAD = ["restoration", *(title for title, _, _ in TABLE_COLUMNS)]
 
 
-def _cell(value: float | None, key: str) -> str:
-    if value is None:
-        return "not computed"
-    return f"{value:.4f}" if key == "ssim" else f"{value:.2f}"
-
-
-def metric_rows_table(entries: list[tuple[str, Metrics | None, Metrics | None, str | None]]) -> list[str]:
-    """Markdown lines: one row per ``(name, overall, boundary, note)``; a row without metrics shows its note."""
+def metric_rows_table(entries: list[tuple[str, dict[str, Metrics | None] | None, str | None]]) -> list[str]:
+    """Markdown lines: one row per ``(name, {region: metrics}, note)`` (regions ``overall``, ``static``,
+    ``boundary``; a region missing or None, as in reports before the static half, prints ``not computed``); a
+    row without metrics (None) shows its note."""
     lines = ["| " + " | ".join(TABLE_HEAD) + " |", "|" + "---|" * len(TABLE_HEAD)]
-    for name, overall, boundary, note in entries:
-        if overall is None or boundary is None:
+    for name, regions, note in entries:
+        if regions is None:
             lines.append(f"| {name} | {note} |" + " |" * (len(TABLE_HEAD) - 2))
-        else:
-            lines.append("| " + " | ".join([name] + [_cell(getattr(m, k), k) for m in (overall, boundary)
-                                                      for k in _TABLE_KEYS]) + " |")
+            continue
+        cells = [format_metric(None if (m := regions.get(region)) is None else getattr(m, key), key)
+                 for _, region, key in TABLE_COLUMNS]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
     return lines
 
 
 def format_baselines(report: BaselinesReport) -> str:
     """The baselines report as a markdown table (what ``spikeprep baselines`` prints)."""
+    static = ("" if report.static_fraction is None else
+              f"static = the {report.static_fraction:.0%} where they differ least; ")
     lines = [f"### Non-learned baselines: {report.split} of {report.store} ({report.frames} frames, K={report.num_bins}; "
-             f"boundary = per frame the {report.boundary_fraction:.0%} of pixels where sharp and blur differ most)",
-             "", *metric_rows_table([(f"{r.name}: {r.description}", r.overall, r.boundary, r.note)
-                                     for r in report.rows])]
+             f"{static}boundary = per frame the {report.boundary_fraction:.0%} of pixels where sharp and blur differ "
+             f"most)", "", *metric_rows_table([(f"{r.name}: {r.description}", r.regions(), r.note)
+                                               for r in report.rows])]
     if report.lpips_note:
         lines.append(f"LPIPS: {report.lpips_note}")
     return "\n".join(lines)

@@ -2,12 +2,14 @@
 
 Every metric works on uint8 ``[H, W, 3]`` RGB frames, the way basicsr evaluates restoration results:
 
-* ``image_metrics``: PSNR on RGB, PSNR on Y (ITU-R BT.601, basicsr's conversion) and SSIM on RGB. These
-  *are* basicsr's ``calculate_psnr`` / ``calculate_ssim`` (crop_border 0), so numbers are comparable with
-  the literature and with any basicsr-based baseline.
-* ``motion_boundary_mask`` + ``masked_metrics``: the same metrics restricted to motion boundaries, the
-  pixels where the sharp frame differs most from the blurred one (where deblurring actually matters).
-  With an all-True mask they reduce to ``image_metrics`` (SSIM up to float summation order).
+* ``image_metrics``: PSNR on RGB, PSNR on Y (ITU-R BT.601, basicsr's conversion), SSIM on RGB and SSIM on
+  Y. These *are* basicsr's ``calculate_psnr`` / ``calculate_ssim`` (crop_border 0, ``test_y_channel`` for
+  the Y ones), so numbers are comparable with the literature and with any basicsr-based baseline.
+* ``motion_boundary_mask`` / ``static_mask`` + ``masked_metrics``: the same metrics restricted to motion
+  boundaries, the pixels where the sharp frame differs most from the blurred one (where deblurring actually
+  matters), or to the static half, where they differ least (where a restoration must leave the frame
+  alone: grain there is the restoration's own). With an all-True mask they reduce to ``image_metrics``
+  (SSIM up to float summation order).
 * ``LPIPSMetric``: AlexNet LPIPS (the ``lpips`` package). Its trunk needs torchvision's ImageNet AlexNet
   weights, read from torchvision's cache or a given path and never downloaded; without them
   ``LPIPSUnavailable`` (or ``lpips_or_reason``'s reason) says so, and reports print "not computed". A
@@ -32,7 +34,7 @@ from basicsr.metrics.metric_util import to_y_channel
 from basicsr.metrics.psnr_ssim import calculate_psnr, calculate_ssim
 from torchvision.models import AlexNet_Weights
 
-METRIC_KEYS = ("psnr_rgb", "psnr_y", "ssim")
+METRIC_KEYS = ("psnr_rgb", "psnr_y", "ssim", "ssim_y")
 SSIM_WINDOW = 11          # basicsr's _ssim: 11x11 Gaussian, sigma 1.5, 'valid' region
 SSIM_SIGMA = 1.5
 _SSIM_HALF = SSIM_WINDOW // 2
@@ -76,10 +78,10 @@ def _y_channel(img: np.ndarray) -> np.ndarray:
 # ---- full-frame metrics ------------------------------------------------------------------------------
 
 def image_metrics(img: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """PSNR (RGB), PSNR (Y) and SSIM (RGB) of uint8 ``[H, W, 3]`` RGB ``img`` against ``ref``.
+    """PSNR (RGB), PSNR (Y), SSIM (RGB) and SSIM (Y) of uint8 ``[H, W, 3]`` RGB ``img`` against ``ref``.
 
     Exactly basicsr's ``calculate_psnr`` / ``calculate_ssim`` with ``crop_border=0``, ``input_order='HWC'``;
-    PSNR on Y uses ``test_y_channel=True`` on the channel-flipped (BGR) images. PSNR is ``inf`` for
+    the Y metrics use ``test_y_channel=True`` on the channel-flipped (BGR) images. PSNR is ``inf`` for
     identical images.
     """
     _check_pair(img, ref)
@@ -88,10 +90,29 @@ def image_metrics(img: np.ndarray, ref: np.ndarray) -> dict[str, float]:
         "psnr_rgb": float(calculate_psnr(img, ref, crop_border=0, input_order="HWC")),
         "psnr_y": float(calculate_psnr(bgr, ref_bgr, crop_border=0, input_order="HWC", test_y_channel=True)),
         "ssim": float(calculate_ssim(img, ref, crop_border=0, input_order="HWC", test_y_channel=False)),
+        "ssim_y": float(calculate_ssim(bgr, ref_bgr, crop_border=0, input_order="HWC", test_y_channel=True)),
     }
 
 
 # ---- motion-boundary metrics -------------------------------------------------------------------------
+
+def _ranked_mask(blur: np.ndarray, sharp: np.ndarray, fraction: float, largest: bool) -> np.ndarray:
+    """Bool ``[H, W]`` mask of ``max(1, round(fraction * H * W))`` pixels ranked by the mean absolute
+    difference of ``sharp`` and ``blur`` over the 3 channels (in float): the largest (``largest``) or the
+    smallest differences. The ranking is stable: among equal differences the earlier pixel (row-major
+    order) wins, so the mask is deterministic."""
+    _check_pair(blur, sharp)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    h, w = blur.shape[:2]
+    diff = np.abs(sharp.astype(np.float64) - blur.astype(np.float64)).mean(axis=2).ravel()
+    count = min(h * w, max(1, round(fraction * h * w)))
+    # Stable sort (of the negated differences for the largest first): ties in pixel order.
+    order = np.argsort(-diff if largest else diff, kind="stable")
+    mask = np.zeros(h * w, dtype=bool)
+    mask[order[:count]] = True
+    return mask.reshape(h, w)
+
 
 def motion_boundary_mask(blur: np.ndarray, sharp: np.ndarray, fraction: float = 0.05) -> np.ndarray:
     """Bool ``[H, W]`` mask of the ``fraction`` of pixels where ``sharp`` and ``blur`` differ most.
@@ -101,19 +122,21 @@ def motion_boundary_mask(blur: np.ndarray, sharp: np.ndarray, fraction: float = 
     the earlier pixel (row-major order) wins, so the mask is deterministic. When ``blur == sharp``
     everywhere there is no motion to measure and the mask is all False.
     """
-    _check_pair(blur, sharp)
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    h, w = blur.shape[:2]
-    diff = np.abs(sharp.astype(np.float64) - blur.astype(np.float64)).mean(axis=2)
-    mask = np.zeros(h * w, dtype=bool)
-    if not diff.any():
-        return mask.reshape(h, w)
-    count = min(h * w, max(1, round(fraction * h * w)))
-    # Stable sort of the negated differences: largest first, ties in pixel order.
-    order = np.argsort(-diff.ravel(), kind="stable")
-    mask[order[:count]] = True
-    return mask.reshape(h, w)
+    mask = _ranked_mask(blur, sharp, fraction, largest=True)
+    if np.array_equal(blur, sharp):
+        return np.zeros_like(mask)
+    return mask
+
+
+def static_mask(blur: np.ndarray, sharp: np.ndarray, fraction: float = 0.5) -> np.ndarray:
+    """Bool ``[H, W]`` mask of the ``fraction`` of pixels where ``sharp`` and ``blur`` differ least: the
+    static part of the frame, where the best restoration is the blur itself.
+
+    The same difference and stable ranking as ``motion_boundary_mask`` (``max(1, round(fraction * H * W))``
+    pixels, ties to the earlier pixel), from the other end; a frame with no motion at all is all static,
+    so the mask is never empty.
+    """
+    return _ranked_mask(blur, sharp, fraction, largest=False)
 
 
 def _psnr_from_mse(mse: float) -> float:
@@ -149,7 +172,8 @@ def masked_metrics(img: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict[s
 
     PSNR comes from the MSE over the masked pixels (RGB: all 3 channels; Y: basicsr's Y channel, as in
     ``image_metrics``). SSIM is the mean of basicsr's SSIM map over the masked pixels, per channel, then
-    averaged over channels; the map only covers the 'valid' region (5 pixels in from each border), so mask
+    averaged over channels (SSIM Y: the map of basicsr's Y channel); the map only
+    covers the 'valid' region (5 pixels in from each border), so mask
     pixels outside it count for PSNR but not for SSIM. A value with no pixels to average is ``None``.
     """
     _check_pair(img, ref)
@@ -173,6 +197,7 @@ def masked_metrics(img: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict[s
     if valid.size and valid.any():
         per_channel = [_ssim_map(a[..., c], b[..., c])[valid].mean() for c in range(a.shape[2])]
         out["ssim"] = float(np.array(per_channel).mean())
+        out["ssim_y"] = float(_ssim_map(ya[..., 0], yb[..., 0])[valid].mean())
     return out
 
 

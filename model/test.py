@@ -21,7 +21,8 @@ Inputs
     as validation sees them. The spike-free arm needs no voxels.
 Normalisation
     Exactly the Dataset's: ``norm_lut`` + ``normalise_upsample`` of ``spikeprep.spike_deblur_dataset``
-    with the checkpoint config's DATA.NORM MEAN/STD, each spike pixel replicated onto the RGB grid.
+    with the checkpoint config's DATA.NORM MEAN/STD, each spike pixel replicated onto the RGB grid (totals-only
+    voxels when the checkpoint was trained with DATA.TOTALS_ONLY).
 Clips
     DATA.CLIP_LEN frames (``--clip-len``), laid out like the Dataset's validation clips: non-overlapping,
     the last one aligned to the end of its run of consecutive frames; a frame in two clips keeps the
@@ -178,11 +179,12 @@ def _check_output(output: Path, metrics_folder: Path, sequences: list[InputSeque
 
 
 def _clips(sequences: list[InputSequence], plans: list[list[list[int]]], lut: np.ndarray | None,
-           num_bins: int) -> Iterator[Clip]:
-    """Each planned clip, read as the Dataset serves it; its frames are ``(sequence number, position)``."""
+           num_bins: int, totals_only: bool = False) -> Iterator[Clip]:
+    """Each planned clip, read as the Dataset serves it (totals-only voxels with ``totals_only``); its frames
+    are ``(sequence number, position)``."""
     for si, (s, clips) in enumerate(zip(sequences, plans)):
         for positions in clips:
-            blur, spike = s.load_clip(positions, lut, num_bins)
+            blur, spike = s.load_clip(positions, lut, num_bins, totals_only)
             yield Clip(s.name, [(si, p) for p in positions], torch.from_numpy(blur),
                        torch.from_numpy(spike) if spike is not None else None)
 
@@ -252,7 +254,7 @@ def run_test(*, ckpt: Path, output: Path, input_blur: Path | None = None, input_
     t_loop = time.perf_counter()
     bar = tqdm(total=n_clips, desc="test", unit="clip", disable=not progress)
     try:
-        for done in restore_clips(restorer, _clips(sequences, plans, lut, cfg.DATA.K),
+        for done in restore_clips(restorer, _clips(sequences, plans, lut, cfg.DATA.K, cfg.DATA.TOTALS_ONLY),
                                   lambda name, f: output / name / (sequences[f[0]].stems[f[1]] + suffix),
                                   flag + [int(jpeg_quality)] if flag else []):
             images += [done.paths[k] for k, _ in done.new]

@@ -235,7 +235,7 @@ def start_fitted_head(head: FittedSpikeHead, train_ds: SpikeDeblurDataset, say) 
     RMS there and its blur input as it is (every rank computes the same deterministic fit, so DDP's replicas
     agree without a broadcast)."""
     t0 = time.perf_counter()
-    acc, frames = lsq_accumulate(train_ds.root, train_ds.split)
+    acc, frames = lsq_accumulate(train_ds.root, train_ds.split, totals_only=train_ds.totals_only)
     if frames == 0:      # every training sample unreadable: the loop's own check would come too late
         raise SpikeprepError(
             f"{train_ds.root}: every {train_ds.split} frame was unreadable, so the fitted spike head has no "
@@ -250,7 +250,8 @@ def start_fitted_head(head: FittedSpikeHead, train_ds: SpikeDeblurDataset, say) 
         return
     head.start_from_least_squares(acc.solve(), np.zeros(k + 3), np.array([count_rms] * k + [1.0] * 3),
                                   train_ds.norm_mean, train_ds.norm_std)
-    say(f"spike head: started at the least-squares map of {frames} {train_ds.split} frames "
+    say(f"spike head: started at the least-squares map of {frames} {train_ds.split} frames"
+        f"{' (totals-only counts: DATA.TOTALS_ONLY)' if train_ds.totals_only else ''} "
         f"({time.perf_counter() - t0:.1f} s)")
 
 

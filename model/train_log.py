@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import torch
 
-from schemas.val_report import PROBES, ValReport
+from schemas.val_report import PROBES, ValReport, format_metric
 from spikeprep.images import read_rgb
 
 if TYPE_CHECKING:
@@ -275,19 +275,24 @@ def log_train_step(writer, step: int, terms: dict, lr: float, log_every: int) ->
 def log_validation(writer, report: ValReport, step: int, say, best_psnr: float | None) -> None:
     o, b = report.overall, report.boundary
     lp = f"{o.lpips:.4f}" if o.lpips is not None else "not computed"      # the reason was said at the start
-    say(f"val step {step}: PSNR {o.psnr_rgb:.2f} dB (Y {o.psnr_y:.2f}), SSIM {o.ssim:.4f}, LPIPS {lp}; "
+    static = "" if report.static is None else \
+        f"static half: PSNR Y {format_metric(report.static.psnr_y, 'psnr_y')} dB; "
+    say(f"val step {step}: PSNR {o.psnr_rgb:.2f} dB (Y {o.psnr_y:.2f}), SSIM {o.ssim:.4f} "
+        f"(Y {format_metric(o.ssim_y, 'ssim_y')}), LPIPS {lp}; {static}"
         f"motion boundaries: PSNR {b.psnr_rgb if b.psnr_rgb is None else round(b.psnr_rgb, 2)} dB "
         f"[{o.frames} frames, {report.seconds:.1f} s]")
     gain, boundary_gain = report.db_from_spikes(), report.db_from_spikes(region="boundary")
     if report.reliance is not None:
-        say(f"  spike reliance at step {step}: dB from the spikes (PSNR Y true - count-zero voxels) {_db(gain)} "
-            f"overall, {_db(boundary_gain)} on motion boundaries")
+        say(f"  sensitivity probes at step {step}: count-zero sensitivity (PSNR Y true - count-zero voxels) "
+            f"{_db(gain)} overall, {_db(boundary_gain)} on motion boundaries (a diagnostic, not the spikes' worth)")
     if writer is None:
         return
     if best_psnr is not None and math.isfinite(best_psnr):
         writer.add_scalar("val/best_psnr_rgb", best_psnr, step)
-    for prefix, m in (("val", o), ("val_boundary", b)):
-        for key in ("psnr_rgb", "psnr_y", "ssim", "lpips"):
+    for prefix, m in (("val", o), ("val_boundary", b), ("val_static", report.static)):
+        if m is None:
+            continue
+        for key in ("psnr_rgb", "psnr_y", "ssim", "ssim_y", "lpips"):
             value = getattr(m, key)
             if value is not None and math.isfinite(value):
                 writer.add_scalar(f"{prefix}/{key}", value, step)
@@ -314,8 +319,9 @@ def log_triptychs(writer, outputs: Path, report: ValReport, step: int) -> None:
 
 # TensorBoard's hparams table: these scalar tags (written by log_validation) are its metric columns; it
 # shows each one's last value.
-HPARAM_METRICS = ("val/best_psnr_rgb", "val/psnr_rgb", "val/psnr_y", "val/ssim", "val/lpips",
-                  "val_boundary/psnr_rgb", "val_reliance/db_from_spikes", "val_reliance/boundary_db_from_spikes")
+HPARAM_METRICS = ("val/best_psnr_rgb", "val/psnr_rgb", "val/psnr_y", "val/ssim", "val/ssim_y", "val/lpips",
+                  "val_static/psnr_y", "val_boundary/psnr_rgb", "val_reliance/db_from_spikes",
+                  "val_reliance/boundary_db_from_spikes")
 
 
 def run_hparams(cfg: Config, opts: TrainOptions, max_steps: int) -> dict[str, str | int | float]:
@@ -325,6 +331,7 @@ def run_hparams(cfg: Config, opts: TrainOptions, max_steps: int) -> dict[str, st
             "TRAIN.BATCH_SIZE": cfg.TRAIN.BATCH_SIZE, "max_steps": max_steps, "DATA.CROP_SIZE": cfg.DATA.CROP_SIZE,
             "DATA.CLIP_LEN": cfg.DATA.CLIP_LEN, "DATA.K": cfg.DATA.K, "SEED": cfg.SEED,
             # on/off as text: torch's hparams summary would store a bool as the number 1 or 0
+            "DATA.TOTALS_ONLY": "on" if cfg.DATA.TOTALS_ONLY else "off",
             "spike": "on" if opts.use_spike else "off", "perceptual": "on" if opts.perceptual else "off",
             "freeze_flow_steps": opts.freeze_flow_steps}
 

@@ -8,6 +8,11 @@ validation reports' own ``Metrics`` records, the baselines the ``BaselinesReport
 
 Version 2 is version 1's layout written as these records, plus ``reliance_note`` (why the spike run's
 reliance was not measured, which version 1 said only inside ``table_markdown``).
+
+Version 3 adds the static half (each table row's ``static``, the report's ``static_fraction``), SSIM on Y
+(``Metrics.ssim_y``) and the spike run's ``spike_fuse_type``; its reliance rows are the test-time
+*sensitivity* probes (``db_from_spikes`` is the count-zero sensitivity, version 2's name kept). Version 2
+reports are still read, with those None; version 1 is refused.
 """
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ from schemas.json_record import read_json_record, write_json_record
 from schemas.record import Record
 from schemas.val_report import Arm, Metrics
 
-COMPARE_VERSION = 2
+COMPARE_VERSION = 3
+READ_VERSIONS = (2, 3)
 RuleStatus = Literal["PASS", "FAIL", "not evaluated"]
 
 
@@ -51,11 +57,13 @@ class ArmMetrics(Record):
 
 
 class TableRow(Record):
-    """Both arms at one common step, overall and on motion boundaries."""
+    """Both arms at one common step, overall, on motion boundaries and on the static half (None where a
+    run's validation report predates it)."""
 
     step: int = Field(ge=0)
     overall: ArmMetrics
     boundary: ArmMetrics
+    static: ArmMetrics | None = None
 
 
 class RegionPsnrY(Record):
@@ -66,9 +74,10 @@ class RegionPsnrY(Record):
 
 
 class RelianceRow(Record):
-    """The spike run's reliance at one step: PSNR-Y with the true voxels and with each voxel probe
-    (``schemas.val_report.PROBES``; None where the probe was not run), and dB from the spikes (true minus
-    count-zero; NaN when both are infinite)."""
+    """The spike run's sensitivity probes at one step: PSNR-Y with the true voxels and with each voxel probe
+    (``schemas.val_report.PROBES``; None where the probe was not run), and the count-zero sensitivity
+    ``db_from_spikes`` (true minus count-zero; NaN when both are infinite). A diagnostic, not the spikes'
+    worth."""
 
     step: int = Field(ge=0)
     db_from_spikes: float | None
@@ -147,18 +156,22 @@ class CropSpot(Record):
 class CompareReport(Record):
     """One comparison of a spike run with a base run; ``steps`` are the steps both validated.
 
-    ``split``, ``frames`` and ``boundary_fraction`` are those of the judged step's validation (both runs
-    were checked to agree); ``table_markdown`` is the table as ``spikeprep compare`` prints it.
+    ``split``, ``frames``, ``boundary_fraction`` and ``static_fraction`` are those of the judged step's
+    validation (both runs were checked to agree; ``static_fraction`` None when a run predates it);
+    ``spike_fuse_type`` is the spike run's MODEL.FUSE.TYPE (None when its reports predate
+    version 3); ``table_markdown`` is the table as ``spikeprep compare`` prints it.
     ``picture`` / ``curves`` are the written PNGs (None with ``picture_note`` / per-arm ``curves_notes``
     saying why); ``lpips_notes`` say per arm why LPIPS is missing, where it is.
     """
 
-    version: Literal[2] = COMPARE_VERSION
+    version: Literal[2, 3] = COMPARE_VERSION
     spike: RunRef
     base: RunRef
     split: str
     frames: int = Field(ge=0)
     boundary_fraction: float = Field(gt=0, le=1)
+    static_fraction: float | None = Field(None, gt=0, le=1)
+    spike_fuse_type: str | None = None
     steps: list[int] = Field(min_length=1)
     skipped_steps: SkippedSteps
     table: list[TableRow]
@@ -200,5 +213,5 @@ def write_compare_report(path: str | os.PathLike, report: CompareReport) -> Path
 
 def read_compare_report(path: str | os.PathLike) -> CompareReport:
     """Read and validate; ``ValueError`` naming the file on a bad or foreign report."""
-    return read_json_record(path, CompareReport, kind="compare report", versions=(COMPARE_VERSION,),
+    return read_json_record(path, CompareReport, kind="compare report", versions=READ_VERSIONS,
                             rerun="re-run `spikeprep compare`")

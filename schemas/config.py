@@ -1,6 +1,8 @@
 """The training/data configuration (``configs/deblur/vrt_spike_baseline.yaml``), validated.
 
-The fields are the original document's section 7, nothing more. Every section forbids unknown keys, so
+The fields are the original document's section 7, plus the measured departures from it, each named for what
+it changes and off by default (``MODEL.FUSE.TYPE``'s ``Residual*`` values, ``DATA.TOTALS_ONLY``; README,
+"Why the spikes did not count"). Every section forbids unknown keys, so
 a misspelled key fails with its dotted name instead of being silently ignored. Records are frozen;
 ``model_copy(update=...)`` gives a changed copy.
 """
@@ -47,7 +49,14 @@ class NormConfig(_Section):
 
 
 class DataConfig(_Section):
-    """``DATA``: the store (ROOT), split names, train crop side, clip length T, time bins K, NORM."""
+    """``DATA``: the store (ROOT), split names, train crop side, clip length T, time bins K, NORM.
+
+    ``TOTALS_ONLY`` (an ablation, issue 29): the spike arm trains, validates and tests on totals-only voxels,
+    each pixel's K bins replaced by its mean count over them (same shape, same store; normalised with NORM like
+    any count: ``spikeprep.spike_deblur_dataset``), so only the spike total is left. Spike minus a totals-only
+    arm trained at equal data, steps and seed is what spike timing adds. Saved in every checkpoint's config, so
+    ``--resume``, validation and ``spikeprep test`` serve what the arm learnt on.
+    """
 
     ROOT: str
     TRAIN_SPLIT: str = "train"
@@ -56,6 +65,7 @@ class DataConfig(_Section):
     CLIP_LEN: int = Field(DEFAULT_CLIP_LEN, gt=0)
     K: int = Field(DEFAULT_NUM_BINS, gt=0)
     NORM: NormConfig = NormConfig()
+    TOTALS_ONLY: bool = False
 
 
 class HeadsConfig(_Section):

@@ -7,8 +7,15 @@ LPIPS is ``None`` when it was not computed; ``lpips_note`` then says why (for ex
 (weights unavailable: ...)"), and every report prints that note instead of a number.
 
 Version 2 adds ``reliance`` (DESIGN section 8): the spike arm scored again with count-zero voxels, another
-clip's voxels and time-reversed bins; "dB from the spikes" is the PSNR-Y with the true voxels minus the
-PSNR-Y with count-zero voxels. Version 1 reports (no reliance) are still read, with ``reliance`` None.
+clip's voxels and time-reversed bins. These probes measure the arm's *sensitivity* to its voxels at test
+time, not what the spikes are worth (that is measured by training: spike - base, spike - totals-only); the
+count-zero sensitivity is the PSNR-Y with the true voxels minus the PSNR-Y with count-zero voxels (version 2
+called it "dB from the spikes"; the field and method names stay for old reports).
+
+Version 3 adds the static half (``static``, ``static_fraction``: per frame the pixels where sharp and blur
+differ least), SSIM on Y (``Metrics.ssim_y``) beside SSIM on RGB, and the spike arm's ``fuse_type`` (a head
+fitted with counts, ``FITTED_FUSE_TYPES``, has a count-zero sensitivity that is large by construction).
+Version 1 and 2 reports are still read, with those fields None.
 """
 from __future__ import annotations
 
@@ -17,27 +24,44 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from schemas.json_record import read_json_record, write_json_record
 from schemas.record import Record
 
-RUN_VERSION = 2
-READ_VERSIONS = (1, 2)   # version 1: the same record without ``reliance``
+RUN_VERSION = 3
+READ_VERSIONS = (1, 2, 3)   # 1: no ``reliance``; 2: no ``static``, ``ssim_y``, ``fuse_type``
 Arm = Literal["spike", "base"]    # the spike arm and the spike-free arm (--no-spike)
+# MODEL.FUSE.TYPE values whose spike head starts at a least-squares map fitted with the counts: with every
+# count zero its output is far from the blur by construction, so its count-zero sensitivity is no measure of
+# what the spikes are worth.
+FITTED_FUSE_TYPES = ("ResidualTemporalCrossAttnFittedSpikeHead",)
+NOT_COMPUTED = "not computed"
+_FOUR_DECIMALS = ("ssim", "ssim_y", "lpips")
 
+
+def format_metric(value: float | None, key: str) -> str:
+    """One metric cell, the one number format of every report: 4 decimals for SSIM (RGB, Y) and LPIPS, 2 for
+    PSNR (any other ``key``); ``inf`` for identical images; ``not computed`` for None."""
+    if value is None:
+        return NOT_COMPUTED
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.4f}" if key in _FOUR_DECIMALS else f"{value:.2f}"
 
 
 class Metrics(Record):
-    """Mean over frames of per-frame metrics (uint8 images, basicsr's PSNR and SSIM)."""
+    """Mean over frames of per-frame metrics (uint8 images, basicsr's PSNR and SSIM; ``ssim_y`` None in
+    reports before version 3)."""
 
     frames: int = Field(ge=0)
     psnr_rgb: float | None
     psnr_y: float | None
     ssim: float | None
+    ssim_y: float | None = None
     lpips: float | None = None
 
-    @field_validator("psnr_rgb", "psnr_y", "ssim", "lpips")
+    @field_validator("psnr_rgb", "psnr_y", "ssim", "ssim_y", "lpips")
     @classmethod
     def _finite_or_none(cls, value: float | None) -> float | None:
         # PSNR of identical images is +inf in basicsr; a mean over frames keeps it finite or inf.
@@ -47,10 +71,12 @@ class Metrics(Record):
 
 
 class ProbeMetrics(Record):
-    """The metrics of one voxel probe: the same frames, scored overall and on motion boundaries."""
+    """The metrics of one voxel probe: the same frames, scored overall, on motion boundaries and (version 3)
+    on the static half."""
 
     overall: Metrics
     boundary: Metrics
+    static: Metrics | None = None
 
 
 # The voxel probes of the spike-reliance measurement, in report order.
@@ -61,6 +87,8 @@ PROBE_TITLES = {"zeroed": "count-zero voxels", "other_clip": "another clip's vox
 
 class SpikeReliance(Record):
     """The spike arm fed altered voxels (DESIGN section 8): a model that ignores its spikes scores the same.
+    A sensitivity diagnostic: a model that reads only the spike total and one that reads their timing can
+    both lose under every probe.
 
     ``zeroed``: every count 0 (normalised like any count); ``other_clip``: the voxels of another val clip of
     the same size (None, with ``other_clip_note``, when the split has no such clip); ``reversed``: the K
@@ -81,12 +109,15 @@ class ValReport(Record):
     """One validation of one run at one step.
 
     ``boundary`` restricts the same metrics to motion boundaries: per frame, the ``boundary_fraction``
-    of pixels where the sharp and the blurred frame differ most (mean absolute difference over RGB).
+    of pixels where the sharp and the blurred frame differ most (mean absolute difference over RGB);
+    ``static`` to the static part: the ``static_fraction`` of pixels where they differ least (None in
+    reports before version 3). ``fuse_type``: the spike arm's MODEL.FUSE.TYPE (None for the base arm and
+    before version 3).
     ``images_dir`` holds ``{seq}/{frame:06d}_{blur,recon,sharp}.png`` of this validation when they were
     written (relative to the outputs root), else ``None``.
     """
 
-    version: Literal[1, 2] = RUN_VERSION
+    version: Literal[1, 2, 3] = RUN_VERSION
     exp: str
     arm: Arm
     step: int = Field(ge=0)
@@ -100,10 +131,28 @@ class ValReport(Record):
     seconds: float = Field(ge=0)
     reliance: SpikeReliance | None = None
     reliance_note: str | None = None
+    static: Metrics | None = None
+    static_fraction: float | None = Field(None, gt=0, le=1)
+    fuse_type: str | None = None
+
+    @model_validator(mode="after")
+    def _static_with_its_fraction(self) -> "ValReport":
+        if (self.static is None) != (self.static_fraction is None):
+            raise ValueError("static and static_fraction are both given or both absent")
+        if self.version >= 3 and self.static is None:
+            raise ValueError("a version 3 report scores the static half (static, static_fraction)")
+        return self
+
+    @property
+    def fitted_head(self) -> bool:
+        """Whether the spike arm's head was fitted with counts (its count-zero sensitivity is large by
+        construction); False for the base arm and for reports before version 3."""
+        return self.fuse_type in FITTED_FUSE_TYPES
 
     def db_from_spikes(self, key: str = "psnr_y", region: str = "overall") -> float | None:
-        """True minus count-zero voxels, in dB of ``key`` (``psnr_y`` or ``psnr_rgb``) over ``region``
-        (``overall`` or ``boundary``); None without a reliance measurement."""
+        """The count-zero sensitivity: true minus count-zero voxels, in dB of ``key`` (``psnr_y`` or
+        ``psnr_rgb``) over ``region`` (``overall`` or ``boundary``); None without a reliance measurement.
+        A test-time sensitivity, not the spikes' worth (the name is version 2's)."""
         if self.reliance is None:
             return None
         return _difference(getattr(getattr(self, region), key), getattr(getattr(self.reliance.zeroed, region), key))

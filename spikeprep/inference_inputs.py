@@ -30,7 +30,8 @@ from schemas.store import DATASET_FILENAME, VOX_ARRAY, VOX_DIRNAME
 from spikeprep.errors import InputError, SampleError
 from spikeprep.images import read_rgb
 from spikeprep.spike_deblur_dataset import (SEQUENCE_COLUMNS, clip_starts, consecutive_runs, load_sequences,
-                                            norm_lut, normalised_voxels, unit_frames)
+                                            norm_lut, normalised_voxels, totals_lut, totals_only_voxels,
+                                            unit_frames)
 from spikeprep.store import ChunkReader, read_manifest, read_store_info
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -283,20 +284,25 @@ class InputSequence:
         """How many frames are deblurred: the total length of ``runs``."""
         return sum(n for _, n in self.runs)
 
-    def load_clip(self, positions: Sequence[int], lut: np.ndarray | None,
-                  num_bins: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Blur ``[T, 3, H, W]`` in [0, 1] and normalised voxels ``[T, K, H, W]`` (float32, RGB grid),
-        exactly as ``SpikeDeblurDataset`` serves them; voxels are None without counts or ``lut``."""
+    def load_clip(self, positions: Sequence[int], lut: np.ndarray | None, num_bins: int,
+                  totals_only: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Blur ``[T, 3, H, W]`` in [0, 1] and normalised voxels ``[T, K, H, W]`` (float32, RGB grid; totals-only
+        with ``totals_only``, ``lut`` then ``spike_lut``'s totals table), exactly as ``SpikeDeblurDataset`` serves
+        them; voxels are None without counts or ``lut``."""
         blur = unit_frames([self.blur.read(p) for p in positions], self.blur.hw)
         if self.counts is None or lut is None:
             return blur, None
         counts = [self.counts.read(self.vox_pos[p]) for p in positions]
-        return blur, normalised_voxels(counts, lut, self.scale, num_bins, self.blur.hw)
+        voxels = totals_only_voxels if totals_only else normalised_voxels
+        return blur, voxels(counts, lut, self.scale, num_bins, self.blur.hw)
 
 
 def spike_lut(cfg: Config) -> np.ndarray:
-    """The Dataset's normalisation table (``norm_lut``) for the checkpoint config's DATA.NORM, for any
-    uint8/uint16 count (``lut[c]`` is the same number for both dtypes)."""
+    """The Dataset's normalisation table for the checkpoint config's DATA.NORM, for any uint8/uint16 count
+    (``lut[c]`` is the same number for both dtypes): ``norm_lut``, or ``totals_lut`` (of a pixel's total over
+    DATA.K bins) when DATA.TOTALS_ONLY."""
+    if cfg.DATA.TOTALS_ONLY:
+        return totals_lut(cfg.DATA.NORM.MEAN, cfg.DATA.NORM.STD, cfg.DATA.K, np.uint16)
     return norm_lut(cfg.DATA.NORM.MEAN, cfg.DATA.NORM.STD, np.uint16)
 
 

@@ -11,6 +11,14 @@ frames are all unpaired is ``NoPairedFrames``)::
                    'crop': (y, x)}          # top-left of the crop in RGB pixels ((0, 0) at full size)
     }
 
+Totals-only voxels (``totals_only=True``, ``DATA.TOTALS_ONLY``; issue 29): the same store, each pixel's K bins
+replaced by that pixel's mean over the K bins, so only the spike *total* is left and no timing. The mean is
+taken over the counts, before the normalisation: every bin serves ``(log1p(total / K) - MEAN) / STD``, a
+function of the pixel's total alone (a mean of the normalised bins would still depend on how the spikes fall
+in time, through the logarithm), normalised with the store's MEAN/STD like any voxel so the served values keep
+the statistics the model is used to (a pixel whose bins hold the same count serves exactly what it did). A
+spike arm trained and tested on them against one on the true voxels measures what spike timing adds.
+
 With ``voxels="counts"`` the item holds ``'spike_counts'`` instead of ``'spike_vox'``: the stored counts
 ``[T, K, H/sy, W/sx]`` (uint8 or uint16) at the native spike grid, not normalised, and ``meta['scale']``
 is ``(sy, sx)``; the non-learned baselines read these. With ``images="uint8"`` blur and sharp are the
@@ -86,6 +94,23 @@ def norm_lut(mean: float, std: float, dtype: np.dtype | str = np.uint8) -> np.nd
     """float32 table ``lut[c] = (log1p(c) - mean) / std`` for every value of ``dtype`` (float64 maths)."""
     n = np.iinfo(np.dtype(dtype)).max + 1
     return ((np.log1p(np.arange(n, dtype=np.float64)) - float(mean)) / float(std)).astype(np.float32)
+
+
+def totals_lut(mean: float, std: float, num_bins: int, dtype: np.dtype | str = np.uint8) -> np.ndarray:
+    """float32 table ``lut[t] = (log1p(t / K) - mean) / std`` for every total ``t`` of ``K = num_bins`` counts of
+    ``dtype`` (float64 maths): the served value of every bin of a totals-only voxel (module docstring).
+    ``totals_lut(m, s, K)[K * c] == norm_lut(m, s)[c]``: a pixel with the same count in every bin is unchanged."""
+    n = int(num_bins) * np.iinfo(np.dtype(dtype)).max + 1
+    return ((np.log1p(np.arange(n, dtype=np.float64) / int(num_bins)) - float(mean)) / float(std)).astype(np.float32)
+
+
+def totals_only_voxels(counts: Iterable[np.ndarray], lut: np.ndarray, scale: tuple[int, int], num_bins: int,
+                       hw: tuple[int, int]) -> np.ndarray:
+    """Per-frame counts ``[K, h/sy, w/sx]`` -> totals-only voxels ``[T, K, h, w]`` (float32, RGB grid): each
+    pixel's K bins all ``lut[its total]`` (``lut = totals_lut``), replicated onto the RGB grid."""
+    totals = [c.sum(axis=0, keepdims=True, dtype=np.int64) for c in counts]
+    one = normalised_voxels(totals, lut, scale, 1, hw)
+    return np.ascontiguousarray(np.broadcast_to(one, (len(totals), num_bins, *hw)))
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
@@ -319,13 +344,15 @@ class SpikeDeblurDataset(Dataset):
             spike-free arm's data: same clips, same crops, no spike reads).
         voxels: ``"normalised"`` (``spike_vox``, the model's input) or ``"counts"`` (``spike_counts``, the
             stored counts at the spike grid).
+        totals_only: serve totals-only voxels (module docstring): ``spike_vox`` and ``batch_to_device``'s voxels
+            keep their shape but each pixel's K bins hold its mean count; ``spike_counts`` stay the stored counts.
         images: ``"float32"`` (blur/sharp in [0, 1]) or ``"uint8"`` (the stored RGB values).
     """
 
     def __init__(self, root: str | Path, split: str, clip_len: int = 5, crop_size: int | None = None,
                  num_bins: int | None = None, norm_mean: float | None = None, norm_std: float | None = None,
                  train: bool | None = None, seed: int | None = None, with_spike: bool = True,
-                 voxels: str = "normalised", images: str = "float32"):
+                 voxels: str = "normalised", images: str = "float32", totals_only: bool = False):
         super().__init__()
         if voxels not in VOXEL_KINDS:
             raise ValueError(f"voxels must be one of {VOXEL_KINDS}, got {voxels!r}")
@@ -333,6 +360,7 @@ class SpikeDeblurDataset(Dataset):
             raise ValueError(f"images must be one of {IMAGE_KINDS}, got {images!r}")
         self.voxels = voxels
         self.images = images
+        self.totals_only = bool(totals_only)
         self.root = Path(root)
         self.split = split
         self.train = (split == "train") if train is None else bool(train)
@@ -358,7 +386,11 @@ class SpikeDeblurDataset(Dataset):
             self._check_crop(json_path)
         self._clips = self._index_clips()
         dtypes = {info.sequences[f"{split}/{s.name}"].dtype for s in self.sequences}
-        self._lut = norm_lut(self.norm_mean, self.norm_std, "uint16" if "uint16" in dtypes else "uint8")
+        count_dtype = "uint16" if "uint16" in dtypes else "uint8"
+        self._lut = norm_lut(self.norm_mean, self.norm_std, count_dtype)
+        # the served voxels' table: of a count, or (totals only) of a pixel's total over the K bins
+        self._vox_lut = totals_lut(self.norm_mean, self.norm_std, self.num_bins, count_dtype) \
+            if self.totals_only else self._lut
         self._readers: dict[int, ChunkReader] = {}
         self._device_luts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -366,8 +398,9 @@ class SpikeDeblurDataset(Dataset):
     @classmethod
     def from_config(cls, cfg, split_kind: str = "train", seed: int | None = None,
                     with_spike: bool = True, compact: bool = False) -> "SpikeDeblurDataset":
-        """The train (random crops of DATA.CROP_SIZE) or val (full size) Dataset of a ``Config``; ``compact``:
-        the compact hand-over (uint8 frames, stored counts; see the module docstring)."""
+        """The train (random crops of DATA.CROP_SIZE) or val (full size) Dataset of a ``Config``, with totals-only
+        voxels when DATA.TOTALS_ONLY; ``compact``: the compact hand-over (uint8 frames, stored counts; see the
+        module docstring)."""
         if split_kind not in ("train", "val"):
             raise ValueError(f"split_kind must be 'train' or 'val', got {split_kind!r}")
         data = cfg.DATA
@@ -376,7 +409,7 @@ class SpikeDeblurDataset(Dataset):
                    crop_size=data.CROP_SIZE if train else None, num_bins=data.K,
                    norm_mean=data.NORM.MEAN, norm_std=data.NORM.STD, train=train, seed=seed,
                    with_spike=with_spike, voxels="counts" if compact else "normalised",
-                   images="uint8" if compact else "float32")
+                   images="uint8" if compact else "float32", totals_only=data.TOTALS_ONLY)
 
     def _resolve_norm(self, mean, std, json_path) -> tuple[float, float]:
         stats = self.info.stats
@@ -451,12 +484,12 @@ class SpikeDeblurDataset(Dataset):
         self._device_luts = {}
 
     def device_luts(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(RGB_LUT, norm_lut)`` as float32 tensors on ``device``, the tables ``lookup_upsample`` turns
-        a compact item into the default one with (copied once per device)."""
+        """``(RGB_LUT, norm_lut)`` (``totals_lut`` with ``totals_only``) as float32 tensors on ``device``, the
+        tables ``lookup_upsample`` turns a compact item into the default one with (copied once per device)."""
         key = str(torch.device(device))
         if key not in self._device_luts:
             self._device_luts[key] = (torch.from_numpy(RGB_LUT).to(device),
-                                      torch.from_numpy(self._lut).to(device))
+                                      torch.from_numpy(self._vox_lut).to(device))
         return self._device_luts[key]
 
     def batch_to_device(self, batch: dict, device: torch.device | str,
@@ -474,8 +507,13 @@ class SpikeDeblurDataset(Dataset):
         spike = None
         if use_spike and "spike_counts" in batch:
             # One scale per batch: collate keeps only samples of one counts shape and one crop size.
-            spike = lookup_upsample(batch["spike_counts"].to(device, non_blocking=True), count_lut,
-                                    batch["meta"]["scale"][0])
+            counts = batch["spike_counts"].to(device, non_blocking=True)
+            if self.totals_only:     # integer sums are exact on any device; the table does the rest
+                totals = counts.sum(dim=-3, keepdim=True, dtype=torch.int32)
+                spike = lookup_upsample(totals, count_lut, batch["meta"]["scale"][0]).expand(
+                    *counts.shape[:-2], -1, -1).contiguous()
+            else:
+                spike = lookup_upsample(counts, count_lut, batch["meta"]["scale"][0])
         elif use_spike:
             spike = batch["spike_vox"].to(device, non_blocking=True)
         return frames("blur"), frames("sharp"), spike
@@ -585,11 +623,12 @@ class SpikeDeblurDataset(Dataset):
                          for n in s.vox_index[pos:pos + self.clip_len].tolist()])
 
     def _read_spike(self, si: int, pos: int, box: tuple[int, int, int, int]) -> np.ndarray:
-        """Normalised voxels ``[T, K, h, w]`` (float32, RGB grid) of the clip at ``pos`` of sequence
-        ``si`` under the RGB box ``(y, x, h, w)`` (aligned to the scale): only its chunks are read."""
+        """Normalised voxels ``[T, K, h, w]`` (float32, RGB grid; totals-only with ``totals_only``) of the clip
+        at ``pos`` of sequence ``si`` under the RGB box ``(y, x, h, w)`` (aligned to the scale): only its chunks
+        are read."""
         _, _, h, w = box
-        return normalised_voxels(self._read_counts(si, pos, box), self._lut, self.sequences[si].scale,
-                                 self.num_bins, (h, w))
+        voxels = totals_only_voxels if self.totals_only else normalised_voxels
+        return voxels(self._read_counts(si, pos, box), self._vox_lut, self.sequences[si].scale, self.num_bins, (h, w))
 
 
 # ---- collate ---------------------------------------------------------------------------------------

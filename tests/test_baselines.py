@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from cli.main import main as cli
 from model.evaluate import fit_lsq, score_baselines
-from model.metrics import image_metrics, masked_metrics, motion_boundary_mask
+from model.metrics import image_metrics, masked_metrics, motion_boundary_mask, static_mask
 from schemas.baselines import baselines_path, read_baselines_report
 from spikeprep import baselines as bl
 from spikeprep.images import read_rgb
@@ -159,14 +159,20 @@ def test_baselines_are_scored_like_validation(train_store):
     assert report.frames == 6 and report.fit_frames == 12
     # the blur row equals basicsr's metrics of the stored PNGs, frame by frame, and the boundary mask's
     rows = read_manifest(train_store).to_pydict()
-    psnr_y, b_psnr = [], []
+    psnr_y, b_psnr, s_psnr, ssim_y = [], [], [], []
     for i, s in enumerate(rows["split"]):
         if s == "val":
             blur = read_rgb(train_store / rows["blur"][i]).transpose(1, 2, 0)
             sharp = read_rgb(train_store / rows["sharp"][i]).transpose(1, 2, 0)
             psnr_y.append(image_metrics(blur, sharp)["psnr_y"])
             b_psnr.append(masked_metrics(blur, sharp, motion_boundary_mask(blur, sharp))["psnr_y"])
+            s_psnr.append(masked_metrics(blur, sharp, static_mask(blur, sharp))["psnr_y"])
+            ssim_y.append(image_metrics(blur, sharp)["ssim_y"])
     assert report.row("blur").overall.psnr_y == pytest.approx(np.mean(psnr_y), abs=1e-9)
+    # the issue-29 columns: SSIM on Y and the static half, the same numbers validation reports
+    assert report.row("blur").overall.ssim_y == pytest.approx(np.mean(ssim_y), abs=1e-12)
+    assert report.row("blur").static.psnr_y == pytest.approx(np.mean(s_psnr), abs=1e-9)
+    assert report.static_fraction == 0.5 and all(r.static is not None for r in report.rows if r.overall)
     assert report.row("blur").boundary.psnr_y == pytest.approx(np.mean(b_psnr), abs=1e-9)
     assert report.row("lsq").boundary.psnr_y > report.row("blur").boundary.psnr_y
 
@@ -181,7 +187,8 @@ def test_baselines_command_writes_a_versioned_report(train_store, tmp_path):
     assert res.exit_code == 0, res.output
     assert "| lsq: least squares" in res.output and "not applicable" in res.output
     report = read_baselines_report(out)
-    assert report.version == 1 and report.clip_len == 3 and len(report.lsq_coefficients) == TRAIN_K + 4
+    assert "static PSNR Y" in res.output and "SSIM Y" in res.output
+    assert report.version == 2 and report.clip_len == 3 and len(report.lsq_coefficients) == TRAIN_K + 4
     bad = CliRunner().invoke(cli, ["baselines", str(train_store), "--tfp-bins", "3", "--no-progress",
                                    "--out", str(tmp_path / "c.json")])
     assert bad.exit_code == 2 and "parity" in bad.output

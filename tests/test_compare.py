@@ -19,7 +19,8 @@ from cli.main import main
 from model.compare import compare, format_report, load_run
 from model.compare_figures import HEADER_H, LABEL_H, SEP, best_windows, window_scores
 from schemas.compare_report import read_compare_report
-from schemas.val_report import Metrics, ValReport, val_report_path, write_val_report
+from schemas.val_report import (Metrics, ProbeMetrics, SpikeReliance, ValReport, val_report_path,
+                                write_val_report)
 
 H, W = 64, 80
 FRAMES = {"seq_000": (0, 1), "seq_001": (0, 1)}   # 4 val frames
@@ -46,7 +47,7 @@ def _frames(seq: str, frame: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _m(psnr: float, ssim: float = 0.9, lpips: float | None = 0.1, frames: int = N_FRAMES) -> Metrics:
-    return Metrics(frames=frames, psnr_rgb=psnr, psnr_y=psnr + 1.0, ssim=ssim, lpips=lpips)
+    return Metrics(frames=frames, psnr_rgb=psnr, psnr_y=psnr + 1.0, ssim=ssim, ssim_y=ssim + 0.01, lpips=lpips)
 
 
 def _write_images(outputs: Path, rel: str, mix: float) -> None:
@@ -62,9 +63,10 @@ def _write_images(outputs: Path, rel: str, mix: float) -> None:
 
 
 def make_run(outputs: Path, exp: str, arm: str, steps: dict[int, dict], images: dict[int, float] | None = None,
-             lpips_note: str | None = None, frames: int = N_FRAMES) -> None:
-    """Reports for ``steps`` ({step: {"psnr":, "ssim":, "lpips":, "bpsnr":}}) and images for ``images``
-    ({step: recon mix})."""
+             lpips_note: str | None = None, frames: int = N_FRAMES, version: int = 3, **fields) -> None:
+    """Reports for ``steps`` ({step: {"psnr":, "ssim":, "lpips":, "bpsnr":, "spsnr":}}) and images for ``images``
+    ({step: recon mix}); ``version`` 2 writes a report without the static half and SSIM Y; ``fields``: more
+    of the report's fields (``reliance``, ``fuse_type``)."""
     images = images or {}
     for step, v in steps.items():
         rel = f"visuals/{exp}/step_{step:07d}" if step in images else None
@@ -77,7 +79,16 @@ def make_run(outputs: Path, exp: str, arm: str, steps: dict[int, dict], images: 
                                     None if lp is None else lp + 0.1, frames),
                         boundary_fraction=0.05,
                         per_sequence={s: _m(v["psnr"], lpips=lp, frames=2) for s in FRAMES},
-                        lpips_note=lpips_note, images_dir=rel, seconds=1.0)
+                        static=_m(v.get("spsnr", v["psnr"] + 20), v.get("ssim", 0.9) + 0.05, lp, frames),
+                        static_fraction=0.5, lpips_note=lpips_note, images_dir=rel, seconds=1.0, **fields)
+        if version == 2:
+            old = rep.model_dump(mode="json", exclude={"static", "static_fraction", "fuse_type"})
+            for region in ("overall", "boundary"):
+                del old[region]["ssim_y"]
+            old["per_sequence"] = {s: {k: v for k, v in m.items() if k != "ssim_y"}
+                                   for s, m in old["per_sequence"].items()}
+            rep = ValReport.model_validate({**old, "version": 2})
+            assert rep.static is None and rep.overall.ssim_y is None
         write_val_report(val_report_path(outputs, exp, step), rep)
 
 
@@ -105,8 +116,11 @@ def test_pass_table_picture_and_json(outputs):
     out = res.output
     # the table: equal steps only, both arms, overall and boundary; step 3000 listed as skipped
     assert "| 1000 | 28.00 | 27.50 | +0.50 | 29.00 | 28.50 |" in out
-    assert "| 2000 | 30.00 | 29.00 | +1.00 | 31.00 | 30.00 | +1.00 | 0.9300 | 0.9100 | +0.0200 | 0.1000 | 0.1200 |" in out
+    assert ("| 2000 | 30.00 | 29.00 | +1.00 | 31.00 | 30.00 | +1.00 | 0.9300 | 0.9100 | +0.0200 | 0.9400 | 0.9200 "
+            "| +0.0200 | 0.1000 | 0.1200 |") in out
     assert "| 2000 | 24.50 | 22.00 | +2.50 |" in out                     # boundary row
+    assert "### Static half (per frame the 50% of pixels where sharp and blur differ least)" in out
+    assert "| 2000 | 50.00 | 49.00 | +1.00 | 51.00 | 50.00 | +1.00 | 0.9800 | 0.9600 | +0.0200 |" in out  # static
     assert "Motion boundaries" in out and "skipped steps" in out and "[3000]" in out
     assert "| 3000 |" not in out
     assert "PSNR RGB >= base - 0.05 dB: PASS" in out and "LPIPS <= base + 0.005: PASS" in out
@@ -123,6 +137,8 @@ def test_pass_table_picture_and_json(outputs):
     row = data["table"][1]
     assert row["step"] == 2000 and row["overall"]["spike"]["psnr_rgb"] == 30.0
     assert row["boundary"]["base"]["psnr_rgb"] == 22.0 and row["overall"]["base"]["lpips"] == 0.12
+    assert row["static"]["spike"]["psnr_y"] == 51.0 and row["overall"]["spike"]["ssim_y"] == pytest.approx(0.94)
+    assert data["static_fraction"] == 0.5 and data["version"] == 3
     assert data["frames"] == N_FRAMES and data["split"] == "val" and data["picture"] == str(png)
     assert "| 2000 |" in data["table_markdown"]
 
@@ -160,7 +176,7 @@ def test_written_json_is_the_returned_report(outputs):
     comp = compare("spk", "vrt", outputs=outputs, crops=2, crop_size=CROP)
     assert comp.json_path == outputs / "metrics" / "compare_spk_vs_vrt_2000.json"
     report = read_compare_report(comp.json_path)
-    assert report == comp.report and report.version == 2 and report.passed
+    assert report == comp.report and report.version == 3 and report.passed
     assert [c.boxes["blur"] for c in report.crops] == [(SEP, SEP + HEADER_H + LABEL_H + r * (LABEL_H + CROP + SEP),
                                                         SEP + CROP, SEP + HEADER_H + LABEL_H + CROP
                                                         + r * (LABEL_H + CROP + SEP)) for r in range(2)]
@@ -170,6 +186,36 @@ def test_written_json_is_the_returned_report(outputs):
     assert dry.json_path is None and dry.report.picture is None and dry.report.curves is None
     assert [c.model_dump(exclude={"boxes", "psnr_rgb_base", "psnr_rgb_spike"}) for c in dry.report.crops] == \
         [c.model_dump(exclude={"boxes", "psnr_rgb_base", "psnr_rgb_spike"}) for c in report.crops]
+
+
+def test_reports_before_the_static_half_still_compare(tmp_path):
+    """A version 2 run (no static half, no SSIM Y) beside a current one: compared, the missing columns say so."""
+    make_run(tmp_path, "a", "spike", {1000: dict(psnr=30.0)})
+    make_run(tmp_path, "b", "base", {1000: dict(psnr=29.0)}, version=2)
+    comp = compare("a", "b", outputs=tmp_path, crops=0, write=False)
+    assert comp.passed and comp.report.static_fraction is None and comp.report.table[0].static is None
+    text = format_report(comp)
+    assert "### Static half" not in text and "Static half: not computed" in text
+    assert "| 1000 | 30.00 | 29.00 | +1.00 | 31.00 | 30.00 | +1.00 | 0.9000 | 0.9000 | +0.0000 | 0.9100 | not computed | - |" \
+        in text
+
+
+def _probes(true: Metrics, zeroed_psnr: float) -> SpikeReliance:
+    zeroed = ProbeMetrics(overall=_m(zeroed_psnr - 1.0), boundary=_m(zeroed_psnr - 9.0))
+    return SpikeReliance(zeroed=zeroed, other_clip=None, reversed=ProbeMetrics(overall=true, boundary=true))
+
+
+@pytest.mark.parametrize("fuse_type, fitted", [("ResidualTemporalCrossAttnFittedSpikeHead", True),
+                                               ("ResidualTemporalCrossAttnSpikeHead", False)])
+def test_probes_are_labelled_sensitivity_not_worth(tmp_path, fuse_type, fitted):
+    make_run(tmp_path, "a", "spike", {1000: dict(psnr=30.0)}, reliance=_probes(_m(30.0), 10.0), fuse_type=fuse_type)
+    make_run(tmp_path, "b", "base", {1000: dict(psnr=29.0)})
+    comp = compare("a", "b", outputs=tmp_path, crops=0, write=False)
+    text = format_report(comp)
+    assert comp.report.spike_fuse_type == fuse_type and comp.report.reliance[0].db_from_spikes == pytest.approx(21.0)
+    assert "### Sensitivity probes" in text and "| 1000 | +21.00 |" in text and "count-zero sensitivity" in text
+    assert "dB from the spikes" not in text and "spike - totals-only" in text
+    assert ("its count-zero sensitivity is not what the spikes add" in text) == fitted
 
 
 def test_fail_when_roles_swapped(tmp_path):
@@ -329,3 +375,25 @@ def test_curves_picture_and_its_points(outputs):
     assert spike.db_from_spikes == [None, None, None]                    # these reports measured no reliance
     base = load_curves(load_run("vrt", outputs))
     assert base.loss_steps == [] and base.val_steps == [1000, 2000] and base.psnr_rgb == [27.5, 29.0]
+
+
+def test_baselines_table_has_the_arms_columns(tmp_path):
+    """The non-learned floor beside both arms, row for row: the same static-half and SSIM-Y columns."""
+    from schemas.baselines import BaselineRow, BaselinesReport, write_baselines_report
+
+    make_run(tmp_path, "a", "spike", {1000: dict(psnr=30.0, spsnr=42.0)})
+    make_run(tmp_path, "b", "base", {1000: dict(psnr=29.0, spsnr=56.0)})
+    rows = [BaselineRow(name="blur", description="the blurred input itself", overall=_m(28.0), boundary=_m(19.0),
+                        static=_m(95.0)),
+            BaselineRow(name="tfi", description="TFI", overall=None, boundary=None, note="not applicable")]
+    path = write_baselines_report(tmp_path / "b.json", BaselinesReport(
+        store="s", split="val", fit_split="train", num_bins=8, clip_len=2, frames=N_FRAMES, fit_frames=8,
+        boundary_fraction=0.05, static_fraction=0.5, rows=rows, seconds=1.0))
+    text = compare("a", "b", outputs=tmp_path, crops=0, write=False, baselines=path).report.table_markdown
+    head = ("| restoration | PSNR RGB | PSNR Y | SSIM | SSIM Y | static PSNR Y | static SSIM Y | boundary PSNR RGB | "
+            "boundary PSNR Y | boundary SSIM |")
+    assert head in text
+    assert "| spike arm a | 30.00 | 31.00 | 0.9000 | 0.9100 | 43.00 | 0.9600 | 22.00 | 23.00 | 0.7000 |" in text
+    assert "| base arm b | 29.00 | 30.00 | 0.9000 | 0.9100 | 57.00 | 0.9600 | 21.00 | 22.00 | 0.7000 |" in text
+    assert "| blur: the blurred input itself | 28.00 | 29.00 | 0.9000 | 0.9100 | 96.00 | 0.9100 | 19.00 | 20.00 |" in text
+    assert "| tfi: TFI | not applicable |" in text

@@ -15,7 +15,7 @@ from schemas.val_report import Metrics
 
 
 def _m(psnr: float, lpips: float | None = 0.1) -> Metrics:
-    return Metrics(frames=4, psnr_rgb=psnr, psnr_y=psnr + 1.0, ssim=0.9, lpips=lpips)
+    return Metrics(frames=4, psnr_rgb=psnr, psnr_y=psnr + 1.0, ssim=0.9, ssim_y=0.92, lpips=lpips)
 
 
 def _verdict(step: int = 2000, **changes) -> Verdict:
@@ -29,18 +29,20 @@ def _verdict(step: int = 2000, **changes) -> Verdict:
 
 def _report(**changes) -> CompareReport:
     rows = [TableRow(step=s, overall=ArmMetrics(spike=_m(28.0 + i, None), base=_m(27.5 + i)),
-                     boundary=ArmMetrics(spike=_m(math.inf, None), base=_m(20.0)))
+                     boundary=ArmMetrics(spike=_m(math.inf, None), base=_m(20.0)),
+                     static=ArmMetrics(spike=_m(42.0, None), base=_m(56.0)))
             for i, s in enumerate((1000, 2000))]
     baselines = BaselinesReport(store="data/store", split="val", fit_split="train", num_bins=16, clip_len=5, frames=4,
-                                fit_frames=8, boundary_fraction=0.05, seconds=1.0,
+                                fit_frames=8, boundary_fraction=0.05, static_fraction=0.5, seconds=1.0,
                                 rows=[BaselineRow(name="blur", description="the blurred input itself",
-                                                  overall=_m(25.0), boundary=_m(18.0)),
+                                                  overall=_m(25.0), boundary=_m(18.0), static=_m(math.inf)),
                                       BaselineRow(name="tfi", description="TFI", overall=None, boundary=None,
                                                   note="not applicable")])
     fields = dict(
         spike=RunRef(exp="spk", arm="spike", source="outputs/metrics", steps=[1000, 2000, 3000]),
         base=RunRef(exp="vrt", arm="base", source="outputs/metrics", steps=[1000, 2000]),
-        split="val", frames=4, boundary_fraction=0.05, steps=[1000, 2000],
+        split="val", frames=4, boundary_fraction=0.05, static_fraction=0.5,
+        spike_fuse_type="ResidualTemporalCrossAttnFittedSpikeHead", steps=[1000, 2000],
         skipped_steps=SkippedSteps(spike_only=[3000], base_only=[]), table=rows, table_markdown="| 2000 | ... |\n",
         lpips_notes={"spike": "weights unavailable"},
         reliance=[RelianceRow(step=1000, db_from_spikes=9.0, boundary_db_from_spikes=None,
@@ -60,7 +62,9 @@ def test_round_trip_keeps_every_field(tmp_path):
     path = write_compare_report(tmp_path / "metrics" / "compare_spk_vs_vrt_2000.json", report)
     assert read_compare_report(path) == report
     raw = json.loads(path.read_text())
-    assert raw["version"] == COMPARE_VERSION == 2 and report.passed and report.verdict.passed
+    assert raw["version"] == COMPARE_VERSION == 3 and report.passed and report.verdict.passed
+    assert raw["table"][0]["static"]["base"]["psnr_y"] == 57.0 and raw["table"][0]["overall"]["base"]["ssim_y"] == 0.92
+    assert raw["baselines"]["rows"][0]["static"]["psnr_rgb"] == math.inf and raw["static_fraction"] == 0.5
     assert raw["table"][1]["boundary"]["spike"]["psnr_rgb"] == math.inf        # written as Infinity, read back
     assert raw["crops"][0]["boxes"]["blur"] == [2, 28, 34, 60]
     assert raw["verdict"]["result"] == "PASS" and raw["baselines"]["rows"][1]["note"] == "not applicable"
@@ -70,14 +74,38 @@ def test_other_versions_and_unknown_keys_are_refused(tmp_path):
     path = write_compare_report(tmp_path / "c.json", _report())
     raw = json.loads(path.read_text())
     path.write_text(json.dumps({**raw, "version": 1}))
-    with pytest.raises(ValueError, match=r"c\.json: compare report version 1, this spikeprep reads version 2; "
+    with pytest.raises(ValueError, match=r"c\.json: compare report version 1, this spikeprep reads versions 2, 3; "
                                          r"re-run `spikeprep compare`"):
         read_compare_report(path)
     path.write_text(json.dumps({**raw, "colour": "red"}))
     with pytest.raises(ValueError, match=r"(?s)c\.json: invalid compare report.*colour"):
         read_compare_report(path)
     with pytest.raises(ValidationError):
-        _report().model_validate({**_report().model_dump(), "version": 3})
+        _report().model_validate({**_report().model_dump(), "version": 4})
+
+
+def _drop(raw, *keys):
+    """``raw`` (a dumped record, nested) without ``keys`` anywhere: what an older version wrote."""
+    if isinstance(raw, dict):
+        return {k: _drop(v, *keys) for k, v in raw.items() if k not in keys}
+    if isinstance(raw, list):
+        return [_drop(v, *keys) for v in raw]
+    return raw
+
+
+def test_version_2_reports_are_still_read_without_the_static_half(tmp_path):
+    # A version 2 compare report (holding a version 1 baselines report): no static half, no SSIM Y, no fuse type.
+    raw = json.loads(write_compare_report(tmp_path / "c.json", _report()).read_text())
+    old = _drop(raw, "static", "static_fraction", "ssim_y", "spike_fuse_type")
+    old["version"], old["baselines"]["version"] = 2, 1
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    report = read_compare_report(tmp_path / "old.json")
+    assert report.version == 2 and report.static_fraction is None and report.spike_fuse_type is None
+    assert report.table[0].static is None and report.table[0].overall.spike.ssim_y is None
+    assert report.baselines.row("blur").static is None and report.baselines.row("blur").regions()["static"] is None
+    # A current baselines report must carry the static half of every scored row.
+    with pytest.raises(ValidationError, match="static half"):
+        BaselinesReport.model_validate({**old["baselines"], "version": 2})
 
 
 def test_records_are_frozen():

@@ -453,3 +453,56 @@ def test_without_spikes_same_items_and_no_voxel_reads(store, monkeypatch):
     assert any("rgb.zarr" in p for p in opened) and not any("spike_vox.zarr" in p for p in opened)
     batch = collate_drop_bad(items[:2])
     assert set(batch) == {"blur", "sharp", "meta"} and batch["blur"].shape[0] == 2
+
+
+# ---- totals-only voxels (DATA.TOTALS_ONLY) ---------------------------------------------------------------
+@pytest.mark.parametrize("which, split, crop", [("store", "train", 64), ("store2", "val", None)])
+def test_totals_only_voxels_are_each_pixels_mean_over_the_bins(request, which, split, crop):
+    """Same store, same shape; every bin holds the normalised mean count of its pixel (only the total is left);
+    blur, sharp and meta are the items of the true voxels."""
+    root = request.getfixturevalue(which)
+    kw = dict(clip_len=3, crop_size=crop, seed=5)
+    true, totals = SpikeDeblurDataset(root, split, **kw), SpikeDeblurDataset(root, split, **kw, totals_only=True)
+    mean, std = true.norm_mean, true.norm_std
+    assert len(true) == len(totals)
+    for i in range(len(true)):
+        a, b = true[i], totals[i]
+        assert a["meta"] == b["meta"] and torch.equal(a["blur"], b["blur"]) and torch.equal(a["sharp"], b["sharp"])
+        assert b["spike_vox"].shape == a["spike_vox"].shape and b["spike_vox"].dtype == torch.float32
+        s = read_store_info(root).sequences[f"{split}/{b['meta']['seq']}"]
+        y, x = b["meta"]["crop"]
+        h, w = b["spike_vox"].shape[-2:]
+        for t, f in enumerate(b["meta"]["frame_idx"]):
+            counts = stored_counts(root, split, b["meta"]["seq"], f).astype(np.float64)
+            per_pixel_mean = np.repeat(np.repeat(counts.mean(axis=0), s.scale[0], 0), s.scale[1], 1)[y:y + h, x:x + w]
+            expected = ((np.log1p(per_pixel_mean) - mean) / std).astype(np.float32)
+            for k in range(K):
+                np.testing.assert_array_equal(b["spike_vox"][t, k].numpy(), expected)
+            # undoing the normalisation gives the mean count back: no timing left, the total kept
+            back = np.expm1(b["spike_vox"][t].numpy().astype(np.float64) * std + mean)
+            total = np.repeat(np.repeat(counts.sum(axis=0), s.scale[0], 0), s.scale[1], 1)[y:y + h, x:x + w]
+            np.testing.assert_allclose(back.sum(axis=0), total, rtol=1e-5, atol=1e-4)
+        # a pixel whose bins all hold one count serves exactly what the true voxels serve
+        same = (a["spike_vox"] == a["spike_vox"][:, :1]).all(dim=1, keepdim=True).expand_as(a["spike_vox"])
+        assert same.any() and torch.equal(a["spike_vox"][same], b["spike_vox"][same])
+
+
+@pytest.mark.parametrize("which", ["store", "store2"])
+def test_totals_only_compact_hand_over_and_config(request, which):
+    """The trainer's compact batches become the same totals-only voxels on the device; DATA.TOTALS_ONLY picks
+    them in ``from_config``; the stored counts the baselines read are untouched."""
+    store = request.getfixturevalue(which)
+    info = read_store_info(store)
+    cfg = _config(store, CROP_SIZE=64, CLIP_LEN=2, K=K, NORM={"MEAN": info.stats.mean, "STD": info.stats.std},
+                  TOTALS_ONLY=True)
+    assert not _config(store).DATA.TOTALS_ONLY                               # off by default
+    default = SpikeDeblurDataset.from_config(cfg, "train", seed=cfg.SEED)
+    compact = SpikeDeblurDataset.from_config(cfg, "train", seed=cfg.SEED, compact=True)
+    assert default.totals_only and compact.totals_only
+    batch = collate_drop_bad([compact[i] for i in range(2)])
+    blur, sharp, spike = compact.batch_to_device(batch, "cpu")
+    expected = collate_drop_bad([default[i] for i in range(2)])
+    assert torch.equal(spike, expected["spike_vox"]) and torch.equal(blur, expected["blur"])
+    plain = SpikeDeblurDataset(store, "train", clip_len=2, crop_size=64, seed=cfg.SEED, voxels="counts")
+    assert torch.equal(batch["spike_counts"], collate_drop_bad([plain[i] for i in range(2)])["spike_counts"])
+    assert sdd.totals_lut(0.3, 0.7, K)[K * 3] == sdd.norm_lut(0.3, 0.7)[3]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from model.evaluate import FrameScorer, other_clip_index, probe_voxels, validate, val_frames, zero_count_value
-from model.metrics import image_metrics, tensor_to_uint8
+from model.metrics import image_metrics, masked_metrics, motion_boundary_mask, static_mask, tensor_to_uint8
 from schemas.val_report import PROBES
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
 
@@ -62,6 +62,10 @@ def test_a_model_that_ignores_its_spikes_gains_exactly_zero_db(val_ds, tmp_path)
     assert report.db_from_spikes() == 0.0 and report.db_from_spikes(region="boundary") == 0.0
     for probe in PROBES:
         assert getattr(report.reliance, probe).overall == report.overall, probe
+        assert getattr(report.reliance, probe).static == report.static, probe
+    # version 3: the static half and SSIM on Y; no fuse type on a model without one, so no fitted-head note
+    assert report.version == 3 and report.static_fraction == 0.5 and report.static.frames == report.overall.frames
+    assert report.overall.ssim_y is not None and report.fuse_type is None and not report.fitted_head
 
 
 def test_count_zero_voxels_reduce_a_spike_model_to_its_blur(val_ds, tmp_path):
@@ -128,4 +132,11 @@ def test_frame_scorer_matches_the_metrics_and_masks(rng):
     b = np.clip(a.astype(int) + rng.integers(-9, 10, a.shape), 0, 255).astype(np.uint8)
     scorer.add("s", a, b, scorer.mask(b, a))
     assert scorer.overall().psnr_y == pytest.approx(image_metrics(a, b)["psnr_y"])
+    assert scorer.overall().ssim_y == pytest.approx(image_metrics(a, b)["ssim_y"])
     assert scorer.overall().frames == 1 and list(scorer.per_sequence()) == ["s"]
+    # the regions are the masks of (blur, sharp) = (b, a): the 5% that differ most, the half that differ least
+    for region, mask in ((scorer.boundary(), motion_boundary_mask(b, a)), (scorer.static(), static_mask(b, a))):
+        expected = masked_metrics(a, b, mask)
+        assert region.frames == 1
+        for key in ("psnr_rgb", "psnr_y", "ssim", "ssim_y"):
+            assert getattr(region, key) == pytest.approx(expected[key]), key

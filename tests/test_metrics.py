@@ -23,8 +23,11 @@ from model.metrics import (
     masked_metrics,
     mean_metrics,
     motion_boundary_mask,
+    static_mask,
     tensor_to_uint8,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 SIZES = [(32, 32), (24, 40), (45, 17)]
 
@@ -43,12 +46,15 @@ def _pair(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndar
 def test_image_metrics_equal_basicsr(rng, h, w):
     img, ref = _pair(rng, h, w)
     m = image_metrics(img, ref)
-    assert set(m) == {"psnr_rgb", "psnr_y", "ssim"}
+    assert set(m) == {"psnr_rgb", "psnr_y", "ssim", "ssim_y"}
     assert m["psnr_rgb"] == calculate_psnr(img, ref, crop_border=0, input_order="HWC")
     # basicsr's Y conversion reads BGR, so the oracle gets channel-flipped arrays.
     assert m["psnr_y"] == calculate_psnr(img[..., ::-1], ref[..., ::-1], crop_border=0, input_order="HWC",
                                          test_y_channel=True)
     assert m["ssim"] == calculate_ssim(img, ref, crop_border=0, input_order="HWC", test_y_channel=False)
+    assert m["ssim_y"] == calculate_ssim(img[..., ::-1], ref[..., ::-1], crop_border=0, input_order="HWC",
+                                         test_y_channel=True)
+    assert m["ssim_y"] != m["ssim"]
     assert all(isinstance(v, float) for v in m.values())
 
 
@@ -68,7 +74,7 @@ def test_image_metrics_identical_and_shape_mismatch(rng):
     img, _ = _pair(rng, 20, 20)
     m = image_metrics(img, img.copy())
     assert m["psnr_rgb"] == float("inf") and m["psnr_y"] == float("inf")
-    assert m["ssim"] == pytest.approx(1.0, abs=1e-12)
+    assert m["ssim"] == pytest.approx(1.0, abs=1e-12) and m["ssim_y"] == pytest.approx(1.0, abs=1e-12)
     with pytest.raises(ValueError):
         image_metrics(img, img[:10])
 
@@ -145,6 +151,34 @@ def test_mask_ties_broken_by_pixel_order():
     np.testing.assert_array_equal(mask, motion_boundary_mask(blur, sharp, 4 / 36))
 
 
+# ---- static_mask -------------------------------------------------------------------------------------
+
+def test_static_mask_is_the_half_that_differs_least(rng):
+    h, w = 20, 30
+    blur = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    sharp = np.clip(blur.astype(int) + rng.integers(-40, 41, size=(h, w, 3)), 0, 255).astype(np.uint8)
+    diff = np.abs(sharp.astype(float) - blur.astype(float)).mean(axis=2)
+    mask = static_mask(blur, sharp)
+    assert mask.dtype == bool and mask.shape == (h, w) and mask.sum() == h * w // 2
+    assert diff[mask].max() <= diff[~mask].min()
+    # Disjoint from the motion boundaries, and a frame without motion is all static, never empty.
+    assert not (mask & motion_boundary_mask(blur, sharp, 0.05)).any()
+    assert static_mask(blur, blur.copy(), 1.0).all() and static_mask(blur, blur.copy()).sum() == h * w // 2
+    with pytest.raises(ValueError):
+        static_mask(blur, sharp, 1.5)
+
+
+def test_static_mask_ties_broken_by_pixel_order():
+    blur = np.zeros((4, 4, 3), dtype=np.uint8)
+    sharp = blur.copy()
+    sharp[2:, :] = 9            # the top 8 pixels tie at 0, the bottom 8 at 9
+    sharp[0, 0] = 1             # except the first
+    expected = np.zeros((4, 4), dtype=bool)
+    expected[0, 1:] = True
+    expected[1, :2] = True      # the 5 earliest of the 7 zero-difference pixels
+    np.testing.assert_array_equal(static_mask(blur, sharp, 5 / 16), expected)
+
+
 # ---- masked_metrics ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("h,w", SIZES)
@@ -155,6 +189,23 @@ def test_masked_all_true_equals_image_metrics(rng, h, w):
     assert masked["psnr_rgb"] == full["psnr_rgb"]
     assert masked["psnr_y"] == full["psnr_y"]
     assert masked["ssim"] == pytest.approx(full["ssim"], abs=1e-10)
+    assert masked["ssim_y"] == pytest.approx(full["ssim_y"], abs=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), h=st.integers(12, 30), w=st.integers(12, 30))
+def test_masked_ssim_y_is_basicsrs_ssim_map_on_y_over_the_mask(seed, h, w):
+    # Oracle: basicsr's SSIM-Y of the whole frame is the mean of its map over the 'valid' region, so over the
+    # valid region split in two, the masked means weighted by their pixel counts give basicsr's number back.
+    rng = np.random.default_rng(seed)
+    img, ref = _pair(rng, h, w)
+    mask = rng.random((h, w)) < 0.5
+    valid = np.zeros((h, w), dtype=bool)
+    valid[5:h - 5, 5:w - 5] = True
+    a, b = mask & valid, ~mask & valid
+    whole = calculate_ssim(img[..., ::-1], ref[..., ::-1], crop_border=0, input_order="HWC", test_y_channel=True)
+    parts = [(masked_metrics(img, ref, m)["ssim_y"], m.sum()) for m in (a, b) if m.any()]
+    assert sum(v * n for v, n in parts) / valid.sum() == pytest.approx(whole, abs=1e-10)
 
 
 def test_masked_region_subset(rng):
@@ -173,11 +224,11 @@ def test_masked_region_subset(rng):
 def test_masked_empty_and_outside_ssim_region(rng):
     img, ref = _pair(rng, 24, 24)
     assert masked_metrics(img, ref, np.zeros((24, 24), dtype=bool)) == {
-        "psnr_rgb": None, "psnr_y": None, "ssim": None}
+        "psnr_rgb": None, "psnr_y": None, "ssim": None, "ssim_y": None}
     border = np.zeros((24, 24), dtype=bool)
     border[:5, :] = True        # entirely outside the valid SSIM region
     m = masked_metrics(img, ref, border)
-    assert m["ssim"] is None and m["psnr_rgb"] is not None and m["psnr_y"] is not None
+    assert m["ssim"] is None and m["ssim_y"] is None and m["psnr_rgb"] is not None and m["psnr_y"] is not None
     # One pixel inside the valid region: SSIM is finite.
     one = np.zeros((24, 24), dtype=bool)
     one[5, 5] = True
@@ -198,7 +249,7 @@ def test_mean_metrics():
     assert m["psnr_y"] == pytest.approx(33.0)
     assert m["ssim"] == pytest.approx(0.8)
     assert m["lpips"] is None
-    assert mean_metrics(iter([])) == {"frames": 0, "psnr_rgb": None, "psnr_y": None, "ssim": None}
+    assert mean_metrics(iter([])) == {"frames": 0, "psnr_rgb": None, "psnr_y": None, "ssim": None, "ssim_y": None}
 
 
 # ---- LPIPS -------------------------------------------------------------------------------------------

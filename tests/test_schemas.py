@@ -1,6 +1,8 @@
 """Contracts in schemas/: the config, the spike meta record and the manifest schema."""
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from schemas.json_record import read_json_record, write_json_record
 from schemas.config import MIN_STD, Config, ConfigError, NormConfig, load_config, parse_config
 from schemas.manifest import (MANIFEST_COLUMNS, MANIFEST_SCHEMA, ManifestSchemaError,
                               validate_manifest_table)
-from schemas.val_report import Arm, Metrics, ValReport, read_val_report, write_val_report
+from schemas.val_report import Arm, Metrics, ValReport, format_metric, read_val_report, write_val_report
 from schemas.spike_meta import SpikeMeta
 from schemas.validation import describe_validation_error
 
@@ -245,7 +247,7 @@ def test_stale_temps_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
 def _report() -> ValReport:
     m = Metrics(frames=2, psnr_rgb=30.0, psnr_y=31.0, ssim=0.9)
     return ValReport(exp="e", arm="spike", step=1, split="val", overall=m, boundary=m, boundary_fraction=0.1,
-                     per_sequence={"seq_000": m}, seconds=1.0)
+                     static=m, static_fraction=0.5, per_sequence={"seq_000": m}, seconds=1.0)
 
 
 def test_val_report_write_does_not_share_a_temp_file(tmp_path):
@@ -261,18 +263,40 @@ def test_val_report_write_does_not_share_a_temp_file(tmp_path):
 
 def test_json_records_name_the_file_and_what_to_rerun(tmp_path):
     path = write_json_record(tmp_path / "sub" / "r.json", _report())
-    assert read_json_record(path, ValReport, kind="validation report", versions=(1, 2), rerun="x") == _report()
+    assert read_json_record(path, ValReport, kind="validation report", versions=(1, 2, 3), rerun="x") == _report()
     raw = path.read_text()
-    path.write_text(raw.replace('"version": 2', '"version": 7'))
-    with pytest.raises(ValueError, match=r"r\.json: validation report version 7, this spikeprep reads versions 1, 2; "
+    path.write_text(raw.replace('"version": 3', '"version": 7'))
+    with pytest.raises(ValueError, match=r"r\.json: validation report version 7, this spikeprep reads versions 1, 2, 3; "
                                          r"re-run it"):
-        read_json_record(path, ValReport, kind="validation report", versions=(1, 2), rerun="re-run it")
+        read_json_record(path, ValReport, kind="validation report", versions=(1, 2, 3), rerun="re-run it")
     path.write_text(raw[: len(raw) // 2])
     with pytest.raises(ValueError, match="r.json: not a readable validation report"):
         read_val_report(path)
     path.write_text(raw.replace('"step": 1', '"step": -1'))
     with pytest.raises(ValueError, match="r.json: invalid validation report"):
         read_val_report(path)
+
+
+def test_val_report_versions_before_3_read_without_the_static_half(tmp_path):
+    raw = _report().model_dump(mode="json")
+    old = {k: v for k, v in raw.items() if k not in ("static", "static_fraction", "fuse_type")}
+    path = tmp_path / "val.json"
+    path.write_text(json.dumps({**old, "version": 2}))
+    report = read_val_report(path)
+    assert report.version == 2 and report.static is None and not report.fitted_head
+    with pytest.raises(ValueError, match="static half"):              # a version 3 report without it
+        path.write_text(json.dumps({**old, "version": 3}))
+        read_val_report(path)
+    with pytest.raises(ValidationError, match="both given or both absent"):
+        ValReport.model_validate({**raw, "static_fraction": None})
+    fitted = ValReport.model_validate({**raw, "fuse_type": "ResidualTemporalCrossAttnFittedSpikeHead"})
+    assert fitted.fitted_head and not _report().fitted_head
+
+
+def test_format_metric_is_the_one_cell_format():
+    assert [format_metric(v, k) for v, k in ((31.234, "psnr_y"), (0.91234, "ssim_y"), (0.1, "lpips"),
+                                            (0.5, "ssim"), (math.inf, "psnr_rgb"), (None, "ssim"))] == \
+        ["31.23", "0.9123", "0.1000", "0.5000", "inf", "not computed"]
 
 
 def test_arm_literal_is_the_val_report_arm():

@@ -298,3 +298,36 @@ def test_an_output_inside_the_store_is_refused(setup, where, tmp_path):
     assert result.exit_code == 2, result.output
     assert f"{where} lies inside the store {store}" in result.output and "Fix:" in result.output
     assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
+
+
+def test_a_totals_only_checkpoint_is_tested_on_totals_only_voxels(setup, tmp_path):
+    """DATA.TOTALS_ONLY in the checkpoint's stored config: ``spikeprep test`` serves what the arm trained on."""
+    cfg = setup["cfg"].model_copy(update={"DATA": setup["cfg"].DATA.model_copy(update={"TOTALS_ONLY": True})})
+    torch.manual_seed(0)
+    model = build_model(cfg, use_spike=True)
+    ckpt = save_checkpoint(tmp_path / "totals.pth", dict(
+        version=CKPT_VERSION, arm="spike", exp="t", step=7, model=model.state_dict(),
+        config=cfg.model_dump(mode="json"), config_text="", best_psnr=None))
+    ds = SpikeDeblurDataset(setup["store"], "val", clip_len=cfg.DATA.CLIP_LEN, norm_mean=cfg.DATA.NORM.MEAN,
+                            norm_std=cfg.DATA.NORM.STD, train=False, totals_only=True)
+    (seq,), _ = resolve_sequences(num_bins=TRAIN_K, use_spike=True, cfg=cfg, input_spike_vox=setup["store"],
+                                  split="val")
+    for i, positions in enumerate(plan_clips(seq.runs, cfg.DATA.CLIP_LEN)):
+        _, spike = seq.load_clip(positions, spike_lut(cfg), TRAIN_K, totals_only=True)
+        np.testing.assert_array_equal(spike, ds[i]["spike_vox"].numpy())
+        assert (spike == spike[:, :1]).all()                          # no timing left
+    out = tmp_path / "out"
+    result = run("--ckpt", ckpt, "--store", setup["store"], "--split", "val", "--output", out)
+    assert result.exit_code == 0, result.output
+    item = ds[0]
+    with torch.no_grad():
+        recon = model.eval()(item["blur"][None], item["spike_vox"][None])[0]
+    expected = (recon.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for t, f in enumerate(item["meta"]["frame_idx"]):
+        got = cv2.imread(str(out / setup["seq"] / f"{f:06d}.png"))[..., ::-1]
+        assert np.abs(got.astype(int) - expected[t]).max() <= 1
+    # and a config that says otherwise does not match the checkpoint
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(setup["cfg"].model_dump(mode="json")))
+    refused = run("--ckpt", ckpt, "--store", setup["store"], "--output", tmp_path / "o2", "--config", other)
+    assert refused.exit_code == 2 and "TOTALS_ONLY" in refused.output

@@ -173,13 +173,54 @@ def test_every_fuse_type_trains_saves_and_resumes(train_store, tmp_path, fuse):
         assert torch.equal(a["model"]["spike_head.input_scale"], b["model"]["spike_head.input_scale"])
         assert torch.equal(a["model"]["spike_head.voxel_norm"], b["model"]["spike_head.voxel_norm"])
     report = read_val_report(out / "metrics" / f"val_whole_{STEPS}.json")
-    assert report.version == 2 and report.reliance is not None and report.db_from_spikes() is not None
+    assert report.version == 3 and report.reliance is not None and report.db_from_spikes() is not None
+    assert report.fuse_type == fuse and report.fitted_head == ("Fitted" in fuse) and report.static is not None
     raw = yaml.safe_load(config.read_text())
     raw["MODEL"]["FUSE"]["TYPE"] = "TemporalCrossAttn"
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(raw))
     with pytest.raises(InputError, match="FUSE"):
         main(options(other, exp="whole", resume=True))
+
+
+def test_a_totals_only_arm_trains_validates_on_its_voxels_and_resumes_only_with_them(train_store, tmp_path):
+    """DATA.TOTALS_ONLY (issue 29): the fitted head starts at the least-squares map of the totals-only counts,
+    training and validation serve totals-only voxels, the checkpoint's config keeps the option."""
+    from model.checkpoint import model_from_checkpoint
+    from model.evaluate import validate
+    from model.train import start_fitted_head
+    from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
+
+    fuse = "ResidualTemporalCrossAttnFittedSpikeHead"
+    config = write_config(tmp_path, train_store, fuse=fuse)
+    raw = yaml.safe_load(config.read_text())
+    raw["DATA"]["TOTALS_ONLY"] = True
+    config.write_text(yaml.safe_dump(raw))
+    cfg = parse_config(raw)
+    # the start: one tap for the total, shared by the K bins (least squares' minimum-norm answer to K equal inputs)
+    head = build_model(cfg, use_spike=True).spike_head
+    start_fitted_head(head, SpikeDeblurDataset.from_config(cfg, "train", seed=cfg.SEED, compact=True), print)
+    taps = head.from_counts.weight[0, :, 1, 1]
+    assert taps.abs().max() > 0 and torch.allclose(taps, taps[:1].expand_as(taps), rtol=1e-4)
+
+    result = main(options(config, exp="totals", max_steps=2, val_every=2, reliance=False))
+    assert result.step == 2 and all(np.isfinite(result.losses))
+    out = tmp_path / "outputs"
+    ckpt = load_checkpoint(out / "ckpts" / "totals" / "last.pth")
+    assert ckpt["config"]["DATA"]["TOTALS_ONLY"] is True
+    report = read_val_report(out / "metrics" / "val_totals_2.json")
+    model = model_from_checkpoint(ckpt)
+    kw = dict(device=torch.device("cpu"), amp=False, exp="totals", step=2, outputs=tmp_path / "again",
+              lpips_metric=None, lpips_note=None, tile=(0, 0), write_images=False, visual_frames=0, reliance=False)
+    mine = validate(model, SpikeDeblurDataset.from_config(cfg, "val"), **kw)
+    assert mine.overall == report.overall                              # validation served totals-only voxels
+    true_voxels = validate(model, SpikeDeblurDataset.from_config(parse_config({**raw, "DATA": {
+        **raw["DATA"], "TOTALS_ONLY": False}}), "val"), **kw)
+    assert true_voxels.overall != report.overall
+    raw["DATA"]["TOTALS_ONLY"] = False
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.raises(InputError, match="TOTALS_ONLY"):
+        main(options(config, exp="totals", max_steps=4, resume=True, reliance=False))
 
 
 def test_resume_refuses_the_other_arm(runs):
@@ -429,11 +470,14 @@ def test_tensorboard_holds_triptychs_and_hparams(runs):
     hp = start.session_start_info.hparams
     assert hp["MODEL.FUSE.TYPE"].string_value == "TemporalCrossAttn" and hp["MODEL.VRT_CFG"].string_value
     assert hp["spike"].string_value == "on" and hp["DATA.K"].number_value == 8 and hp["SEED"].number_value == 123
+    assert hp["DATA.TOTALS_ONLY"].string_value == "off"
     assert hp["max_steps"].number_value == STEPS and hp["DATA.CROP_SIZE"].number_value == 64
     assert hp["DATA.CLIP_LEN"].number_value == 3 and hp["TRAIN.OPTIM.LR"].number_value == pytest.approx(2e-4)
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     metrics = {m.name.tag for m in experiment.metric_infos}
-    assert {"val/best_psnr_rgb", "val/psnr_rgb", "val_boundary/psnr_rgb", "val_reliance/db_from_spikes"} <= metrics
+    assert {"val/best_psnr_rgb", "val/psnr_rgb", "val_boundary/psnr_rgb", "val_reliance/db_from_spikes",
+            "val/ssim_y", "val_static/psnr_y"} <= metrics
+    assert acc.Scalars("val_static/psnr_y")[-1].value == pytest.approx(final.static.psnr_y, rel=1e-6)
     assert "_hparams_/session_end_info" in content                       # the run reached its last step
     assert acc.Scalars("val/best_psnr_rgb")[-1].value == pytest.approx(runs["spike"].best_psnr, rel=1e-6)
     assert acc.Scalars("val/psnr_rgb")[-1].value == pytest.approx(final.overall.psnr_rgb, rel=1e-6)
