@@ -7,7 +7,7 @@ The least-squares baseline of ``spikeprep baselines`` maps ``(K counts, blur RGB
 does not see counts: its voxels are ``(log1p(count) - MEAN) / STD`` (DESIGN section 6). Each row here fits the
 same per-pixel least-squares map (``spikeprep.baselines.LsqAccumulator``, on every kept frame of the train
 split) from another input and scores it on the val split exactly as ``spikeprep baselines`` and validation
-do (``model.evaluate.FrameScorer``: uint8 frames, PSNR-Y per frame, the motion-boundary mask). A linear
+do (``model.scoring.FrameScorer``: uint8 frames, PSNR-Y per frame, the motion-boundary mask). A linear
 layer on the model's normalised voxels can do at best what the ``voxels`` rows do; the ``counts`` rows are
 the baseline the spike arm must clear.
 """
@@ -25,9 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_description, write_section  # noqa: E402
-from model.evaluate import FrameScorer, fit_lsq, kept_frames  # noqa: E402
+from model.scoring import FrameScorer  # noqa: E402
 from model.metrics import tensor_to_uint8  # noqa: E402
 from spikeprep import baselines as bl  # noqa: E402
+from spikeprep.lsq import fit_lsq, kept_frames  # noqa: E402
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, norm_lut  # noqa: E402
 
 SECTION = "## Least squares on the model's inputs (issue 15)"

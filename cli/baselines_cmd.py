@@ -1,4 +1,4 @@
-"""``spikeprep baselines DATA_ROOT``: non-learned restorations scored like validation (``model.evaluate``)."""
+"""``spikeprep baselines DATA_ROOT``: non-learned restorations scored like validation (``model.baseline_scores``)."""
 from __future__ import annotations
 
 import errno
@@ -54,7 +54,8 @@ def baselines_cmd(root: Path, split: str, fit_split: str, clip_len: int | None, 
                   out: Path | None, progress: bool) -> None:
     """Score non-learned restorations (blur, TFP, TFI, least squares) of a store's split; write a JSON report."""
     # torch, basicsr and the model only when the command runs, so that `spikeprep --help` stays fast
-    from model.evaluate import format_baselines, score_baselines
+    from model.baseline_scores import score_baselines
+    from model.report_tables import format_baselines
     from model.metrics import lpips_or_reason
     from schemas.config import load_config
     from spikeprep.store import refuse_output_in_store

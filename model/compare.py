@@ -36,6 +36,7 @@ from pathlib import Path
 
 from model.compare_figures import (LOSS_TAG, Curves, find_crops, frame_keys, png_path, read_loss_events,
                                    render_curves, render_picture)
+from model.report_tables import metric_rows_table
 from schemas.baselines import BaselinesReport, read_baselines_report
 from schemas.compare_report import (ArmMetrics, CompareReport, RegionPsnrY, RelianceRow, RuleResult, RunRef,
                                     SkippedSteps, TableRow, Verdict, write_compare_report)
@@ -394,8 +395,6 @@ def _baselines_table(report: CompareReport) -> list[str]:
     b = report.baselines
     if b is None:
         return []
-    from model.evaluate import metric_rows_table     # (the metrics stack brings torch; see render_picture)
-
     judged = next(r for r in report.table if r.step == report.verdict.step)
     entries = [(f"{arm} arm {ref.exp}",
                 {region: None if (both := getattr(judged, region)) is None else getattr(both, arm)

@@ -7,7 +7,7 @@ Launch::
     spikeprep test --ckpt outputs/ckpts/base/best.pth --input_blur DIR --output DIR    # spike-free arm
 
 From Python: ``run_test(ckpt=..., output=..., store=..., split="val")`` (what the command calls). What it
-reads is ``spikeprep.inference_inputs`` (next to the Dataset); its restore loop is ``model.evaluate``'s, the
+reads is ``spikeprep.inference_inputs`` (next to the Dataset); its restore loop is ``model.restore``'s, the
 one validation runs; its report is a ``schemas.test_report.TestReport``.
 
 Inputs
@@ -50,7 +50,7 @@ import torch
 from tqdm import tqdm
 
 from model.checkpoint import check_compatible, checkpoint_config, load_checkpoint, model_from_checkpoint
-from model.evaluate import Clip, NonFiniteOutput, Restorer, restore_clips
+from model.restore import Clip, NonFiniteOutput, Restorer, restore_clips
 from model.nets.integrate_vrt import SpikeVRT
 from schemas.config import Config, load_config
 from schemas.test_report import TestInputs, TestModel, TestReport, write_test_report

@@ -62,7 +62,7 @@ from model.nets.integrate_vrt import SpikeVRT, build_model
 from model.nets.vrt import StateDictMismatchError
 from model.losses.deblur_loss import DeblurLoss
 from model.losses.vgg_perceptual import VGGWeightsUnavailable
-from model.evaluate import lsq_accumulate, validate
+from model.validate import validate
 from model.nets.fusion.spike_head import FittedSpikeHead
 from model.metrics import lpips_or_reason
 from model.train_data import TrainData
@@ -77,23 +77,37 @@ from schemas.config import Config, ConfigError, load_config, read_config_text
 from schemas.val_report import val_report_path, write_val_report
 from spikeprep.audit import unaudited_note
 from spikeprep.errors import InputError, SpikeprepError
+from spikeprep.lsq import lsq_accumulate
 from spikeprep.spike_deblur_dataset import NoPairedFrames, SpikeDeblurDataset
 from spikeprep.store import refuse_output_in_store, store_lock
 
 
+RECENT_STEPS = 1000   # TrainResult keeps the losses and samples of this many last steps (a run's own would grow
+                      # without bound; TensorBoard's train/loss_total holds every step's loss)
+
+
 @dataclass
 class TrainResult:
-    """What ``main`` returns (tests read it; the CLI prints a summary)."""
+    """What ``main`` returns (tests read it; the CLI prints a summary). ``losses`` and ``batches`` hold the
+    last ``RECENT_STEPS`` steps of this process (all of them in a shorter run), in order."""
 
     exp: str
     step: int
-    losses: list[float] = field(default_factory=list)      # this process's per-step total loss, in order
+    losses: list[float] = field(default_factory=list)      # per step: the total loss
     batches: list[list[tuple]] = field(default_factory=list)  # per step: (seq, frame_idx, crop) per sample
     reports: list[Path] = field(default_factory=list)
     best_psnr: float | None = None
     ckpt_dir: Path | None = None
     interrupted: bool = False                 # stopped by Ctrl-C or SIGTERM (the CLI exits 128 + stop_signal)
     stop_signal: int | None = None            # the signal that stopped it (SIGINT 2, SIGTERM 15)
+
+    def record_step(self, loss: float, samples: list[tuple]) -> None:
+        """One more step's total loss and ``(seq, frame_idx, crop)`` per sample; the oldest step beyond
+        ``RECENT_STEPS`` is forgotten."""
+        self.losses.append(loss)
+        self.batches.append(samples)
+        if len(self.losses) > RECENT_STEPS:
+            del self.losses[:-RECENT_STEPS], self.batches[:-RECENT_STEPS]
 
 
 MAX_SKIPPED_BATCHES_IN_A_ROW = 100   # or a whole epoch, if shorter: then training stops with an error
@@ -424,9 +438,9 @@ def _check_weights(run: _Run, state: TrainState, saved_step: int | None) -> None
 
 def _record_step(run: _Run, state: TrainState, result: TrainResult, batch: dict, terms: dict) -> None:
     """The step's loss and samples into ``result``; TensorBoard and the progress line."""
-    result.losses.append(terms["total"])
     meta = batch["meta"]
-    result.batches.append([(q, tuple(f), tuple(c)) for q, f, c in zip(meta["seq"], meta["frame_idx"], meta["crop"])])
+    result.record_step(terms["total"], [(q, tuple(f), tuple(c))
+                                        for q, f, c in zip(meta["seq"], meta["frame_idx"], meta["crop"])])
     lr = state.scheduler.get_last_lr()[0]
     log_train_step(run.writer, state.step, terms, lr, run.opts.log_every)
     run.log.step(state.step, terms["total"], lr)

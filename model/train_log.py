@@ -11,8 +11,7 @@ learning rate, steps per second and the time left::
     step 120/3000 loss 0.0834 lr 1.98e-04 2.31 step/s ETA 20:46
 
 Records of the ``spikeprep`` loggers (a dropped unreadable training sample, ...) take the same way while
-``capture_spikeprep_logging`` is active. A message that only needs saying once per run (the reason LPIPS is
-not computed) goes through ``once``.
+``capture_spikeprep_logging`` is active.
 
 ``write_run_log`` writes the run log's header (git revision, command, options, config, pip freeze).
 TensorBoard: ``log_train_step`` (the loss terms and lr of a step), ``log_validation`` (also the validation
@@ -63,7 +62,6 @@ class TrainLog:
         self.desc = desc
         self.run_log: Path | None = None
         self._pending: list[str] = []          # lines said before the run log existed
-        self._said: set[str] = set()
         self._bar = None
         self._total = 0
         self._clock_step = 0                   # step and time of the last progress line (plain mode)
@@ -83,12 +81,6 @@ class TrainLog:
             self.stream.write(message + "\n")
         self.stream.flush()
         self._to_run_log(message)
-
-    def once(self, key: str, message: str) -> None:
-        """``info(message)`` the first time ``key`` is given in this run, nothing after."""
-        if key not in self._said:
-            self._said.add(key)
-            self.info(message)
 
     def rank_info(self, message: str) -> None:
         """Say ``message`` on every rank (each rank's own counts); rank 0's copy also goes to the run log."""
@@ -274,12 +266,14 @@ def log_train_step(writer, step: int, terms: dict, lr: float, log_every: int) ->
 
 def log_validation(writer, report: ValReport, step: int, say, best_psnr: float | None) -> None:
     o, b = report.overall, report.boundary
-    lp = f"{o.lpips:.4f}" if o.lpips is not None else "not computed"      # the reason was said at the start
     static = "" if report.static is None else \
         f"static half: PSNR Y {format_metric(report.static.psnr_y, 'psnr_y')} dB; "
-    say(f"val step {step}: PSNR {o.psnr_rgb:.2f} dB (Y {o.psnr_y:.2f}), SSIM {o.ssim:.4f} "
-        f"(Y {format_metric(o.ssim_y, 'ssim_y')}), LPIPS {lp}; {static}"
-        f"motion boundaries: PSNR {b.psnr_rgb if b.psnr_rgb is None else round(b.psnr_rgb, 2)} dB "
+    # every number through format_metric, the reports' one format (LPIPS "not computed": the reason was said
+    # at the start)
+    say(f"val step {step}: PSNR {format_metric(o.psnr_rgb, 'psnr_rgb')} dB (Y {format_metric(o.psnr_y, 'psnr_y')}), "
+        f"SSIM {format_metric(o.ssim, 'ssim')} (Y {format_metric(o.ssim_y, 'ssim_y')}), "
+        f"LPIPS {format_metric(o.lpips, 'lpips')}; {static}"
+        f"motion boundaries: PSNR {format_metric(b.psnr_rgb, 'psnr_rgb')} dB "
         f"[{o.frames} frames, {report.seconds:.1f} s]")
     gain, boundary_gain = report.db_from_spikes(), report.db_from_spikes(region="boundary")
     if report.reliance is not None:
@@ -342,7 +336,7 @@ def log_hparams_start(writer, hparams: dict) -> None:
     from torch.utils.tensorboard.summary import hparams as hparams_summary
 
     experiment, session_start, _ = hparams_summary(hparams, {tag: 0.0 for tag in HPARAM_METRICS})
-    file_writer = writer._get_file_writer()
+    file_writer = _event_file(writer)
     file_writer.add_summary(experiment)
     file_writer.add_summary(session_start)
 
@@ -352,7 +346,15 @@ def log_hparams_end(writer) -> None:
     from torch.utils.tensorboard.summary import hparams as hparams_summary
 
     _, _, session_end = hparams_summary({}, {})
-    writer._get_file_writer().add_summary(session_end)
+    _event_file(writer).add_summary(session_end)
+
+
+def _event_file(writer):
+    """The open ``SummaryWriter``'s own event file (its public ``file_writer``, the ``FileWriter`` it writes
+    scalars through); a closed writer has none, and reopening one would start a second event file."""
+    if writer.file_writer is None:
+        raise RuntimeError("the TensorBoard writer is closed: the hparams table goes into its open event file")
+    return writer.file_writer
 
 
 def _db(value: float | None) -> str:

@@ -50,7 +50,11 @@ small reads; any other layout goes through ``zarr`` itself. Both give identical 
 A sample that cannot be read (a damaged or missing chunk, an array whose shape disagrees with
 ``dataset.json``) is logged on ``logging.getLogger('spikeprep.dataset')`` and returned as ``None``;
 ``collate_drop_bad`` drops it (and any sample whose tensor shapes disagree with the batch majority) with
-a logged reason and a counter, and returns ``None`` for an all-bad batch (the trainer skips it).
+a logged reason, counts it in the batch's ``meta['n_dropped']``, and returns ``None`` for an all-bad batch
+(the trainer adds both up and skips such a batch).
+
+``val_frames`` walks a validation Dataset's clips, listing each kept frame once (the last clip of a run
+overlaps the clip before it); ``first_seen`` is that rule, which the restore loop shares.
 
 Randomness: with ``seed=None`` the crop comes from torch's global generator, which a DataLoader seeds in
 each worker (``base_seed + worker_id``), so seeding the DataLoader (``generator=``) or torch makes a run
@@ -64,15 +68,14 @@ import hashlib
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numba
 import numpy as np
 import torch
-from torch.utils.data import Dataset
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import Dataset, default_collate
 
 from schemas.config import MIN_STD
 from schemas.manifest import MANIFEST_FILENAME, STATUS_OK
@@ -631,27 +634,27 @@ class SpikeDeblurDataset(Dataset):
         return voxels(self._read_counts(si, pos, box), self._vox_lut, self.sequences[si].scale, self.num_bins, (h, w))
 
 
+# ---- each kept frame once ------------------------------------------------------------------------------
+def first_seen(done: set, seq: str, frames: Sequence[Hashable]) -> list[tuple[int, Hashable]]:
+    """``[(position in clip, frame)]`` of the ``frames`` of ``seq`` not in ``done``, which then holds them
+    (the last clip of a run overlaps the clip before it: its repeated frames keep the first output)."""
+    new = [(k, f) for k, f in enumerate(frames) if (seq, f) not in done]
+    done.update((seq, f) for _, f in new)
+    return new
+
+
+def val_frames(ds: SpikeDeblurDataset) -> Iterator[tuple[int, dict, list[tuple[int, int]]]]:
+    """``(clip index, item, [(position in clip, frame_idx), ...])`` for every readable clip of ``ds``,
+    listing only the frames no earlier clip had. Unreadable clips are skipped (the Dataset logs them)."""
+    done: set[tuple[str, int]] = set()
+    for i in range(len(ds)):
+        item = ds[i]
+        if item is None:
+            continue
+        yield i, item, first_seen(done, item["meta"]["seq"], item["meta"]["frame_idx"])
+
+
 # ---- collate ---------------------------------------------------------------------------------------
-class DropCounter:
-    """Samples dropped by ``collate_drop_bad`` in this process, by reason kind (``None``, ``shape``).
-
-    With DataLoader workers the collate runs in the workers, so each batch also carries
-    ``meta['n_dropped']`` for the trainer to add up.
-    """
-
-    def __init__(self):
-        self.total = 0
-        self.by_reason: Counter = Counter()
-        self.batches_skipped = 0
-
-    def __repr__(self) -> str:
-        return (f"DropCounter(total={self.total}, by_reason={dict(self.by_reason)}, "
-                f"batches_skipped={self.batches_skipped})")
-
-
-DROPPED = DropCounter()
-
-
 REQUIRED_KEYS = ("blur", "sharp")          # spike_vox is absent in the spike-free arm's items
 
 
@@ -661,14 +664,14 @@ def _signature(sample: dict) -> tuple:
 
 def collate_drop_bad(batch: list) -> dict | None:
     """Collate Dataset items, dropping ``None`` samples and samples whose tensor shapes disagree with
-    the batch majority (each with a logged reason, counted in ``DROPPED``). Tensors are stacked
-    (``[B, T, ...]``), meta becomes lists per key plus ``n_dropped``. ``None`` when nothing is left."""
+    the batch majority (each with a logged warning). Tensors are stacked (``[B, T, ...]``), meta becomes lists
+    per key plus ``n_dropped`` (the batch's drops: the trainer adds them up, across DataLoader workers).
+    ``None`` when nothing is left."""
     good, dropped = [], 0
     for i, sample in enumerate(batch):
         if sample is None or not isinstance(sample, dict) or any(k not in sample for k in REQUIRED_KEYS):
             log.warning("collate: dropping sample %d of %d: unreadable (see the warning above)", i,
                         len(batch))
-            DROPPED.by_reason["unreadable"] += 1
             dropped += 1
         else:
             good.append(sample)
@@ -684,12 +687,9 @@ def collate_drop_bad(batch: list) -> dict | None:
             want = {k: shape for k, shape, _ in majority}
             log.warning("collate: dropping %s frames %s: shapes %s disagree with the batch majority %s",
                         s["meta"].get("seq"), s["meta"].get("frame_idx"), shapes, want)
-            DROPPED.by_reason["shape"] += 1
             dropped += 1
         good = kept
-    DROPPED.total += dropped
     if not good:
-        DROPPED.batches_skipped += 1
         log.warning("collate: all %d samples of the batch are bad; batch skipped", len(batch))
         return None
     out = {k: default_collate([s[k] for s in good]) for k in TENSOR_KEYS if k in good[0]}

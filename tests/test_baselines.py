@@ -13,11 +13,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cli.main import main as cli
-from model.evaluate import fit_lsq, score_baselines
+from model.baseline_scores import score_baselines
 from model.metrics import image_metrics, masked_metrics, motion_boundary_mask, static_mask
 from schemas.baselines import baselines_path, read_baselines_report
 from spikeprep import baselines as bl
 from spikeprep.images import read_rgb
+from spikeprep.lsq import fit_lsq
 from spikeprep.store import read_manifest
 
 from conftest import TRAIN_K, tiny_config_dict

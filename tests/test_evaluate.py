@@ -8,10 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from model.evaluate import FrameScorer, other_clip_index, probe_voxels, validate, val_frames, zero_count_value
 from model.metrics import image_metrics, masked_metrics, motion_boundary_mask, static_mask, tensor_to_uint8
+from model.probes import other_clip_index, probe_voxels, zero_count_value
+from model.scoring import FrameScorer
+from model.validate import validate
 from schemas.val_report import PROBES
-from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
+from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, val_frames
 
 from conftest import torch_threads_fixture
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.evaluate import Clip, Restorer, restore_clips
+from model.restore import Clip, Restorer, restore_clips
 from model.metrics import tensor_to_uint8
 from spikeprep.images import read_rgb
 from spikeprep.inference_inputs import (ArrayCounts, ArrayFrames, CountSource, FileFrames, FrameSource, NpyCounts,

@@ -26,7 +26,7 @@ from cli.main import main as cli
 from conftest import tiny_config_dict
 from model.checkpoint import load_checkpoint
 from model.nets.integrate_vrt import build_model
-from model.train import lr_factor, main
+from model.train import TrainResult, lr_factor, main
 from model.train_options import TrainOptions
 from model.train_step import TrainingDiverged, flow_parameter_names
 from schemas.config import ConfigError, parse_config
@@ -104,6 +104,18 @@ def test_both_arms_write_every_artefact(runs):
         blur = np.asarray(Image.open(images / "seq_002" / "000000_blur.png"))
         assert np.asarray(Image.open(triptychs[0])).shape == (blur.shape[0], 3 * blur.shape[1] + 4, 3)
         assert read_val_report(out / "metrics" / f"val_{exp}_2.json").images_dir is None
+
+
+def test_train_result_keeps_the_recent_steps_only(monkeypatch):
+    """A long run's result does not grow without bound: the last RECENT_STEPS steps, in order."""
+    import model.train as train_mod
+
+    monkeypatch.setattr(train_mod, "RECENT_STEPS", 3)
+    result = TrainResult(exp="x", step=0)
+    for step in range(5):
+        result.record_step(float(step), [("seq", (step,), (0, 0))])
+    assert result.losses == [2.0, 3.0, 4.0]
+    assert result.batches == [[("seq", (step,), (0, 0))] for step in (2, 3, 4)]
 
 
 def test_arms_see_the_same_clips_and_crops_and_differ_only_in_spikes(runs):
@@ -187,7 +199,7 @@ def test_a_totals_only_arm_trains_validates_on_its_voxels_and_resumes_only_with_
     """DATA.TOTALS_ONLY (issue 29): the fitted head starts at the least-squares map of the totals-only counts,
     training and validation serve totals-only voxels, the checkpoint's config keeps the option."""
     from model.checkpoint import model_from_checkpoint
-    from model.evaluate import validate
+    from model.validate import validate
     from model.train import start_fitted_head
     from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
 
@@ -429,15 +441,12 @@ def test_log_lines_go_through_the_bar_or_are_plain_lines_without_a_terminal(tmp_
         for step in range(1, 6):
             log.step(step, 1.0 / step, 2e-4)
         logging.getLogger("spikeprep.dataset").warning("seq_001 frame 2: unreadable voxels, dropped")
-    log.once("lpips", "LPIPS: not computed (reason)")
-    log.once("lpips", "LPIPS: not computed (reason)")
     text = job_log.getvalue()
     assert "\r" not in text and "%|" not in text
     steps = [line for line in text.splitlines() if line.startswith("step ")]
     assert [line.split()[1] for line in steps] == ["2/5", "4/5", "5/5"]
     assert re.fullmatch(r"step 2/5 loss 0\.5000 lr 2\.00e-04 [\d.]+ step/s ETA \S+", steps[0])
     assert "WARNING seq_001 frame 2: unreadable voxels, dropped" in text
-    assert text.count("LPIPS: not computed") == 1
     assert run_log.read_text() == "# header\n" + text
 
 
