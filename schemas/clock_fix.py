@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from schemas.json_record import read_json_record, write_json_record
+from schemas.record import Record
 
 CLOCK_FIX_VERSION = 1
 CLOCK_DIRNAME = "clock"          # under DATA_ROOT/audit/
@@ -44,15 +45,13 @@ def recorded_digest(frame_idx, t0, t1) -> str:
     return h.hexdigest()
 
 
-class ClockFix(BaseModel):
+class ClockFix(Record):
     """One sequence's clock fix; ``map_times`` applies it. ``offset_s`` is the offset at recorded time 0
     (``offset_ticks`` the same in spike ticks), ``drift_ppm`` the rate error in parts per million;
     ``residual_ticks`` the RMS of the located shifts about the fitted line over the ``frames_used``,
     ``uncertainty_ticks`` two standard errors of the fitted windows where the line is extrapolated furthest;
     ``frames_located`` of ``frames_total`` frames had a correlation peak to locate. Unfixed records keep the
     figures of the fit that was refused, where there was one."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: Literal[1] = CLOCK_FIX_VERSION
     split: str

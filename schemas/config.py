@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from schemas.record import Record
 from schemas.validation import describe_validation_error
 
 
@@ -30,8 +31,8 @@ DEFAULT_CLIP_LEN = 5      # frames per training clip (T); ingest checks each spl
 MIN_STD = 1e-6
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Section(Record):
+    """A config section: frozen, unknown keys rejected (a misspelled key is an error that names it)."""
 
 
 class NormConfig(_Section):

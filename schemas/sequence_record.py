@@ -17,10 +17,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from schemas.json_record import read_json_record, write_json_record
 from schemas.manifest import ManifestRow
+from schemas.record import Record
 from schemas.store import SequenceInfo
 
 SEQUENCE_RECORD_FILENAME = "ingest.json"
@@ -29,12 +30,10 @@ READ_VERSIONS = (0, 1)      # 0: the unversioned record, same fields
 UNVERSIONED = 0
 
 
-class SequenceRecord(BaseModel):
+class SequenceRecord(Record):
     """One sequence as ingest built it: its manifest rows in frame order, ``histograms`` (frame_idx -> count
     histogram, ``histogram[c]`` voxels holding count ``c``) of the frames it stored, its ``dataset.json``
     entry, and the sha256 ``fingerprint`` of its inputs and ingest options."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: Literal[0, 1] = SEQUENCE_RECORD_VERSION
     fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")

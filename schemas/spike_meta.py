@@ -33,7 +33,9 @@ import math
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from schemas.record import Record
 
 SPIKE_META_VERSION = 2
 #: fields a version-1 record cannot hold
@@ -55,10 +57,8 @@ FORMAT_SUFFIX: dict[str, str] = {
 MAX_RATE_HZ = 1e9
 
 
-class SpikeMeta(BaseModel):
+class SpikeMeta(Record):
     """Validated content of ``spike/meta.json`` (see the module docstring for the fields)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: Literal[1, 2] = SPIKE_META_VERSION
     format: SpikeFormat

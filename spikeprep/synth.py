@@ -50,9 +50,10 @@ from typing import Callable, Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from schemas.atomic import atomic_write_text
+from schemas.record import Record
 from schemas.spike_meta import FORMAT_SUFFIX, SpikeFormat, SpikeMeta
 from spikeprep.errors import InputError
 from spikeprep.formats.arrays import write_binary_array
@@ -77,14 +78,12 @@ Layout = Literal["stream", "per-frame-dat"]
 # ------------------------------------------------------------------------------------------------
 # configuration
 # ------------------------------------------------------------------------------------------------
-class SynthConfig(BaseModel):
+class SynthConfig(Record):
     """Every parameter of a synthetic data set (frozen, validated; unknown keys are rejected).
 
     The class defaults are the ``demo`` preset. Sizes are in RGB pixels; the spike grid is the RGB grid
     divided by ``spike_scale`` on each axis. Time is counted in spike ticks (1 / ``rate_hz`` seconds).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     height: int = Field(256, ge=8, description="RGB frame height (pixels)")
     width: int = Field(320, ge=8, description="RGB frame width (pixels)")
