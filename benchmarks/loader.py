@@ -46,8 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

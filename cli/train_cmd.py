@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from model.train_options import TrainOptions
+from schemas.val_report import format_metric
 
 EXIT_INTERRUPTED = 130          # the shell's code for a program stopped by SIGINT (128 + 2); SIGTERM: 143
 # The options' defaults live in TrainOptions alone (model.train_options imports no torch).
@@ -113,4 +114,5 @@ def train_cmd(config, no_spike, exp, resume, start_over, dry_run, max_steps, val
     if result.interrupted:
         sys.exit(128 + result.stop_signal if result.stop_signal else EXIT_INTERRUPTED)
     if not dry_run and result.best_psnr is not None:
-        click.echo(f"{result.exp}: best validation PSNR {result.best_psnr:.2f} dB; {result.ckpt_dir}")
+        click.echo(f"{result.exp}: best validation PSNR {format_metric(result.best_psnr, 'psnr_rgb')} dB; "
+                   f"{result.ckpt_dir}")

@@ -412,6 +412,21 @@ class _Terminal(io.StringIO):
         return True
 
 
+def test_the_validation_line_formats_every_number_with_format_metric():
+    """The line a person reads uses the reports' one number format (2 decimals for PSNR, 4 for SSIM)."""
+    from model.train_log import log_validation
+    from schemas.val_report import Metrics, ValReport
+
+    m = Metrics(frames=6, psnr_rgb=21.2, psnr_y=27.5617, ssim=0.663, ssim_y=0.87321, lpips=None)
+    boundary = Metrics(frames=6, psnr_rgb=16.3, psnr_y=18.0, ssim=0.5, ssim_y=0.5)
+    report = ValReport(exp="e", arm="base", step=3, split="val", overall=m, boundary=boundary,
+                       boundary_fraction=0.05, static=m, static_fraction=0.5, per_sequence={"s": m}, seconds=60.5)
+    said = []
+    log_validation(None, report, 3, said.append, None)
+    assert said == ["val step 3: PSNR 21.20 dB (Y 27.56), SSIM 0.6630 (Y 0.8732), LPIPS not computed; static half: "
+                    "PSNR Y 27.56 dB; motion boundaries: PSNR 16.30 dB [6 frames, 60.5 s]"]
+
+
 def test_log_lines_go_through_the_bar_or_are_plain_lines_without_a_terminal(tmp_path):
     from model.train_log import TrainLog, capture_spikeprep_logging
 
