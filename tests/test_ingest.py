@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from cli.main import main
 from schemas.config import ConfigError, load_config
+from schemas.manifest import ManifestRow
 from spikeprep.errors import InputError
 from spikeprep.ingest import IngestOptions, ingest, write_align_log
 from spikeprep.spike_source import SpikeSource
@@ -60,7 +61,7 @@ def test_ingest_stream_layout(synth_tree, tmp_path):
     log_lines = result.align_log.read_text().splitlines()
     assert log_lines[0] == "# train/seq_000"
     first = table[0]
-    assert log_lines[1] == f"{first['frame_idx']}, {first['t0']!r}, {first['t1']!r}, {first['event_count']}"
+    assert log_lines[1] == f"{first.frame_idx}, {first.t0!r}, {first.t1!r}, {first.event_count}"
 
 
 def test_stats_equal_brute_force(synth_tree, tmp_path):
@@ -481,7 +482,10 @@ def test_write_config_norm_failure_leaves_config_and_no_temp_file(tmp_path):
 
 
 def test_align_log_is_written_atomically(tmp_path, monkeypatch):
-    rows = [dict(split="train", seq="seq_000", frame_idx=0, t0=0.0, t1=0.5, event_count=3)]
+    rows = [ManifestRow(split="train", seq="seq_000", frame_idx=0, t0=0.0, t1=0.5, t0_recorded=0.0, t1_recorded=0.5,
+                        n_ticks=10, event_count=3, H=48, W=64, Hs=48, Ws=64, blur="train/seq_000/blur/000000.png",
+                        sharp=None, paired=False, spike_source="raw", vox_index=0, status="ok", reason=None,
+                        reason_code=None, vox_checksum="ab" * 32)]
 
     def fail(*args, **kwargs):
         raise OSError("disk full")

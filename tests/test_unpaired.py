@@ -88,7 +88,7 @@ def test_a_sequence_with_a_lost_sharp_frame_stores_that_frame_unpaired_and_says_
     root, result = store
     rows = {(r.seq, r.frame_idx): r for r in _rows(root) if r.split == "train"}
     lost = rows[("seq_001", 2)]
-    assert lost["status"] == "ok" and lost["paired"] is False and lost["sharp"] is None
+    assert lost.status == "ok" and lost.paired is False and lost.sharp is None
     assert all(r.paired for k, r in rows.items() if k != ("seq_001", 2))
     # said once per sequence, with the count and the frame, in the warning and the summary
     with caplog.at_level(logging.INFO, logger="spikeprep.ingest"):
