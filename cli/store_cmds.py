@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from schemas.config import DEFAULT_CLIP_LEN, load_config
-from schemas.manifest import MANIFEST_FILENAME, STATUS_OK
+from schemas.manifest import CROP_CODES, MANIFEST_FILENAME, STATUS_OK, ManifestRow
 from spikeprep.audit import (ALIGNED, AUDIT_DIRNAME, MISALIGNED, MISMATCH, UNDETERMINED, AuditOptions, audit,
                              crop_drops)
 from spikeprep.clock_fix import ClockFixOptions, fix_store
@@ -98,11 +98,10 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
         click.echo(result.kept_audit.summary(out))
     for note in result.clock_notes:      # `audit --fix`'s clock maps: every rerun keeps them (or says why not)
         click.echo(note)
-    drops = crop_drops(result.rows)
+    drops = crop_drops(result.rows, options.crop_size)
     if drops is not None:
-        click.echo(f"{drops.frames} training frame(s) dropped for the crop size (short side {drops.short_side} "
-                   f"< crop size {drops.crop_size}): pass --crop {drops.crop_hint} (a multiple of 8 within the "
-                   f"frames' short side) or a --config whose DATA.CROP_SIZE <= {drops.short_side}")
+        click.echo(drops.summary(f"pass --crop {{crop}} (the largest crop training accepts within the frames' short "
+                                 f"side) or a --config whose DATA.CROP_SIZE is {{crop}}"))
     if result.stats is not None:
         click.echo(f"voxel stats over {result.stats.n_frames} training frames: MEAN={result.stats.mean!r} "
                    f"STD={result.stats.std!r}")
@@ -114,15 +113,17 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
         write_config_norm(write_config, result.stats.mean, result.stats.std)
         click.echo(f"wrote DATA.NORM.MEAN/STD into {write_config}")
     lost = result.lost_sequences()
-    for key, n, reason in lost:
-        seq_drops = crop_drops([r for r in result.rows if f"{r['split']}/{r['seq']}" == key])
-        hint = (f" (pass --crop with at most the frames' short side, e.g. --crop {seq_drops.crop_hint})"
-                if reason.startswith("short side") and seq_drops is not None else "")
-        click.echo(f"error: {key}: all {n} frames dropped, most often for: {reason}{hint}", err=True)
+    lost_fix = "pass --crop with at most the frames' short side, e.g. --crop {crop}"
+    for key, n, example in lost:
+        seq_drops = crop_drops([r for r in result.rows if f"{r.split}/{r.seq}" == key], options.crop_size)
+        hint = (f" ({seq_drops.advice(lost_fix)})"
+                if example.reason_code in CROP_CODES and seq_drops is not None else "")
+        click.echo(f"error: {key}: all {n} frames dropped, most often for [{example.reason_code}]: "
+                   f"{example.reason}{hint}", err=True)
     if lost:
         click.echo(f"{len(lost)} sequence(s) kept no frame; the rest of the store is written. Fix those inputs and "
                    "run ingest again: it reuses the sequences that did not change", err=True)
-    clipless = _splits_without_a_clip(result.rows, cfg, config)
+    clipless = _splits_without_a_clip(result.rows, cfg, config, options.crop_size)
     for line in clipless:
         click.echo(line, err=True)
     if lost or clipless:
@@ -130,16 +131,16 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
     click.echo("next: spikeprep audit " + str(out))
 
 
-def unpaired_lines(rows: list[dict]) -> list[str]:
+def unpaired_lines(rows: list[ManifestRow]) -> list[str]:
     """Per split, how many kept frames are unpaired (no sharp frame) and what that means; nothing for a store
     whose frames are all paired."""
     lines = []
-    for split in dict.fromkeys(r["split"] for r in rows):
-        kept = [r for r in rows if r["split"] == split and r["status"] == STATUS_OK]
-        unpaired = [r for r in kept if not r["paired"]]
+    for split in dict.fromkeys(r.split for r in rows):
+        kept = [r for r in rows if r.split == split and r.status == STATUS_OK]
+        unpaired = [r for r in kept if not r.paired]
         if not unpaired:
             continue
-        seqs = len({r["seq"] for r in unpaired})
+        seqs = len({r.seq for r in unpaired})
         if len(unpaired) == len(kept):
             lines.append(f"split {split!r}: all {len(kept)} kept frames are unpaired (no sharp frames): audit and "
                          f"`spikeprep test --split {split}` use them; training refuses it as DATA.TRAIN_SPLIT and "
@@ -151,7 +152,7 @@ def unpaired_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _splits_without_a_clip(rows: list[dict], cfg, config: Path | None) -> list[str]:
+def _splits_without_a_clip(rows: list[ManifestRow], cfg, config: Path | None, crop_size: int) -> list[str]:
     """An error line for each training split (DATA.TRAIN_SPLIT / VAL_SPLIT) of the store that has no run
     of DATA.CLIP_LEN consecutive kept frames in one sequence: the trainer would stop on it, so say why now."""
     from spikeprep.spike_deblur_dataset import longest_kept_runs
@@ -164,37 +165,40 @@ def _splits_without_a_clip(rows: list[dict], cfg, config: Path | None) -> list[s
     for split in dict.fromkeys(splits):
         if split not in runs or runs[split] >= clip_len:
             continue          # (a split of unpaired frames only is not in runs: unpaired_lines said so)
-        mine = [r for r in rows if r["split"] == split]
-        longest_seq = max(sum(r["seq"] == s for r in mine) for s in {r["seq"] for r in mine})
-        drops = crop_drops(mine)
+        mine = [r for r in rows if r.split == split]
+        longest_seq = max(sum(r.seq == s for r in mine) for s in {r.seq for r in mine})
+        drops = crop_drops(mine, crop_size)
         why = []
         if drops is not None:
-            why.append(f"{drops.frames} of its frames were dropped for the crop size: pass --crop {drops.crop_hint}")
+            why.append(f"{drops.frames} of its frames were dropped for the crop size: "
+                       f"{drops.advice('pass --crop {crop}')}")
         if longest_seq < clip_len:
             why.append(f"its longest sequence has {longest_seq} frames: train with a config whose DATA.CLIP_LEN "
                        f"<= {longest_seq} and pass it here with --config, or record longer sequences")
         if not why:
-            why.append("see the dropped frames' reasons above (manifest.parquet: status, reason)")
+            why.append("see the dropped frames' reasons above (manifest.parquet: status, reason_code, reason)")
         lines.append(f"error: split {split!r} has no run of {clip_len} consecutive kept frames in one sequence "
                      f"(longest: {runs[split]}; {clip_len} is {source}), so training has no clip: {'; '.join(why)}")
     return lines
 
 
 def dropped_query(root: Path) -> str:
-    """A shell line that prints every dropped frame of the store at ``root`` with its reason."""
+    """A shell line that prints every dropped frame of the store at ``root`` with its reason code and reason."""
     code = (f"import pandas as pd; m = pd.read_parquet({json.dumps(str(Path(root) / MANIFEST_FILENAME))}); "
-            "print(m[m.status == \"dropped\"][[\"split\", \"seq\", \"frame_idx\", \"reason\"]].to_string())")
+            "print(m[m.status == \"dropped\"][[\"split\", \"seq\", \"frame_idx\", \"reason_code\", \"reason\"]]"
+            ".to_string())")
     return f"python -c {shlex.quote(code)}"
 
 
-def echo_failures(rows: list[dict], root: Path, word: str, show: int) -> None:
-    """One line per dropped frame, the first ``show`` of them; then how many more and where they are."""
-    failed = [r for r in rows if r["status"] != STATUS_OK]
+def echo_failures(rows: list[ManifestRow], root: Path, word: str, show: int) -> None:
+    """One line per dropped frame, the first ``show`` of them (its code for machines, its reason for
+    people); then how many more and where they are."""
+    failed = [r for r in rows if r.status != STATUS_OK]
     for r in failed[:show]:
-        click.echo(f"  {word} {r['split']}/{r['seq']}/{r['frame_idx']:06d}: {r['reason']}")
+        click.echo(f"  {word} {r.split}/{r.seq}/{r.frame_idx:06d} [{r.reason_code}]: {r.reason}")
     if len(failed) > show:
-        click.echo(f"  ... and {len(failed) - show} more: see {Path(root) / MANIFEST_FILENAME} (status, reason "
-                   f"columns); list them all with:\n    {dropped_query(root)}")
+        click.echo(f"  ... and {len(failed) - show} more: see {Path(root) / MANIFEST_FILENAME} (status, reason_code, "
+                   f"reason columns); list them all with:\n    {dropped_query(root)}")
 
 
 @click.command(epilog="""\b
@@ -245,13 +249,11 @@ def audit_cmd(root, crop_size, config, max_shift_ticks, min_corr, overlays, seed
     for line in audit_table(report, options):
         click.echo(line)
     echo_failures(report.rows, root, "FAIL", show)
-    drops = crop_drops(report.rows)
+    drops = crop_drops(report.rows, int(read_store_info(root).ingest_options["crop_size"]), options.crop_size)
     if drops is not None:
-        fix = (f"re-run `spikeprep ingest RAW --out {root} --crop {drops.crop_hint}` (ingest never voxelized "
-               f"{drops.by_ingest} of them)" if drops.by_ingest else
-               f"re-run `spikeprep audit {root} --crop {drops.crop_hint}`")
-        click.echo(f"{drops.frames} training frame(s) dropped for the crop size (short side {drops.short_side} < "
-                   f"crop size {drops.crop_size}): {fix}")
+        fix = (f"re-run `spikeprep ingest RAW --out {root} --crop {{crop}}` (ingest never voxelized "
+               f"{drops.by_ingest} of them)" if drops.by_ingest else f"re-run `spikeprep audit {root} --crop {{crop}}`")
+        click.echo(drops.summary(fix))
     if report.overlays:
         click.echo(f"overlays: {report.overlays[0].parent} ({len(report.overlays)} PNG, failing frames first)")
     if report.curves_png is not None:

@@ -73,7 +73,8 @@ from model.train_log import (TrainLog, capture_spikeprep_logging, log_hparams_en
 from model.train_options import TrainOptions, resume_command
 from model.train_state import TrainState, read_resume_checkpoint
 from model.train_step import FlowFreeze, TrainingDiverged, train_step
-from schemas.config import Config, ConfigError, load_config, read_config_text
+from schemas.config import (CROP_MULTIPLE, Config, ConfigError, crop_size_problem, crop_size_rule, load_config,
+                            nearest_valid_crop, read_config_text)
 from schemas.val_report import val_report_path, write_val_report
 from spikeprep.audit import unaudited_note
 from spikeprep.errors import InputError, SpikeprepError
@@ -222,10 +223,10 @@ def _prepare_outputs(paths: ExperimentOutputs, opts: TrainOptions, say) -> None:
 
 def _check_crop_size(cfg: Config, path: Path) -> None:
     crop = cfg.DATA.CROP_SIZE
-    if crop % 8 or crop < 64:      # VRT's windows and its three 2x downsamplings need this of every crop
-        raise ConfigError(f"{path}: DATA.CROP_SIZE is {crop}; VRT trains on crops that are multiples of 8 "
-                          f"and at least 64 pixels. Fix: set DATA.CROP_SIZE to {max(64, crop // 8 * 8)} or more "
-                          f"(a multiple of 8)")
+    if crop_size_problem(crop):      # the crop rule's one home: schemas.config
+        raise ConfigError(f"{path}: DATA.CROP_SIZE is {crop}; VRT trains on crops that are {crop_size_rule()}. "
+                          f"Fix: set DATA.CROP_SIZE to {nearest_valid_crop(crop)} or more (a multiple of "
+                          f"{CROP_MULTIPLE})")
 
 
 def _warm_start(model: SpikeVRT, vrt_weights: Path | None, train_ds: SpikeDeblurDataset, say) -> None:

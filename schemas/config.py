@@ -26,6 +26,36 @@ from schemas.validation import describe_validation_error
 DEFAULT_NUM_BINS = 32     # K: voxel bins per exposure window (the original document's default)
 DEFAULT_CROP_SIZE = 256   # training crop side in RGB pixels (the original document's default)
 DEFAULT_CLIP_LEN = 5      # frames per training clip (T); ingest checks each split has a clip this long
+# The crop rule (DESIGN section 7): VRT's 8x8 attention windows and its three 2x downsamplings need every
+# training crop, and every side it processes whole, to be a multiple of 8 and at least 64 pixels. The config
+# check, the trainer, VRT's input check and the audit's --crop hint all ask the functions below.
+CROP_MULTIPLE = 8
+MIN_CROP_SIZE = 64
+
+
+def crop_size_rule() -> str:
+    """The crop rule in words."""
+    return f"a multiple of {CROP_MULTIPLE} and at least {MIN_CROP_SIZE} pixels"
+
+
+def crop_size_problem(side: int) -> str | None:
+    """Why ``side`` (a crop size, or a side of a frame VRT processes whole) breaks the crop rule, or None."""
+    if side % CROP_MULTIPLE or side < MIN_CROP_SIZE:
+        return f"{side} is not {crop_size_rule()}"
+    return None
+
+
+def nearest_valid_crop(crop: int) -> int:
+    """The valid crop nearest ``crop`` from below (at least ``MIN_CROP_SIZE``): what to set instead."""
+    return max(MIN_CROP_SIZE, crop // CROP_MULTIPLE * CROP_MULTIPLE)
+
+
+def largest_valid_crop(short_side: int) -> int | None:
+    """The largest valid crop a frame with this short side fits, None when none does (below ``MIN_CROP_SIZE``)."""
+    crop = short_side // CROP_MULTIPLE * CROP_MULTIPLE
+    return crop if crop_size_problem(crop) is None else None
+
+
 # DESIGN section 3: a voxel STD below this is an error (the spikes are constant); used by NormConfig,
 # the ingest/audit stats check and the Dataset.
 MIN_STD = 1e-6

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Annotated, Literal, get_args
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.fields import FieldInfo
 
-MANIFEST_VERSION = 2   # 2: the paired column (sharp is null for unpaired frames); t0_recorded, t1_recorded
-                       # (the exposure table's windows; audit --fix)
+MANIFEST_VERSION = 3   # 2: the paired column (sharp is null for unpaired frames); t0_recorded, t1_recorded
+                       # (the exposure table's windows; audit --fix). 3: reason_code (DropCode)
 MANIFEST_FILENAME = "manifest.parquet"
 VERSION_KEY = b"spikeprep.manifest_version"
 
@@ -26,6 +27,51 @@ STATUS_OK = "ok"
 STATUS_DROPPED = "dropped"
 
 COLUMNS_KEY = b"spikeprep.columns"   # file metadata: JSON {column: {"unit": ..., "description": ...}}
+
+
+class DropCode(StrEnum):
+    """Why a frame was dropped, for machines: the manifest's ``reason_code`` (its ``reason`` is the same
+    cause in prose, for people, and is never parsed). Codes of drops the audit made start with ``audit_``
+    (``AUDIT_CODES``); a rerun of the audit judges those frames again, and ingest keeps them only for
+    unchanged sequences."""
+
+    # ingest: the exposure window (spikeprep.windows.ExposureTable.problems)
+    WINDOW_REVERSED = "window_reversed"            # t1 <= t0
+    WINDOW_TOO_SHORT = "window_too_short"          # shorter than any exposure a camera makes
+    WINDOW_TOO_LONG = "window_too_long"            # t1 - t0 overflows float64
+    WINDOW_OUT_OF_ORDER = "window_out_of_order"    # starts before the previous frame's window
+    WINDOW_OVERLAP = "window_overlap"              # overlaps the previous frame's window
+    # ingest: the images and the grids
+    MISSING_BLUR = "missing_blur"
+    UNREADABLE_IMAGE = "unreadable_image"          # not a decodable RGB PNG of the size its header says
+    SHARP_SIZE_MISMATCH = "sharp_size_mismatch"    # blur and sharp frames differ in size
+    FRAME_SIZE_MISMATCH = "frame_size_mismatch"    # the frame's size differs from its sequence's
+    GRID_NOT_INTEGER = "grid_not_integer"          # RGB grid not an integer multiple of the spike grid
+    SHORT_SIDE_BELOW_CROP = "short_side_below_crop"    # a paired training frame smaller than the crop
+    # ingest: the spikes of the window
+    UNREADABLE_SPIKES = "unreadable_spikes"
+    WINDOW_PAST_SPIKES = "window_past_spikes"      # the window extends past the spike data
+    WINDOW_EMPTY = "window_empty"                  # no spike data inside [t0, t1)
+    # the audit (spikeprep.audit): structural re-checks on the store, then the content check
+    AUDIT_MISSING_FRAME = "audit_missing_frame"
+    AUDIT_SHORT_SIDE_BELOW_CROP = "audit_short_side_below_crop"
+    AUDIT_WINDOW_REVERSED = "audit_window_reversed"
+    AUDIT_UNREADABLE_IMAGE = "audit_unreadable_image"
+    AUDIT_GRID_MISMATCH = "audit_grid_mismatch"    # blur size differs from spike grid x scale
+    AUDIT_MISALIGNED = "audit_misaligned"          # the shift curve peaks away from the recorded window
+    AUDIT_MISMATCH = "audit_mismatch"              # the spikes do not show the blur frame
+
+
+AUDIT_CODES = frozenset(c for c in DropCode if c.startswith("audit_"))
+CROP_CODES = frozenset({DropCode.SHORT_SIDE_BELOW_CROP, DropCode.AUDIT_SHORT_SIDE_BELOW_CROP})
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Why a frame is dropped: its ``code`` (the manifest's ``reason_code``) and its ``text`` (``reason``)."""
+
+    code: DropCode
+    text: str
 
 
 # ---- names and paths that come from a store: never outside DATA_ROOT -----------------------------------
@@ -98,7 +144,11 @@ class ManifestRow(BaseModel):
     vox_index: Annotated[int | None, Field(ge=0), Column(pa.int64(), "1", "row of the sequence's spike_vox.zarr "
                          "counts and rgb.zarr frames (their frame axis); null when the frame is not stored")]
     status: Annotated[Literal["ok", "dropped"], Column(pa.string(), None, "ok | dropped")]
-    reason: Annotated[str | None, Column(pa.string(), None, "why the frame was dropped (null when ok)")]
+    reason: Annotated[str | None, Column(pa.string(), None, "why the frame was dropped, in prose for people "
+                      "(null when ok)")]
+    reason_code: Annotated[DropCode | None, Column(pa.string(), None, "why the frame was dropped, as a code for "
+                           "machines (schemas.manifest.DropCode; audit_* codes: dropped by the audit; null when "
+                           "ok)")]
     audit_corr: Annotated[float | None, Column(pa.float64(), "1", "Pearson correlation of spike intensity and "
                           "blur luma at zero shift (spikeprep audit)")] = None
     audit_best_offset_ticks: Annotated[int | None, Column(pa.int64(), "ticks", "window shift with the highest "
@@ -123,10 +173,25 @@ class ManifestRow(BaseModel):
         if self.paired != (self.sharp is not None):
             raise ValueError(f"paired is {self.paired} but the sharp path is {self.sharp!r} (a paired frame has "
                              "a sharp path, an unpaired one none)")
-        if (self.status == STATUS_DROPPED) != (self.reason is not None):
-            raise ValueError(f"a row with status {self.status} " + (
-                "needs the reason it was dropped" if self.status == STATUS_DROPPED else "has no reason"))
+        for what, value in (("reason", self.reason), ("reason_code", self.reason_code)):
+            if (self.status == STATUS_DROPPED) != (value is not None):
+                raise ValueError(f"a row with status {self.status} " + (
+                    f"needs the {what} it was dropped for" if self.status == STATUS_DROPPED else f"has no {what}"))
         return self
+
+    @property
+    def dropped_by_audit(self) -> bool:
+        """Dropped by the audit (an ``audit_*`` code), as opposed to by ingest."""
+        return self.reason_code in AUDIT_CODES
+
+    @property
+    def audited(self) -> bool:
+        """The audit judged this frame: a content verdict, or an audit drop."""
+        return self.audit_verdict is not None or self.dropped_by_audit
+
+    def dropped(self, drop: Drop) -> "ManifestRow":
+        """This row with status dropped for ``drop`` (a copy: rows are frozen)."""
+        return self.model_copy(update=dict(status=STATUS_DROPPED, reason=drop.text, reason_code=drop.code))
 
 
 def _arrow_field(name: str, info: FieldInfo) -> pa.Field:
@@ -171,6 +236,20 @@ def check_rows_inside_store(table: pa.Table, source: str) -> None:
                                           "`spikeprep ingest` (a store's paths never leave DATA_ROOT)")
 
 
+def check_reason_codes(table: pa.Table, source: str) -> None:
+    """Every dropped row has a known ``reason_code`` and every kept row none (readers that read columns, not
+    ``ManifestRow`` records, rely on it)."""
+    cols = table.select(["status", "reason_code"]).to_pydict()
+    known = {c.value for c in DropCode}
+    for i, (status, code) in enumerate(zip(cols["status"], cols["reason_code"])):
+        if code is not None and code not in known:
+            raise ManifestSchemaError(f"{source}: row {i}: unknown reason_code {code!r}. Fix: re-run "
+                                      "`spikeprep ingest` with this version of spikeprep")
+        if (status == STATUS_DROPPED) != (code is not None):
+            raise ManifestSchemaError(f"{source}: row {i}: status {status!r} with reason_code {code!r} (a dropped "
+                                      "row has a code, a kept one none). Fix: re-run `spikeprep ingest`")
+
+
 def validate_manifest_table(table: pa.Table, source: str = "manifest") -> pa.Table:
     """Check a table against the schema (names, order, types, version); return it unchanged."""
     meta = table.schema.metadata or {}
@@ -193,4 +272,5 @@ def validate_manifest_table(table: pa.Table, source: str = "manifest") -> pa.Tab
         if not field.nullable and table.column(field.name).null_count:
             raise ManifestSchemaError(f"{source}: column {field.name!r} has nulls but is required")
     check_rows_inside_store(table, source)
+    check_reason_codes(table, source)
     return table

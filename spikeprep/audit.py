@@ -12,8 +12,9 @@ from ``d = 0`` is a detected misalignment, reported with its offset (``d``: shif
 ``min_corr`` means the spikes do not show this frame at all (``mismatch``).
 
 Failing frames (``misaligned``, ``mismatch``, or a structural problem) become ``status = dropped`` with
-the reason in the manifest, so training never sees them; stats are recomputed over the kept training
-frames. Audit reasons start with ``audit:``, so a rerun starts again from the ingest verdicts.
+the reason (prose) and its code (``reason_code``) in the manifest, so training never sees them; stats are
+recomputed over the kept training frames. The audit's codes start with ``audit_`` (``AUDIT_CODES``), so a
+rerun starts again from the ingest verdicts.
 """
 from __future__ import annotations
 
@@ -32,19 +33,18 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from schemas.atomic import atomic_write_bytes
-from schemas.config import DEFAULT_CROP_SIZE
-from schemas.manifest import STATUS_DROPPED, STATUS_OK, AuditVerdict
+from schemas.config import DEFAULT_CROP_SIZE, MIN_CROP_SIZE, crop_size_rule, largest_valid_crop
+from schemas.manifest import CROP_CODES, STATUS_DROPPED, STATUS_OK, AuditVerdict, Drop, DropCode, ManifestRow
 from schemas.sequence_record import SEQUENCE_RECORD_FILENAME, read_sequence_record
 from schemas.store import DATASET_FILENAME, VOX_ARRAY, VOX_DIRNAME, StoreInfo
 from spikeprep.errors import InputError, SampleError
 from spikeprep.images import LUMA_601, read_rgb
 from spikeprep.spike_source import SpikeSource
 from spikeprep.stats import FrameKey, check_std, stats_from_records
-from spikeprep.store import (read_frame, read_manifest, read_store_info, store_lock, write_manifest,
-                             write_store_info)
+from spikeprep.store import (read_frame, read_manifest_rows, read_store_info, store_lock,
+                             write_manifest, write_store_info)
 
 log = logging.getLogger("spikeprep.audit")
-AUDIT_PREFIX = "audit: "
 AUDIT_DIRNAME = "audit"
 FAILING_CURVES_PNG = "failing_curves.png"
 ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED = get_args(AuditVerdict)   # the manifest's audit_verdict values
@@ -184,64 +184,61 @@ def alignment_tolerance(n_ticks: int, num_bins: int) -> int:
 
 
 # ---- one sequence ------------------------------------------------------------------------------------
-def _structural_problem(root: Path, row: dict, options: AuditOptions) -> str | None:
+def _structural_problem(root: Path, row: ManifestRow, options: AuditOptions) -> Drop | None:
     # an unpaired frame (no sharp frame: a rig recording) needs only its blur frame and its spikes
-    for kind in ("blur", "sharp") if row["paired"] else ("blur",):
-        path = root / row[kind]
-        if not path.is_file():
-            return f"{kind} frame missing from the store: {row[kind]}"
-    if row["split"] == "train" and row["paired"] and min(row["H"], row["W"]) < options.crop_size:
-        return f"short side {min(row['H'], row['W'])} < crop size {options.crop_size}"  # crop_drops reads it
-    if not row["t1"] > row["t0"]:
-        return f"empty or reversed window [{row['t0']!r}, {row['t1']!r})"
+    for kind in ("blur", "sharp") if row.paired else ("blur",):
+        path = getattr(row, kind)
+        if not (root / path).is_file():
+            return Drop(DropCode.AUDIT_MISSING_FRAME, f"{kind} frame missing from the store: {path}")
+    if row.split == "train" and row.paired and min(row.H, row.W) < options.crop_size:
+        return Drop(DropCode.AUDIT_SHORT_SIDE_BELOW_CROP,
+                    f"short side {min(row.H, row.W)} < crop size {options.crop_size}")
+    if not row.t1 > row.t0:
+        return Drop(DropCode.AUDIT_WINDOW_REVERSED, f"empty or reversed window [{row.t0!r}, {row.t1!r})")
     return None
 
 
-def audit_sequence(root: Path, key: str, info: StoreInfo, rows: list[dict],
-                   options: AuditOptions) -> tuple[list[dict], list[dict]]:
-    """Audit one sequence's rows (manifest dicts, updated copies returned) and its curves."""
+NOT_JUDGED = dict(audit_corr=None, audit_best_offset_ticks=None, audit_best_offset_s=None, audit_verdict=None)
+
+
+def audit_sequence(root: Path, key: str, info: StoreInfo, rows: list[ManifestRow],
+                   options: AuditOptions) -> tuple[list[ManifestRow], list[dict]]:
+    """Audit one sequence's rows (judged copies returned) and its curves."""
     seq = info.sequences[key]
     source = SpikeSource(Path(seq.spike_dir), seq.spike_meta)
     out, curves = [], []
     for row in rows:
-        row = dict(row)
-        if (row["reason"] or "").startswith(AUDIT_PREFIX):  # a previous audit's verdict: judge again
-            row.update(status=STATUS_OK, reason=None)
-        row.update(audit_corr=None, audit_best_offset_ticks=None, audit_best_offset_s=None,
-                   audit_verdict=None)
-        if row["vox_index"] is None or row["status"] == STATUS_DROPPED:
+        if row.dropped_by_audit:  # a previous audit's verdict: judge again
+            row = row.model_copy(update=dict(status=STATUS_OK, reason=None, reason_code=None))
+        row = row.model_copy(update=NOT_JUDGED)
+        if row.vox_index is None or row.status == STATUS_DROPPED:
             out.append(row)  # ingest already dropped it (and said why): nothing to compare
             continue
         problem = _structural_problem(root, row, options)
         if problem is None:
-            max_shift = options.max_shift_ticks or max(4, row["n_ticks"] // 4)
+            max_shift = options.max_shift_ticks or max(4, row.n_ticks // 4)
             try:
-                luma = blur_luma(root / row["blur"])
+                luma = blur_luma(root / row.blur)
             except InputError as err:
-                problem = str(err)
+                problem = Drop(DropCode.AUDIT_UNREADABLE_IMAGE, str(err))
+        if problem is None and luma.shape != (seq.Hs * seq.scale[0], seq.Ws * seq.scale[1]):
+            problem = Drop(DropCode.AUDIT_GRID_MISMATCH, f"blur is {luma.shape[0]}x{luma.shape[1]}, spike grid x "
+                           f"scale is {seq.Hs * seq.scale[0]}x{seq.Ws * seq.scale[1]}")
         if problem is not None:
-            row.update(status=STATUS_DROPPED, reason=AUDIT_PREFIX + problem)
-            out.append(row)
+            out.append(row.dropped(problem))
             continue
-        if luma.shape != (seq.Hs * seq.scale[0], seq.Ws * seq.scale[1]):
-            row.update(status=STATUS_DROPPED, reason=AUDIT_PREFIX + f"blur is {luma.shape[0]}x{luma.shape[1]},"
-                       f" spike grid x scale is {seq.Hs * seq.scale[0]}x{seq.Ws * seq.scale[1]}")
-            out.append(row)
-            continue
-        shifts, corr = shift_curve(source, row["t0"], row["t1"], row["frame_idx"], luma, seq.scale, max_shift)
-        verdict, best, zero = judge(shifts, corr, row["n_ticks"], info.K, options)
-        row.update(audit_corr=None if math.isnan(zero) else zero, audit_verdict=verdict,
-                   audit_best_offset_ticks=best,
-                   audit_best_offset_s=None if best is None else best / seq.rate_hz)
+        shifts, corr = shift_curve(source, row.t0, row.t1, row.frame_idx, luma, seq.scale, max_shift)
+        verdict, best, zero = judge(shifts, corr, row.n_ticks, info.K, options)
+        row = row.model_copy(update=dict(audit_corr=None if math.isnan(zero) else zero, audit_verdict=verdict,
+                                         audit_best_offset_ticks=best,
+                                         audit_best_offset_s=None if best is None else best / seq.rate_hz))
         if verdict == MISALIGNED:
-            row.update(status=STATUS_DROPPED, reason=AUDIT_PREFIX + (
-                f"exposure misaligned: spikes match the blur best {best:+d} ticks "
-                f"({best / seq.rate_hz:+.3e} s) away from the recorded window"))
+            row = row.dropped(Drop(DropCode.AUDIT_MISALIGNED, f"exposure misaligned: spikes match the blur best "
+                                   f"{best:+d} ticks ({best / seq.rate_hz:+.3e} s) away from the recorded window"))
         elif verdict == MISMATCH:
-            row.update(status=STATUS_DROPPED, reason=AUDIT_PREFIX + (
-                f"spikes do not match the blur frame (peak correlation {np.nanmax(corr):.2f} "
-                f"< {options.min_corr})"))
-        curves.append(dict(split=row["split"], seq=row["seq"], frame_idx=row["frame_idx"],
+            row = row.dropped(Drop(DropCode.AUDIT_MISMATCH, f"spikes do not match the blur frame (peak correlation "
+                                   f"{np.nanmax(corr):.2f} < {options.min_corr})"))
+        curves.append(dict(split=row.split, seq=row.seq, frame_idx=row.frame_idx,
                            shift_ticks=shifts.tolist(),
                            corr=[None if not np.isfinite(c) else float(c) for c in corr]))
         out.append(row)
@@ -252,15 +249,14 @@ def unaudited_note(root: Path, split: str) -> str | None:
     """A warning when the store at ``root`` was audited but some kept paired frames of ``split`` were not
     (an ingest rerun (re)built their sequences after the audit), else None. Such frames may be misaligned;
     the trainer says so rather than refusing, since a store never audited trains too."""
-    rows = read_manifest(root).select(["split", "seq", "status", "reason", "paired", "vox_index",
-                                       "audit_verdict"]).to_pylist()
-    if not any(r["audit_verdict"] is not None or (r["reason"] or "").startswith(AUDIT_PREFIX) for r in rows):
+    rows = read_manifest_rows(root)
+    if not any(r.audited for r in rows):
         return None
-    gap = [r for r in rows if r["split"] == split and r["status"] == STATUS_OK and r["paired"]
-           and r["vox_index"] is not None and r["audit_verdict"] is None]
+    gap = [r for r in rows if r.split == split and r.status == STATUS_OK and r.paired
+           and r.vox_index is not None and r.audit_verdict is None]
     if not gap:
         return None
-    seqs = sorted({r["seq"] for r in gap})
+    seqs = sorted({r.seq for r in gap})
     return (f"{root}: {len(gap)} kept {split} frames ({len(seqs)} sequence(s): {', '.join(seqs[:5])}"
             f"{', ...' if len(seqs) > 5 else ''}) were ingested after the last audit and are unaudited. "
             f"Fix: run `spikeprep audit {root}` before training on them")
@@ -276,22 +272,19 @@ OVERLAY_PANELS = "blur | spike intensity | vox.sum(K) over blur"
 _OVERLAY_NAME = re.compile(r"^(\d{3}_[a-z]+_)?.+_\d{6}\.png$")   # what write_overlays writes (and wrote)
 
 
-def frame_key(row: dict) -> tuple[str, str, int]:
-    """``(split, seq, frame_idx)``: a frame's identity in the manifest and in the curves."""
+def frame_key(row: ManifestRow | dict) -> tuple[str, str, int]:
+    """``(split, seq, frame_idx)``: a frame's identity in the manifest (a row) and in the curves (a dict)."""
+    if isinstance(row, ManifestRow):
+        return row.split, row.seq, row.frame_idx
     return row["split"], row["seq"], int(row["frame_idx"])
 
 
-def frame_verdict(row: dict) -> str:
+def frame_verdict(row: ManifestRow) -> str:
     """The content check's verdict, or ``dropped`` for a frame the audit dropped before it (a structural
     problem), or ``not audited`` (ingest dropped it: never voxelized)."""
-    if row.get("audit_verdict"):
-        return row["audit_verdict"]
-    return "dropped" if row.get("status") == STATUS_DROPPED else "not audited"
-
-
-def is_audit_failure(row: dict) -> bool:
-    """Dropped by this audit (misaligned, mismatch or a structural problem), as opposed to by ingest."""
-    return row["status"] == STATUS_DROPPED and (row["reason"] or "").startswith(AUDIT_PREFIX)
+    if row.audit_verdict:
+        return row.audit_verdict
+    return "dropped" if row.status == STATUS_DROPPED else "not audited"
 
 
 def _to_u8(img: np.ndarray) -> np.ndarray:
@@ -299,32 +292,32 @@ def _to_u8(img: np.ndarray) -> np.ndarray:
     return np.zeros(img.shape, np.uint8) if hi <= lo else ((img - lo) / (hi - lo) * 255).round().astype(np.uint8)
 
 
-def overlay_image(root: Path, row: dict, info: StoreInfo) -> np.ndarray:
+def overlay_image(root: Path, row: ManifestRow, info: StoreInfo) -> np.ndarray:
     """blur | spike intensity | spike_vox.sum(K) over blur (the original document's check 13.1), BGR."""
-    seq = info.sequences[f"{row['split']}/{row['seq']}"]
-    blur = np.ascontiguousarray(read_rgb(root / row["blur"])[::-1].transpose(1, 2, 0))   # BGR, as cv2 draws
-    counts = read_frame(root / row["split"] / row["seq"] / VOX_DIRNAME / VOX_ARRAY, row["vox_index"])
+    seq = info.sequences[f"{row.split}/{row.seq}"]
+    blur = np.ascontiguousarray(read_rgb(root / row.blur)[::-1].transpose(1, 2, 0))   # BGR, as cv2 draws
+    counts = read_frame(root / row.split / row.seq / VOX_DIRNAME / VOX_ARRAY, row.vox_index)
     total = counts.sum(axis=0, dtype=np.int64)
-    inten = _to_u8(spike_intensity(total, row["n_ticks"], seq.scale))
+    inten = _to_u8(spike_intensity(total, row.n_ticks, seq.scale))
     heat = cv2.applyColorMap(inten, cv2.COLORMAP_INFERNO)
     gray = cv2.cvtColor(cv2.cvtColor(blur, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
     blend = cv2.addWeighted(gray, 0.5, heat, 0.5, 0)
     return np.concatenate([blur, cv2.cvtColor(inten, cv2.COLOR_GRAY2BGR), blend], axis=1)
 
 
-def overlay_label(row: dict, curve: dict | None) -> list[str]:
+def overlay_label(row: ManifestRow, curve: dict | None) -> list[str]:
     """The lines drawn above an overlay: which frame, the verdict and offset, the peak correlation."""
     verdict = frame_verdict(row)
-    lines = [f"{row['split']}/{row['seq']} frame {row['frame_idx']}"]
-    best = row.get("audit_best_offset_ticks")
+    lines = [f"{row.split}/{row.seq} frame {row.frame_idx}"]
+    best = row.audit_best_offset_ticks
     if verdict == "dropped":
-        lines.append("dropped: " + (row["reason"] or "")[len(AUDIT_PREFIX):])
+        lines.append(f"dropped ({row.reason_code}): {row.reason}")
     else:
         lines.append(verdict + ("" if best is None else f", offset {best:+d} ticks"))
     corr = None if curve is None else np.array([np.nan if c is None else c for c in curve["corr"]], float)
     if corr is not None and np.isfinite(corr).any():
         i = int(np.nanargmax(corr))
-        zero = row.get("audit_corr")
+        zero = row.audit_corr
         lines.append(f"peak corr {corr[i]:.3f} at shift {curve['shift_ticks'][i]:+d}"
                      + ("" if zero is None else f"; at 0: {zero:.3f}"))
     else:
@@ -356,15 +349,15 @@ def labelled_overlay(panels: np.ndarray, lines: list[str], verdict: str) -> np.n
     return np.concatenate([banner, image], axis=0)
 
 
-def overlay_choice(rows: list[dict], n: int, seed: int = 0) -> list[dict]:
+def overlay_choice(rows: list[ManifestRow], n: int, seed: int = 0) -> list[ManifestRow]:
     """The frames that get overlays: the audit's failures first, then a seeded choice of the other
     voxelized frames; each group in manifest order, each a seeded choice where it has more than needed."""
     rng = np.random.default_rng(seed)
-    drawable = [r for r in rows if r["vox_index"] is not None]
-    failing = [r for r in drawable if is_audit_failure(r)]
-    rest = [r for r in drawable if not is_audit_failure(r)]
+    drawable = [r for r in rows if r.vox_index is not None]
+    failing = [r for r in drawable if r.dropped_by_audit]
+    rest = [r for r in drawable if not r.dropped_by_audit]
 
-    def pick(group: list[dict], k: int) -> list[dict]:
+    def pick(group: list[ManifestRow], k: int) -> list[ManifestRow]:
         if k >= len(group):
             return group
         return [group[i] for i in sorted(rng.choice(len(group), size=k, replace=False).tolist())]
@@ -373,7 +366,7 @@ def overlay_choice(rows: list[dict], n: int, seed: int = 0) -> list[dict]:
     return first + pick(rest, max(n - len(first), 0))
 
 
-def write_overlays(root: Path, rows: list[dict], info: StoreInfo, n: int, seed: int = 0,
+def write_overlays(root: Path, rows: list[ManifestRow], info: StoreInfo, n: int, seed: int = 0,
                    curves: list[dict] = ()) -> list[Path]:
     """Labelled overlays for ``n`` frames (``overlay_choice``) as PNG under ``DATA_ROOT/audit/overlays``,
     named ``<rank>_<verdict>_<split>_<seq>_<frame>.png`` so a file listing shows the failures first.
@@ -391,12 +384,12 @@ def write_overlays(root: Path, rows: list[dict], info: StoreInfo, n: int, seed: 
     paths = []
     for rank, r in enumerate(chosen):
         verdict = frame_verdict(r)
-        path = folder / f"{rank:03d}_{verdict.replace(' ', '')}_{r['split']}_{r['seq']}_{r['frame_idx']:06d}.png"
+        path = folder / f"{rank:03d}_{verdict.replace(' ', '')}_{r.split}_{r.seq}_{r.frame_idx:06d}.png"
         try:
             image = labelled_overlay(overlay_image(root, r, info), overlay_label(r, by_key.get(frame_key(r))),
                                      verdict)
         except (SampleError, OSError) as err:       # a damaged shard: say so, draw the others
-            log.warning("no overlay for %s/%s frame %d: %s", r["split"], r["seq"], r["frame_idx"], err)
+            log.warning("no overlay for %s/%s frame %d: %s", r.split, r.seq, r.frame_idx, err)
             continue
         ok, buf = cv2.imencode(".png", image)
         if not ok:  # never write an empty PNG
@@ -406,14 +399,14 @@ def write_overlays(root: Path, rows: list[dict], info: StoreInfo, n: int, seed: 
     return paths
 
 
-def curves_figure(rows: list[dict], curves: list[dict], num_bins: int, max_panels: int = 12):
+def curves_figure(rows: list[ManifestRow], curves: list[dict], num_bins: int, max_panels: int = 12):
     """A matplotlib Figure (Agg, no pyplot state): one panel per failing frame's correlation curve
     (misaligned or mismatch, in manifest order, at most ``max_panels``), with the band where a peak counts
     as aligned, the recorded window (shift 0) and the best shift; None when no failing frame has a curve."""
     from matplotlib.figure import Figure
 
     by_key = {frame_key(c): c for c in curves}
-    failing = [r for r in rows if r["audit_verdict"] in (MISALIGNED, MISMATCH) and frame_key(r) in by_key]
+    failing = [r for r in rows if r.audit_verdict in (MISALIGNED, MISMATCH) and frame_key(r) in by_key]
     if not failing:
         return None
     shown = failing[:max_panels]
@@ -426,15 +419,15 @@ def curves_figure(rows: list[dict], curves: list[dict], num_bins: int, max_panel
     for ax, r in zip(axes.ravel(), shown):
         c = by_key[frame_key(r)]
         corr = np.array([np.nan if v is None else v for v in c["corr"]], float)
-        tol = alignment_tolerance(r["n_ticks"], num_bins)
+        tol = alignment_tolerance(r.n_ticks, num_bins)
         ax.axvspan(-tol, tol, color=VERDICT_COLOURS[ALIGNED], alpha=0.15, lw=0, label="aligned if the peak is here")
         ax.axvline(0, color="k", lw=0.8, label="recorded window")
-        colour = VERDICT_COLOURS[r["audit_verdict"]]
-        ax.plot(c["shift_ticks"], corr, "o-", ms=3, color=colour, label=r["audit_verdict"])
-        best = r["audit_best_offset_ticks"]
+        colour = VERDICT_COLOURS[r.audit_verdict]
+        ax.plot(c["shift_ticks"], corr, "o-", ms=3, color=colour, label=r.audit_verdict)
+        best = r.audit_best_offset_ticks
         if best is not None:
             ax.axvline(best, color=colour, ls="--", lw=1, label=f"best shift {best:+d}")
-        ax.set_title(f"{r['split']}/{r['seq']} frame {r['frame_idx']}: {r['audit_verdict']}"
+        ax.set_title(f"{r.split}/{r.seq} frame {r.frame_idx}: {r.audit_verdict}"
                      + ("" if best is None else f" {best:+d} ticks"), fontsize=9)
         ax.set_xlabel("window shift (ticks)", fontsize=8)
         ax.set_ylabel("corr(spikes, blur luma)", fontsize=8)
@@ -445,7 +438,7 @@ def curves_figure(rows: list[dict], curves: list[dict], num_bins: int, max_panel
     return fig
 
 
-def write_failing_curves(path: Path, rows: list[dict], curves: list[dict], num_bins: int) -> Path | None:
+def write_failing_curves(path: Path, rows: list[ManifestRow], curves: list[dict], num_bins: int) -> Path | None:
     """``curves_figure`` as a PNG at ``path`` (atomically); None, and nothing written, without failures."""
     fig = curves_figure(rows, curves, num_bins)
     if fig is None:
@@ -457,37 +450,48 @@ def write_failing_curves(path: Path, rows: list[dict], curves: list[dict], num_b
 
 
 # ---- frames dropped for the crop size ---------------------------------------------------------------
-_CROP_REASON = re.compile(r"short side (\d+) < crop size (\d+)")
-
-
 @dataclass(frozen=True)
 class CropDrops:
-    """Training frames dropped because their short side is below the crop size. ``by_ingest`` of them
-    were never voxelized (only a re-ingest with a smaller crop brings them back); the rest were dropped
-    by an audit with a larger ``--crop`` than ingest's."""
+    """Training frames dropped because their short side is below the crop size (``CROP_CODES``).
+    ``by_ingest`` of them were never voxelized (only a re-ingest with a smaller crop brings them back); the
+    rest were dropped by an audit with a larger ``--crop`` than ingest's."""
 
     frames: int
     by_ingest: int
-    short_side: int     # the smallest short side among them
-    crop_size: int      # the largest crop size they were dropped for
+    short_side: int     # the smallest short side among them (their rows' H and W)
+    crop_size: int      # the largest crop size they were dropped for (ingest's or the audit's option)
 
     @property
-    def crop_hint(self) -> int:
-        """A ``--crop`` every one of these frames fits: the largest multiple of 8 (VRT's constraint) within
-        the smallest short side, at least 8."""
-        return max(8, self.short_side // 8 * 8)
+    def crop_hint(self) -> int | None:
+        """A ``--crop`` every one of these frames fits and training accepts (``schemas.config.
+        largest_valid_crop``), None when their short side is below the smallest crop training accepts."""
+        return largest_valid_crop(self.short_side)
+
+    def advice(self, fix: str) -> str:
+        """What to do: ``fix`` (a command line with ``{crop}`` for the hint), or, when no crop fits, that these
+        frames are too small to train on."""
+        if self.crop_hint is not None:
+            return fix.format(crop=self.crop_hint)
+        return (f"no training crop fits them ({crop_size_rule()}): train on frames whose short side is at least "
+                f"{MIN_CROP_SIZE} px")
+
+    def summary(self, fix: str) -> str:
+        """The line the CLI prints: how many frames, why, and ``advice(fix)``."""
+        return (f"{self.frames} training frame(s) dropped for the crop size (short side {self.short_side} < crop "
+                f"size {self.crop_size}): {self.advice(fix)}")
 
 
-def crop_drops(rows: list[dict]) -> CropDrops | None:
-    """Count the rows dropped for ``short side S < crop size C`` (ingest's reason, or the audit's); None
-    when there is none."""
-    found = [(m, (r["reason"] or "").startswith(AUDIT_PREFIX)) for r in rows if r["status"] == STATUS_DROPPED
-             for m in [_CROP_REASON.search(r["reason"] or "")] if m]
+def crop_drops(rows: list[ManifestRow], ingest_crop: int, audit_crop: int | None = None) -> CropDrops | None:
+    """The rows dropped for a short side below the crop size (their codes, ``CROP_CODES``): by ingest, whose
+    crop option was ``ingest_crop``, or by the audit, whose option was ``audit_crop``; None when there is
+    none."""
+    found = [r for r in rows if r.reason_code in CROP_CODES]
     if not found:
         return None
-    return CropDrops(frames=len(found), by_ingest=sum(not by_audit for _, by_audit in found),
-                     short_side=min(int(m.group(1)) for m, _ in found),
-                     crop_size=max(int(m.group(2)) for m, _ in found))
+    by_ingest = sum(not r.dropped_by_audit for r in found)
+    crops = ([ingest_crop] if by_ingest else []) + ([audit_crop] if by_ingest < len(found) else [])
+    return CropDrops(frames=len(found), by_ingest=by_ingest, short_side=min(min(r.H, r.W) for r in found),
+                     crop_size=max(c for c in crops if c is not None))
 
 
 # ---- the whole store ---------------------------------------------------------------------------------
@@ -497,22 +501,22 @@ class AuditReport:
     (``split, seq, frame_idx, shift_ticks, corr``), the overlay PNGs written and the failing frames'
     curves PNG (None when no failing frame has a curve)."""
 
-    rows: list[dict]
+    rows: list[ManifestRow]
     curves: list[dict]
     overlays: list[Path]
     curves_png: Path | None = None
 
     @property
-    def failed(self) -> list[dict]:
+    def failed(self) -> list[ManifestRow]:
         """Manifest rows with ``status == dropped`` (by ingest or by this audit)."""
-        return [r for r in self.rows if r["status"] == STATUS_DROPPED]
+        return [r for r in self.rows if r.status == STATUS_DROPPED]
 
     def summary(self) -> list[dict]:
         """One line per sequence: frames, kept, dropped, verdict counts, median best offset (ticks) of
         the frames whose peak could be located."""
-        by_seq: dict[tuple[str, str], list[dict]] = {}
+        by_seq: dict[tuple[str, str], list[ManifestRow]] = {}
         for r in self.rows:
-            by_seq.setdefault((r["split"], r["seq"]), []).append(r)
+            by_seq.setdefault((r.split, r.seq), []).append(r)
         return [dict(split=split, seq=seq, **_tally(rows)) for (split, seq), rows in by_seq.items()]
 
     def totals(self) -> dict:
@@ -520,12 +524,12 @@ class AuditReport:
         return _tally(self.rows)
 
 
-def _tally(rows: list[dict]) -> dict:
-    out = dict(frames=len(rows), ok=sum(r["status"] == STATUS_OK for r in rows),
-               dropped=sum(r["status"] != STATUS_OK for r in rows),
-               **{v: sum(r["audit_verdict"] == v for r in rows) for v in (ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED)})
-    offsets = [r["audit_best_offset_ticks"] for r in rows
-               if r["audit_best_offset_ticks"] is not None and r["audit_verdict"] != UNDETERMINED]
+def _tally(rows: list[ManifestRow]) -> dict:
+    out = dict(frames=len(rows), ok=sum(r.status == STATUS_OK for r in rows),
+               dropped=sum(r.status != STATUS_OK for r in rows),
+               **{v: sum(r.audit_verdict == v for r in rows) for v in (ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED)})
+    offsets = [r.audit_best_offset_ticks for r in rows
+               if r.audit_best_offset_ticks is not None and r.audit_verdict != UNDETERMINED]
     out["median_offset_ticks"] = float(np.median(offsets)) if offsets else None
     return out
 
@@ -546,10 +550,10 @@ def audit(root: Path, options: AuditOptions = AuditOptions(), overlays: int = 0,
 def _audit_store(root: Path, options: AuditOptions, overlays: int, seed: int, progress: bool,
                  curves_png: Path | None) -> AuditReport:
     info = read_store_info(root)
-    rows = read_manifest(root).to_pylist()
-    by_seq: dict[str, list[dict]] = {}
+    rows = read_manifest_rows(root)
+    by_seq: dict[str, list[ManifestRow]] = {}
     for r in rows:
-        by_seq.setdefault(f"{r['split']}/{r['seq']}", []).append(r)
+        by_seq.setdefault(f"{r.split}/{r.seq}", []).append(r)
     unknown = sorted(set(by_seq) - set(info.sequences))
     if unknown:
         raise InputError(root / DATASET_FILENAME, f"sequences {unknown[:5]} are in the manifest but not in "
@@ -559,8 +563,8 @@ def _audit_store(root: Path, options: AuditOptions, overlays: int, seed: int, pr
         seq_rows, seq_curves = audit_sequence(root, key, info, by_seq[key], options)
         new_rows += seq_rows
         curves += seq_curves
-    order = {(r["split"], r["seq"], r["frame_idx"]): i for i, r in enumerate(rows)}
-    new_rows.sort(key=lambda r: order[(r["split"], r["seq"], r["frame_idx"])])
+    order = {frame_key(r): i for i, r in enumerate(rows)}
+    new_rows.sort(key=lambda r: order[frame_key(r)])
 
     histograms: dict[FrameKey, list[int]] = {}  # keyed by split too: train/X and val/X differ
     for key in by_seq:

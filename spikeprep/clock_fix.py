@@ -50,13 +50,14 @@ from tqdm import tqdm
 
 from schemas.atomic import atomic_write_text, remove_stale_temps
 from schemas.clock_fix import FIXED, UNFIXED, ClockFix, clock_fix_path, recorded_digest, write_clock_fix
+from schemas.manifest import ManifestRow
 from schemas.store import DATASET_FILENAME, StoreInfo
 from spikeprep.audit import MISMATCH, UNDETERMINED, AuditOptions, LumaCorrelator, blur_luma, judge, shift_curve, \
     top_middle
 from spikeprep.errors import InputError
 from spikeprep.ingest import PENDING_FIX, build_store, check_replaceable, store_specs
 from spikeprep.spike_source import SpikeSource
-from spikeprep.store import read_manifest, read_store_info, store_lock
+from spikeprep.store import read_manifest_rows, read_store_info, store_lock
 from spikeprep.windows import tick_position
 
 log = logging.getLogger("spikeprep.clock_fix")
@@ -331,19 +332,19 @@ def _store_info_for_fix(root: Path) -> StoreInfo:
     return read_store_info(root)      # raises the store's own "incomplete" error
 
 
-def sequence_frames(root: Path, rows: list[dict], expected: tuple[int, int]) -> list[FrameWindow]:
+def sequence_frames(root: Path, rows: list[ManifestRow], expected: tuple[int, int]) -> list[FrameWindow]:
     """The frames of one sequence the estimate can use: a readable blur PNG of the RGB grid ``expected`` and
     a non-empty recorded window."""
     frames = []
     for r in rows:
-        if not r["t1_recorded"] > r["t0_recorded"]:
+        if not r.t1_recorded > r.t0_recorded:
             continue
         try:
-            luma = blur_luma(root / r["blur"])
+            luma = blur_luma(root / r.blur)
         except InputError:
             continue
         if luma.shape == expected:
-            frames.append(FrameWindow(int(r["frame_idx"]), float(r["t0_recorded"]), float(r["t1_recorded"]), luma))
+            frames.append(FrameWindow(r.frame_idx, r.t0_recorded, r.t1_recorded, luma))
     return frames
 
 
@@ -359,20 +360,20 @@ def fix_store(root: Path, options: ClockFixOptions = ClockFixOptions(), progress
         read_store_info(root)          # not a store (or an interrupted ingest): its error, before any file is made
     with store_lock(root, "audit --fix"):
         info = _store_info_for_fix(root)
-        rows = read_manifest(root).to_pylist()
-        by_seq: dict[str, list[dict]] = {}
+        rows = read_manifest_rows(root)
+        by_seq: dict[str, list[ManifestRow]] = {}
         for r in rows:
-            by_seq.setdefault(f"{r['split']}/{r['seq']}", []).append(r)
+            by_seq.setdefault(f"{r.split}/{r.seq}", []).append(r)
         records, scanned = [], 0
         for key in tqdm(sorted(info.sequences), desc="clock fix", unit="seq", disable=not progress):
             seq = info.sequences[key]
-            seq_rows = sorted(by_seq.get(key, []), key=lambda r: r["frame_idx"])
+            seq_rows = sorted(by_seq.get(key, []), key=lambda r: r.frame_idx)
             frames = sequence_frames(root, seq_rows, (seq.H, seq.W))
             scanned += len(frames)
             estimate = estimate_clock(SpikeSource(Path(seq.spike_dir), seq.spike_meta), frames, seq.scale, info.K,
                                       options)
-            digest = recorded_digest([r["frame_idx"] for r in seq_rows], [r["t0_recorded"] for r in seq_rows],
-                                     [r["t1_recorded"] for r in seq_rows])
+            digest = recorded_digest([r.frame_idx for r in seq_rows], [r.t0_recorded for r in seq_rows],
+                                     [r.t1_recorded for r in seq_rows])
             split, name = key.split("/", 1)
             record = clock_record(split, name, estimate, seq.rate_hz, digest)
             write_clock_fix(clock_fix_path(root, split, name), record)

@@ -49,25 +49,26 @@ from tqdm import tqdm
 from schemas.atomic import atomic_write_text, remove_stale_temps
 from schemas.clock_fix import FIXED, ClockFix, clock_fix_path, read_clock_fix, recorded_digest
 from schemas.config import DEFAULT_CROP_SIZE, DEFAULT_NUM_BINS
-from schemas.manifest import MANIFEST_FILENAME, STATUS_DROPPED, STATUS_OK, ManifestRow, name_problem
+from schemas.manifest import (MANIFEST_FILENAME, STATUS_DROPPED, STATUS_OK, Drop, DropCode, ManifestRow,
+                              name_problem)
 from schemas.sequence_record import (SEQUENCE_RECORD_FILENAME, SequenceRecord, read_sequence_record,
                                      write_sequence_record)
 from schemas.store import (DATASET_FILENAME, RGB_DIRNAME, STORE_VERSION, VOX_DIRNAME, NormStats, SequenceInfo,
                            StoreInfo)
-from spikeprep.audit import AUDIT_PREFIX
 from spikeprep.errors import InputError, disk_full_error, is_disk_full
 from spikeprep.images import read_rgb
 from spikeprep.raw_layout import SequenceSpec, discover
 from spikeprep.spike_source import SpikeSource, WindowCounts
 from spikeprep.stats import FrameKey, check_std, count_histogram, stats_from_records
-from spikeprep.store import (counts_checksum, create_rgb_arrays, create_vox_group, read_manifest, sequence_checksum,
+from spikeprep.store import (counts_checksum, create_rgb_arrays, create_vox_group, read_manifest_rows, sequence_checksum,
                              store_lock, store_read_only_error, write_frame_coordinates, write_manifest,
                              write_store_info)
 
 log = logging.getLogger("spikeprep.ingest")
 # Bump when what a sequence build writes changes: old builds then no longer match and are rebuilt. It salts
 # the fingerprint; the format of the sequence record itself has its own version (schemas.sequence_record).
-SEQ_BUILD_VERSION = 5  # 5: manifest version 2 (paired; t0_recorded, t1_recorded): a rerun rebuilds older sequences
+SEQ_BUILD_VERSION = 6  # 5: manifest version 2 (paired; t0_recorded, t1_recorded); 6: manifest version 3
+                       # (reason_code): a rerun rebuilds older sequences
 
 
 @dataclass(frozen=True)
@@ -118,22 +119,23 @@ def png_size(path: Path) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def _frame_image_problem(spec: SequenceSpec, idx: int, grid: dict) -> str | None:
-    """Reason to drop frame ``idx`` for its images, or None. ``grid`` holds the sequence's (H, W). A frame
+def _frame_image_problem(spec: SequenceSpec, idx: int, grid: dict) -> Drop | None:
+    """Why frame ``idx`` is dropped for its images, or None. ``grid`` holds the sequence's (H, W). A frame
     without a sharp frame is not a problem: it is stored unpaired (``paired`` False)."""
     blur, sharp = spec.blur.get(idx), spec.sharp.get(idx)
     if blur is None:
-        return f"missing blur frame {idx:06d}.png"
+        return Drop(DropCode.MISSING_BLUR, f"missing blur frame {idx:06d}.png")
     try:
         hb, wb = png_size(blur)
         hs, ws = png_size(sharp) if sharp is not None else (hb, wb)
     except InputError as err:
-        return str(err)
+        return Drop(DropCode.UNREADABLE_IMAGE, str(err))
     if (hb, wb) != (hs, ws):
-        return f"blur is {hb}x{wb} but sharp is {hs}x{ws}"
+        return Drop(DropCode.SHARP_SIZE_MISMATCH, f"blur is {hb}x{wb} but sharp is {hs}x{ws}")
     grid.setdefault("rgb", (hb, wb))
     if grid["rgb"] != (hb, wb):
-        return f"frame is {hb}x{wb} but the sequence's frames are {grid['rgb'][0]}x{grid['rgb'][1]}"
+        return Drop(DropCode.FRAME_SIZE_MISMATCH,
+                    f"frame is {hb}x{wb} but the sequence's frames are {grid['rgb'][0]}x{grid['rgb'][1]}")
     return None
 
 
@@ -196,23 +198,23 @@ def _link_or_copy(src: Path, dst: Path, copy: bool) -> None:
 
 
 def _voxelize_and_decode(spec: SequenceSpec, source: SpikeSource, num_bins: int, idx: int, t0: float, t1: float,
-                         rgb: tuple[int, int]) -> tuple[str | None, WindowCounts | None, dict | None]:
-    """One frame that passed the structural checks: (reason to drop it or None, its window's counts (None when
-    the spikes cannot be read), its decoded blur and sharp images (no sharp when unpaired; None unless it is
-    kept))."""
+                         rgb: tuple[int, int]) -> tuple[Drop | None, WindowCounts | None, dict | None]:
+    """One frame that passed the structural checks: (why it is dropped, or None; its window's counts (None
+    when the spikes cannot be read); its decoded blur and sharp images (no sharp when unpaired; None unless
+    it is kept))."""
     try:
         wc = source.window(t0, t1, num_bins, frame_idx=idx)
     except InputError as err:
-        return str(err), None, None
+        return Drop(DropCode.UNREADABLE_SPIKES, str(err)), None, None
     if wc.covered is False:
-        return f"window [{t0!r}, {t1!r}) extends past the spike data", wc, None
+        return Drop(DropCode.WINDOW_PAST_SPIKES, f"window [{t0!r}, {t1!r}) extends past the spike data"), wc, None
     if wc.n_ticks == 0 or (spec.spike_meta.is_events and wc.event_count == 0):
-        return "empty window: no spike data inside [t0, t1)", wc, None
+        return Drop(DropCode.WINDOW_EMPTY, "empty window: no spike data inside [t0, t1)"), wc, None
     try:
         images = {kind: read_rgb(getattr(spec, kind)[idx], rgb, expected="its header says")
                   for kind in ("blur", "sharp") if idx in getattr(spec, kind)}
     except InputError as err:
-        return str(err), wc, None
+        return Drop(DropCode.UNREADABLE_IMAGE, str(err)), wc, None
     return None, wc, images
 
 
@@ -249,18 +251,18 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
     frame_coords: dict[str, list] = {"frame_idx": [], "t0": [], "t1": []}   # of each row written
     for idx, t0, t1, t0_rec, t1_rec in zip(spec.exposure.frame_idx.tolist(), spec.exposure.t0.tolist(),
                                            spec.exposure.t1.tolist(), recorded.t0.tolist(), recorded.t1.tolist()):
-        reason = window_problems.get(idx) or image_problems[idx]
-        if reason is None and scale is None:
-            reason = (f"RGB grid {rgb[0]}x{rgb[1]} is not an integer multiple of the spike grid "
-                      f"{meta.height}x{meta.width}")
+        drop = window_problems.get(idx) or image_problems[idx]
+        if drop is None and scale is None:
+            drop = Drop(DropCode.GRID_NOT_INTEGER, f"RGB grid {rgb[0]}x{rgb[1]} is not an integer multiple of the "
+                        f"spike grid {meta.height}x{meta.width}")
         paired = idx in spec.sharp
         # training crops paired frames only: an unpaired training frame is kept for audit and test
-        if reason is None and spec.split == "train" and paired and min(rgb) < options.crop_size:
-            reason = f"short side {min(rgb)} < crop size {options.crop_size}"
+        if drop is None and spec.split == "train" and paired and min(rgb) < options.crop_size:
+            drop = Drop(DropCode.SHORT_SIDE_BELOW_CROP, f"short side {min(rgb)} < crop size {options.crop_size}")
         wc = images = vox_index = checksum = None
-        if reason is None:       # a frame already dropped is never voxelized (its grid may be absurd)
-            reason, wc, images = _voxelize_and_decode(spec, source, options.num_bins, idx, t0, t1, rgb)
-        if reason is None:
+        if drop is None:       # a frame already dropped is never voxelized (its grid may be absurd)
+            drop, wc, images = _voxelize_and_decode(spec, source, options.num_bins, idx, t0, t1, rgb)
+        if drop is None:
             if int(wc.counts.max(initial=0)) > np.iinfo(dtype).max:
                 raise _Overflow(int(wc.counts.max()))
             stored = wc.counts.astype(dtype)
@@ -279,9 +281,10 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
             blur=f"{spec.split}/{spec.name}/blur/{idx:06d}.png",
             sharp=f"{spec.split}/{spec.name}/sharp/{idx:06d}.png" if paired else None, paired=paired,
             spike_source=str(wc.source if wc is not None else spec.spike_dir), vox_index=vox_index,
-            status=STATUS_DROPPED if reason else STATUS_OK, reason=reason, vox_checksum=checksum))
-        if reason:
-            log.info("%s frame %06d dropped: %s", spec.key, idx, reason)
+            status=STATUS_DROPPED if drop else STATUS_OK, reason=drop and drop.text, reason_code=drop and drop.code,
+            vox_checksum=checksum))
+        if drop:
+            log.info("%s frame %06d dropped (%s): %s", spec.key, idx, drop.code, drop.text)
 
     vox.resize((n_rows, *vox.shape[1:]))
     for array in (frames or {}).values():
@@ -417,12 +420,8 @@ def _ingest_sequence_task(args) -> tuple[SequenceRecord, bool]:
 
 
 # ---- the audit's verdicts across a rerun -----------------------------------------------------------------
-AUDIT_COLUMNS = ("status", "reason", "audit_corr", "audit_best_offset_ticks", "audit_best_offset_s", "audit_verdict")
-
-
-def _is_audited(row: dict) -> bool:
-    """The audit judged this row: a content verdict, or a drop with the audit's reason prefix."""
-    return row.get("audit_verdict") is not None or (row.get("reason") or "").startswith(AUDIT_PREFIX)
+AUDIT_COLUMNS = ("status", "reason", "reason_code", "audit_corr", "audit_best_offset_ticks", "audit_best_offset_s",
+                 "audit_verdict")
 
 
 @dataclass(frozen=True)
@@ -447,42 +446,43 @@ class KeptAudit:
         return text
 
 
-def previous_audit(out: Path) -> dict[tuple[str, str, int], dict] | None:
+def previous_audit(out: Path) -> dict[tuple[str, str, int], ManifestRow] | None:
     """The audited rows of the store's current manifest by ``(split, seq, frame_idx)``, None when the store
     has no readable manifest or no audit has run on it."""
     if not (out / MANIFEST_FILENAME).is_file():
         return None
     try:
-        rows = read_manifest(out).to_pylist()
+        rows = read_manifest_rows(out)
     except (InputError, ValueError, OSError) as err:   # another version or damaged: nothing to carry over
         log.info("previous manifest not read (%s); no audit verdicts carried over", err)
         return None
-    audited = {(r["split"], r["seq"], r["frame_idx"]): r for r in rows if _is_audited(r)}
+    audited = {(r.split, r.seq, r.frame_idx): r for r in rows if r.audited}
     return audited or None
 
 
-def carry_audit(rows: list[dict], reused: set[str], audited: dict | None) -> KeptAudit | None:
-    """Put the previous audit's verdicts (``AUDIT_COLUMNS``) back into ``rows`` (in place) for the frames of
-    the ``reused`` sequences (``split/seq``) whose stored voxels are the ones the audit judged (same
-    ``vox_index`` and ``vox_checksum``); None when no audit had run."""
+def carry_audit(rows: list[ManifestRow], reused: set[str],
+                audited: dict | None) -> tuple[list[ManifestRow], KeptAudit | None]:
+    """``rows`` with the previous audit's verdicts (``AUDIT_COLUMNS``) put back for the frames of the
+    ``reused`` sequences (``split/seq``) whose stored voxels are the ones the audit judged (same
+    ``vox_index`` and ``vox_checksum``), and what was kept (None when no audit had run)."""
     if audited is None:
-        return None
+        return rows, None
     frames = dropped = 0
     kept_seqs = set()
+    out = []
     for r in rows:
-        key = f"{r['split']}/{r['seq']}"
-        old = audited.get((r["split"], r["seq"], r["frame_idx"]))
-        if key not in reused or old is None or r["status"] != STATUS_OK or \
-                (old["vox_index"], old["vox_checksum"]) != (r["vox_index"], r["vox_checksum"]):
-            continue
-        r.update({c: old[c] for c in AUDIT_COLUMNS})
-        frames += 1
-        dropped += r["status"] == STATUS_DROPPED
-        kept_seqs.add(key)
-    built = sorted({f"{r['split']}/{r['seq']}" for r in rows} - reused)
-    unaudited = tuple(k for k in built if any(r["status"] == STATUS_OK for r in rows
-                                              if f"{r['split']}/{r['seq']}" == k))
-    return KeptAudit(frames=frames, dropped=dropped, sequences=len(kept_seqs), unaudited=unaudited)
+        key = f"{r.split}/{r.seq}"
+        old = audited.get((r.split, r.seq, r.frame_idx))
+        if key in reused and old is not None and r.status == STATUS_OK and \
+                (old.vox_index, old.vox_checksum) == (r.vox_index, r.vox_checksum):
+            r = r.model_copy(update={c: getattr(old, c) for c in AUDIT_COLUMNS})
+            frames += 1
+            dropped += r.status == STATUS_DROPPED
+            kept_seqs.add(key)
+        out.append(r)
+    built = sorted({f"{r.split}/{r.seq}" for r in out} - reused)
+    unaudited = tuple(k for k in built if any(r.status == STATUS_OK for r in out if f"{r.split}/{r.seq}" == k))
+    return out, KeptAudit(frames=frames, dropped=dropped, sequences=len(kept_seqs), unaudited=unaudited)
 
 
 # ---- the whole store -------------------------------------------------------------------------------
@@ -493,7 +493,7 @@ class IngestResult:
     became of each sequence's clock fix (``clock_for``)."""
 
     root: Path
-    rows: list[dict]
+    rows: list[ManifestRow]
     stats: NormStats | None
     align_log: Path | None
     kept_audit: KeptAudit | None = None     # a rerun on an audited store: the verdicts kept (None: no audit)
@@ -502,18 +502,23 @@ class IngestResult:
     @property
     def n_ok(self) -> int:
         """Frames kept (``status == ok``)."""
-        return sum(r["status"] == STATUS_OK for r in self.rows)
+        return sum(r.status == STATUS_OK for r in self.rows)
 
-    def lost_sequences(self) -> list[tuple[str, int, str]]:
-        """``(split/seq, frames, most frequent reason)`` of every sequence that kept none of its frames: one
-        bad file (a truncated stream, a wrong grid) or option (a crop larger than the frames) behind them all."""
+    def lost_sequences(self) -> list[tuple[str, int, ManifestRow]]:
+        """``(split/seq, frames, a row dropped for the most frequent code)`` of every sequence that kept none
+        of its frames: one bad file (a truncated stream, a wrong grid) or option (a crop larger than the
+        frames) behind them all."""
         from collections import Counter
 
-        by_seq: dict[str, list[dict]] = {}
+        by_seq: dict[str, list[ManifestRow]] = {}
         for r in self.rows:
-            by_seq.setdefault(f"{r['split']}/{r['seq']}", []).append(r)
-        return [(key, len(rows), Counter(r["reason"] for r in rows).most_common(1)[0][0])
-                for key, rows in by_seq.items() if rows and all(r["status"] != STATUS_OK for r in rows)]
+            by_seq.setdefault(f"{r.split}/{r.seq}", []).append(r)
+        lost = []
+        for key, rows in by_seq.items():
+            if rows and all(r.status != STATUS_OK for r in rows):
+                code = Counter(r.reason_code for r in rows).most_common(1)[0][0]
+                lost.append((key, len(rows), next(r for r in rows if r.reason_code == code)))
+        return lost
 
     @property
     def n_dropped(self) -> int:
@@ -524,17 +529,17 @@ class IngestResult:
 ALIGN_LOG_DIRNAME = "logs"   # DATA_ROOT/logs/: where `spikeprep ingest` puts align_<time>.txt by default
 
 
-def write_align_log(log_dir: Path, rows: list[dict]) -> Path:
+def write_align_log(log_dir: Path, rows: list[ManifestRow]) -> Path:
     """``align_<time>.txt``: the original document's "frame_idx, t0, t1, event_count" per frame (atomic)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / f"align_{time.strftime('%Y%m%d_%H%M%S')}.txt"
     lines, current = [], None
     for r in rows:
-        key = f"{r['split']}/{r['seq']}"
+        key = f"{r.split}/{r.seq}"
         if key != current:
             lines.append(f"# {key}")
             current = key
-        lines.append(f"{r['frame_idx']}, {r['t0']!r}, {r['t1']!r}, {r['event_count']}")
+        lines.append(f"{r.frame_idx}, {r.t0!r}, {r.t1!r}, {r.event_count}")
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -674,8 +679,8 @@ def build_store(raw: Path, out: Path, specs: list[SequenceSpec], options: Ingest
     records = [record for record, _ in built]
     reused = {spec.key for spec, (_, was_reused) in zip(specs, built) if was_reused}
 
-    rows = [row.model_dump() for rec in records for row in rec.rows]
-    kept_audit = carry_audit(rows, reused, audited)   # before the stats: audit drops stay out of them
+    rows = [row for rec in records for row in rec.rows]
+    rows, kept_audit = carry_audit(rows, reused, audited)   # before the stats: audit drops stay out of them
     # keyed by split too: train/X and val/X are different sequences (their frames share indices)
     histograms: dict[FrameKey, list[int]] = {(spec.split, spec.name, idx): hist
                                              for spec, rec in zip(specs, records)

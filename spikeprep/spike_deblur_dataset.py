@@ -78,7 +78,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from schemas.config import MIN_STD
-from schemas.manifest import MANIFEST_FILENAME, STATUS_OK
+from schemas.manifest import MANIFEST_FILENAME, STATUS_OK, ManifestRow
 from schemas.store import DATASET_FILENAME, RGB_DIRNAME, VOX_ARRAY, VOX_DIRNAME, StoreInfo
 from spikeprep.errors import InputError, SampleError
 from spikeprep.store import ChunkReader, read_manifest, read_store_info
@@ -219,7 +219,7 @@ def consecutive_runs(frame_idx: np.ndarray) -> list[tuple[int, int]]:
     return [(int(s), int(e - s)) for s, e in zip(starts, ends)]
 
 
-def longest_kept_runs(rows: list[dict]) -> dict[str, int]:
+def longest_kept_runs(rows: list[ManifestRow]) -> dict[str, int]:
     """Per split of manifest ``rows``, the longest run of consecutive kept paired frames (status ok,
     voxelized, with a sharp frame) within one sequence: training and validation clips of ``clip_len`` frames
     come only from runs at least that long. A split whose kept frames are all unpaired is absent (it is not
@@ -227,11 +227,11 @@ def longest_kept_runs(rows: list[dict]) -> dict[str, int]:
     kept: dict[tuple[str, str], list[int]] = {}
     unpaired_only = {}
     for r in rows:
-        kept.setdefault((r["split"], r["seq"]), [])
-        if r["status"] == STATUS_OK and r["vox_index"] is not None:
-            unpaired_only[r["split"]] = unpaired_only.get(r["split"], True) and not r["paired"]
-            if r["paired"]:
-                kept[(r["split"], r["seq"])].append(int(r["frame_idx"]))
+        kept.setdefault((r.split, r.seq), [])
+        if r.status == STATUS_OK and r.vox_index is not None:
+            unpaired_only[r.split] = unpaired_only.get(r.split, True) and not r.paired
+            if r.paired:
+                kept[(r.split, r.seq)].append(r.frame_idx)
     out: dict[str, int] = {}
     for (split, _), idx in kept.items():
         if unpaired_only.get(split):

@@ -17,7 +17,7 @@ import numpy as np
 
 from schemas.atomic import atomic_write_text
 from schemas.config import MIN_STD, edit_config_text, read_config_text
-from schemas.manifest import STATUS_OK
+from schemas.manifest import STATUS_OK, ManifestRow
 from schemas.store import NormStats
 from spikeprep.errors import InputError
 
@@ -50,7 +50,7 @@ def histogram_moments(hist) -> tuple[float, float, int]:
     return mean, math.sqrt(var), n
 
 
-def stats_from_records(rows: list[dict], histograms: dict[FrameKey, list[int]]) -> NormStats | None:
+def stats_from_records(rows: list[ManifestRow], histograms: dict[FrameKey, list[int]]) -> NormStats | None:
     """Exact stats over the kept (status ok) paired training frames of ``rows`` (the frames training serves:
     unpaired ones never reach the model in training); None if there is none.
 
@@ -60,8 +60,8 @@ def stats_from_records(rows: list[dict], histograms: dict[FrameKey, list[int]]) 
     total = np.zeros(0, dtype=np.int64)
     n_frames = 0
     for r in rows:
-        if r["split"] == "train" and r["status"] == STATUS_OK and r["paired"]:
-            hist = histograms[(r["split"], r["seq"], r["frame_idx"])]
+        if r.split == "train" and r.status == STATUS_OK and r.paired:
+            hist = histograms[(r.split, r.seq, r.frame_idx)]
             total = add_histograms(total, np.asarray(hist, np.int64))
             n_frames += 1
     if n_frames == 0:

@@ -38,7 +38,8 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from zarr.errors import ZarrUserWarning
 
 from schemas.atomic import atomic_write_bytes  # also importable from here, as before
-from schemas.manifest import MANIFEST_FILENAME, MANIFEST_SCHEMA, ManifestSchemaError, validate_manifest_table
+from schemas.manifest import (MANIFEST_FILENAME, MANIFEST_SCHEMA, ManifestRow, ManifestSchemaError,
+                              validate_manifest_table)
 from schemas.store import (BIN_EDGE, COORD_ATTRS, COUNTS_ATTRS, DATASET_FILENAME, FRAME_COORDS, FRAME_DIM, RGB_ARRAYS, RGB_ATTRS,
                            RGB_AXES, RGB_GROUP_ATTRS, STORE_VERSION, VOX_ARRAY, VOX_AXES, VOX_GROUP_ATTRS, StoreInfo)
 from schemas.validation import describe_validation_error
@@ -256,9 +257,10 @@ def store_lock(root: Path, command: str, shared: bool = False) -> StoreLock:
     return StoreLock(root, command, shared)
 
 
-def write_manifest(root: Path, rows: list[dict]) -> Path:
-    """Validate rows against the manifest schema and write ``manifest.parquet`` atomically."""
-    table = validate_manifest_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA))
+def write_manifest(root: Path, rows: list[ManifestRow]) -> Path:
+    """Write ``manifest.parquet`` atomically from its rows (the one place rows become Arrow), validated
+    against the manifest schema."""
+    table = validate_manifest_table(pa.Table.from_pylist([r.model_dump() for r in rows], schema=MANIFEST_SCHEMA))
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return atomic_write_bytes(Path(root) / MANIFEST_FILENAME, sink.getvalue().to_pybytes())
@@ -278,6 +280,20 @@ def read_manifest(root: Path) -> pa.Table:
         return validate_manifest_table(table, str(path))
     except ManifestSchemaError as err:
         raise InputError(path, str(err).removeprefix(f"{path}: ")) from None
+
+
+def read_manifest_rows(root: Path) -> list[ManifestRow]:
+    """``manifest.parquet`` as ``ManifestRow`` records, in file order (the one place Arrow becomes rows;
+    readers that need a few columns of a large store read them with ``read_manifest``)."""
+    path = Path(root) / MANIFEST_FILENAME
+    rows = []
+    for i, row in enumerate(read_manifest(root).to_pylist()):
+        try:
+            rows.append(ManifestRow.model_validate(row))
+        except ValidationError as err:
+            raise InputError(path, f"row {i} is not a valid manifest row ({describe_validation_error(err)})",
+                             fix="re-run `spikeprep ingest RAW --out DATA_ROOT`") from None
+    return rows
 
 
 def write_store_info(root: Path, info: StoreInfo) -> Path:

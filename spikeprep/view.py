@@ -148,20 +148,20 @@ def _from_file(path: Path, height: int | None, width: int | None, flipud: bool, 
 
 
 def _from_store(root: Path, seq: str | None) -> StoreVoxels:
-    from spikeprep.store import ChunkReader, read_manifest, read_store_info
+    from spikeprep.store import ChunkReader, read_manifest_rows, read_store_info
 
     read_store_info(root)
-    rows = [r for r in read_manifest(root).to_pylist() if r["vox_index"] is not None]
-    keys = sorted({f"{r['split']}/{r['seq']}" for r in rows})
+    rows = [r for r in read_manifest_rows(root) if r.vox_index is not None]
+    keys = sorted({f"{r.split}/{r.seq}" for r in rows})
     if not keys:
         raise InputError(root, "the store holds no voxels", fix="re-run `spikeprep ingest`")
     key = seq or keys[0]
     if key not in keys:
         raise InputError(root, f"no sequence {key!r} with voxels in this store (it has {', '.join(keys)})",
                          fix="pass --seq SPLIT/SEQ, one of those")
-    rows = sorted((r for r in rows if f"{r['split']}/{r['seq']}" == key), key=lambda r: r["frame_idx"])
+    rows = sorted((r for r in rows if f"{r.split}/{r.seq}" == key), key=lambda r: r.frame_idx)
     reader = ChunkReader(root / key / VOX_DIRNAME / VOX_ARRAY)     # every chunk checked, like the Dataset's reads
-    index = [int(r["vox_index"]) for r in rows]
+    index = [r.vox_index for r in rows]
     _, _, h, w = reader.shape
 
     def counts(i: int) -> np.ndarray:
@@ -171,7 +171,7 @@ def _from_store(root: Path, seq: str | None) -> StoreVoxels:
             raise InputError(reader.path, f"cannot read voxel row {index[i]} ({err})",
                              fix="`spikeprep verify DATA_ROOT` lists the damage; an ingest rerun rebuilds it") from None
 
-    return StoreVoxels(reader.path, [int(r["frame_idx"]) for r in rows], [int(r["n_ticks"]) for r in rows], counts)
+    return StoreVoxels(reader.path, [r.frame_idx for r in rows], [r.n_ticks for r in rows], counts)
 
 
 def open_view_source(src: str | Path, *, height: int | None = None, width: int | None = None, flipud: bool = True,

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from schemas.atomic import atomic_write_text
+from schemas.manifest import Drop, DropCode
 from spikeprep.errors import InputError
 
 EXPOSURE_COLUMNS = ("frame_idx", "t0", "t1")                  # each window's start and end
@@ -114,26 +115,30 @@ class ExposureTable:
     def __len__(self) -> int:
         return int(self.frame_idx.shape[0])
 
-    def problems(self) -> dict[int, str]:
-        """Per-frame window sanity (DESIGN section 6): {frame_idx: reason} for every bad window.
+    def problems(self) -> dict[int, Drop]:
+        """Per-frame window sanity (DESIGN section 6): {frame_idx: why it is dropped} for every bad window.
 
-        Checks: t0 < t1, a finite duration of at least ``MIN_WINDOW_S``; in frame order, a window neither starts before nor overlaps the last good
-        window before it.
+        Checks: t0 < t1, a finite duration of at least ``MIN_WINDOW_S``; in frame order, a window neither
+        starts before nor overlaps the last good window before it.
         """
-        bad: dict[int, str] = {}
+        bad: dict[int, Drop] = {}
         prev: tuple[float, float] | None = None  # the last good window; a bad one is no reference
         for f, a, b in zip(self.frame_idx.tolist(), self.t0.tolist(), self.t1.tolist()):
             if not b > a:
-                bad[f] = f"empty or reversed exposure window: t1 {b!r} <= t0 {a!r}"
+                bad[f] = Drop(DropCode.WINDOW_REVERSED, f"empty or reversed exposure window: t1 {b!r} <= t0 {a!r}")
             elif not math.isfinite(b - a):
-                bad[f] = f"exposure window [{a!r}, {b!r}) is too long: t1 - t0 overflows float64"
+                bad[f] = Drop(DropCode.WINDOW_TOO_LONG,
+                              f"exposure window [{a!r}, {b!r}) is too long: t1 - t0 overflows float64")
             elif b - a < MIN_WINDOW_S:
-                bad[f] = (f"exposure window [{a!r}, {b!r}) lasts {b - a:.3g} s, shorter than {MIN_WINDOW_S:g} s "
-                          "(below any exposure a camera makes; check the units of exposure.csv: seconds)")
+                bad[f] = Drop(DropCode.WINDOW_TOO_SHORT, f"exposure window [{a!r}, {b!r}) lasts {b - a:.3g} s, "
+                              f"shorter than {MIN_WINDOW_S:g} s (below any exposure a camera makes; check the units "
+                              "of exposure.csv: seconds)")
             elif prev is not None and a < prev[0]:
-                bad[f] = f"windows out of order: t0 {a!r} is before the previous frame's t0 {prev[0]!r}"
+                bad[f] = Drop(DropCode.WINDOW_OUT_OF_ORDER,
+                              f"windows out of order: t0 {a!r} is before the previous frame's t0 {prev[0]!r}")
             elif prev is not None and a < prev[1]:
-                bad[f] = f"window overlaps the previous frame's window (t0 {a!r} < previous t1 {prev[1]!r})"
+                bad[f] = Drop(DropCode.WINDOW_OVERLAP, f"window overlaps the previous frame's window (t0 {a!r} < "
+                              f"previous t1 {prev[1]!r})")
             else:
                 prev = (a, b)
         return bad

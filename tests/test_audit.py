@@ -14,9 +14,10 @@ from click.testing import CliRunner
 
 import spikeprep.audit as audit_mod
 from cli.main import main
+from schemas.manifest import Drop, DropCode, ManifestRow
 from spikeprep.audit import AuditOptions, audit, judge, write_overlays
 from spikeprep.ingest import IngestOptions, ingest
-from spikeprep.store import open_vox, read_manifest, read_store_info
+from spikeprep.store import open_vox, read_manifest_rows, read_store_info
 
 from conftest import AUDIT_TREE
 
@@ -34,40 +35,40 @@ def audited(synth_tree, tmp_path):
 
 
 def rows_of(report, seq):
-    return [r for r in report.rows if r["seq"] == seq]
+    return [r for r in report.rows if r.seq == seq]
 
 
 def test_clean_sequence_passes(audited):
     _, report = audited
     rows = rows_of(report, "seq_000")
-    assert all(r["status"] == "ok" for r in rows)
-    assert all(r["audit_verdict"] in ("aligned", "undetermined") for r in rows)
-    assert sum(r["audit_verdict"] == "aligned" for r in rows) >= 3
-    assert all(r["audit_corr"] > 0.8 for r in rows)
+    assert all(r.status == "ok" for r in rows)
+    assert all(r.audit_verdict in ("aligned", "undetermined") for r in rows)
+    assert sum(r.audit_verdict == "aligned" for r in rows) >= 3
+    assert all(r.audit_corr > 0.8 for r in rows)
 
 
 @pytest.mark.parametrize("seq, recorded_shift", [("seq_001", 3), ("seq_002", -3)])
 def test_misaligned_sequence_is_found_within_one_bin(audited, seq, recorded_shift):
     _, report = audited
     rows = rows_of(report, seq)
-    found = [r for r in rows if r["audit_verdict"] == "misaligned"]
+    found = [r for r in rows if r.audit_verdict == "misaligned"]
     assert len(found) >= 3
     for r in found:
         # the recorded window is `recorded_shift` ticks late: the spikes match `-recorded_shift` ticks away
-        assert abs(r["audit_best_offset_ticks"] + recorded_shift) <= TICKS_PER_BIN
-        assert r["audit_best_offset_s"] == pytest.approx(r["audit_best_offset_ticks"] / 20000.0)
-        assert r["status"] == "dropped" and "misaligned" in r["reason"] and r["reason"].startswith("audit: ")
-    assert all(r["audit_verdict"] != "aligned" for r in rows)
+        assert abs(r.audit_best_offset_ticks + recorded_shift) <= TICKS_PER_BIN
+        assert r.audit_best_offset_s == pytest.approx(r.audit_best_offset_ticks / 20000.0)
+        assert r.status == "dropped" and "misaligned" in r.reason and r.reason_code == "audit_misaligned"
+    assert all(r.audit_verdict != "aligned" for r in rows)
 
 
 def test_audit_rewrites_manifest_and_stats(audited):
     root, report = audited
-    table = read_manifest(root).to_pylist()
-    assert [(r["seq"], r["frame_idx"], r["status"]) for r in table] == \
-           [(r["seq"], r["frame_idx"], r["status"]) for r in report.rows]
-    kept = [r for r in table if r["split"] == "train" and r["status"] == "ok"]
-    values = np.concatenate([np.log1p(np.asarray(open_vox(root / "train" / r["seq"] / "spike_vox.zarr" / "counts")
-                                                 [r["vox_index"]], dtype=np.float64)).ravel() for r in kept])
+    table = read_manifest_rows(root)
+    assert [(r.seq, r.frame_idx, r.status) for r in table] == \
+           [(r.seq, r.frame_idx, r.status) for r in report.rows]
+    kept = [r for r in table if r.split == "train" and r.status == "ok"]
+    values = np.concatenate([np.log1p(np.asarray(open_vox(root / "train" / r.seq / "spike_vox.zarr" / "counts")
+                                                 [r.vox_index], dtype=np.float64)).ravel() for r in kept])
     stats = read_store_info(root).stats
     assert stats.n_frames == len(kept)
     assert stats.mean == pytest.approx(values.mean(), rel=1e-12)
@@ -90,8 +91,8 @@ def test_curves_and_overlays_are_written(audited):
     for path in report.overlays:
         img = cv2.imread(str(path))
         rank, verdict, split, seq_a, seq_b, frame = path.stem.split("_")
-        row = next(r for r in report.rows if (r["split"], r["seq"], r["frame_idx"]) == (split, f"{seq_a}_{seq_b}", int(frame)))
-        assert verdict == row["audit_verdict"]
+        row = next(r for r in report.rows if (r.split, r.seq, r.frame_idx) == (split, f"{seq_a}_{seq_b}", int(frame)))
+        assert verdict == row.audit_verdict
         # the panels, enlarged 2x (3 x 80 px < 480 px), under a banner holding the label
         panels = cv2.resize(audit_mod.overlay_image(root, row, info), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
         assert img.shape[1] == 2 * 3 * 80 and img.shape[0] > 2 * 64
@@ -111,9 +112,9 @@ def test_audit_stats_ignore_a_val_sequence_named_like_a_training_one(synth_tree,
     (raw / "val" / "seq_002").rename(raw / "val" / "seq_000")
     ingest(raw, tmp_path / "store", opts, log_dir=None, progress=False)
     report = audit(tmp_path / "store", AuditOptions(crop_size=32), progress=False)
-    train = lambda rep: [(r["seq"], r["frame_idx"], r["status"]) for r in rep.rows if r["split"] == "train"]  # noqa: E731
+    train = lambda rep: [(r.seq, r.frame_idx, r.status) for r in rep.rows if r.split == "train"]  # noqa: E731
     assert train(report) == train(reference)
-    assert any(r["split"] == "val" and r["seq"] == "seq_000" and r["vox_index"] is not None for r in report.rows)
+    assert any(r.split == "val" and r.seq == "seq_000" and r.vox_index is not None for r in report.rows)
     stats = read_store_info(tmp_path / "store").stats
     assert stats is not None and stats == read_store_info(tmp_path / "ref").stats
 
@@ -122,8 +123,7 @@ def test_failed_overlay_encode_is_an_error_not_an_empty_png(tmp_path, monkeypatc
     monkeypatch.setattr(audit_mod, "overlay_image", lambda root, row, info: np.zeros((4, 12, 3), np.uint8))
     monkeypatch.setattr(audit_mod.cv2, "imencode", lambda ext, img: (False, np.zeros(0, np.uint8)))
     monkeypatch.setattr(audit_mod, "labelled_overlay", lambda panels, lines, verdict: panels)
-    rows = [dict(split="train", seq="seq_000", frame_idx=7, vox_index=0, status="ok", reason=None,
-                 audit_verdict="aligned", audit_best_offset_ticks=0, audit_corr=0.9)]
+    rows = [_row("train", "seq_000", 7, audit_verdict="aligned", audit_best_offset_ticks=0, audit_corr=0.9)]
     with pytest.raises(OSError, match="000_aligned_train_seq_000_000007.png"):
         write_overlays(tmp_path, rows, None, n=1)
     assert list((tmp_path / "audit" / "overlays").iterdir()) == []
@@ -133,8 +133,8 @@ def test_static_scene_is_undetermined_not_a_pass(synth_tree, tmp_path):
     ingest(synth_tree(height=64, width=80, exposure_ticks=32, motion_px=0.0), tmp_path / "store",
            IngestOptions(num_bins=K, crop_size=32), log_dir=None, progress=False)
     report = audit(tmp_path / "store", AuditOptions(crop_size=32), progress=False)
-    assert {r["audit_verdict"] for r in report.rows} == {"undetermined"}
-    assert all(r["status"] == "ok" for r in report.rows)  # reported, not dropped, not called aligned
+    assert {r.audit_verdict for r in report.rows} == {"undetermined"}
+    assert all(r.status == "ok" for r in report.rows)  # reported, not dropped, not called aligned
 
 
 def test_spikes_of_another_scene_are_a_mismatch(synth_tree, tmp_path):
@@ -145,9 +145,9 @@ def test_spikes_of_another_scene_are_a_mismatch(synth_tree, tmp_path):
     a.rename(tmp), b.rename(a), tmp.rename(b)
     ingest(raw, tmp_path / "store", IngestOptions(num_bins=K, crop_size=32), log_dir=None, progress=False)
     report = audit(tmp_path / "store", AuditOptions(crop_size=32, min_corr=0.5), progress=False)
-    swapped = [r for r in report.rows if r["seq"] in ("seq_000", "seq_001")]
-    assert sum(r["audit_verdict"] == "mismatch" for r in swapped) >= 6
-    assert all(r["status"] == "dropped" for r in swapped if r["audit_verdict"] == "mismatch")
+    swapped = [r for r in report.rows if r.seq in ("seq_000", "seq_001")]
+    assert sum(r.audit_verdict == "mismatch" for r in swapped) >= 6
+    assert all(r.status == "dropped" for r in swapped if r.audit_verdict == "mismatch")
 
 
 @pytest.mark.parametrize("curve, verdict, best", [
@@ -237,8 +237,8 @@ def test_tiny_preset_val_frames_that_peak_at_zero_are_aligned(synth_tree, tmp_pa
     were all undetermined."""
     ingest(synth_tree(), tmp_path / "store", IngestOptions(crop_size=48), log_dir=None, progress=False)
     report = audit(tmp_path / "store", AuditOptions(crop_size=48), progress=False)
-    val = [r for r in report.rows if r["split"] == "val"]
-    assert len(val) == 4 and all(r["audit_verdict"] == "aligned" and r["audit_best_offset_ticks"] == 0 for r in val)
+    val = [r for r in report.rows if r.split == "val"]
+    assert len(val) == 4 and all(r.audit_verdict == "aligned" and r.audit_best_offset_ticks == 0 for r in val)
 
 
 # ---- issue 18, items 1-4 and 6: what `spikeprep audit` prints and writes --------------------------------
@@ -264,32 +264,35 @@ def test_audit_table_has_full_column_names_a_totals_row_and_a_legend(shifted_cli
     assert [b[0] for b in body] == ["train/seq_000", "train/seq_001", "val/seq_002"]
     total = lines[header + 5].split()
     assert total[0] == "total" and lines[header + 4].startswith("---")
-    manifest = read_manifest(store).to_pylist()
+    manifest = read_manifest_rows(store)
     assert [int(v) for v in total[1:8]] == [sum(int(b[i]) for b in body) for i in range(1, 8)]
-    assert int(total[1]) == len(manifest) and int(total[3]) == sum(r["status"] == "dropped" for r in manifest)
-    assert int(total[5]) == sum(r["audit_verdict"] == "misaligned" for r in manifest) >= 6
+    assert int(total[1]) == len(manifest) and int(total[3]) == sum(r.status == "dropped" for r in manifest)
+    assert int(total[5]) == sum(r.audit_verdict == "misaligned" for r in manifest) >= 6
     for word in ("aligned:", "misaligned:", "mismatch:", "undetermined:"):
         assert any(line.strip().startswith(word) for line in lines), word
 
 
 def test_failures_are_capped_and_the_printed_query_lists_them_all(shifted_cli):
     store, res, _ = shifted_cli
-    failed = [r for r in read_manifest(store).to_pylist() if r["status"] == "dropped"]
-    shown = [line for line in res.output.splitlines() if line.strip().startswith("FAIL ")]
+    failed = [r for r in read_manifest_rows(store) if r.status == "dropped"]
+    shown = [line.strip() for line in res.output.splitlines() if line.strip().startswith("FAIL ")]
     assert len(failed) > 2 and len(shown) == 2
-    assert f"... and {len(failed) - 2} more: see {store / 'manifest.parquet'} (status, reason columns)" in res.output
+    # the code for machines, the prose for people (issue 31)
+    assert shown == [f"FAIL {r.split}/{r.seq}/{r.frame_idx:06d} [{r.reason_code}]: {r.reason}" for r in failed[:2]]
+    assert f"... and {len(failed) - 2} more: see {store / 'manifest.parquet'} (status, reason_code, reason columns)" \
+        in res.output
     query = res.output.splitlines()[next(i for i, line in enumerate(res.output.splitlines()) if "more: see" in line) + 1]
     argv = shlex.split(query.strip())
     assert argv[0] == "python"
     out = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, check=True).stdout
-    listed = [line.split()[1:4] for line in out.splitlines()[1:]]
-    assert listed == [[r["split"], r["seq"], str(r["frame_idx"])] for r in failed]
+    listed = [line.split()[1:5] for line in out.splitlines()[1:]]
+    assert listed == [[r.split, r.seq, str(r.frame_idx), r.reason_code] for r in failed]
 
 
 def test_overlays_are_labelled_failing_first_then_a_seeded_choice(shifted_cli):
     store, res, _ = shifted_cli
-    rows = read_manifest(store).to_pylist()
-    failing = [r for r in rows if r["status"] == "dropped" and r["vox_index"] is not None]
+    rows = read_manifest_rows(store)
+    failing = [r for r in rows if r.status == "dropped" and r.vox_index is not None]
     names = sorted(p.name for p in (store / "audit" / "overlays").iterdir())
     assert len(names) == 5 and len(failing) >= 5
     assert all(n.split("_")[1] in ("misaligned", "mismatch") for n in names)     # failures first
@@ -300,30 +303,45 @@ def test_overlays_are_labelled_failing_first_then_a_seeded_choice(shifted_cli):
 
 
 def frame_key_of(row):
-    return row["split"], row["seq"], row["frame_idx"]
+    return row.split, row.seq, row.frame_idx
+
+
+def _row(split: str, seq: str, frame_idx: int, **over) -> ManifestRow:
+    """A kept, voxelized manifest row of a 64x80 frame (``over`` replaces fields)."""
+    fields = dict(split=split, seq=seq, frame_idx=frame_idx, t0=0.0, t1=0.01, t0_recorded=0.0, t1_recorded=0.01,
+                  n_ticks=32, event_count=5, H=64, W=80, Hs=64, Ws=80,
+                  blur=f"{split}/{seq}/blur/{frame_idx:06d}.png", sharp=f"{split}/{seq}/sharp/{frame_idx:06d}.png",
+                  paired=True, spike_source="raw", vox_index=frame_idx, status="ok", reason=None, reason_code=None,
+                  vox_checksum="ab" * 32)
+    return ManifestRow(**{**fields, **over})
+
+
+MISALIGNED_DROP = Drop(DropCode.AUDIT_MISALIGNED, "exposure misaligned")
 
 
 def test_overlay_choice_puts_failures_first_then_seeds_the_rest():
-    rows = [dict(split="train", seq="s", frame_idx=i, vox_index=i, status="ok", reason=None) for i in range(12)]
+    rows = [_row("train", "s", i) for i in range(12)]
     for i in (7, 2, 9):
-        rows[i].update(status="dropped", reason="audit: exposure misaligned")
-    rows[4].update(status="dropped", reason="short side 48 < crop size 256", vox_index=None)   # ingest's: no voxels
-    pick = lambda seed: [r["frame_idx"] for r in audit_mod.overlay_choice(rows, 6, seed)]     # noqa: E731
+        rows[i] = rows[i].dropped(MISALIGNED_DROP)
+    # ingest's drop (no voxels), whose text reads like the audit's: the code, not the text, says who dropped it
+    rows[4] = rows[4].model_copy(update=dict(vox_index=None)).dropped(
+        Drop(DropCode.SHORT_SIDE_BELOW_CROP, "audit: short side 48 < crop size 256"))
+    pick = lambda seed: [r.frame_idx for r in audit_mod.overlay_choice(rows, 6, seed)]     # noqa: E731
     assert pick(0)[:3] == [2, 7, 9] and 4 not in pick(0) and len(set(pick(0))) == 6
     assert pick(0) == pick(0)
     assert len({tuple(pick(seed)) for seed in range(6)}) > 1
-    assert [r["frame_idx"] for r in audit_mod.overlay_choice(rows, 2, 0)] in ([2, 7], [2, 9], [7, 9])
+    assert [r.frame_idx for r in audit_mod.overlay_choice(rows, 2, 0)] in ([2, 7], [2, 9], [7, 9])
 
 
 def test_overlay_label_names_frame_verdict_offset_and_peak():
-    row = dict(split="val", seq="seq_002", frame_idx=3, status="dropped", reason="audit: exposure misaligned",
-               audit_verdict="misaligned", audit_best_offset_ticks=-3, audit_corr=0.8512)
+    row = _row("val", "seq_002", 3, audit_verdict="misaligned", audit_best_offset_ticks=-3,
+               audit_corr=0.8512).dropped(MISALIGNED_DROP)
     curve = dict(shift_ticks=[-2, -1, 0, 1, 2], corr=[None, 0.9, 0.85, 0.8, 0.7])
     assert audit_mod.overlay_label(row, curve)[:3] == [
         "val/seq_002 frame 3", "misaligned, offset -3 ticks", "peak corr 0.900 at shift -1; at 0: 0.851"]
-    row.update(audit_verdict=None, audit_best_offset_ticks=None, audit_corr=None,
-               reason="audit: short side 48 < crop size 64")
-    assert audit_mod.overlay_label(row, None)[1:3] == ["dropped: short side 48 < crop size 64", "no correlation curve"]
+    row = _row("val", "seq_002", 3).dropped(Drop(DropCode.AUDIT_SHORT_SIDE_BELOW_CROP, "short side 48 < crop size 64"))
+    assert audit_mod.overlay_label(row, None)[1:3] == [
+        "dropped (audit_short_side_below_crop): short side 48 < crop size 64", "no correlation curve"]
 
 
 def test_failing_curves_png(shifted_cli, synth_tree, tmp_path):
@@ -345,24 +363,33 @@ def test_failing_curves_png(shifted_cli, synth_tree, tmp_path):
 
 def test_curves_figure_panels_follow_the_failures(shifted_cli):
     store, _, _ = shifted_cli
-    rows = read_manifest(store).to_pylist()
+    rows = read_manifest_rows(store)
     curves = pq.read_table(store / "audit" / "curves.parquet").to_pylist()
     fig = audit_mod.curves_figure(rows, curves, K, max_panels=4)
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
-    failing = [r for r in rows if r["audit_verdict"] in ("misaligned", "mismatch")]
-    assert titles == [f"{r['split']}/{r['seq']} frame {r['frame_idx']}: {r['audit_verdict']} "
-                      f"{r['audit_best_offset_ticks']:+d} ticks" for r in failing[:4]]
+    failing = [r for r in rows if r.audit_verdict in ("misaligned", "mismatch")]
+    assert titles == [f"{r.split}/{r.seq} frame {r.frame_idx}: {r.audit_verdict} "
+                      f"{r.audit_best_offset_ticks:+d} ticks" for r in failing[:4]]
     assert f"(first 4 of {len(failing)})" in fig._suptitle.get_text()
 
 
 def test_audit_counts_crop_drops_and_hints_the_crop(synth_tree, tmp_path):
     store = tmp_path / "store"
-    ingest(synth_tree(), store, IngestOptions(), log_dir=None, progress=False)        # crop 256 > 48 px frames
+    ingest(synth_tree(**AUDIT_TREE), store, IngestOptions(), log_dir=None, progress=False)   # crop 256 > 64x80
     res = CliRunner().invoke(main, ["audit", str(store), "--overlays", "0", "--no-progress"])
     assert res.exit_code == 1
-    assert ("8 training frame(s) dropped for the crop size (short side 48 < crop size 256): re-run "
-            f"`spikeprep ingest RAW --out {store} --crop 48`") in res.output
-    # frames ingest kept but a larger audit --crop drops: the fix is the audit's --crop
-    ingest(synth_tree(), tmp_path / "s2", IngestOptions(crop_size=48), log_dir=None, progress=False)
-    res = CliRunner().invoke(main, ["audit", str(tmp_path / "s2"), "--crop", "64", "--overlays", "0", "--no-progress"])
-    assert f"re-run `spikeprep audit {tmp_path / 's2'} --crop 48`" in res.output
+    assert ("8 training frame(s) dropped for the crop size (short side 64 < crop size 256): re-run "
+            f"`spikeprep ingest RAW --out {store} --crop 64`") in res.output
+    # frames ingest kept but a larger audit --crop drops: the fix is the audit's --crop (found by the code
+    # audit_short_side_below_crop, the numbers from the rows' H and W and the options)
+    ingest(synth_tree(**AUDIT_TREE), tmp_path / "s2", IngestOptions(crop_size=64), log_dir=None, progress=False)
+    res = CliRunner().invoke(main, ["audit", str(tmp_path / "s2"), "--crop", "72", "--overlays", "0", "--no-progress"])
+    assert ("8 training frame(s) dropped for the crop size (short side 64 < crop size 72): re-run "
+            f"`spikeprep audit {tmp_path / 's2'} --crop 64`") in res.output
+    assert "[audit_short_side_below_crop]: short side 64 < crop size 72" in res.output
+    # issue 31: 48 px frames fit no crop training accepts (64 at least): no --crop 48 advice that training refuses
+    ingest(synth_tree(), tmp_path / "s3", IngestOptions(), log_dir=None, progress=False)
+    res = CliRunner().invoke(main, ["audit", str(tmp_path / "s3"), "--overlays", "0", "--no-progress"])
+    assert ("8 training frame(s) dropped for the crop size (short side 48 < crop size 256): no training crop fits "
+            "them (a multiple of 8 and at least 64 pixels): train on frames whose short side is at least 64 px"
+            ) in res.output and "--crop 48" not in res.output

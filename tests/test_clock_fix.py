@@ -26,7 +26,7 @@ from spikeprep.errors import InputError
 from spikeprep.images import write_rgb
 from spikeprep.ingest import IngestOptions, ingest
 from spikeprep.spike_source import SpikeSource
-from spikeprep.store import read_frame, read_manifest, read_store_info
+from spikeprep.store import read_frame, read_manifest_rows, read_store_info
 from spikeprep.synth import SynthConfig, recorded_windows
 from spikeprep.windows import read_exposure_csv, write_exposure_csv
 
@@ -135,23 +135,23 @@ def fixed_store(synth_tree, tmp_path_factory):
 def test_fix_maps_the_windows_and_revoxelizes_from_raw(fixed_store):
     raw, before, after = fixed_store
     true0, true1 = true_windows(raw)
-    rows = read_manifest(after).to_pylist()
+    rows = read_manifest_rows(after)
     info = read_store_info(after)
     for name in ("seq_000", "seq_001"):
         record = read_clock_fix(clock_fix_path(after, "train", name))
         assert record.verdict == FIXED and record.reason is None
         assert len(record.frames_used) >= 6 and record.residual_ticks <= 1.0
         table = read_exposure_csv(raw / "train" / name / "exposure.csv")
-        mine = [r for r in rows if r["seq"] == name]
-        assert [r["t0_recorded"] for r in mine] == table.t0.tolist()            # the table's windows, kept
-        assert [r["t1_recorded"] for r in mine] == table.t1.tolist()
-        t0, t1 = np.array([r["t0"] for r in mine]), np.array([r["t1"] for r in mine])
+        mine = [r for r in rows if r.seq == name]
+        assert [r.t0_recorded for r in mine] == table.t0.tolist()            # the table's windows, kept
+        assert [r.t1_recorded for r in mine] == table.t1.tolist()
+        t0, t1 = np.array([r.t0 for r in mine]), np.array([r.t1 for r in mine])
         assert np.abs(t0 - true0).max() * 20000 <= 1.0 and np.abs(t1 - true1).max() * 20000 <= 1.0
         np.testing.assert_array_equal(t0, record.map_times(table.t0))
         source = SpikeSource(Path(info.sequences[f"train/{name}"].spike_dir))
-        r = next(r for r in mine if r["vox_index"] is not None)
-        stored = read_frame(after / "train" / name / "spike_vox.zarr" / "counts", r["vox_index"])
-        np.testing.assert_array_equal(stored, source.window(r["t0"], r["t1"], OPTS.num_bins).counts)
+        r = next(r for r in mine if r.vox_index is not None)
+        stored = read_frame(after / "train" / name / "spike_vox.zarr" / "counts", r.vox_index)
+        np.testing.assert_array_equal(stored, source.window(r.t0, r.t1, OPTS.num_bins).counts)
     assert not (after / "audit" / "clock" / "fix_pending.json").exists()
 
 
@@ -190,15 +190,15 @@ def test_an_edited_exposure_table_drops_the_fix_with_a_note(fixed_store, tmp_pat
     assert any(n.startswith("train/seq_000: clock fix kept") for n in result.clock_notes)
     dropped = [n for n in result.clock_notes if n.startswith("train/seq_001")]
     assert len(dropped) == 1 and "clock fix dropped" in dropped[0] and "changed since" in dropped[0]
-    mine = [r for r in result.rows if r["seq"] == "seq_001"]
-    assert all(r["t0"] == r["t0_recorded"] for r in mine)                    # back on the recorded windows
+    mine = [r for r in result.rows if r.seq == "seq_001"]
+    assert all(r.t0 == r.t0_recorded for r in mine)                    # back on the recorded windows
 
 
 def test_a_static_sequence_is_left_unfixed_with_its_reason(synth_tree, tmp_path):
     raw = synth_tree(**STATIC_TREE)
     store = tmp_path / "store"
     ingest(raw, store, OPTS, log_dir=None, progress=False)
-    before = read_manifest(store).to_pylist()
+    before = read_manifest_rows(store)
     res = CliRunner().invoke(main, ["audit", str(store), "--fix", "--crop", "32", "--overlays", "0",
                                     "--no-progress"])
     assert res.exception is None or isinstance(res.exception, SystemExit), res.output
@@ -206,8 +206,8 @@ def test_a_static_sequence_is_left_unfixed_with_its_reason(synth_tree, tmp_path)
     assert record.verdict == UNFIXED and "static or flat scene" in record.reason
     assert "train/seq_000" in res.output and "unfixed" in res.output
     assert "left unfixed: only" in res.output and "static or flat scene" in res.output
-    after = read_manifest(store).to_pylist()
-    assert [r["t0"] for r in after] == [r["t0"] for r in before] == [r["t0_recorded"] for r in after]
+    after = read_manifest_rows(store)
+    assert [r.t0 for r in after] == [r.t0 for r in before] == [r.t0_recorded for r in after]
 
 
 def test_cli_prints_the_fitted_map_per_sequence(fixed_store, tmp_path):

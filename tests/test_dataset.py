@@ -20,11 +20,12 @@ from torch.utils.data import DataLoader
 
 import spikeprep.spike_deblur_dataset as sdd
 from schemas.config import MIN_STD, parse_config
+from schemas.manifest import Drop, DropCode
 from spikeprep.errors import InputError
 from spikeprep.ingest import IngestOptions, ingest
 from spikeprep.spike_deblur_dataset import (SpikeDeblurDataset, clip_starts, collate_drop_bad,
                                             normalise_upsample, norm_lut)
-from spikeprep.store import ChunkReader, open_vox, read_manifest, read_store_info, write_manifest
+from spikeprep.store import ChunkReader, open_vox, read_manifest, read_manifest_rows, read_store_info, write_manifest
 
 K = 8
 # 128x192 frames, spikes at full resolution (2 x 3 chunks of 64), 64-tick windows -> counts 0..4
@@ -221,10 +222,9 @@ def test_norm_from_arguments_and_config_mismatch_warns(store, caplog):
 
 # ---- dropped frames ---------------------------------------------------------------------------------
 def test_dropped_frames_never_appear(store_copy, caplog):
-    rows = read_manifest(store_copy).to_pylist()
-    for r in rows:
-        if (r["split"], r["seq"], r["frame_idx"]) in {("train", "seq_000", 3), ("val", "seq_002", 5)}:
-            r["status"], r["reason"] = "dropped", "test: marked dropped"
+    drop = Drop(DropCode.AUDIT_MISALIGNED, "test: marked dropped")
+    rows = [r.dropped(drop) if (r.split, r.seq, r.frame_idx) in {("train", "seq_000", 3), ("val", "seq_002", 5)}
+            else r for r in read_manifest_rows(store_copy)]
     write_manifest(store_copy, rows)
 
     ds = SpikeDeblurDataset(store_copy, "train", clip_len=3, crop_size=32, seed=0)

@@ -19,11 +19,12 @@ from click.testing import CliRunner
 
 from cli.main import main
 from schemas.config import ConfigError, load_config
+from schemas.manifest import ManifestRow
 from spikeprep.errors import InputError
 from spikeprep.ingest import IngestOptions, ingest, write_align_log
 from spikeprep.spike_source import SpikeSource
 from spikeprep.stats import histogram_moments, write_config_norm
-from spikeprep.store import open_vox, read_manifest, read_store_info
+from spikeprep.store import open_vox, read_manifest_rows, read_store_info
 from spikeprep.windows import read_exposure_csv, write_exposure_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,33 +44,33 @@ def copy_tree(src: Path, dst: Path) -> Path:
 def test_ingest_stream_layout(synth_tree, tmp_path):
     raw = synth_tree()
     result = ingest(raw, tmp_path / "store", OPTS, log_dir=tmp_path / "logs", progress=False)
-    table = read_manifest(tmp_path / "store").to_pylist()
-    assert len(table) == 12 and all(r["status"] == "ok" for r in table)
+    table = read_manifest_rows(tmp_path / "store")
+    assert len(table) == 12 and all(r.status == "ok" for r in table)
     info = read_store_info(tmp_path / "store")
     assert info.K == 8 and set(info.sequences) == {"train/seq_000", "train/seq_001", "val/seq_002"}
     for r in table:
-        key = f"{r['split']}/{r['seq']}"
+        key = f"{r.split}/{r.seq}"
         vox = open_vox(tmp_path / "store" / key / "spike_vox.zarr" / "counts")
         assert vox.shape[1:] == (8, 48, 64) and vox.dtype == np.uint8
-        stored = np.asarray(vox[r["vox_index"]])
+        stored = np.asarray(vox[r.vox_index])
         source = SpikeSource(raw / key / "spike")
-        expected = source.window(r["t0"], r["t1"], 8).counts
+        expected = source.window(r.t0, r.t1, 8).counts
         assert np.array_equal(stored, expected)
-        assert r["event_count"] == int(expected.sum()) and r["n_ticks"] == 16
-        assert (tmp_path / "store" / r["blur"]).is_file() and (tmp_path / "store" / r["sharp"]).is_file()
+        assert r.event_count == int(expected.sum()) and r.n_ticks == 16
+        assert (tmp_path / "store" / r.blur).is_file() and (tmp_path / "store" / r.sharp).is_file()
     log_lines = result.align_log.read_text().splitlines()
     assert log_lines[0] == "# train/seq_000"
     first = table[0]
-    assert log_lines[1] == f"{first['frame_idx']}, {first['t0']!r}, {first['t1']!r}, {first['event_count']}"
+    assert log_lines[1] == f"{first.frame_idx}, {first.t0!r}, {first.t1!r}, {first.event_count}"
 
 
 def test_stats_equal_brute_force(synth_tree, tmp_path):
     result = ingest(synth_tree(), tmp_path / "store", OPTS, log_dir=None, progress=False)
     values = []
-    for r in read_manifest(tmp_path / "store").to_pylist():
-        if r["split"] == "train" and r["status"] == "ok":
-            vox = open_vox(tmp_path / "store" / "train" / r["seq"] / "spike_vox.zarr" / "counts")
-            values.append(np.log1p(np.asarray(vox[r["vox_index"]], dtype=np.float64)).ravel())
+    for r in read_manifest_rows(tmp_path / "store"):
+        if r.split == "train" and r.status == "ok":
+            vox = open_vox(tmp_path / "store" / "train" / r.seq / "spike_vox.zarr" / "counts")
+            values.append(np.log1p(np.asarray(vox[r.vox_index], dtype=np.float64)).ravel())
     v = np.concatenate(values)
     assert result.stats.n_voxels == v.size and result.stats.n_frames == 8
     assert result.stats.mean == pytest.approx(v.mean(), rel=1e-12)
@@ -84,9 +85,9 @@ def test_val_sequence_named_like_a_training_one_does_not_change_the_stats(synth_
     raw = copy_tree(synth_tree(), tmp_path / "raw")
     (raw / "val" / "seq_002").rename(raw / "val" / "seq_000")
     result = ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
-    keys = sorted({(r["split"], r["seq"]) for r in result.rows})
+    keys = sorted({(r.split, r.seq) for r in result.rows})
     assert keys == [("train", "seq_000"), ("train", "seq_001"), ("val", "seq_000")]
-    checksums = {k: [r["vox_checksum"] for r in result.rows if (r["split"], r["seq"]) == k] for k in keys}
+    checksums = {k: [r.vox_checksum for r in result.rows if (r.split, r.seq) == k] for k in keys}
     assert checksums[("train", "seq_000")] != checksums[("val", "seq_000")]  # the clash would show
     assert result.stats == reference.stats
     assert read_store_info(tmp_path / "store").stats == reference.stats
@@ -114,8 +115,8 @@ def test_zero_std_is_an_error(synth_tree, tmp_path):
 def test_per_frame_dat_layout_equals_stream(synth_tree, tmp_path):
     stream = ingest(synth_tree(), tmp_path / "a", OPTS, log_dir=None, progress=False)
     per_frame = ingest(synth_tree(layout="per-frame-dat"), tmp_path / "b", OPTS, log_dir=None, progress=False)
-    assert [r["vox_checksum"] for r in stream.rows] == [r["vox_checksum"] for r in per_frame.rows]
-    assert all(r["spike_source"].endswith(".dat") and "stream" not in r["spike_source"]
+    assert [r.vox_checksum for r in stream.rows] == [r.vox_checksum for r in per_frame.rows]
+    assert all(r.spike_source.endswith(".dat") and "stream" not in r.spike_source
                for r in per_frame.rows)
     assert stream.stats == per_frame.stats
 
@@ -124,7 +125,7 @@ def test_per_frame_dat_layout_equals_stream(synth_tree, tmp_path):
 def test_other_formats_give_the_same_store(synth_tree, tmp_path, fmt):
     a = ingest(synth_tree(), tmp_path / "a", OPTS, log_dir=None, progress=False)
     b = ingest(synth_tree(spike_format=fmt), tmp_path / "b", OPTS, log_dir=None, progress=False)
-    assert [r["vox_checksum"] for r in a.rows] == [r["vox_checksum"] for r in b.rows]
+    assert [r.vox_checksum for r in a.rows] == [r.vox_checksum for r in b.rows]
 
 
 def _published_tree(src: Path, raw: Path, templates: dict[str, str]) -> None:
@@ -162,9 +163,9 @@ def test_published_per_frame_layouts(synth_tree, tmp_path, layout):
         num_bins=8, crop_size=32, layout=layout,
         preset_overrides=dict(height=48, width=64, rate_hz=rate, **overrides)), log_dir=None, progress=False)
     assert len(result.rows) == 12 and result.n_ok == 12
-    assert {r["split"] for r in result.rows} == {"train", "val"}
+    assert {r.split for r in result.rows} == {"train", "val"}
     native = ingest(src, tmp_path / "native", OPTS, log_dir=None, progress=False)
-    assert [r["vox_checksum"] for r in result.rows] == [r["vox_checksum"] for r in native.rows]
+    assert [r.vox_checksum for r in result.rows] == [r.vox_checksum for r in native.rows]
 
 
 def test_cli_preset_overrides(synth_tree, tmp_path):
@@ -299,31 +300,44 @@ def _swap_rows(t0, t1):
     t1[1], t1[2] = t1[2], t1[1]
 
 
-DROP_CASES = {
+DROP_CASES = {   # damage, frame, fragment of the reason (prose), reason_code (issue 31)
     # (a missing sharp frame is no drop: the frame is stored unpaired, test_unpaired.py)
-    "missing blur frame": (lambda s: (s / "blur" / "000001.png").unlink(), 1, "missing blur frame"),
-    "unreadable PNG": (lambda s: (s / "blur" / "000002.png").write_bytes(b"not a png"), 2, "unreadable"),
+    "missing blur frame": (lambda s: (s / "blur" / "000001.png").unlink(), 1, "missing blur frame", "missing_blur"),
+    "unreadable PNG": (lambda s: (s / "blur" / "000002.png").write_bytes(b"not a png"), 2, "unreadable",
+                       "unreadable_image"),
     "size mismatch": (lambda s: cv2.imwrite(str(s / "sharp" / "000000.png"), np.zeros((40, 64, 3), np.uint8)),
-                      0, "blur is 48x64 but sharp is 40x64"),
-    "t1 <= t0": (lambda s: _edit_exposure(s, lambda t0, t1: t1.__setitem__(3, t0[3])), 3, "t1"),
-    "unsorted windows": (lambda s: _edit_exposure(s, _swap_rows), 2, "out of order"),
+                      0, "blur is 48x64 but sharp is 40x64", "sharp_size_mismatch"),
+    "frame size differs from the sequence's": (lambda s: [cv2.imwrite(str(s / kind / "000002.png"),
+                                                                      np.zeros((56, 64, 3), np.uint8))
+                                                          for kind in ("blur", "sharp")],
+                                               2, "the sequence's frames are 48x64", "frame_size_mismatch"),
+    "t1 <= t0": (lambda s: _edit_exposure(s, lambda t0, t1: t1.__setitem__(3, t0[3])), 3, "t1", "window_reversed"),
+    "unsorted windows": (lambda s: _edit_exposure(s, _swap_rows), 2, "out of order", "window_out_of_order"),
+    "overlapping windows": (lambda s: _edit_exposure(s, lambda t0, t1: t0.__setitem__(2, t1[1] - 1e-6)), 2,
+                            "overlaps", "window_overlap"),
     "window past the stream": (lambda s: _edit_exposure(s, lambda t0, t1: (t0.__setitem__(3, t0[3] + 0.01),
                                                                          t1.__setitem__(3, t1[3] + 0.01))),
-                               3, "past the spike data"),
+                               3, "past the spike data", "window_past_spikes"),
     "empty window": (lambda s: _edit_exposure(s, lambda t0, t1: t1.__setitem__(2, t0[2] + 0.2 / 20000)),
-                     2, "empty window"),
+                     2, "empty window", "window_empty"),
     # issue 16, item 8: degenerate numbers are counted drops, not tracebacks
     "0.1 ns window": (lambda s: _edit_exposure(s, lambda t0, t1: t1.__setitem__(1, t0[1] + 1e-10)), 1,
-                      "shorter than 1e-09 s"),
+                      "shorter than 1e-09 s", "window_too_short"),
     "window overflowing float64": (lambda s: _edit_exposure(s, lambda t0, t1: (t0.__setitem__(0, -1.5e308),
                                                                               t1.__setitem__(0, 1.5e308))),
-                                   0, "overflows float64"),
+                                   0, "overflows float64", "window_too_long"),
     "last t1 1e300": (lambda s: _edit_exposure(s, lambda t0, t1: t1.__setitem__(len(t1) - 1, 1e300)), 3,
-                      "past the spike data"),
+                      "past the spike data", "window_past_spikes"),
     "PNG header of 2^31+16 rows": (lambda s: _png_header_rows(s / "blur" / "000001.png", 2**31 + 16), 1,
-                                   "not a valid PNG size"),
-    "PNG header of 0x0": (lambda s: _png_header_rows(s / "sharp" / "000002.png", 0, 0), 2, "not a valid PNG size"),
+                                   "not a valid PNG size", "unreadable_image"),
+    "PNG header of 0x0": (lambda s: _png_header_rows(s / "sharp" / "000002.png", 0, 0), 2, "not a valid PNG size",
+                          "unreadable_image"),
+    "PNG body cut after its header": (lambda s: _truncate(s / "blur" / "000003.png", 60), 3, "", "unreadable_image"),
 }
+
+
+def _truncate(path: Path, size: int) -> None:
+    path.write_bytes(path.read_bytes()[:size])
 
 
 def _png_header_rows(path: Path, rows: int, cols: int | None = None) -> None:
@@ -338,14 +352,19 @@ def _png_header_rows(path: Path, rows: int, cols: int | None = None) -> None:
 @pytest.mark.parametrize("case", sorted(DROP_CASES))
 def test_malformed_frames_are_dropped_with_reason(synth_tree, tmp_path, case, caplog):
     raw = copy_tree(synth_tree(), tmp_path / "raw")
-    damage, frame, fragment = DROP_CASES[case]
+    damage, frame, fragment, code = DROP_CASES[case]
     damage(raw / "train" / "seq_000")
     with caplog.at_level("INFO", logger="spikeprep.ingest"):
         result = ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
-    dropped = {(r["seq"], r["frame_idx"]): r["reason"] for r in result.rows if r["status"] == "dropped"}
+    dropped = {(r.seq, r.frame_idx): r for r in result.rows if r.status == "dropped"}
     assert ("seq_000", frame) in dropped, dropped
-    assert fragment in dropped[("seq_000", frame)]
-    assert fragment in caplog.text
+    assert fragment in dropped[("seq_000", frame)].reason
+    assert dropped[("seq_000", frame)].reason_code == code
+    assert fragment in caplog.text and f"({code})" in caplog.text
+    # the manifest on disk says the same
+    on_disk = {(r.seq, r.frame_idx): r.reason_code for r in read_manifest_rows(tmp_path / "store")
+               if r.status == "dropped"}
+    assert on_disk == {k: r.reason_code for k, r in dropped.items()}
     assert all(seq != "seq_001" for seq, _ in dropped)  # other sequences untouched
     assert (tmp_path / "store" / "dataset.json").is_file()
 
@@ -363,10 +382,11 @@ def test_window_past_the_data_is_dropped_in_every_format(synth_tree, tmp_path, f
         _edit_exposure(seq, lambda t0, t1: t0.__setitem__(0, -1e300))
     result = ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
     frame = 3 if edge.startswith("last") else 0
-    row = next(r for r in result.rows if r["seq"] == "seq_000" and r["split"] == "train" and r["frame_idx"] == frame)
-    assert row["status"] == "dropped" and "past the spike data" in row["reason"]
-    assert 0 <= row["n_ticks"] < 10**6
-    kept = [r for r in result.rows if r["status"] == "ok"]
+    row = next(r for r in result.rows if r.seq == "seq_000" and r.split == "train" and r.frame_idx == frame)
+    assert row.status == "dropped" and "past the spike data" in row.reason
+    assert row.reason_code == "window_past_spikes"
+    assert 0 <= row.n_ticks < 10**6
+    kept = [r for r in result.rows if r.status == "ok"]
     assert len(kept) == len(result.rows) - 1       # every other window is inside the data, events or not
 
 
@@ -374,9 +394,9 @@ def test_short_side_below_crop_drops_training_frames_only(synth_tree, tmp_path):
     result = ingest(synth_tree(), tmp_path / "store", IngestOptions(num_bins=8, crop_size=64), log_dir=None,
                     progress=False)
     for r in result.rows:
-        assert (r["status"] == "dropped") == (r["split"] == "train")
-        if r["split"] == "train":
-            assert "short side 48 < crop size 64" in r["reason"]
+        assert (r.status == "dropped") == (r.split == "train")
+        if r.split == "train":
+            assert "short side 48 < crop size 64" in r.reason and r.reason_code == "short_side_below_crop"
     assert result.stats is None
 
 
@@ -406,8 +426,8 @@ def test_a_frame_dropped_for_its_images_is_never_voxelized(synth_tree, tmp_path,
     monkeypatch.setattr(spike_source.SpikeSource, "window",
                         lambda self, *a, **kw: asked.append(kw.get("frame_idx")) or window(self, *a, **kw))
     result = ingest(raw, tmp_path / "store", OPTS, log_dir=None, progress=False)
-    assert any(r["seq"] == "seq_000" and r["frame_idx"] == 1 and r["status"] == "dropped" for r in result.rows)
-    kept = sum(r["status"] == "ok" for r in result.rows)
+    assert any(r.seq == "seq_000" and r.frame_idx == 1 and r.status == "dropped" for r in result.rows)
+    kept = sum(r.status == "ok" for r in result.rows)
     assert len(asked) == kept and len(result.rows) == kept + 1
 
 
@@ -462,7 +482,10 @@ def test_write_config_norm_failure_leaves_config_and_no_temp_file(tmp_path):
 
 
 def test_align_log_is_written_atomically(tmp_path, monkeypatch):
-    rows = [dict(split="train", seq="seq_000", frame_idx=0, t0=0.0, t1=0.5, event_count=3)]
+    rows = [ManifestRow(split="train", seq="seq_000", frame_idx=0, t0=0.0, t1=0.5, t0_recorded=0.0, t1_recorded=0.5,
+                        n_ticks=10, event_count=3, H=48, W=64, Hs=48, Ws=64, blur="train/seq_000/blur/000000.png",
+                        sharp=None, paired=False, spike_source="raw", vox_index=0, status="ok", reason=None,
+                        reason_code=None, vox_checksum="ab" * 32)]
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
@@ -585,7 +608,7 @@ def test_a_second_ingest_into_a_store_being_written_stops_with_a_clear_error(syn
 
 
 @pytest.mark.parametrize("damage, args, fragment", [
-    (None, [], "--crop 48"),                                                        # crop larger than frames
+    (None, [], "[short_side_below_crop]"),                                         # crop larger than frames
     (lambda s: (s / "spike" / "stream.dat").write_bytes(b""), ["--crop", "32"], "train/seq_000: all 4 frames"),
 ])
 def test_a_sequence_that_keeps_no_frame_is_an_error_naming_it(synth_tree, tmp_path, damage, args, fragment):
@@ -623,14 +646,23 @@ def _clip_cfg(tmp_path, clip_len):
 
 
 def test_ingest_exit_status_when_a_split_has_no_clip(synth_tree, tmp_path):
-    # the default crop (256) drops every 48x64 training frame: the crop count, its hint, and no clip
+    # the default crop (256) drops every 48x64 training frame: the crop count, and no clip. No crop that
+    # training accepts (a multiple of 8, at least 64) fits 48 px frames, so none is advised (issue 31)
     res, out = ingest_cli(synth_tree, tmp_path / "a", None, [])
     assert res.exit_code == 1 and "Traceback" not in res.output, res.output
-    assert ("8 training frame(s) dropped for the crop size (short side 48 < crop size 256): pass --crop 48"
-            in res.output)
+    too_small = ("no training crop fits them (a multiple of 8 and at least 64 pixels): train on frames whose short "
+                 "side is at least 64 px")
+    assert f"8 training frame(s) dropped for the crop size (short side 48 < crop size 256): {too_small}" in res.output
     assert ("error: split 'train' has no run of 5 consecutive kept frames in one sequence (longest: 0; 5 is the "
             "default DATA.CLIP_LEN), so training has no clip: 8 of its frames were dropped for the crop size: "
-            "pass --crop 48") in res.output
+            f"{too_small}") in res.output
+    assert "--crop 48" not in res.output
+    # frames that fit a valid crop: the largest one is advised
+    raw = synth_tree(height=72, width=96)
+    res = CliRunner().invoke(main, ["ingest", str(raw), "--out", str(tmp_path / "c"), "--no-progress"])
+    assert ("8 training frame(s) dropped for the crop size (short side 72 < crop size 256): pass --crop 72 (the "
+            "largest crop training accepts within the frames' short side) or a --config whose DATA.CROP_SIZE is 72"
+            ) in res.output, res.output
     assert (out / "dataset.json").is_file()                           # the store is still written
     # every frame kept, but 4-frame sequences hold no clip of the config's CLIP_LEN 5: said, with the fix
     cfg = _clip_cfg(tmp_path, 5)
@@ -649,4 +681,6 @@ def test_ingest_lists_the_first_dropped_frames_and_where_the_rest_are(synth_tree
     res, out = ingest_cli(synth_tree, tmp_path, None, ["--show", "3"])
     listed = [line for line in res.output.splitlines() if line.startswith("  dropped ")]
     assert len(listed) == 3
-    assert f"... and 5 more: see {out / 'manifest.parquet'} (status, reason columns)" in res.output
+    # the code for machines beside the prose for people (issue 31)
+    assert listed[0] == "  dropped train/seq_000/000000 [short_side_below_crop]: short side 48 < crop size 256"
+    assert f"... and 5 more: see {out / 'manifest.parquet'} (status, reason_code, reason columns)" in res.output

@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import json
+import re
 import typing
+from pathlib import Path
 
+import hypothesis.strategies as st
 import pyarrow as pa
 import pytest
+from hypothesis import given
 from pydantic import ValidationError
 
-from schemas.manifest import (MANIFEST_COLUMNS, MANIFEST_SCHEMA, AuditVerdict, ManifestRow, validate_manifest_table)
+from schemas.config import CROP_MULTIPLE, MIN_CROP_SIZE, crop_size_problem, nearest_valid_crop
+
+from schemas.manifest import (AUDIT_CODES, CROP_CODES, MANIFEST_COLUMNS, MANIFEST_SCHEMA, AuditVerdict, Drop, DropCode,
+                              ManifestRow, ManifestSchemaError, validate_manifest_table)
 from schemas.sequence_record import (SEQUENCE_RECORD_VERSION, SequenceRecord, read_sequence_record,
                                      write_sequence_record)
 from schemas.spike_meta import SpikeMeta
@@ -22,14 +29,15 @@ def _row(**over) -> ManifestRow:
                   n_ticks=200, event_count=5,
                   H=256, W=320, Hs=128, Ws=160, blur="train/seq_000/blur/000000.png",
                   sharp="train/seq_000/sharp/000000.png", paired=True, spike_source="raw/train/seq_000/spike/stream.dat",
-                  vox_index=0, status="ok", reason=None, vox_checksum="ab" * 32)
+                  vox_index=0, status="ok", reason=None, reason_code=None, vox_checksum="ab" * 32)
     return ManifestRow(**{**fields, **over})
 
 
 def _dropped(frame_idx: int) -> ManifestRow:
     return _row(frame_idx=frame_idx, blur=f"train/seq_000/blur/{frame_idx:06d}.png",
                 sharp=f"train/seq_000/sharp/{frame_idx:06d}.png", vox_index=None, status="dropped",
-                reason="empty window: no spike data inside [t0, t1)", vox_checksum=None, n_ticks=0, event_count=0)
+                reason="empty window: no spike data inside [t0, t1)", reason_code="window_empty", vox_checksum=None,
+                n_ticks=0, event_count=0)
 
 
 # ---- ManifestRow and the Arrow schema: one list of columns ----------------------------------------------
@@ -54,6 +62,31 @@ def test_rows_round_trip_through_the_arrow_table():
     assert rows[1].audit_corr is None and rows[1].audit_verdict is None   # ingest leaves the audit columns None
 
 
+def test_reason_codes_are_checked_in_the_table_too():
+    """Readers that read columns (the Dataset) see the same rule: a dropped row has a known code, a kept none."""
+    good = pa.Table.from_pylist([_row().model_dump(), _dropped(1).model_dump()], schema=MANIFEST_SCHEMA)
+    validate_manifest_table(good)
+    codes = good.column("reason_code").to_pylist()
+    for bad, fragment in (([None, None], "status 'dropped' with reason_code None"),
+                          (["window_empty", "window_empty"], "status 'ok' with reason_code 'window_empty'"),
+                          ([None, "because"], "unknown reason_code 'because'")):
+        assert codes != bad
+        table = good.set_column(good.schema.get_field_index("reason_code"), MANIFEST_SCHEMA.field("reason_code"),
+                                pa.array(bad, pa.string()))
+        with pytest.raises(ManifestSchemaError, match=fragment):
+            validate_manifest_table(table)
+
+
+def test_audit_codes_are_the_audit_prefix_and_rows_say_who_dropped():
+    assert AUDIT_CODES == {c for c in DropCode if c.value.startswith("audit_")} and AUDIT_CODES
+    assert CROP_CODES == {DropCode.SHORT_SIDE_BELOW_CROP, DropCode.AUDIT_SHORT_SIDE_BELOW_CROP}
+    by_ingest = _dropped(1)
+    by_audit = _row().dropped(Drop(DropCode.AUDIT_MISALIGNED, "exposure misaligned"))
+    assert (by_ingest.dropped_by_audit, by_audit.dropped_by_audit) == (False, True)
+    assert by_audit.audited and not by_ingest.audited and _row(audit_verdict="aligned").audited
+    assert ManifestRow.model_validate(by_audit.model_dump()) == by_audit     # dropped() keeps the row valid
+
+
 def test_audit_verdicts_are_the_rows_literal():
     assert typing.get_args(AuditVerdict) == (ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED)
 
@@ -63,7 +96,11 @@ def test_audit_verdicts_are_the_rows_literal():
     (dict(blur="train/other/blur/000000.png"), "not inside its sequence folder train/seq_000/"),
     (dict(sharp="/abs/000000.png"), "not a normalised relative path"),
     (dict(status="kept"), "status"),
-    (dict(status="dropped"), "needs the reason it was dropped"),
+    (dict(status="dropped", reason_code="window_empty"), "needs the reason it was dropped for"),
+    # issue 31: the code, for machines, exactly when the frame is dropped, and one of DropCode's
+    (dict(status="dropped", reason="why"), "needs the reason_code it was dropped for"),
+    (dict(reason_code="window_empty"), "has no reason_code"),
+    (dict(status="dropped", reason="why", reason_code="because"), "reason_code"),
     (dict(reason="why"), "has no reason"),
     (dict(n_ticks=-1), "n_ticks"),
     (dict(vox_index=-1), "vox_index"),
@@ -174,3 +211,41 @@ def test_overrides_for_the_native_layout_are_refused():
     with pytest.raises(ValueError, match="preset overrides apply to --layout s-sdm / spk-gopro only; native data "
                                          "describe themselves in spike/meta.json and exposure.csv"):
         preset_overrides("native", height=48)
+
+
+# ---- issue 31: codes, not prose, for the machine; the crop rule has one home ----------------------------
+@given(short_side=st.integers(min_value=1, max_value=5000))
+def test_the_crop_hint_never_advises_a_crop_the_trainer_refuses(short_side):
+    from spikeprep.audit import CropDrops
+
+    hint = CropDrops(frames=1, by_ingest=1, short_side=short_side, crop_size=short_side + 1).crop_hint
+    if short_side < MIN_CROP_SIZE:
+        assert hint is None
+    else:
+        assert crop_size_problem(hint) is None and hint <= short_side < hint + CROP_MULTIPLE
+
+
+@given(crop=st.integers(min_value=1, max_value=5000))
+def test_the_crop_rule_and_its_nearest_valid_crop(crop):
+    assert (crop_size_problem(crop) is None) == (crop % 8 == 0 and crop >= 64)
+    assert crop_size_problem(nearest_valid_crop(crop)) is None
+    assert nearest_valid_crop(crop) == crop or crop_size_problem(crop)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PRODUCT = [p for d in ("spikeprep", "cli", "model", "schemas") for p in (ROOT / d).rglob("*.py")]
+
+
+def test_every_drop_code_is_written_by_a_drop_path():
+    text = "\n".join(p.read_text() for p in PRODUCT if p.name != "manifest.py")
+    unused = [c.name for c in DropCode if f"DropCode.{c.name}" not in text]
+    assert not unused, f"codes no drop path writes: {unused}"
+
+
+def test_no_module_parses_the_reason_text():
+    """The reason is prose for people; machines read reason_code (no startswith, regex or prefix on it)."""
+    pattern = re.compile(r"""reason["')\]]*\s*(or ""\))?\.(startswith|endswith|split|removeprefix)|re\.\w+\([^)]*reason"""
+                         r"""|AUDIT_PREFIX|short side \(\\d""")
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in PRODUCT for n, line in enumerate(p.read_text().splitlines(), 1)
+             if pattern.search(line)]
+    assert not found, found

@@ -138,7 +138,7 @@ def _row(**over):
                n_ticks=200, event_count=5,
                H=256, W=320, Hs=128, Ws=160, blur="train/seq_000/blur/000000.png",
                sharp="train/seq_000/sharp/000000.png", paired=True, spike_source="raw/train/seq_000/spike/stream.dat",
-               vox_index=0, status="ok", reason=None, audit_corr=0.9, audit_best_offset_ticks=0,
+               vox_index=0, status="ok", reason=None, reason_code=None, audit_corr=0.9, audit_best_offset_ticks=0,
                audit_best_offset_s=0.0, audit_verdict="aligned", vox_checksum="ab" * 32)
     row.update(over)
     return row
@@ -146,7 +146,8 @@ def _row(**over):
 
 def test_manifest_parquet_round_trip(tmp_path):
     table = pa.Table.from_pylist([_row(), _row(frame_idx=1, status="dropped", reason="empty window",
-                                               vox_index=None, audit_corr=None)], schema=MANIFEST_SCHEMA)
+                                               reason_code="window_empty", vox_index=None, audit_corr=None)],
+                                 schema=MANIFEST_SCHEMA)
     validate_manifest_table(table)
     pq.write_table(table, tmp_path / "manifest.parquet")
     back = pq.read_table(tmp_path / "manifest.parquet")

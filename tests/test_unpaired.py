@@ -28,7 +28,7 @@ from spikeprep.audit import AuditOptions, audit, unaudited_note
 from spikeprep.ingest import IngestOptions, ingest
 from spikeprep.spike_deblur_dataset import NoPairedFrames, SpikeDeblurDataset
 from spikeprep.stats import stats_from_records
-from spikeprep.store import ChunkReader, read_manifest, read_store_info
+from spikeprep.store import ChunkReader, read_manifest_rows, read_store_info
 from schemas.sequence_record import read_sequence_record
 from spikeprep.verify import verify_store
 
@@ -63,16 +63,16 @@ def store(synth_tree, tmp_path_factory):
 
 
 def _rows(store_root: Path) -> list[dict]:
-    return read_manifest(store_root).to_pylist()
+    return read_manifest_rows(store_root)
 
 
 # ---- ingest --------------------------------------------------------------------------------------------
 def test_a_split_without_sharp_frames_is_stored_unpaired(store):
     root, result = store
     assert result.exit_code == 0, result.output
-    val = [r for r in _rows(root) if r["split"] == "val"]
-    assert len(val) == 6 and all(r["status"] == "ok" and r["vox_index"] is not None for r in val)
-    assert all(r["paired"] is False and r["sharp"] is None and r["reason"] is None for r in val)
+    val = [r for r in _rows(root) if r.split == "val"]
+    assert len(val) == 6 and all(r.status == "ok" and r.vox_index is not None for r in val)
+    assert all(r.paired is False and r.sharp is None and r.reason is None for r in val)
     # voxels and blur frames stored; the sharp array's rows of unpaired frames hold nothing
     blur, sharp = (ChunkReader(root / "val" / "seq_002" / RGB_DIRNAME / k) for k in ("blur", "sharp"))
     assert all(Path(blur.shard_path(n)).is_file() and not Path(sharp.shard_path(n)).exists() for n in range(6))
@@ -86,10 +86,10 @@ def test_a_sequence_with_a_lost_sharp_frame_stores_that_frame_unpaired_and_says_
     from spikeprep.raw_layout import discover
 
     root, result = store
-    rows = {(r["seq"], r["frame_idx"]): r for r in _rows(root) if r["split"] == "train"}
+    rows = {(r.seq, r.frame_idx): r for r in _rows(root) if r.split == "train"}
     lost = rows[("seq_001", 2)]
-    assert lost["status"] == "ok" and lost["paired"] is False and lost["sharp"] is None
-    assert all(r["paired"] for k, r in rows.items() if k != ("seq_001", 2))
+    assert lost.status == "ok" and lost.paired is False and lost.sharp is None
+    assert all(r.paired for k, r in rows.items() if k != ("seq_001", 2))
     # said once per sequence, with the count and the frame, in the warning and the summary
     with caplog.at_level(logging.INFO, logger="spikeprep.ingest"):
         for spec in discover(_raw(synth_tree, tmp_path)):
@@ -138,9 +138,9 @@ def test_audit_judges_unpaired_frames_from_blur_and_spikes(store, tmp_path):
     root = tmp_path / "store"
     shutil.copytree(store[0], root)
     report = audit(root, AuditOptions(crop_size=64), progress=False)
-    val = [r for r in report.rows if r["split"] == "val"]
-    assert all(r["audit_verdict"] is not None for r in val), [r["reason"] for r in val]
-    assert not any("sharp" in (r["reason"] or "") for r in report.rows)
+    val = [r for r in report.rows if r.split == "val"]
+    assert all(r.audit_verdict is not None for r in val), [r.reason for r in val]
+    assert not any("sharp" in (r.reason or "") for r in report.rows)
 
 
 # ---- training --------------------------------------------------------------------------------------------
@@ -218,10 +218,10 @@ def test_an_ingest_rerun_keeps_the_audits_drops_and_stats(synth_tree, tmp_path, 
     options = IngestOptions(num_bins=16, crop_size=32)
     ingest(raw, root, options, log_dir=None, progress=False)
     report = audit(root, AuditOptions(crop_size=32), progress=False)
-    dropped = {(r["split"], r["seq"], r["frame_idx"]) for r in report.rows if r["status"] == "dropped"}
+    dropped = {(r.split, r.seq, r.frame_idx) for r in report.rows if r.status == "dropped"}
     assert dropped and all(seq in ("seq_001", "seq_002") for _, seq, _ in dropped)
     audited_stats = read_store_info(root).stats
-    before = {(r["split"], r["seq"], r["frame_idx"]): r for r in _rows(root)}
+    before = {(r.split, r.seq, r.frame_idx): r for r in _rows(root)}
 
     shutil.copytree(raw / "train" / "seq_000", raw / "train" / "seq_009")   # a new, well aligned sequence
     result = CliRunner().invoke(cli, ["ingest", str(raw), "--out", str(root), "--k", "16", "--crop", "32",
@@ -229,12 +229,14 @@ def test_an_ingest_rerun_keeps_the_audits_drops_and_stats(synth_tree, tmp_path, 
     # exit 1 only because the audit's drops leave seq_001 and seq_002 without a frame (4-frame sequences)
     assert result.exit_code == 1 and "train/seq_001: all 4 frames dropped" in result.output, result.output
     rows = _rows(root)
-    after = {(r["split"], r["seq"], r["frame_idx"]): r for r in rows}
-    assert {k for k, r in after.items() if r["status"] == "dropped"} == dropped
-    audit_cols = ("status", "reason", "audit_corr", "audit_best_offset_ticks", "audit_verdict")
-    assert all({c: after[k][c] for c in audit_cols} == {c: before[k][c] for c in audit_cols} for k in before)
-    assert all(r["audit_verdict"] is None for r in rows if r["seq"] == "seq_009")
-    n_seq009 = sum(r["seq"] == "seq_009" for r in rows)
+    after = {(r.split, r.seq, r.frame_idx): r for r in rows}
+    assert {k for k, r in after.items() if r.status == "dropped"} == dropped
+    audit_cols = ("status", "reason", "reason_code", "audit_corr", "audit_best_offset_ticks", "audit_verdict")
+    assert all({c: getattr(after[k], c) for c in audit_cols} == {c: getattr(before[k], c) for c in audit_cols}
+               for k in before)
+    assert {after[k].reason_code for k in dropped} <= {"audit_misaligned", "audit_mismatch"}
+    assert all(r.audit_verdict is None for r in rows if r.seq == "seq_009")
+    n_seq009 = sum(r.seq == "seq_009" for r in rows)
     assert f"kept the audit's verdicts of {len(before)} frames in 3 unchanged sequence(s) ({len(dropped)} stay " \
            "dropped by the audit)" in result.output
     assert "1 sequence(s) were (re)built since the audit and are unaudited (train/seq_009)" in result.output

@@ -13,10 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cli.main import main
+from schemas.manifest import Drop, DropCode
 from spikeprep.baselines import centred_bins
 from spikeprep.side_by_side import (BACKGROUND, NO_SHARP, UNPAIRED_GREY, compose, frames, label_height,
                                     match_restored, panel_origins)
-from spikeprep.store import open_vox, read_manifest, read_store_info, write_manifest
+from spikeprep.store import open_vox, read_manifest, read_manifest_rows, read_store_info, write_manifest
 from spikeprep.view import to_image
 
 from conftest import TRAIN_K, tiny_config_dict, torch_threads_fixture
@@ -163,10 +164,8 @@ def _store_with_dropped_frame(store: Path, dest: Path, frame: int) -> Path:
     """A copy of ``store`` whose val frame ``frame`` the manifest drops."""
     copy = dest / "store"
     shutil.copytree(store, copy)
-    rows = read_manifest(copy).to_pylist()
-    for r in rows:
-        if r["split"] == "val" and r["frame_idx"] == frame:
-            r["status"], r["reason"] = "dropped", "test: dropped by hand"
+    drop = Drop(DropCode.AUDIT_MISALIGNED, "test: dropped by hand")
+    rows = [r.dropped(drop) if r.split == "val" and r.frame_idx == frame else r for r in read_manifest_rows(copy)]
     write_manifest(copy, rows)
     return copy
 

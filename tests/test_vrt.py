@@ -296,9 +296,9 @@ def test_encode_decode_equals_forward(tiny):
 
 
 def test_input_checks(tiny):
-    with pytest.raises(ValueError, match="multiples of 8"):
+    with pytest.raises(ValueError, match="a multiple of 8 and at least 64"):
         tiny(torch.rand(1, 3, 3, 60, 64))
-    with pytest.raises(ValueError, match=">= 64"):
+    with pytest.raises(ValueError, match="at least 64 pixels, got 56x64"):
         tiny(torch.rand(1, 3, 3, 56, 64))
 
 

@@ -71,8 +71,10 @@ def test_exposure_problems_are_per_frame(tmp_path):
     path.write_text("frame_idx,t0,t1\n0,0.0,0.1\n1,0.2,0.2\n2,0.05,0.3\n3,0.35,0.4\n4,0.3,0.5\n5,0.38,0.5\n")
     problems = read_exposure_csv(path).problems()
     assert set(problems) == {1, 2, 4, 5}
-    assert "t1" in problems[1] and "overlaps" in problems[2] and "order" in problems[4]
-    assert "overlaps" in problems[5]
+    assert "t1" in problems[1].text and "overlaps" in problems[2].text and "order" in problems[4].text
+    assert "overlaps" in problems[5].text
+    assert {f: d.code for f, d in problems.items()} == {1: "window_reversed", 2: "window_overlap",
+                                                        4: "window_out_of_order", 5: "window_overlap"}
 
 
 @pytest.mark.parametrize("text, fragment", [

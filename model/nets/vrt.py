@@ -56,6 +56,7 @@ from torch import Tensor, nn
 from model.nets import cpu_attention
 from model.nets.deform_conv import IMPLS as DEFORM_IMPLS, deform_conv2d
 from model.nets.vrt_tiling import pad_spatial, padded_forward, tiled_forward
+from schemas.config import crop_size_problem, crop_size_rule
 
 __all__ = [
     "VRT",
@@ -1008,8 +1009,8 @@ class VRT(nn.Module):
         if x.ndim != 5 or x.shape[2] != self.in_chans:
             raise ValueError(f"expected [B, T, {self.in_chans}, H, W], got {tuple(x.shape)}")
         h, w = x.shape[-2:]
-        if h % 8 or w % 8 or h < 64 or w < 64:
-            raise ValueError(f"H and W must be multiples of 8 and >= 64, got {h}x{w}; "
+        if crop_size_problem(h) or crop_size_problem(w):
+            raise ValueError(f"H and W must each be {crop_size_rule()}, got {h}x{w}; "
                              "use model.nets.vrt_tiling.padded_forward for other sizes")
         if x.shape[1] < 2:
             raise ValueError("need at least 2 frames")
