@@ -166,7 +166,8 @@ def run_one(args) -> int:
                         val_every=args.steps, visual_every=args.steps, workers=0, perceptual=False,
                         progress=False, device=args.device, reliance=True,
                         start_over=True)      # a run without its ablation JSON (killed) is trained afresh
-    main(opts, model_builder=model_builder(args.reference, built))
+    if main(opts, model_builder=model_builder(args.reference, built)).interrupted:
+        return 130                            # no ablation JSON: the table's next run trains it afresh
     extra = dict(seconds=time.time() - t0)
     if not args.no_spike and args.reference is None:
         extra.update(gradient_probe(built[-1], load_config(args.config)))
