@@ -42,6 +42,7 @@ from model.nets.deform_conv import deform_conv2d  # noqa: E402
 from model.nets.integrate_vrt import SpikeVRT, tiled_inference  # noqa: E402
 from model.nets.vrt import VRT_PRESETS  # noqa: E402
 from model.losses.charbonnier import CharbonnierLoss  # noqa: E402
+from model.train import new_optimizer  # noqa: E402
 from model.nets.vrt import TMSA  # noqa: E402
 from spikeprep.spike_deblur_dataset import RGB_LUT, lookup_upsample, norm_lut, normalise_upsample  # noqa: E402
 
@@ -171,14 +172,16 @@ def train_steps(model: SpikeVRT, batch: int, size: str, bins: int, steps: int, w
                 device: torch.device, amp: str) -> dict:
     """Time AdamW training steps (Charbonnier loss, random data) of ``model`` at batch ``batch``.
 
-    Returns ``step_s`` (mean seconds per step after ``warmup``) and ``peak_gib`` (peak device memory).
+    Returns ``step_s`` (mean seconds per step after ``warmup``) and ``peak_gib`` (peak device memory). The
+    optimiser is the trainer's (``model.train.new_optimizer``); the step is timed bare (no ``TrainState``, no
+    data loader), so it can also run under bf16, which the trainer does not offer.
     """
     t, h, w = _dims(size)
     gen = torch.Generator(device=device).manual_seed(batch)
     blur = torch.rand(batch, t, 3, h, w, device=device, generator=gen)
     sharp = torch.rand(batch, t, 3, h, w, device=device, generator=gen)
     spike = torch.randn(batch, t, bins, h, w, device=device, generator=gen) if model.use_spike else None
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-4)
+    opt = new_optimizer(model, lr=1e-4)          # the trainer's AdamW settings, at a small LR (random data)
     scaler = torch.amp.GradScaler(device.type, enabled=(amp == "fp16" and device.type == "cuda"))
     loss_fn = CharbonnierLoss()
     model.train()

@@ -1,8 +1,8 @@
 """Reference models for the spike ablation: what is learnable in the same steps without VRT.
 
-They plug into the trainer (``model.train.main``) in place of ``SpikeVRT`` (``benchmarks/spike_ablation.py``
-swaps ``build_model``), so they see the same Dataset crops, optimiser, schedule, loss and validation, and
-their reports carry the same spike-reliance probes:
+They are trained by the trainer (``model.train.main``, whose ``model_builder`` ``benchmarks/spike_ablation.py``
+sets to build one of them in place of ``SpikeVRT``), so they see the same Dataset crops, optimiser, schedule,
+loss and validation, and their reports carry the same spike-reliance probes:
 
 * ``SmallCNN``: 4 layers of 3x3 convolutions (32 channels, ReLU) on (blur RGB, K voxels) per frame, residual
   on the blur; ``use_spike=False`` gives the same CNN on the blur alone.

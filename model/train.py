@@ -47,6 +47,7 @@ import itertools
 import math
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,8 +125,12 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- main
-def main(opts: TrainOptions) -> TrainResult:
+def main(opts: TrainOptions, model_builder: Callable[[Config, bool], nn.Module] = build_model) -> TrainResult:
     """Train one arm as ``opts`` says (the module docstring lists the outputs); returns its ``TrainResult``.
+
+    ``model_builder(cfg, use_spike)`` builds the model: the product's ``build_model``; a benchmark passes a
+    reference model's builder (benchmarks/references.py) to train it under the same data, optimiser, schedule,
+    loss and validation.
 
     Under torchrun (``RANK`` set) it joins the process group (NCCL on CUDA, else gloo) and leaves it at
     the end; ``--dry-run`` runs one batch forward and backward and writes nothing.
@@ -166,7 +171,7 @@ def main(opts: TrainOptions) -> TrainResult:
         data = TrainData.build(train_ds, val_ds, cfg, opts, setup)
 
         # -- model: from scratch, warm start or resume -----------------------------------------------------
-        raw_model = build_model(cfg, use_spike=opts.use_spike)
+        raw_model = model_builder(cfg, opts.use_spike)
         ckpt = read_resume_checkpoint(ckpt_dir / "last.pth", use_spike=opts.use_spike, cfg=cfg) \
             if opts.resume else None
         if ckpt is None:
@@ -242,39 +247,20 @@ def _warm_start(model: SpikeVRT, vrt_weights: Path | None, train_ds: SpikeDeblur
                              "with torch.load(weights_only=True)") from None
     head = getattr(model, "spike_head", None)        # (reference models of the benchmarks have none)
     if isinstance(head, FittedSpikeHead):
-        start_fitted_head(head, train_ds, say)
+        acc, frames = lsq_accumulate(train_ds.root, train_ds.split, totals_only=train_ds.totals_only)
+        head.fit_start(acc, frames, train_ds, say)
 
 
-def start_fitted_head(head: FittedSpikeHead, train_ds: SpikeDeblurDataset, say) -> None:
-    """Start the fitted spike head at the least-squares map of the training split, its counts divided by their
-    RMS there and its blur input as it is (every rank computes the same deterministic fit, so DDP's replicas
-    agree without a broadcast)."""
-    t0 = time.perf_counter()
-    acc, frames = lsq_accumulate(train_ds.root, train_ds.split, totals_only=train_ds.totals_only)
-    if frames == 0:      # every training sample unreadable: the loop's own check would come too late
-        raise SpikeprepError(
-            f"{train_ds.root}: every {train_ds.split} frame was unreadable, so the fitted spike head has no "
-            f"least-squares start (the warnings above name the files). Fix: re-run `spikeprep ingest` for the "
-            f"damaged sequences (a rerun rebuilds what changed) or remove them")
-    mean, std = acc.input_moments()
-    k = acc.num_bins
-    count_rms = float(np.sqrt(np.mean(mean[:k] ** 2 + std[:k] ** 2)))
-    if count_rms == 0:
-        say(f"spike head: no spike in the {frames} {train_ds.split} frames of {train_ds.root}; it starts at "
-            "zero instead of the least-squares map")
-        return
-    head.start_from_least_squares(acc.solve(), np.zeros(k + 3), np.array([count_rms] * k + [1.0] * 3),
-                                  train_ds.norm_mean, train_ds.norm_std)
-    say(f"spike head: started at the least-squares map of {frames} {train_ds.split} frames"
-        f"{' (totals-only counts: DATA.TOTALS_ONLY)' if train_ds.totals_only else ''} "
-        f"({time.perf_counter() - t0:.1f} s)")
+def new_optimizer(model: nn.Module, lr: float) -> torch.optim.AdamW:
+    """The trainer's optimiser (original section 6): AdamW(lr, betas (0.9, 0.99), weight decay 1e-4)."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=1e-4)
 
 
 def _new_state(model: SpikeVRT, cfg: Config, config_text: str, opts: TrainOptions, setup: DistSetup,
                max_steps: int) -> TrainState:
-    """Step 0's state: AdamW(LR, (0.9, 0.99), 1e-4), linear warm-up then cosine to 0 at ``max_steps``, the
-    AMP scaler (a no-op without AMP)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.TRAIN.OPTIM.LR, betas=(0.9, 0.99), weight_decay=1e-4)
+    """Step 0's state: ``new_optimizer`` at TRAIN.OPTIM.LR, linear warm-up then cosine to 0 at ``max_steps``,
+    the AMP scaler (a no-op without AMP)."""
+    optimizer = new_optimizer(model, cfg.TRAIN.OPTIM.LR)
     warmup = cfg.TRAIN.SCHED.WARMUP_STEPS
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, max_steps))
     scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.amp)

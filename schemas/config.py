@@ -1,7 +1,7 @@
 """The training/data configuration (``configs/deblur/vrt_spike_baseline.yaml``), validated.
 
 The fields are the original document's section 7, plus the measured departures from it, each named for what
-it changes and off by default (``MODEL.FUSE.TYPE``'s ``Residual*`` values, ``DATA.TOTALS_ONLY``; README,
+it changes and off by default (``MODEL.FUSE.TYPE``'s values other than ``TemporalCrossAttn``, ``DATA.TOTALS_ONLY``; README,
 "Why the spikes did not count"). Every section forbids unknown keys, so
 a misspelled key fails with its dotted name instead of being silently ignored. Records are frozen;
 ``model_copy(update=...)`` gives a changed copy.
@@ -18,6 +18,7 @@ from typing import Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from schemas.fuse_types import FUSE_TYPES
 from schemas.record import Record
 from schemas.validation import describe_validation_error
 
@@ -105,15 +106,12 @@ class HeadsConfig(_Section):
     HEADS: int = Field(4, gt=0)
 
 
-FUSE_TYPES = ("TemporalCrossAttn", "ResidualTemporalCrossAttn", "ResidualTemporalCrossAttnSpikeHead",
-              "ResidualTemporalCrossAttnFittedSpikeHead")
-
-
 class FuseConfig(_Section):
-    """``MODEL.FUSE``: the fusion (``model.nets.integrate_vrt.FUSE_TYPES``) and its heads.
+    """``MODEL.FUSE``: the fusion and output head (a name of ``schemas.fuse_types.FUSE_TYPES``, the one list)
+    and the fusion's attention heads.
 
-    ``TemporalCrossAttn`` is the original section 10.2; the ``Residual*`` types are its measured departures
-    (README, "Why the spikes did not count").
+    ``TemporalCrossAttn`` is the original section 10.2; the other types are its measured departures and
+    the ablation's variants (benchmarks/RESULTS.md, "Spike ablation").
     """
 
     TYPE: Literal[FUSE_TYPES] = "TemporalCrossAttn"

@@ -26,16 +26,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from schemas.fuse_types import FITTED_FUSE_TYPES
 from schemas.json_record import read_json_record, write_json_record
 from schemas.record import Record
 
 RUN_VERSION = 3
 READ_VERSIONS = (1, 2, 3)   # 1: no ``reliance``; 2: no ``static``, ``ssim_y``, ``fuse_type``
 Arm = Literal["spike", "base"]    # the spike arm and the spike-free arm (--no-spike)
-# MODEL.FUSE.TYPE values whose spike head starts at a least-squares map fitted with the counts: with every
-# count zero its output is far from the blur by construction, so its count-zero sensitivity is no measure of
-# what the spikes are worth.
-FITTED_FUSE_TYPES = ("ResidualTemporalCrossAttnFittedSpikeHead",)
 NOT_COMPUTED = "not computed"
 _FOUR_DECIMALS = ("ssim", "ssim_y", "lpips")
 

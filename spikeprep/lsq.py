@@ -4,7 +4,8 @@ The map itself, one linear map from ``(K counts, blur R, G, B, 1)`` to sharp RGB
 (``spikeprep.baselines``: ``LsqAccumulator``, ``lsq_restore``, beside TFP and TFI). This module feeds it the
 kept frames of a split, read as the stored counts by the one store reader (the Dataset with
 ``voxels="counts"``), each frame once: the fit ``spikeprep baselines`` reports and the fitted spike head's
-start (``model.train.start_fitted_head``) are the same normal equations. No arithmetic here runs in torch.
+start (``FittedSpikeHead.fit_start``, called by the trainer) are the same normal equations. No arithmetic
+here runs in torch.
 """
 from __future__ import annotations
 

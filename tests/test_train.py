@@ -200,7 +200,7 @@ def test_a_totals_only_arm_trains_validates_on_its_voxels_and_resumes_only_with_
     training and validation serve totals-only voxels, the checkpoint's config keeps the option."""
     from model.checkpoint import model_from_checkpoint
     from model.validate import validate
-    from model.train import start_fitted_head
+    from spikeprep.lsq import lsq_accumulate
     from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
 
     fuse = "ResidualTemporalCrossAttnFittedSpikeHead"
@@ -211,7 +211,8 @@ def test_a_totals_only_arm_trains_validates_on_its_voxels_and_resumes_only_with_
     cfg = parse_config(raw)
     # the start: one tap for the total, shared by the K bins (least squares' minimum-norm answer to K equal inputs)
     head = build_model(cfg, use_spike=True).spike_head
-    start_fitted_head(head, SpikeDeblurDataset.from_config(cfg, "train", seed=cfg.SEED, compact=True), print)
+    train_ds = SpikeDeblurDataset.from_config(cfg, "train", seed=cfg.SEED, compact=True)
+    head.fit_start(*lsq_accumulate(train_ds.root, train_ds.split, totals_only=True), train_ds, print)
     taps = head.from_counts.weight[0, :, 1, 1]
     assert taps.abs().max() > 0 and torch.allclose(taps, taps[:1].expand_as(taps), rtol=1e-4)
 

@@ -7,7 +7,8 @@
     spike_encoder3d.py     SpikeEncoder3D: voxels [B, T, K, H, W] -> Fs_1..Fs_4 at VRT's scales
     spike_temporal_sa.py   per-pixel temporal self-attention on the spike features
     fusion/                temporal cross-attention fusions and the spike heads
-    integrate_vrt.py       SpikeVRT: VRT.encode -> fuse_features -> VRT.decode; ``FUSE_TYPES``, ``build_model``
+    registry.py            ``register_fuse_type``: one implementation per name of schemas/fuse_types.py
+    integrate_vrt.py       SpikeVRT: VRT.encode -> fuse_features -> VRT.decode; the registrations, ``build_model``
 
 Imports point inward only: nothing here imports ``model.train``, ``model.test`` or the evaluation code.
 """

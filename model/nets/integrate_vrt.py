@@ -7,7 +7,9 @@
     recon      = VRT decoder (stages 5-8, head) on Ff_1..Ff_4 where it used x1..x4
                [+ SpikeHead(Fs'_1, spike_vox, h) for the *SpikeHead type, h = conv_last's input]
 
-``MODEL.FUSE.TYPE`` picks the fusion (``FUSE_TYPES``):
+``MODEL.FUSE.TYPE`` picks the fusion and the output head. The names and what each builds are listed once, in
+``schemas/fuse_types.py``; this module registers the implementation of each (``model.nets.registry``), and
+importing it fails if one is missing:
 
 - ``TemporalCrossAttn``: original section 10.2 literally (residual on LN(Fr)).
 - ``ResidualTemporalCrossAttn``: residual on Fr, zero-initialised output projections; the spike arm's
@@ -17,11 +19,13 @@
   still plain VRT at initialisation.
 - ``ResidualTemporalCrossAttnFittedSpikeHead``: the residual fusion plus the fitted spike head
   (``FittedSpikeHead``), which also reads the counts and the blur frame and starts at the least-squares
-  baseline's map, fitted on the training split by the trainer before step 0 (``model.train``). Not plain
-  VRT at initialisation. README, "Why the spikes did not count", measures every type.
+  baseline's map of the training split (``FittedSpikeHead.fit_start``, called by the trainer before step 0).
+  Not plain VRT at initialisation.
+- ``TemporalCrossAttnSpikeHead``, ``SpikeHeadOnly``: ablation variants (the literal fusion with the spike
+  head; the spike head with no fusion at the four scales). benchmarks/RESULTS.md, "Spike ablation",
+  measures every type.
 
-The integration point is ``fuse_features``, a function, so ablations can swap it. With
-``use_spike=False`` the spike modules are not built and Ff_i = Fr_i: the output is plain VRT's, exactly.
+With ``use_spike=False`` the spike modules are not built and Ff_i = Fr_i: the output is plain VRT's, exactly.
 VRT's layers are not touched.
 """
 from __future__ import annotations
@@ -34,17 +38,33 @@ from torch import Tensor, nn
 
 from model.nets.fusion.cross_attn_temporal import ResidualTemporalCrossAttnFuse, TemporalCrossAttnFuse
 from model.nets.fusion.spike_head import FittedSpikeHead, SpikeHead
+from model.nets.registry import check_registered, fuse_type as registered_fuse_type, register_fuse_type
 from model.shipped_configs import resolve_vrt_cfg
 from model.nets.spike_encoder3d import ScaleGeometry, SpikeEncoder3D, check_same_shapes
 from model.nets.spike_temporal_sa import TemporalSelfAttentionBlock
 from model.nets.vrt import VRT, load_official, vrt_from_config
 from model.nets.vrt_tiling import padded_forward, tiled_forward
 
-# MODEL.FUSE.TYPE -> (fusion module per scale, the spike head's class or None)
-FUSE_TYPES = {"TemporalCrossAttn": (TemporalCrossAttnFuse, None),
-              "ResidualTemporalCrossAttn": (ResidualTemporalCrossAttnFuse, None),
-              "ResidualTemporalCrossAttnSpikeHead": (ResidualTemporalCrossAttnFuse, SpikeHead),
-              "ResidualTemporalCrossAttnFittedSpikeHead": (ResidualTemporalCrossAttnFuse, FittedSpikeHead)}
+# ---- MODEL.FUSE.TYPE: one implementation per name of schemas/fuse_types.py -----------------------------
+register_fuse_type("TemporalCrossAttn")(TemporalCrossAttnFuse)
+register_fuse_type("ResidualTemporalCrossAttn")(ResidualTemporalCrossAttnFuse)
+register_fuse_type("ResidualTemporalCrossAttnSpikeHead", head=SpikeHead)(ResidualTemporalCrossAttnFuse)
+register_fuse_type("ResidualTemporalCrossAttnFittedSpikeHead", head=FittedSpikeHead)(ResidualTemporalCrossAttnFuse)
+register_fuse_type("TemporalCrossAttnSpikeHead", head=SpikeHead)(TemporalCrossAttnFuse)
+
+
+@register_fuse_type("SpikeHeadOnly", head=SpikeHead)
+class NoFusion(nn.Module):
+    """Ff_i = Fr_i at this scale: the spike features reach the output through the spike head alone."""
+
+    def __init__(self, dim: int, heads: int = 4):
+        super().__init__()
+
+    def forward(self, fr: Tensor, fs: Tensor) -> Tensor:
+        return fr
+
+
+check_registered()
 
 
 def vrt_geometry(vrt: VRT) -> list[ScaleGeometry]:
@@ -67,14 +87,13 @@ class SpikeVRT(nn.Module):
         channels_per_scale: MODEL.CHANNELS_PER_SCALE, checked against the backbone's Fr_i channels.
         tsa_heads, fuse_heads: MODEL.SPIKE_TSA.HEADS and MODEL.FUSE.HEADS (4 in the original).
         use_spike: False builds the spike-free arm (no spike modules; spike_vox is ignored).
-        fuse_type: MODEL.FUSE.TYPE, a key of ``FUSE_TYPES``.
+        fuse_type: MODEL.FUSE.TYPE, a name of ``schemas.fuse_types.FUSE_TYPES``.
     """
 
     def __init__(self, vrt: VRT, *, num_bins: int, channels_per_scale: Sequence[int], tsa_heads: int = 4,
                  fuse_heads: int = 4, use_spike: bool = True, fuse_type: str = "TemporalCrossAttn"):
         super().__init__()
-        if fuse_type not in FUSE_TYPES:
-            raise ValueError(f"unknown MODEL.FUSE.TYPE {fuse_type!r}; choose one of {sorted(FUSE_TYPES)}")
+        registered = registered_fuse_type(fuse_type)      # ValueError naming the choices
         self.vrt = vrt
         self.use_spike = use_spike
         self.num_bins = num_bins
@@ -82,14 +101,13 @@ class SpikeVRT(nn.Module):
         self.spike_head: SpikeHead | None = None
         geometry = vrt_geometry(vrt)
         if use_spike:
-            fuse_cls, head_cls = FUSE_TYPES[fuse_type]
             self.spike_encoder = SpikeEncoder3D(num_bins=num_bins, channels_per_scale=list(channels_per_scale),
                                                 geometry=geometry)
             self.spike_tsa = nn.ModuleList(TemporalSelfAttentionBlock(g.channels, tsa_heads) for g in geometry)
-            self.fuse = nn.ModuleList(fuse_cls(g.channels, fuse_heads) for g in geometry)
-            if head_cls is not None:
+            self.fuse = nn.ModuleList(registered.fuse(g.channels, fuse_heads) for g in geometry)
+            if registered.head is not None:
                 c1 = geometry[0].channels
-                self.spike_head = head_cls(c1, num_bins, c1)
+                self.spike_head = registered.head(c1, num_bins, c1)
 
     def encode_scales(self, blur: Tensor, spike_vox: Tensor | None):
         """(VRT encoder state, Fr list, Fs list or None): for --dry-run reports and tests."""

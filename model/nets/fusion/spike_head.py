@@ -26,17 +26,22 @@ voxels + blur RGB to the sharp luma scores 1.55 dB below the same map from the c
 must clear. The fitted head undoes the normalisation exactly (its MEAN and STD are buffers, saved with the
 weights), standardises counts and blur by their training-split moments (buffers too), and its new centre
 taps and bias start at the least-squares map of ``spikeprep baselines``,
-fitted on the training split before step 0 (``start_from_least_squares``): the spike arm starts where the
+fitted on the training split before step 0 (``FittedSpikeHead.fit_start``): the spike arm starts where the
 least-squares baseline ends, and training adds the spatial context, the spike features and VRT's own
 restoration. It is therefore not plain VRT at initialisation.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
 
+from spikeprep.baselines import LsqAccumulator
+from spikeprep.errors import SpikeprepError
 from spikeprep.images import LUMA_601
+from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
 
 
 class SpikeHead(nn.Module):
@@ -76,12 +81,14 @@ class FittedSpikeHead(SpikeHead):
     starts at the least-squares map from ``(counts, blur RGB, 1)`` to the sharp luma (module docstring).
 
     Both new inputs pass through an affine normalisation ``(x - input_mean) / input_scale`` (buffers) chosen
-    at the start; the trainer (``model.train.start_fitted_head``) divides the counts by their RMS over the
-    training split and leaves the blur as it is, which measured better than centring and standardising both
-    (README, "Why the spikes did not count").
+    at the start: ``fit_start`` divides the counts by their RMS over the training split and leaves the blur as
+    it is, which measured better than centring and standardising both (benchmarks/RESULTS.md, "Spike
+    ablation").
 
-    Until ``start_from_least_squares`` is called it is zero, like ``SpikeHead``; the trainer calls it before
-    step 0 of a run from scratch (a resumed run loads the fitted weights and buffers instead).
+    Its start has one entry point, ``fit_start``, which the trainer calls before step 0 of a run from scratch;
+    until then it is zero, like ``SpikeHead``. Loading is the state_dict's: the fitted weights and the
+    normalisation buffers travel with the weights, so a resumed run and ``spikeprep test`` load them as they
+    were fitted.
 
     Args: as ``SpikeHead``.
     """
@@ -108,6 +115,35 @@ class FittedSpikeHead(SpikeHead):
         view = lambda v: v.view(1, -1, 1, 1)  # noqa: E731
         return ((counts - view(self.input_mean[:k])) / view(self.input_scale[:k]),
                 (blur - view(self.input_mean[k:])) / view(self.input_scale[k:]))
+
+    def fit_start(self, acc: LsqAccumulator, frames: int, train_ds: SpikeDeblurDataset,
+                  say: Callable[[str], None]) -> None:
+        """Start at the least-squares map of the training split ``train_ds``: ``acc`` holds its normal
+        equations over ``frames`` kept frames (``lsq_accumulate`` of the least-squares baseline, with
+        ``totals_only`` as the Dataset serves). The counts are divided by their RMS over the split, the blur is
+        left as it is, and the voxel normalisation is the Dataset's. The fit is deterministic, so DDP's
+        replicas agree without a broadcast.
+
+        Raises ``SpikeprepError`` when no training frame could be read; starts at zero (and says so) when the
+        split holds no spike.
+        """
+        root, split = train_ds.root, train_ds.split
+        if frames == 0:      # every training sample unreadable: the training loop's own check would come too late
+            raise SpikeprepError(
+                f"{root}: every {split} frame was unreadable, so the fitted spike head has no least-squares start "
+                f"(the warnings above name the files). Fix: re-run `spikeprep ingest` for the damaged sequences "
+                f"(a rerun rebuilds what changed) or remove them")
+        mean, std = acc.input_moments()
+        k = acc.num_bins
+        count_rms = float(np.sqrt(np.mean(mean[:k] ** 2 + std[:k] ** 2)))
+        if count_rms == 0:
+            say(f"spike head: no spike in the {frames} {split} frames of {root}; it starts at zero instead of "
+                "the least-squares map")
+            return
+        self.start_from_least_squares(acc.solve(), np.zeros(k + 3), np.array([count_rms] * k + [1.0] * 3),
+                                      train_ds.norm_mean, train_ds.norm_std)
+        say(f"spike head: started at the least-squares map of {frames} {split} frames"
+            f"{' (totals-only counts: DATA.TOTALS_ONLY)' if train_ds.totals_only else ''}")
 
     @torch.no_grad()
     def start_from_least_squares(self, coef: np.ndarray, input_mean: np.ndarray, input_scale: np.ndarray,

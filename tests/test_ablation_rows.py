@@ -1,0 +1,107 @@
+"""Issue 31, item 3: every row of benchmarks/spike_ablation.py is configuration, built by the product's builders.
+
+No training and no store: each row's config is validated by the product's schema and its models (spike arm
+and its base arm) are built by ``model.nets.integrate_vrt.build_model`` (or, for the reference rows, by
+benchmarks/references.py) and run forward on one tiny clip. The benchmarks patch nothing in the product.
+"""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import spike_ablation as ablation  # noqa: E402
+from model.nets.fusion.spike_head import FittedSpikeHead, SpikeHead  # noqa: E402
+from model.nets.integrate_vrt import SpikeVRT  # noqa: E402
+from model.nets.registry import fuse_type  # noqa: E402
+from schemas.config import parse_config  # noqa: E402
+from schemas.fuse_types import FUSE_TYPES  # noqa: E402
+
+PRODUCT_PACKAGES = ("model", "spikeprep", "schemas", "cli")
+_RUN_FORWARD: set = set()      # one forward pass per distinct model (rows that change LR share their model)
+
+
+@pytest.mark.parametrize("row", ablation.ROWS, ids=lambda r: r.name)
+def test_every_ablation_row_builds_through_the_product(row, tmp_path):
+    cfg = parse_config(ablation.row_config(row.fuse, row.shared, root=tmp_path / "store", mean=0.5, std=0.8,
+                                           work=tmp_path))
+    assert cfg.MODEL.FUSE.TYPE == row.fuse
+    for key, value in row.shared.items():      # each override reached the config the trainer reads
+        got = {"LR": cfg.TRAIN.OPTIM.LR, "WARMUP_STEPS": cfg.TRAIN.SCHED.WARMUP_STEPS, "K": cfg.DATA.K,
+               "CROP_SIZE": cfg.DATA.CROP_SIZE, "CLIP_LEN": cfg.DATA.CLIP_LEN,
+               "preset_width": cfg.MODEL.CHANNELS_PER_SCALE[0]}[key]
+        assert got == value
+    built: list = []
+    build = ablation.model_builder(row.reference, built)
+    torch.manual_seed(0)
+    spike = build(cfg, True)
+    assert built == [spike]
+    k = cfg.DATA.K
+    blur, vox = torch.rand(1, 2, 3, 64, 64), torch.randn(1, 2, k, 64, 64)
+    if row.reference is None:
+        assert isinstance(spike, SpikeVRT) and spike.fuse_type == row.fuse
+        registered = fuse_type(row.fuse)
+        assert all(isinstance(f, type(spike.fuse[0])) for f in spike.fuse)
+        if registered.head is None:
+            assert spike.spike_head is None
+        else:
+            assert type(spike.spike_head) is registered.head
+        base = build(cfg, False)
+        assert isinstance(base, SpikeVRT) and not base.use_spike and not base.spike_parameters()
+    model_key = (row.fuse, row.reference, k, tuple(cfg.MODEL.CHANNELS_PER_SCALE))
+    if model_key not in _RUN_FORWARD:
+        _RUN_FORWARD.add(model_key)
+        with torch.no_grad():
+            assert spike(blur, vox).shape == blur.shape
+
+
+def test_the_ablation_covers_every_registered_fuse_type():
+    assert {r.fuse for r in ablation.ROWS if r.reference is None} == set(FUSE_TYPES)
+
+
+def test_registered_heads_are_the_spike_heads():
+    heads = {fuse_type(n).head for n in FUSE_TYPES} - {None}
+    assert heads == {SpikeHead, FittedSpikeHead}
+
+
+def _product_names(tree: ast.Module) -> set[str]:
+    """Names a benchmark binds to product modules, classes or functions by importing them."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PRODUCT_PACKAGES:
+            names |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names
+                      if a.name.split(".")[0] in PRODUCT_PACKAGES}
+    return names
+
+
+def _root_name(node: ast.expr) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+@pytest.mark.parametrize("script", ["spike_ablation.py", "references.py", "gpu_check.py"])
+def test_benchmarks_patch_nothing_in_the_product(script):
+    """No assignment to an attribute of anything imported from the product, no ``setattr`` or
+    ``types.MethodType`` rebinding, no call of a product object's private method."""
+    tree = ast.parse((REPO / "benchmarks" / script).read_text())
+    product = _product_names(tree)
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        for t in targets:
+            assert not (isinstance(t, ast.Attribute) and _root_name(t) in product), \
+                f"{script}:{node.lineno} assigns to {ast.unparse(t)}"
+        if isinstance(node, ast.Call):
+            called = ast.unparse(node.func)
+            assert called not in ("setattr", "types.MethodType"), f"{script}:{node.lineno} calls {called}"
+            if isinstance(node.func, ast.Attribute) and _root_name(node.func) in product:
+                assert not node.func.attr.startswith("_"), f"{script}:{node.lineno} calls {called}"
