@@ -257,6 +257,11 @@ seq_000:+m --misalign seq_001:-m --misalign seq_002:+m`). Tolerance: half a bin 
 {table}
 
 Undetermined (shipped rule; not counted above): {und}.
+
+Choice: the shipped rule is the only one without a false flag on the rig stores (after the fix and clean) that keeps
+the old rule's detection of 4 and 8 ticks; it gives up some detection of 2-tick shifts (one tick beyond the tolerance,
+inside a flat top's own wander). Wider top fractions, an unrounded middle or a noise-widened top each leave flags or
+lose 3-tick (demo) and edge-of-scan (tiny, 8 ticks beyond the +-4 scan) detections.
 """
     write_section(ROOT / "benchmarks" / "RESULTS.md", SECTION, body)
     print(f"wrote {SECTION} to benchmarks/RESULTS.md")
