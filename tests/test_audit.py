@@ -157,6 +157,14 @@ def test_spikes_of_another_scene_are_a_mismatch(synth_tree, tmp_path):
     (np.full(17, 0.9) + 1e-5 * np.sin(np.arange(17) * 2.1), "undetermined", None),
     (0.1 - 0.01 * np.abs(np.arange(-8, 9)), "mismatch", 0),
     (np.minimum(0.99, 1 - 0.01 * np.abs(np.arange(-8, 9) + 3) + 0.02), "misaligned", -3),  # plateau
+    # flat tops after `audit --fix` (README walkthrough, train/seq_000/12 and seq_001/20): noise of ~1e-3 puts
+    # the top's middle at +2.5 and +1.5 ticks; the parabola's vertex (+1.3, +0.4) is within the tolerance
+    (np.array([.9483, .9514, .9539, .956, .9593, .9606, .962, .9619, .9621, .9623, .9637, .963, .9617, .9608, .9595,
+               .9569, .9559]), "aligned", 1),
+    (np.array([.9629, .966, .9682, .9698, .9712, .9734, .9742, .9744, .9742, .9749, .9744, .9739, .973, .9715, .9702,
+               .9689, .9672]), "aligned", 0),
+    # a true 2-tick misalignment with the same noise is still caught: the vertex stands 2 ticks off, 2 SE clear
+    (1 - 0.002 * (np.arange(-8, 9) - 2.0) ** 2 / 4 + 5e-4 * np.sin(np.arange(17) * 2.1), "misaligned", 2),
 ])
 def test_judge_table(curve, verdict, best):
     got_verdict, got_best, zero = judge(np.arange(-8, 9), curve, 32, 16, AuditOptions())
