@@ -259,20 +259,17 @@ def test_freeze_flow_steps_keeps_spynet_and_offsets_fixed(runs, tmp_path):
                            thawed["vrt.spynet.basic_module.0.basic_module.0.weight"])
 
 
-def test_nan_loss_stops_with_the_checks_and_saves_nothing(runs, tmp_path, monkeypatch):
-    import model.train as train_module
-
-    real_build = train_module.build_model
+def test_nan_loss_stops_with_the_checks_and_saves_nothing(runs, tmp_path):
+    from model.nets.integrate_vrt import build_model as real_build
 
     def poisoned(cfg, use_spike=True):
         m = real_build(cfg, use_spike)
         m.register_forward_hook(lambda mod, inp, out: out * float("nan"))
         return m
 
-    monkeypatch.setattr(train_module, "build_model", poisoned)
     config = write_config(tmp_path, Path(yaml.safe_load(runs["config"].read_text())["DATA"]["ROOT"]))
     with pytest.raises(TrainingDiverged, match="section 13") as err:
-        main(options(config, exp="nan"))
+        main(options(config, exp="nan"), model_builder=poisoned)
     assert "DATA.NORM.STD" in str(err.value) and "log1p" in str(err.value)
     assert not (tmp_path / "outputs" / "ckpts" / "nan").exists()
 
@@ -694,23 +691,20 @@ def test_sigterm_saves_last_pth_and_says_how_to_resume_and_sigusr1_saves_and_tra
 
 
 def test_weights_that_turn_non_finite_are_never_saved_and_the_message_names_the_good_checkpoint(
-        train_store, tmp_path, monkeypatch):
+        train_store, tmp_path):
     """Issue 28, also found: the NaN-loss message said "last.pth holds the last good state" of a last.pth that
     held the NaN weights (a non-finite update while the loss was still finite)."""
-    import model.train as train_module
-
-    real_build = train_module.build_model
+    from model.nets.integrate_vrt import build_model as real_build
 
     def nan_gradient(cfg, use_spike=True):           # step 1's loss is finite, its update makes NaN weights
         m = real_build(cfg, use_spike)
         m.vrt.conv_first.weight.register_hook(lambda grad: grad * float("nan"))
         return m
 
-    monkeypatch.setattr(train_module, "build_model", nan_gradient)
     config = write_config(tmp_path, train_store)
     with pytest.raises(TrainingDiverged, match=r"weights are not finite after step 1 .* although the loss was "
                                                r"finite; nothing was saved for this step \(no checkpoint was saved"):
-        main(options(config, exp="nangrad", max_steps=2, val_every=1, reliance=False))
+        main(options(config, exp="nangrad", max_steps=2, val_every=1, reliance=False), model_builder=nan_gradient)
     assert not (tmp_path / "outputs" / "ckpts" / "nangrad").exists()
 
     def nan_at_step_2(cfg, use_spike=True):
@@ -720,11 +714,10 @@ def test_weights_that_turn_non_finite_are_never_saved_and_the_message_names_the_
                                                        else out)[1] if mod.training else out)
         return m
 
-    monkeypatch.setattr(train_module, "build_model", nan_at_step_2)
     last = tmp_path / "outputs" / "ckpts" / "nan2" / "last.pth"
     with pytest.raises(TrainingDiverged, match=f"at step 2; nothing was saved for this step \\({re.escape(str(last))} "
                                                "holds step 1, the last good state\\)"):
-        main(options(config, exp="nan2", max_steps=3, val_every=1, reliance=False))
+        main(options(config, exp="nan2", max_steps=3, val_every=1, reliance=False), model_builder=nan_at_step_2)
     assert load_checkpoint(last)["step"] == 1                        # and its weights are finite (it loads)
 
 
