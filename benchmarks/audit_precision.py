@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:
 
 from _common import cpu_description, load_average, write_section  # noqa: E402
 from spikeprep.audit import (ALIGNED, MISALIGNED, MISMATCH, UNDETERMINED, AuditOptions, alignment_tolerance,  # noqa: E402
-                             audit, judge, peak_share, top_middle)
+                             around_maximum, audit, judge, peak_share, top_middle)
 from spikeprep.clock_fix import fix_store  # noqa: E402
 from spikeprep.ingest import IngestOptions, ingest  # noqa: E402
 from spikeprep.synth import SynthConfig, synthesize  # noqa: E402
@@ -75,25 +75,6 @@ def middle_rule(top_fraction: float, rounded: bool = True):
     return rule
 
 
-def _near_top(shifts, corr, share: float, min_points: int = 5):
-    """The contiguous finite points around the maximum within ``share`` of the range of it (at least
-    ``min_points``, widened symmetrically where the curve allows)."""
-    valid = np.isfinite(corr)
-    peak, low = float(np.nanmax(corr)), float(np.nanmin(corr))
-    keep = valid & (np.nan_to_num(corr, nan=-np.inf) >= peak - share * (peak - low))
-    i = j = int(np.nanargmax(corr))
-    while i > 0 and keep[i - 1]:
-        i -= 1
-    while j < len(corr) - 1 and keep[j + 1]:
-        j += 1
-    while j - i + 1 < min_points and (i > 0 and valid[i - 1] or j < len(corr) - 1 and valid[j + 1]):
-        if i > 0 and valid[i - 1]:
-            i -= 1
-        if j - i + 1 < min_points and j < len(corr) - 1 and valid[j + 1]:
-            j += 1
-    return shifts[i:j + 1].astype(float), corr[i:j + 1]
-
-
 def parabola_rule(share: float, sigmas: float = 0.0):
     """Least-squares parabola through the points within ``share`` of the range of the maximum; its vertex (clipped to
     those points) is the peak. With ``sigmas`` > 0: misaligned only when the vertex is more than ``sigmas`` standard
@@ -102,7 +83,7 @@ def parabola_rule(share: float, sigmas: float = 0.0):
         gate = _gate(shifts, corr, options)
         if gate is not None:
             return gate
-        x, y = _near_top(shifts, corr, share)
+        x, y = around_maximum(shifts, corr, share)
         tol = alignment_tolerance(n_ticks, num_bins)
         coef, cov = np.polyfit(x, y, 2, cov=True) if len(x) > 3 else (np.polyfit(x, y, 2), None)
         a, b = coef[0], coef[1]

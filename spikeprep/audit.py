@@ -191,7 +191,7 @@ def significant_peak(shifts: np.ndarray, corr: np.ndarray, tolerance: int, optio
     peak, low = float(corr[top]), float(np.nanmin(corr))
     if top in (valid[0], valid[-1]) or float(corr[shifts == 0][0]) < peak - options.zero_fraction * (peak - low):
         return None
-    x, y = _around_maximum(shifts, corr, options.vertex_fraction)
+    x, y = around_maximum(shifts, corr, options.vertex_fraction)
     if len(x) < 5:
         return None
     (a, b, _), cov = np.polyfit(x, y, 2, cov=True)
@@ -203,9 +203,9 @@ def significant_peak(shifts: np.ndarray, corr: np.ndarray, tolerance: int, optio
     return float(vertex) if abs(vertex) - options.vertex_sigmas * error <= tolerance + 0.5 else None
 
 
-def _around_maximum(shifts: np.ndarray, corr: np.ndarray, fraction: float, min_points: int = 5):
-    """(shifts, corr) of the contiguous finite points around the maximum within ``fraction`` of the curve's
-    range of it, widened (both sides where the curve allows) to at least ``min_points``."""
+def _top_run(corr: np.ndarray, fraction: float) -> tuple[int, int]:
+    """Indices ``[i, j]`` of the contiguous finite points around the curve's maximum that stay within ``fraction``
+    of its range of the maximum (NaN points end the run)."""
     valid = np.isfinite(corr)
     peak, low = float(np.nanmax(corr)), float(np.nanmin(corr))
     keep = valid & (np.nan_to_num(corr, nan=-np.inf) >= peak - fraction * (peak - low))
@@ -214,6 +214,14 @@ def _around_maximum(shifts: np.ndarray, corr: np.ndarray, fraction: float, min_p
         i -= 1
     while j < len(corr) - 1 and keep[j + 1]:
         j += 1
+    return i, j
+
+
+def around_maximum(shifts: np.ndarray, corr: np.ndarray, fraction: float, min_points: int = 5):
+    """(shifts, corr) of the contiguous finite points around the maximum within ``fraction`` of the curve's
+    range of it, widened (both sides where the curve allows) to at least ``min_points``."""
+    valid = np.isfinite(corr)
+    i, j = _top_run(corr, fraction)
     while j - i + 1 < min_points:
         grow_left, grow_right = i > 0 and valid[i - 1], j < len(corr) - 1 and valid[j + 1]
         if not (grow_left or grow_right):
@@ -228,14 +236,7 @@ def top_middle(shifts: np.ndarray, corr: np.ndarray, top_fraction: float) -> flo
     """The middle (in ticks, a multiple of half a tick) of the run of shifts around the curve's maximum where
     it stays within ``top_fraction`` of its range of the maximum: robust to the broad flat peaks of slow
     motion. NaN points end the run."""
-    valid = np.isfinite(corr)
-    peak, low = float(np.nanmax(corr)), float(np.nanmin(corr))
-    top = valid & (np.nan_to_num(corr, nan=-np.inf) >= peak - top_fraction * (peak - low))
-    i = j = int(np.nanargmax(corr))
-    while i > 0 and top[i - 1]:
-        i -= 1
-    while j < len(top) - 1 and top[j + 1]:
-        j += 1
+    i, j = _top_run(corr, top_fraction)
     return (float(shifts[i]) + float(shifts[j])) / 2
 
 
