@@ -79,7 +79,6 @@ from schemas.config import (CROP_MULTIPLE, Config, ConfigError, crop_size_proble
 from schemas.val_report import val_report_path, write_val_report
 from spikeprep.audit import unaudited_note
 from spikeprep.errors import InputError, SpikeprepError
-from spikeprep.lsq import lsq_accumulate
 from spikeprep.spike_deblur_dataset import NoPairedFrames, SpikeDeblurDataset
 from spikeprep.store import refuse_output_in_store, store_lock
 
@@ -247,8 +246,7 @@ def _warm_start(model: SpikeVRT, vrt_weights: Path | None, train_ds: SpikeDeblur
                              "with torch.load(weights_only=True)") from None
     head = getattr(model, "spike_head", None)        # (reference models of the benchmarks have none)
     if isinstance(head, FittedSpikeHead):
-        acc, frames = lsq_accumulate(train_ds.root, train_ds.split, totals_only=train_ds.totals_only)
-        head.fit_start(acc, frames, train_ds, say)
+        head.fit_start(train_ds, say)
 
 
 def new_optimizer(model: nn.Module, lr: float) -> torch.optim.AdamW:

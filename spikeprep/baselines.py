@@ -153,28 +153,48 @@ def tfi(counts: np.ndarray, blur: np.ndarray) -> np.ndarray:
 
 
 # ---- least squares ------------------------------------------------------------------------------------
-def lsq_features(counts: np.ndarray, blur: np.ndarray) -> np.ndarray:
-    """Design matrix ``[H*W, K + 4]`` float64: per RGB pixel its spike pixel's K counts, blur R, G, B and 1."""
+def lsq_features(counts: np.ndarray, blur: np.ndarray, taps: int = 1) -> np.ndarray:
+    """Design matrix ``[H*W, K * taps**2 + 4]`` float64: per RGB pixel the K counts of its spike pixel (``taps``
+    1) or of the ``taps x taps`` neighbourhood around it on the RGB grid (the counts replicated onto the RGB
+    grid, zero outside the frame: what a ``taps x taps`` convolution with zero padding reads), then blur R,
+    G, B and 1. Neighbourhood columns run count bin first, then row offset, then column offset, the layout of
+    a convolution weight ``[K, taps, taps]``."""
+    if taps < 1 or taps % 2 == 0:
+        raise ValueError(f"taps must be odd and positive, got {taps}")
     scale = grid_scale(counts, blur)
     k, (h, w) = counts.shape[0], blur.shape[1:]
-    x = np.empty((h * w, k + 4), np.float64)
-    x[:, :k] = replicate(counts, scale).reshape(k, -1).T
-    x[:, k:k + 3] = blur.reshape(3, -1).T
-    x[:, k + 3] = 1.0
+    kt = k * taps * taps
+    x = np.empty((h * w, kt + 4), np.float64)
+    rgb_counts = replicate(counts, scale)
+    if taps == 1:
+        x[:, :k] = rgb_counts.reshape(k, -1).T
+    else:
+        r = taps // 2
+        padded = np.pad(rgb_counts, ((0, 0), (r, r), (r, r)))
+        cols = x[:, :kt].reshape(h * w, k, taps, taps)
+        for dy in range(taps):
+            for dx in range(taps):
+                cols[:, :, dy, dx] = padded[:, dy:dy + h, dx:dx + w].reshape(k, -1).T
+    x[:, kt:kt + 3] = blur.reshape(3, -1).T
+    x[:, kt + 3] = 1.0
     return x
 
 
 class LsqAccumulator:
     """Least squares over many frames in bounded memory: accumulates ``X^T X`` and ``X^T Y`` per frame.
 
-    ``solve()`` returns the coefficients ``[K + 4, 3]`` that ``np.linalg.lstsq(X, Y)`` gives on all frames'
-    rows stacked (the minimum-norm solution when X is rank-deficient, since ``pinv(X^T X) X^T = pinv(X)``).
+    ``solve()`` returns the coefficients ``[K * taps**2 + 4, 3]`` that ``np.linalg.lstsq(X, Y)`` gives on all
+    frames' rows stacked (the minimum-norm solution when X is rank-deficient, since
+    ``pinv(X^T X) X^T = pinv(X)``). ``taps``: the counts' neighbourhood (``lsq_features``); 1 is the per-pixel
+    map of ``spikeprep baselines``.
     """
 
-    def __init__(self, num_bins: int):
+    def __init__(self, num_bins: int, taps: int = 1):
         self.num_bins = int(num_bins)
-        self.xtx = np.zeros((num_bins + 4, num_bins + 4), np.float64)
-        self.xty = np.zeros((num_bins + 4, 3), np.float64)
+        self.taps = int(taps)
+        n = self.num_bins * self.taps ** 2 + 4
+        self.xtx = np.zeros((n, n), np.float64)
+        self.xty = np.zeros((n, 3), np.float64)
         self.rows = 0
 
     def add(self, counts: np.ndarray, blur: np.ndarray, sharp: np.ndarray) -> None:
@@ -183,30 +203,107 @@ class LsqAccumulator:
             raise ValueError(f"counts have {counts.shape[0]} bins, the fit has K={self.num_bins}")
         if sharp.shape != blur.shape:
             raise ValueError(f"sharp {sharp.shape} and blur {blur.shape} differ")
-        x = lsq_features(counts, blur)
+        x = lsq_features(counts, blur, self.taps)
         y = sharp.reshape(3, -1).T.astype(np.float64)
         self.xtx += x.T @ x
         self.xty += x.T @ y
         self.rows += x.shape[0]
 
     def input_moments(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and standard deviation ``[K + 3]`` of each input but the constant (K counts, blur R, G, B)
+        """Mean and standard deviation of each input but the constant (the count columns, blur R, G, B)
         over every added pixel, from ``X^T X`` (a constant input gets std 0); ``ValueError`` before any frame."""
         if self.rows == 0:
             raise ValueError("no training pixels to take input moments of")
-        n = self.num_bins + 3
+        n = self.xtx.shape[0] - 1
         mean = self.xtx[:n, n] / self.rows
         second = np.diag(self.xtx)[:n] / self.rows
         return mean, np.sqrt(np.maximum(second - mean ** 2, 0.0))
 
+    def count_rms(self) -> float:
+        """The root mean square of the counts over every added pixel (each pixel's own bins, not its
+        neighbours': the same for any ``taps``)."""
+        mean, std = self.input_moments()
+        k, t = self.num_bins, self.taps
+        centre = [b * t * t + (t // 2) * t + t // 2 for b in range(k)]
+        return float(np.sqrt(np.mean(mean[centre] ** 2 + std[centre] ** 2)))
+
     def solve(self) -> np.ndarray:
-        """Coefficients ``[K + 4, 3]``; ``ValueError`` before any frame was added."""
+        """Coefficients ``[K * taps**2 + 4, 3]``; ``ValueError`` before any frame was added."""
         if self.rows == 0:
             raise ValueError("no training pixels to fit the least-squares map on")
         return np.linalg.lstsq(self.xtx, self.xty, rcond=None)[0]
 
 
+def coef_taps(coef: np.ndarray, num_bins: int) -> int:
+    """The counts' neighbourhood ``taps`` of least-squares coefficients ``[K * taps**2 + 4, 3]``."""
+    taps = int(round(np.sqrt(max(coef.shape[0] - 4, 0) / num_bins)))
+    if coef.ndim != 2 or coef.shape[0] != num_bins * taps ** 2 + 4:
+        raise ValueError(f"least-squares coefficients are {coef.shape}; with K={num_bins} expected "
+                         f"[K * taps**2 + 4, 3] for an odd taps")
+    return taps
+
+
 def lsq_restore(counts: np.ndarray, blur: np.ndarray, coef: np.ndarray) -> np.ndarray:
-    """Apply fitted coefficients ``[K + 4, 3]``: RGB ``[3, H, W]``."""
+    """Apply fitted coefficients ``[K * taps**2 + 4, 3]``: RGB ``[3, H, W]``."""
     h, w = blur.shape[1:]
-    return (lsq_features(counts, blur) @ coef).T.reshape(3, h, w)
+    return (lsq_features(counts, blur, coef_taps(coef, counts.shape[0])) @ coef).T.reshape(3, h, w)
+
+
+# ---- gated least squares (the gated spike head's start) -------------------------------------------------
+# The least-squares map corrects every pixel by the same linear rule, so where nothing moves it adds the
+# counts' quantisation noise to a blur frame that was already right (grain on still areas; README, "Models").
+# The gate scales the map's luma correction d per pixel by sigmoid(slope * (log(E + GATE_EPS) - threshold)),
+# E the mean of d^2 over a GATE_BOX x GATE_BOX window: a large, spatially coherent correction is motion, a
+# small incoherent one is noise. slope and threshold are fitted on the training split (``fit_gate``).
+GATE_BOX = 9
+GATE_EPS = 1e-10
+
+
+def local_energy(d: np.ndarray, box: int = GATE_BOX) -> np.ndarray:
+    """The mean of ``d**2`` over the ``box x box`` window around each pixel of ``d [H, W]``, the window cut at
+    the frame's border (torch's ``avg_pool2d(..., count_include_pad=False)``)."""
+    from scipy.ndimage import uniform_filter
+
+    sq = d.astype(np.float64) ** 2
+    inside = uniform_filter(np.ones_like(sq), box, mode="constant")
+    return uniform_filter(sq, box, mode="constant") / inside
+
+
+def gate(d: np.ndarray, slope: float, threshold: float, box: int = GATE_BOX) -> np.ndarray:
+    """The gate ``[H, W]`` in (0, 1) on the luma correction ``d [H, W]``."""
+    z = slope * (np.log(local_energy(d, box) + GATE_EPS) - threshold)
+    return 0.5 * (1.0 + np.tanh(0.5 * z))                      # the logistic sigmoid, without overflow
+
+
+def fit_gate(corrections: list[np.ndarray], blur_luma: list[np.ndarray], sharp_luma: list[np.ndarray],
+             box: int = GATE_BOX, max_pixels: int = 200_000) -> tuple[float, float]:
+    """``(slope, threshold)`` minimising the mean squared luma error of ``blur + gate * d`` over the frames
+    (every pixel, or an even subsample of ``max_pixels``), by Nelder-Mead from a few starts (deterministic).
+    With no correction anywhere the gate is moot: ``(0.0, 0.0)``."""
+    from scipy.optimize import minimize
+
+    feats = [np.log(local_energy(d, box) + GATE_EPS).ravel() for d in corrections]
+    f, d = np.concatenate(feats), np.concatenate([c.ravel() for c in corrections]).astype(np.float64)
+    if not np.any(d):
+        return 0.0, 0.0
+    r = (np.concatenate([s.ravel() for s in sharp_luma]) - np.concatenate([b.ravel() for b in blur_luma]))
+    step = max(1, f.size // max_pixels)
+    f, d, r = f[::step], d[::step], r[::step]
+
+    def loss(p: np.ndarray) -> float:
+        g = 0.5 * (1.0 + np.tanh(0.5 * p[0] * (f - p[1])))
+        return float(np.mean((g * d - r) ** 2))
+
+    centre = float(np.median(f))
+    fits = [minimize(loss, [slope, centre + shift], method="Nelder-Mead", options=dict(xatol=1e-4, fatol=1e-12))
+            for slope in (1.0, 3.0) for shift in (-2.0, 0.0, 2.0)]
+    best = min(fits, key=lambda fit: fit.fun)
+    return float(best.x[0]), float(best.x[1])
+
+
+def gated_lsq_restore(counts: np.ndarray, blur: np.ndarray, coef: np.ndarray, slope: float, threshold: float,
+                      box: int = GATE_BOX) -> np.ndarray:
+    """The gated least-squares restoration ``[3, H, W]``: the blur plus the gated luma correction of
+    ``lsq_restore`` on every channel."""
+    d = luma(lsq_restore(counts, blur, coef)) - luma(blur)
+    return blur.astype(np.float64) + (gate(d, slope, threshold, box) * d)[None]

@@ -10,11 +10,13 @@ here runs in torch.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from spikeprep.baselines import LsqAccumulator
+from spikeprep.baselines import GATE_BOX, LsqAccumulator, fit_gate, lsq_features, luma
+from spikeprep.images import LUMA_601
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset, val_frames
 
 
@@ -41,25 +43,62 @@ def kept_frames(root: Path, split: str) -> Iterator[tuple[str, np.ndarray, np.nd
     return dataset_frames(counts_dataset(root, split, 1))
 
 
-def lsq_accumulate(root: Path, split: str, progress=None, totals_only: bool = False) -> tuple[LsqAccumulator, int]:
-    """The normal equations of the least-squares map over every kept frame of ``split``: ``(accumulator,
-    frames)``. ``totals_only``: each pixel's K counts replaced by their mean (what a DATA.TOTALS_ONLY arm's
-    fitted head reads), so the map can use the spike total but not its timing. ``progress``: a bar with
-    ``update(1)``, advanced per frame."""
-    ds = counts_dataset(root, split, 1)
-    acc = LsqAccumulator(ds.num_bins)
-    frames = 0
-    for _, counts, blur, sharp in dataset_frames(ds):
+def split_frames(root: Path, split: str, totals_only: bool = False
+                 ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """``kept_frames``, with ``totals_only`` each pixel's K counts replaced by their mean (what a
+    DATA.TOTALS_ONLY arm reads), so a map fitted on them can use the spike total but not its timing."""
+    for seq, counts, blur, sharp in kept_frames(root, split):
         if totals_only:
             counts = np.broadcast_to(counts.mean(axis=0, keepdims=True), counts.shape)
+        yield seq, counts, blur, sharp
+
+
+def lsq_accumulate(root: Path, split: str, progress=None, totals_only: bool = False,
+                   taps: int = 1) -> tuple[LsqAccumulator, int]:
+    """The normal equations of the least-squares map over every kept frame of ``split``: ``(accumulator,
+    frames)``. ``totals_only``: as ``split_frames``. ``taps``: the counts' neighbourhood
+    (``spikeprep.baselines.lsq_features``). ``progress``: a bar with ``update(1)``, advanced per frame."""
+    acc = None
+    frames = 0
+    for _, counts, blur, sharp in split_frames(root, split, totals_only):
+        acc = acc or LsqAccumulator(counts.shape[0], taps)
         acc.add(counts, blur, sharp)
         frames += 1
         if progress is not None:
             progress.update(1)
-    return acc, frames
+    return (acc or LsqAccumulator(counts_dataset(root, split, 1).num_bins, taps)), frames
 
 
 def fit_lsq(root: Path, split: str, progress=None) -> tuple[np.ndarray, int]:
     """The least-squares map fitted on every kept frame of ``split``: ``(coefficients [K + 4, 3], frames)``."""
     acc, frames = lsq_accumulate(root, split, progress)
     return acc.solve(), frames
+
+
+@dataclass(frozen=True)
+class GatedLsq:
+    """The gated least-squares map of a split (``spikeprep.baselines``, "gated least squares"): the map's
+    coefficients ``coef [K * taps**2 + 4, 3]`` over the counts' ``taps x taps`` neighbourhood, and the gate's
+    ``slope`` and ``threshold`` on ``box x box`` windows."""
+
+    coef: np.ndarray
+    slope: float
+    threshold: float
+    box: int
+
+
+def fit_gated_lsq(root: Path, split: str, acc: LsqAccumulator, totals_only: bool = False,
+                  box: int = GATE_BOX) -> GatedLsq:
+    """The gated least-squares map of ``split``: the map solved from ``acc`` (``lsq_accumulate`` of the same
+    split, ``totals_only`` and taps), then the gate fitted on its luma corrections (``fit_gate``) in a second
+    pass over the frames. ``ValueError`` when ``acc`` holds no frame."""
+    coef = acc.solve()
+    luma_coef = coef @ np.asarray(LUMA_601, np.float64)
+    corrections, blur_luma, sharp_luma = [], [], []
+    for _, counts, blur, sharp in split_frames(root, split, totals_only):
+        yb = luma(blur)
+        corrections.append((lsq_features(counts, blur, acc.taps) @ luma_coef).reshape(yb.shape) - yb)
+        blur_luma.append(yb)
+        sharp_luma.append(luma(sharp))
+    slope, threshold = fit_gate(corrections, blur_luma, sharp_luma, box)
+    return GatedLsq(coef, slope, threshold, box)

@@ -199,3 +199,24 @@ def test_baselines_command_writes_a_versioned_report(train_store, tmp_path):
     out.write_text(json.dumps(raw))
     with pytest.raises(ValueError, match="version 9"):
         read_baselines_report(out)
+
+
+def test_lsq_features_with_taps_read_each_neighbour_as_a_zero_padded_convolution_does():
+    """The 3x3 neighbourhood columns against torch's conv2d (zero padding): X @ w equals the convolution."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    counts, blur = rng.integers(0, 4, (2, 3, 4)).astype(np.float64), rng.random((3, 6, 8))
+    w = rng.normal(size=(2, 3, 3))
+    x = bl.lsq_features(counts, blur, taps=3)
+    assert x.shape == (48, 2 * 9 + 4) and np.all(x[:, -1] == 1)
+    rgb_counts = torch.from_numpy(bl.replicate(counts, (2, 2)))[None]
+    conv = torch.nn.functional.conv2d(rgb_counts, torch.from_numpy(w)[None], padding=1)[0, 0].numpy()
+    assert np.allclose(x[:, :18] @ w.ravel(), conv.ravel())
+    assert np.array_equal(bl.lsq_features(counts, blur, taps=1), x[:, [4, 13, 18, 19, 20, 21]])
+    with pytest.raises(ValueError, match="odd"):
+        bl.lsq_features(counts, blur, taps=2)
+    acc = bl.LsqAccumulator(2, taps=3)
+    acc.add(counts.astype(np.uint8), blur, np.clip(blur + 0.01, 0, 1))
+    assert acc.solve().shape == (22, 3) and bl.coef_taps(acc.solve(), 2) == 3
+    assert np.isclose(acc.count_rms(), np.sqrt(np.mean(bl.replicate(counts, (2, 2)) ** 2)))

@@ -153,7 +153,8 @@ def test_padded_and_tiled_inference_of_the_fused_model():
 
 # (the fitted head is zero, hence plain VRT, until the trainer starts it at the least-squares map)
 RESIDUAL_TYPES = ["ResidualTemporalCrossAttn", "ResidualTemporalCrossAttnSpikeHead",
-                  "ResidualTemporalCrossAttnFittedSpikeHead"]
+                  "ResidualTemporalCrossAttnFittedSpikeHead", "ResidualTemporalCrossAttnGatedSpikeHead",
+                  "GatedSpikeHeadNoBranch"]
 PLAIN_VRT_AT_INIT = [*RESIDUAL_TYPES, "SpikeHeadOnly"]      # (SpikeHeadOnly: no fusion, a zero head)
 
 
@@ -250,6 +251,61 @@ def test_fitted_spike_head_starts_at_the_least_squares_map():
         head.start_from_least_squares(coef[:-1], *acc.input_moments(), mean, std)
     with pytest.raises(ValueError, match="input normalisation"):
         head.start_from_least_squares(coef, np.zeros(k), np.ones(k), mean, std)
+
+
+def test_gated_spike_head_starts_at_the_gated_least_squares_map():
+    """Oracle: spikeprep.baselines' gated least-squares restoration over the counts' 3x3 neighbourhood (numpy,
+    scipy's box filter); the head at its start gives its luma correction, the gate convolutions at zero."""
+    import numpy as np
+
+    from model.nets.fusion.spike_head import GatedSpikeHead
+    from spikeprep import baselines as bl
+    from spikeprep.spike_deblur_dataset import norm_lut
+
+    rng = np.random.default_rng(5)
+    k, size, mean, std = 4, 20, 0.5, 0.6
+    acc = bl.LsqAccumulator(k, taps=3)
+    for _ in range(3):
+        counts = rng.integers(0, 5, (k, size, size)).astype(np.uint8)
+        blur = rng.random((3, size, size))
+        sharp = np.clip(0.5 * blur + 0.04 * counts[:3] + 0.02 * np.roll(counts[1:], 1, axis=2)
+                        + rng.normal(0, 0.01, blur.shape), 0, 1)
+        acc.add(counts, blur, sharp)
+    coef, slope, threshold = acc.solve(), 1.7, -6.0
+    head = GatedSpikeHead(spike_channels=4, num_bins=k, head_channels=6)
+    fs1, h = torch.randn(1, 1, 4, size, size), torch.randn(1, 6, 1, size, size)
+    vox = torch.from_numpy(norm_lut(mean, std)[counts])[None, None]
+    blur_t = torch.from_numpy(blur).float()[None, None]
+    assert torch.equal(head(fs1, vox, h, blur_t), torch.zeros(1, 1, 1, size, size))   # zero until started
+    head.start_from_least_squares(coef, np.zeros(k + 3), np.array([acc.count_rms()] * k + [1.0] * 3), mean, std)
+    with torch.no_grad():
+        head.gate_slope.fill_(slope)
+        head.gate_threshold.fill_(threshold)
+    expected = bl.luma(bl.gated_lsq_restore(counts, blur, coef, slope, threshold)) - bl.luma(blur)
+    got = head(fs1, vox, h, blur_t)[0, 0, 0].detach().double().numpy()
+    assert np.abs(got - expected).max() < 1e-5
+    d = bl.luma(bl.lsq_restore(counts, blur, coef)) - bl.luma(blur)
+    g = bl.gate(d, slope, threshold)
+    assert g.min() < 0.2 and g.max() > 0.8                   # the gate both opens and closes on this frame
+    with torch.no_grad():                                    # VRT's features can open the gate wider
+        head.gate_from_vrt.weight.fill_(0.05)
+    wider = head(fs1, vox, h, blur_t)[0, 0, 0].detach().double().numpy()
+    assert not np.allclose(wider, got)
+
+
+def test_fit_gate_recovers_a_known_gate():
+    """sharp = blur + gate(d) * d with a known slope and threshold: the fit finds them again."""
+    import numpy as np
+
+    from spikeprep import baselines as bl
+
+    rng = np.random.default_rng(0)
+    corrections = [rng.normal(0, 1, (40, 40)) * np.exp(rng.uniform(-6, -1)) for _ in range(6)]
+    blur = [rng.random((40, 40)) for _ in corrections]
+    sharp = [b + bl.gate(d, 2.0, -6.5) * d for b, d in zip(blur, corrections)]
+    slope, threshold = bl.fit_gate(corrections, blur, sharp)
+    assert abs(slope - 2.0) < 0.05 and abs(threshold + 6.5) < 0.05
+    assert bl.fit_gate([np.zeros((4, 4))], [np.zeros((4, 4))], [np.ones((4, 4))]) == (0.0, 0.0)
 
 
 def test_every_listed_fuse_type_is_registered_and_builds():

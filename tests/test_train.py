@@ -156,9 +156,13 @@ def test_resume_continues_exactly(runs, tmp_path):
 
 
 @pytest.mark.parametrize("fuse", ["ResidualTemporalCrossAttn", "ResidualTemporalCrossAttnSpikeHead",
-                                  "ResidualTemporalCrossAttnFittedSpikeHead"])
+                                  "ResidualTemporalCrossAttnFittedSpikeHead",
+                                  "ResidualTemporalCrossAttnGatedSpikeHead", "GatedSpikeHeadNoBranch"])
 def test_every_fuse_type_trains_saves_and_resumes(train_store, tmp_path, fuse):
     """(TemporalCrossAttn is the `runs` fixture's type.) Resume is bit for bit; the report measures reliance."""
+    from model.nets.registry import fuse_type
+    from schemas.fuse_types import FUSE_TYPE_INFO
+
     config = write_config(tmp_path, train_store, fuse=fuse)
     whole = main(options(config, exp="whole", val_every=STEPS))
     # the reliance probes change nothing in training: only the uninterrupted run pays for them
@@ -169,8 +173,10 @@ def test_every_fuse_type_trains_saves_and_resumes(train_store, tmp_path, fuse):
     a, b = (load_checkpoint(out / "ckpts" / e / "last.pth") for e in ("whole", "cut"))
     assert a["config"]["MODEL"]["FUSE"]["TYPE"] == fuse
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert any(k.startswith("spike_head.") for k in a["model"]) == fuse.endswith("SpikeHead")
-    if "Fitted" in fuse:      # started at the training split's least-squares map, kept through the resume
+    info = FUSE_TYPE_INFO[fuse]
+    assert any(k.startswith("spike_head.") for k in a["model"]) == (fuse_type(fuse).head is not None)
+    assert any(k.startswith("spike_encoder.") for k in a["model"]) == info.branch    # no-branch: cut out
+    if info.fitted:           # started at the training split's least-squares map, kept through the resume
         from spikeprep.baselines import grid_scale, replicate
         from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
 
@@ -186,7 +192,7 @@ def test_every_fuse_type_trains_saves_and_resumes(train_store, tmp_path, fuse):
         assert torch.equal(a["model"]["spike_head.voxel_norm"], b["model"]["spike_head.voxel_norm"])
     report = read_val_report(out / "metrics" / f"val_whole_{STEPS}.json")
     assert report.version == 3 and report.reliance is not None and report.db_from_spikes() is not None
-    assert report.fuse_type == fuse and report.fitted_head == ("Fitted" in fuse) and report.static is not None
+    assert report.fuse_type == fuse and report.fitted_head == info.fitted and report.static is not None
     raw = yaml.safe_load(config.read_text())
     raw["MODEL"]["FUSE"]["TYPE"] = "TemporalCrossAttn"
     other = tmp_path / "other.yaml"
@@ -200,7 +206,6 @@ def test_a_totals_only_arm_trains_validates_on_its_voxels_and_resumes_only_with_
     training and validation serve totals-only voxels, the checkpoint's config keeps the option."""
     from model.checkpoint import model_from_checkpoint
     from model.validate import validate
-    from spikeprep.lsq import lsq_accumulate
     from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
 
     fuse = "ResidualTemporalCrossAttnFittedSpikeHead"
@@ -212,7 +217,7 @@ def test_a_totals_only_arm_trains_validates_on_its_voxels_and_resumes_only_with_
     # the start: one tap for the total, shared by the K bins (least squares' minimum-norm answer to K equal inputs)
     head = build_model(cfg, use_spike=True).spike_head
     train_ds = SpikeDeblurDataset.from_config(cfg, "train", seed=cfg.SEED, compact=True)
-    head.fit_start(*lsq_accumulate(train_ds.root, train_ds.split, totals_only=True), train_ds, print)
+    head.fit_start(train_ds, print)
     taps = head.from_counts.weight[0, :, 1, 1]
     assert taps.abs().max() > 0 and torch.allclose(taps, taps[:1].expand_as(taps), rtol=1e-4)
 

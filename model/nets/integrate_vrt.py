@@ -21,6 +21,10 @@ importing it fails if one is missing:
   (``FittedSpikeHead``), which also reads the counts and the blur frame and starts at the least-squares
   baseline's map of the training split (``FittedSpikeHead.fit_start``, called by the trainer before step 0).
   Not plain VRT at initialisation.
+- ``ResidualTemporalCrossAttnGatedSpikeHead``: the fitted head behind a per-pixel gate (``GatedSpikeHead``),
+  started at the gated least-squares map: spikes act where things move, still areas stay VRT's.
+- ``GatedSpikeHeadNoBranch``: the gated head with the original's spike branch cut out (no SpikeEncoder3D,
+  temporal self-attention or fusion; the head reads zeros for Fs'_1): spike - no-branch is what the branch adds.
 - ``TemporalCrossAttnSpikeHead``, ``SpikeHeadOnly``: ablation variants (the literal fusion with the spike
   head; the spike head with no fusion at the four scales). benchmarks/RESULTS.md, "Spike ablation",
   measures every type.
@@ -37,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from model.nets.fusion.cross_attn_temporal import ResidualTemporalCrossAttnFuse, TemporalCrossAttnFuse
-from model.nets.fusion.spike_head import FittedSpikeHead, SpikeHead
+from model.nets.fusion.spike_head import FittedSpikeHead, GatedSpikeHead, SpikeHead
 from model.nets.registry import check_registered, fuse_type as registered_fuse_type, register_fuse_type
 from model.shipped_configs import resolve_vrt_cfg
 from model.nets.spike_encoder3d import ScaleGeometry, SpikeEncoder3D, check_same_shapes
@@ -50,6 +54,7 @@ register_fuse_type("TemporalCrossAttn")(TemporalCrossAttnFuse)
 register_fuse_type("ResidualTemporalCrossAttn")(ResidualTemporalCrossAttnFuse)
 register_fuse_type("ResidualTemporalCrossAttnSpikeHead", head=SpikeHead)(ResidualTemporalCrossAttnFuse)
 register_fuse_type("ResidualTemporalCrossAttnFittedSpikeHead", head=FittedSpikeHead)(ResidualTemporalCrossAttnFuse)
+register_fuse_type("ResidualTemporalCrossAttnGatedSpikeHead", head=GatedSpikeHead)(ResidualTemporalCrossAttnFuse)
 register_fuse_type("TemporalCrossAttnSpikeHead", head=SpikeHead)(TemporalCrossAttnFuse)
 
 
@@ -62,6 +67,9 @@ class NoFusion(nn.Module):
 
     def forward(self, fr: Tensor, fs: Tensor) -> Tensor:
         return fr
+
+
+register_fuse_type("GatedSpikeHeadNoBranch", head=GatedSpikeHead)(NoFusion)
 
 
 check_registered()
@@ -100,11 +108,14 @@ class SpikeVRT(nn.Module):
         self.fuse_type = fuse_type
         self.spike_head: SpikeHead | None = None
         geometry = vrt_geometry(vrt)
-        if use_spike:
+        # the original's spike branch: a type without it (FuseTypeInfo.branch) reads the voxels in its head only
+        self.branch = use_spike and registered.info.branch
+        if self.branch:
             self.spike_encoder = SpikeEncoder3D(num_bins=num_bins, channels_per_scale=list(channels_per_scale),
                                                 geometry=geometry)
             self.spike_tsa = nn.ModuleList(TemporalSelfAttentionBlock(g.channels, tsa_heads) for g in geometry)
             self.fuse = nn.ModuleList(registered.fuse(g.channels, fuse_heads) for g in geometry)
+        if use_spike:
             if registered.head is not None:
                 c1 = geometry[0].channels
                 self.spike_head = registered.head(c1, num_bins, c1)
@@ -112,7 +123,9 @@ class SpikeVRT(nn.Module):
     def encode_scales(self, blur: Tensor, spike_vox: Tensor | None):
         """(VRT encoder state, Fr list, Fs list or None): for --dry-run reports and tests."""
         state = self.vrt.encode(blur)
-        fs = self.spike_encoder(self._check_spike(blur, spike_vox)) if self.use_spike else None
+        if self.use_spike:
+            spike_vox = self._check_spike(blur, spike_vox)
+        fs = self.spike_encoder(spike_vox) if self.branch else None
         return state, state.feats, fs
 
     def _check_spike(self, blur: Tensor, spike_vox: Tensor | None) -> Tensor:
@@ -133,12 +146,16 @@ class SpikeVRT(nn.Module):
         state, fr, fs = self.encode_scales(blur, spike_vox)
         if not self.use_spike:
             return self.vrt.decode(state)
-        fs_attended = [t(s) for t, s in zip(self.spike_tsa, fs)]
-        ff = fuse_features(fr, fs_attended, self.fuse)
+        if self.branch:
+            fs_attended = [t(s) for t, s in zip(self.spike_tsa, fs)]
+            ff = fuse_features(fr, fs_attended, self.fuse)
+            fs1 = fs_attended[0]
+        else:                            # no branch: Ff_i = Fr_i, and the head reads zeros where Fs'_1 would be
+            ff, fs1 = list(fr), torch.zeros_like(fr[0])
         if self.spike_head is None:
             return self.vrt.decode(state, ff)
         h = self.vrt.decode_head_input(state, ff)
-        correction = self.spike_head(fs_attended[0], spike_vox, h, state.x_lq)  # luma: added to all of RGB
+        correction = self.spike_head(fs1, spike_vox, h, state.x_lq)  # luma: added to all of RGB
         return self.vrt.head_output(h, state.x_lq) + correction
 
     def spike_parameters(self) -> list[nn.Parameter]:
@@ -146,6 +163,8 @@ class SpikeVRT(nn.Module):
         if not self.use_spike:
             return []
         head = [] if self.spike_head is None else list(self.spike_head.parameters())
+        if not self.branch:
+            return head
         return [*self.spike_encoder.parameters(), *self.spike_tsa.parameters(), *self.fuse.parameters(), *head]
 
     def load_official_vrt(self, path: str | os.PathLike) -> "SpikeVRT":

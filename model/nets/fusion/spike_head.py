@@ -36,9 +36,11 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from spikeprep.baselines import LsqAccumulator
+from spikeprep.baselines import GATE_BOX, GATE_EPS, LsqAccumulator
+from spikeprep.lsq import fit_gated_lsq, lsq_accumulate
 from spikeprep.errors import SpikeprepError
 from spikeprep.images import LUMA_601
 from spikeprep.spike_deblur_dataset import SpikeDeblurDataset
@@ -116,41 +118,49 @@ class FittedSpikeHead(SpikeHead):
         return ((counts - view(self.input_mean[:k])) / view(self.input_scale[:k]),
                 (blur - view(self.input_mean[k:])) / view(self.input_scale[k:]))
 
-    def fit_start(self, acc: LsqAccumulator, frames: int, train_ds: SpikeDeblurDataset,
-                  say: Callable[[str], None]) -> None:
-        """Start at the least-squares map of the training split ``train_ds``: ``acc`` holds its normal
-        equations over ``frames`` kept frames (``lsq_accumulate`` of the least-squares baseline, with
-        ``totals_only`` as the Dataset serves). The counts are divided by their RMS over the split, the blur is
-        left as it is, and the voxel normalisation is the Dataset's. The fit is deterministic, so DDP's
-        replicas agree without a broadcast.
+    def fit_start(self, train_ds: SpikeDeblurDataset, say: Callable[[str], None]) -> None:
+        """Start at the least-squares map of the training split ``train_ds`` (its normal equations over every
+        kept frame, ``spikeprep.lsq.lsq_accumulate``, with ``totals_only`` as the Dataset serves). The counts
+        are divided by their RMS over the split, the blur is left as it is, and the voxel normalisation is the
+        Dataset's. The fit is deterministic, so DDP's replicas agree without a broadcast.
 
         Raises ``SpikeprepError`` when no training frame could be read; starts at zero (and says so) when the
         split holds no spike.
         """
+        acc, frames = lsq_accumulate(train_ds.root, train_ds.split, totals_only=train_ds.totals_only)
+        count_rms = self._check_split(frames, acc, train_ds, say)
+        if count_rms is None:
+            return
+        k = acc.num_bins
+        self.start_from_least_squares(acc.solve(), np.zeros(k + 3), np.array([count_rms] * k + [1.0] * 3),
+                                      train_ds.norm_mean, train_ds.norm_std)
+        say(f"spike head: started at the least-squares map of {frames} {train_ds.split} frames"
+            f"{' (totals-only counts: DATA.TOTALS_ONLY)' if train_ds.totals_only else ''}")
+
+    @staticmethod
+    def _check_split(frames: int, acc: LsqAccumulator, train_ds: SpikeDeblurDataset,
+                     say: Callable[[str], None]) -> float | None:
+        """The counts' RMS over the split; None (said) when it holds no spike; ``SpikeprepError`` with no frame."""
         root, split = train_ds.root, train_ds.split
         if frames == 0:      # every training sample unreadable: the training loop's own check would come too late
             raise SpikeprepError(
                 f"{root}: every {split} frame was unreadable, so the fitted spike head has no least-squares start "
                 f"(the warnings above name the files). Fix: re-run `spikeprep ingest` for the damaged sequences "
                 f"(a rerun rebuilds what changed) or remove them")
-        mean, std = acc.input_moments()
-        k = acc.num_bins
-        count_rms = float(np.sqrt(np.mean(mean[:k] ** 2 + std[:k] ** 2)))
+        count_rms = acc.count_rms()
         if count_rms == 0:
             say(f"spike head: no spike in the {frames} {split} frames of {root}; it starts at zero instead of "
                 "the least-squares map")
-            return
-        self.start_from_least_squares(acc.solve(), np.zeros(k + 3), np.array([count_rms] * k + [1.0] * 3),
-                                      train_ds.norm_mean, train_ds.norm_std)
-        say(f"spike head: started at the least-squares map of {frames} {split} frames"
-            f"{' (totals-only counts: DATA.TOTALS_ONLY)' if train_ds.totals_only else ''}")
+            return None
+        return count_rms
 
     @torch.no_grad()
     def start_from_least_squares(self, coef: np.ndarray, input_mean: np.ndarray, input_scale: np.ndarray,
                                  norm_mean: float, norm_std: float) -> None:
         """Set the head to the luma of ``spikeprep.baselines``' least-squares map.
 
-        ``coef [K + 4, 3]`` maps ``(K counts, blur R, G, B, 1)`` to sharp RGB; its luma is ``coef @ LUMA_601``
+        ``coef [K * t**2 + 4, 3]`` maps ``(K counts over a t x t neighbourhood, blur R, G, B, 1)`` to sharp RGB
+        (``spikeprep.baselines.lsq_features``; t is 1 or the head's kernel size); its luma is ``coef @ LUMA_601``
         (least squares is linear in its targets, so this is the least-squares fit of the sharp luma). VRT's
         output already holds the blur, so the blur taps get that luma minus Rec.601's weights.
         ``input_mean``/``input_scale [K + 3]`` normalise the inputs (a scale of 0 is taken as 1);
@@ -158,8 +168,11 @@ class FittedSpikeHead(SpikeHead):
         """
         k = self.from_counts.in_channels
         coef = np.asarray(coef, np.float64)
-        if coef.shape != (k + 4, 3):
-            raise ValueError(f"least-squares coefficients are {coef.shape}, expected {(k + 4, 3)}")
+        taps = self.from_counts.kernel_size[0]
+        fitted_taps = round(np.sqrt(max(coef.shape[0] - 4, 0) / k)) if coef.ndim == 2 else 0
+        if coef.ndim != 2 or fitted_taps not in (1, taps) or coef.shape != (k * fitted_taps ** 2 + 4, 3):
+            raise ValueError(f"least-squares coefficients are {coef.shape}, expected {(k + 4, 3)} or "
+                             f"{(k * taps ** 2 + 4, 3)}")
         mean, scale = (np.asarray(a, np.float64) for a in (input_mean, input_scale))
         if mean.shape != (k + 3,) or scale.shape != (k + 3,) or not (np.isfinite(mean).all()
                                                                      and np.isfinite(scale).all()):
@@ -168,14 +181,19 @@ class FittedSpikeHead(SpikeHead):
         scale = np.where(scale > 0, scale, 1.0)
         luma_w = np.asarray(LUMA_601, np.float64)
         y = coef @ luma_w
-        w = y[:k + 3] - np.concatenate([np.zeros(k), luma_w])      # d = w . x + y[-1], x = mean + scale * z
+        kt = k * fitted_taps ** 2
+        count_w = y[:kt].reshape(k, fitted_taps, fitted_taps)
+        w = np.concatenate([count_w.sum(axis=(1, 2)), y[kt:kt + 3] - luma_w])  # d = w . x + y[-1], x = mean + scale * z
         dtype = self.from_counts.weight.dtype
         self.voxel_norm.copy_(torch.tensor([norm_mean, norm_std], dtype=self.voxel_norm.dtype))
         self.input_mean.copy_(torch.as_tensor(mean, dtype=self.input_mean.dtype))
         self.input_scale.copy_(torch.as_tensor(scale, dtype=self.input_scale.dtype))
-        self.from_counts.weight[0, :, 1, 1] = torch.as_tensor(w[:k] * scale[:k], dtype=dtype)
-        self.from_blur.weight[0, :, 1, 1] = torch.as_tensor(w[k:] * scale[k:], dtype=dtype)
-        self.from_spike_features.bias[0] = float(y[k + 3] + w @ mean)
+        self.from_counts.weight.zero_()
+        first = (taps - fitted_taps) // 2
+        window = slice(first, first + fitted_taps)
+        self.from_counts.weight[0, :, window, window] = torch.as_tensor(count_w * scale[:k, None, None], dtype=dtype)
+        self.from_blur.weight[0, :, taps // 2, taps // 2] = torch.as_tensor(w[k:] * scale[k:], dtype=dtype)
+        self.from_spike_features.bias[0] = float(y[kt + 3] + w @ mean)
 
     def forward(self, fs1: torch.Tensor, spike_vox: torch.Tensor, h: torch.Tensor,
                 blur: torch.Tensor | None = None) -> torch.Tensor:
@@ -187,3 +205,72 @@ class FittedSpikeHead(SpikeHead):
         counts, blur_z = self.normalised(self.counts(flat(spike_vox)), flat(blur))
         extra = self.from_counts(counts) + self.from_blur(blur_z)
         return super().forward(fs1, spike_vox, h) + extra.reshape(b, t, -1, height, width)
+
+
+class GatedSpikeHead(FittedSpikeHead):
+    """``FittedSpikeHead`` whose correction passes a per-pixel gate (``FUSE.TYPE:
+    ResidualTemporalCrossAttnGatedSpikeHead``), so the spikes act where things move and leave still areas to
+    VRT::
+
+        d    = FittedSpikeHead(Fs'_1, spike_vox, h, blur)              the luma correction
+        gate = sigmoid(slope * (log(E + eps) - threshold) + conv3x3(h) + conv3x3(Fs'_1))
+        out  = gate * d,    E = mean of d^2 over a GATE_BOX x GATE_BOX window (d taken as a constant)
+
+    Why: the fitted head applies one linear map everywhere, so on still areas it adds the counts' quantisation
+    noise to a blur frame that was already right: grain, and on a store with little motion a spike arm below
+    plain VRT (benchmarks/RESULTS.md, "Spike arm: gated head"). ``fit_start`` starts it at the gated
+    least-squares map of the training split (``spikeprep.lsq.fit_gated_lsq``): the map over the counts' 3x3
+    neighbourhood, and the gate's slope and threshold fitted to it; the two gate convolutions start at zero,
+    so at step 0 the head is exactly that non-learned map. Training then moves the map, the gate's scalars
+    and the convolutions that let VRT's features h and the spike branch's Fs'_1 open or close the gate.
+
+    Args: as ``SpikeHead``.
+    """
+
+    def __init__(self, spike_channels: int, num_bins: int, head_channels: int):
+        super().__init__(spike_channels, num_bins, head_channels)
+        self.gate_from_vrt = nn.Conv2d(head_channels, 1, 3, padding=1, bias=False)
+        self.gate_from_spike_features = nn.Conv2d(spike_channels, 1, 3, padding=1, bias=False)
+        for conv in (self.gate_from_vrt, self.gate_from_spike_features):
+            nn.init.zeros_(conv.weight)
+        # (slope 1, not 0: at 0 the threshold would get no gradient until the slope moved, and the slope none
+        # while the correction is zero; fit_start sets both)
+        self.gate_slope = nn.Parameter(torch.ones(()))
+        self.gate_threshold = nn.Parameter(torch.zeros(()))
+        self.register_buffer("gate_box", torch.tensor(GATE_BOX))
+
+    def gate(self, d: torch.Tensor, fs1: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The gate ``[N, 1, H, W]`` on the correction ``d [N, 1, H, W]``; ``fs1 [N, C, H, W]``, ``h [N, C_h, H, W]``."""
+        box = int(self.gate_box)
+        energy = F.avg_pool2d(d.detach().square(), box, stride=1, padding=box // 2, count_include_pad=False)
+        logit = self.gate_slope * (torch.log(energy + GATE_EPS) - self.gate_threshold)
+        return torch.sigmoid(logit + self.gate_from_vrt(h) + self.gate_from_spike_features(fs1))
+
+    def forward(self, fs1: torch.Tensor, spike_vox: torch.Tensor, h: torch.Tensor,
+                blur: torch.Tensor | None = None) -> torch.Tensor:
+        """As ``FittedSpikeHead.forward``: the gated correction ``[B, T, 1, H, W]``."""
+        d = super().forward(fs1, spike_vox, h, blur)
+        b, t, _, height, width = d.shape
+        flat = lambda x: x.reshape(b * t, -1, height, width)  # noqa: E731
+        return (self.gate(flat(d), flat(fs1), flat(h.transpose(1, 2))) * flat(d)).reshape(d.shape)
+
+    def fit_start(self, train_ds: SpikeDeblurDataset, say: Callable[[str], None]) -> None:
+        """Start at the gated least-squares map of the training split (``spikeprep.lsq.fit_gated_lsq``, with
+        ``totals_only`` as the Dataset serves): the map's 3x3 count taps, centre blur taps and bias as
+        ``FittedSpikeHead.fit_start`` sets them, then the gate's slope and threshold. Errors as there."""
+        taps = self.from_counts.kernel_size[0]
+        acc, frames = lsq_accumulate(train_ds.root, train_ds.split, totals_only=train_ds.totals_only, taps=taps)
+        count_rms = self._check_split(frames, acc, train_ds, say)
+        if count_rms is None:
+            return
+        fit = fit_gated_lsq(train_ds.root, train_ds.split, acc, totals_only=train_ds.totals_only,
+                            box=int(self.gate_box))
+        k = self.from_counts.in_channels
+        self.start_from_least_squares(fit.coef, np.zeros(k + 3), np.array([count_rms] * k + [1.0] * 3),
+                                      train_ds.norm_mean, train_ds.norm_std)
+        with torch.no_grad():
+            self.gate_slope.fill_(fit.slope)
+            self.gate_threshold.fill_(fit.threshold)
+        say(f"spike head: started at the gated least-squares map of {frames} {train_ds.split} frames "
+            f"(3x3 count taps; gate slope {fit.slope:.3g}, threshold {fit.threshold:.3g})"
+            f"{' (totals-only counts: DATA.TOTALS_ONLY)' if train_ds.totals_only else ''}")
