@@ -20,7 +20,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# The whole product on synthetic data (README "make demo"): synth -> ingest -> audit -> baselines -> train three
+# The whole product on synthetic data (README "Set up and run"): synth -> ingest -> audit -> baselines -> train three
 # arms (tiny VRT, $(DEMO_STEPS) steps each, side by side with one thread each: the spike arm with the shipped
 # fusion, the spike arm with the original's literal fusion, plain VRT) -> test on the val split -> compare.
 # Without VGG19 weights in torch's cache the arms train without the perceptual term (said once, and

@@ -2,7 +2,7 @@
 
 The fields are the original document's section 7, plus the measured departures from it, each named for what
 it changes and off by default (``MODEL.FUSE.TYPE``'s values other than ``TemporalCrossAttn``, ``DATA.TOTALS_ONLY``; README,
-"Why the spikes did not count"). Every section forbids unknown keys, so
+"Models (MODEL.FUSE.TYPE)"). Every section forbids unknown keys, so
 a misspelled key fails with its dotted name instead of being silently ignored. Records are frozen;
 ``model_copy(update=...)`` gives a changed copy.
 """

@@ -46,3 +46,60 @@ def test_no_product_file_points_outside_the_repository():
     hits = [f"{p.relative_to(ROOT)}:{n}" for p in [*_product_files(), ROOT / "README.md"]
             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if outside.search(line)]
     assert not hits, hits
+
+
+# ---- links between the repository's documents ---------------------------------------------------------
+DOCS = ("README.md", "DESIGN.md", "benchmarks/RESULTS.md")
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _anchors(path: Path) -> set[str]:
+    """The #fragments GitHub makes of a markdown file's headings: lower case, punctuation but '-' and '_'
+    dropped, spaces to '-'; a repeated heading gets '-1', '-2', ... Headings inside code fences are not
+    headings."""
+    seen: dict[str, int] = {}
+    anchors, fenced = set(), False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        if fenced or not (m := re.match(r"#{1,6} (.+)", line)):
+            continue
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
+
+
+def _links(path: Path):
+    fenced = False
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("```"):
+            fenced = not fenced
+        if not fenced:
+            for target in LINK.findall(re.sub(r"`[^`]*`", "", line)):
+                yield n, target
+
+
+def test_the_anchor_slugs_follow_github():
+    assert "models-modelfusetype" in _anchors(ROOT / "README.md")
+    assert "the-store-data_root" in _anchors(ROOT / "README.md")
+    assert "7-model-original-sections-5-and-10-with-the-departures-of-section-9" in _anchors(ROOT / "DESIGN.md")
+    assert {"overall-val-32-frames", "overall-val-32-frames-1"} <= _anchors(ROOT / "benchmarks/RESULTS.md")
+
+
+def test_every_relative_link_and_anchor_resolves():
+    """A moved section or a renamed heading fails here, not in a reader's browser."""
+    broken = []
+    for doc in DOCS:
+        source = ROOT / doc
+        for n, target in _links(source):
+            if re.match(r"[a-z]+:", target):  # http(s):, mailto:
+                continue
+            file_part, _, fragment = target.partition("#")
+            linked = (source.parent / file_part).resolve() if file_part else source
+            if not linked.exists() or ROOT not in linked.parents:
+                broken.append(f"{doc}:{n}: {target} (no such file in the repository)")
+            elif fragment and fragment not in _anchors(linked):
+                broken.append(f"{doc}:{n}: {target} (no heading makes #{fragment})")
+    assert not broken, "\n".join(broken)

@@ -11,7 +11,8 @@ itself, X = Fr + MHA(LN_q(Fr), LN_kv(Fs'), LN_kv(Fs')), X = X + FFN(LN(X)), and 
 projection and the FFN's last layer zero-initialised, so Ff_i = Fr_i at initialisation: the spike arm
 starts as plain VRT. Section 10.2's residual on LN(Fr) hands VRT's decoder unit-variance features where it
 was built for Fr (whose scale falls with depth at VRT's initialisation: about 0.2, 4e-5, 2e-8, 8e-9 for
-the tiny preset), so the literal fusion is not neutral at step 0 (README, "Why the spikes did not count").
+the tiny preset), so the literal fusion is not neutral at step 0 (benchmarks/RESULTS.md, "Why the spikes did not
+count").
 """
 from __future__ import annotations
 

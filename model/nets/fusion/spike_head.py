@@ -2,8 +2,8 @@
 
 VRT restores a frame as ``blur + conv_last(h)``, ``h = conv_first(aligned input) + conv_after_body(stages
 1-8)``: every feature the fusion changes must cross stages 5-8 and the head before it touches the output.
-Within the steps a CPU (or a short GPU run) gives, those stages barely move (README, "Why the spikes did
-not count"), so spikes fused only there cannot show. The spike head adds a short, zero-initialised path
+Within the steps a CPU (or a short GPU run) gives, those stages barely move (benchmarks/RESULTS.md, "Why the
+spikes did not count"), so spikes fused only there cannot show. The spike head adds a short, zero-initialised path
 beside VRT's head, per frame at full resolution::
 
     recon = blur + conv_last(h) + [conv3x3(Fs'_1) + conv3x3(spike_vox) + conv3x3(h)]  (one channel, added to R, G, B)
