@@ -249,16 +249,25 @@ def _warm_start(model: SpikeVRT, vrt_weights: Path | None, train_ds: SpikeDeblur
         head.fit_start(train_ds, say)
 
 
-def new_optimizer(model: nn.Module, lr: float) -> torch.optim.AdamW:
-    """The trainer's optimiser (original section 6): AdamW(lr, betas (0.9, 0.99), weight decay 1e-4)."""
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=1e-4)
+def new_optimizer(model: nn.Module, lr: float, fitted_head_lr_scale: float = 1.0) -> torch.optim.AdamW:
+    """The trainer's optimiser (original section 6): AdamW(lr, betas (0.9, 0.99), weight decay 1e-4). With
+    ``fitted_head_lr_scale`` below 1 (TRAIN.OPTIM.FITTED_HEAD_LR_SCALE), the parameters a fitted spike head's
+    start sets form a second group at that fraction of ``lr``."""
+    head = getattr(model, "spike_head", None)
+    fitted = head.fitted_parameters() if isinstance(head, FittedSpikeHead) and fitted_head_lr_scale != 1 else []
+    if not fitted:
+        return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=1e-4)
+    ids = {id(p) for p in fitted}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids]},
+              {"params": fitted, "lr": lr * fitted_head_lr_scale}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), weight_decay=1e-4)
 
 
 def _new_state(model: SpikeVRT, cfg: Config, config_text: str, opts: TrainOptions, setup: DistSetup,
                max_steps: int) -> TrainState:
     """Step 0's state: ``new_optimizer`` at TRAIN.OPTIM.LR, linear warm-up then cosine to 0 at ``max_steps``,
     the AMP scaler (a no-op without AMP)."""
-    optimizer = new_optimizer(model, cfg.TRAIN.OPTIM.LR)
+    optimizer = new_optimizer(model, cfg.TRAIN.OPTIM.LR, cfg.TRAIN.OPTIM.FITTED_HEAD_LR_SCALE)
     warmup = cfg.TRAIN.SCHED.WARMUP_STEPS
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, max_steps))
     scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.amp)

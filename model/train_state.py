@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from model.checkpoint import CKPT_VERSION, check_compatible, load_checkpoint
-from schemas.config import Config
+from schemas.config import Config, OptimConfig
+from spikeprep.errors import InputError
 from schemas.val_report import Arm
 
 
@@ -74,4 +75,11 @@ def read_resume_checkpoint(path: str | os.PathLike, *, use_spike: bool, cfg: Con
     other arm or of a model ``cfg`` does not describe."""
     ckpt = load_checkpoint(path)
     check_compatible(ckpt, path, use_spike=use_spike, cfg=cfg)
+    # the optimiser's parameter groups follow FITTED_HEAD_LR_SCALE (a checkpoint from before it: the default)
+    default = OptimConfig.model_fields["FITTED_HEAD_LR_SCALE"].default
+    stored = ckpt["config"].get("TRAIN", {}).get("OPTIM", {}).get("FITTED_HEAD_LR_SCALE", default)
+    if stored != cfg.TRAIN.OPTIM.FITTED_HEAD_LR_SCALE:
+        raise InputError(path, f"the checkpoint trained with TRAIN.OPTIM.FITTED_HEAD_LR_SCALE {stored}, the config "
+                         f"says {cfg.TRAIN.OPTIM.FITTED_HEAD_LR_SCALE}",
+                         fix=f"resume with FITTED_HEAD_LR_SCALE: {stored}, or start a new run")
     return ckpt

@@ -148,9 +148,14 @@ class ModelConfig(_Section):
 
 
 class OptimConfig(_Section):
-    """``TRAIN.OPTIM``: AdamW learning rate."""
+    """``TRAIN.OPTIM``: AdamW learning rate; ``FITTED_HEAD_LR_SCALE``: the learning rate of the parameters a
+    fitted spike head's start sets (its least-squares taps and bias, a gated head's gate scalars) as a
+    fraction of LR. They start at an optimum of the training split, and at the full LR Adam's first steps
+    move them away from it faster than the rest of the model can use (benchmarks/RESULTS.md, "Spike arm: gated
+    head"). 1 trains them like every other parameter."""
 
     LR: float = Field(2e-4, gt=0)
+    FITTED_HEAD_LR_SCALE: float = Field(1.0, gt=0, le=1)
 
 
 class SchedConfig(_Section):

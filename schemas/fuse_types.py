@@ -43,6 +43,11 @@ FUSE_TYPE_INFO: dict[str, FuseTypeInfo] = {info.name: info for info in (
                  "(from the correction's local energy, h and Fs'_1), started at the gated least-squares map over "
                  "the counts' 3x3 neighbourhood: spikes act where things move, still areas stay VRT's",
                  "departure", fitted=True),
+    FuseTypeInfo("ResidualTemporalCrossAttnMotionGatedSpikeHead", "the gated spike head whose gate also scales "
+                 "VRT's own residual: recon = blur + gate * (conv_last(h) + d), so where the spikes see no motion "
+                 "the output is the blur", "departure", fitted=True),
+    FuseTypeInfo("ResidualTemporalCrossAttnEnergyGatedSpikeHead", "the gated spike head whose gate reads the "
+                 "correction's local energy alone (no convolutions of h and Fs'_1)", "ablation", fitted=True),
     FuseTypeInfo("GatedSpikeHeadNoBranch", "the gated spike head with the original's spike branch cut out: no "
                  "SpikeEncoder3D, temporal self-attention or fusion, the head reads zeros for Fs'_1 (spike - "
                  "no-branch measures what the branch adds)", "ablation", fitted=True, branch=False),

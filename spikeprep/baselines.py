@@ -276,10 +276,12 @@ def gate(d: np.ndarray, slope: float, threshold: float, box: int = GATE_BOX) -> 
 
 
 def fit_gate(corrections: list[np.ndarray], blur_luma: list[np.ndarray], sharp_luma: list[np.ndarray],
-             box: int = GATE_BOX, max_pixels: int = 200_000) -> tuple[float, float]:
+             box: int = GATE_BOX, max_pixels: int = 200_000, charbonnier_eps: float | None = None
+             ) -> tuple[float, float]:
     """``(slope, threshold)`` minimising the mean squared luma error of ``blur + gate * d`` over the frames
-    (every pixel, or an even subsample of ``max_pixels``), by Nelder-Mead from a few starts (deterministic).
-    With no correction anywhere the gate is moot: ``(0.0, 0.0)``."""
+    (every pixel, or an even subsample of ``max_pixels``), or with ``charbonnier_eps`` the mean Charbonnier
+    error ``sqrt(e^2 + eps^2)`` (the trainer's loss), by Nelder-Mead from a few starts (deterministic). With
+    no correction anywhere the gate is moot: ``(0.0, 0.0)``."""
     from scipy.optimize import minimize
 
     feats = [np.log(local_energy(d, box) + GATE_EPS).ravel() for d in corrections]
@@ -292,7 +294,8 @@ def fit_gate(corrections: list[np.ndarray], blur_luma: list[np.ndarray], sharp_l
 
     def loss(p: np.ndarray) -> float:
         g = 0.5 * (1.0 + np.tanh(0.5 * p[0] * (f - p[1])))
-        return float(np.mean((g * d - r) ** 2))
+        e2 = (g * d - r) ** 2
+        return float(np.mean(e2 if charbonnier_eps is None else np.sqrt(e2 + charbonnier_eps ** 2)))
 
     centre = float(np.median(f))
     fits = [minimize(loss, [slope, centre + shift], method="Nelder-Mead", options=dict(xatol=1e-4, fatol=1e-12))

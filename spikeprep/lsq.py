@@ -88,10 +88,10 @@ class GatedLsq:
 
 
 def fit_gated_lsq(root: Path, split: str, acc: LsqAccumulator, totals_only: bool = False,
-                  box: int = GATE_BOX) -> GatedLsq:
+                  box: int = GATE_BOX, charbonnier_eps: float | None = None) -> GatedLsq:
     """The gated least-squares map of ``split``: the map solved from ``acc`` (``lsq_accumulate`` of the same
     split, ``totals_only`` and taps), then the gate fitted on its luma corrections (``fit_gate``) in a second
-    pass over the frames. ``ValueError`` when ``acc`` holds no frame."""
+    pass over the frames (``charbonnier_eps``: as ``fit_gate``). ``ValueError`` when ``acc`` holds no frame."""
     coef = acc.solve()
     luma_coef = coef @ np.asarray(LUMA_601, np.float64)
     corrections, blur_luma, sharp_luma = [], [], []
@@ -100,5 +100,5 @@ def fit_gated_lsq(root: Path, split: str, acc: LsqAccumulator, totals_only: bool
         corrections.append((lsq_features(counts, blur, acc.taps) @ luma_coef).reshape(yb.shape) - yb)
         blur_luma.append(yb)
         sharp_luma.append(luma(sharp))
-    slope, threshold = fit_gate(corrections, blur_luma, sharp_luma, box)
+    slope, threshold = fit_gate(corrections, blur_luma, sharp_luma, box, charbonnier_eps=charbonnier_eps)
     return GatedLsq(coef, slope, threshold, box)

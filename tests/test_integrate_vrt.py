@@ -99,8 +99,9 @@ def test_fused_output_depends_on_spikes_and_grads_reach_every_spike_parameter(cl
         assert not torch.equal(model(blur, spike + 1.0), out)
     out.square().mean().backward()
     for name, p in model.named_parameters():
-        if not name.startswith("vrt."):
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        if name.startswith("vrt.") or (not model.branch and name.endswith("from_spike_features.weight")):
+            continue         # (a type without the spike branch reads zeros where Fs'_1 would be)
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
     with pytest.raises(ValueError, match="spike_vox"):
         model(blur, spike[:, :, :2])
 
@@ -154,7 +155,7 @@ def test_padded_and_tiled_inference_of_the_fused_model():
 # (the fitted head is zero, hence plain VRT, until the trainer starts it at the least-squares map)
 RESIDUAL_TYPES = ["ResidualTemporalCrossAttn", "ResidualTemporalCrossAttnSpikeHead",
                   "ResidualTemporalCrossAttnFittedSpikeHead", "ResidualTemporalCrossAttnGatedSpikeHead",
-                  "GatedSpikeHeadNoBranch"]
+                  "ResidualTemporalCrossAttnEnergyGatedSpikeHead", "GatedSpikeHeadNoBranch"]
 PLAIN_VRT_AT_INIT = [*RESIDUAL_TYPES, "SpikeHeadOnly"]      # (SpikeHeadOnly: no fusion, a zero head)
 
 
@@ -195,8 +196,9 @@ def test_residual_fusions_learn_from_the_spikes(clip, fuse_type):
         (model(blur, spike) - target).abs().mean().backward()
         opt.step()
     for name, p in model.named_parameters():
-        if not name.startswith("vrt."):
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        if name.startswith("vrt.") or (not model.branch and name.endswith("from_spike_features.weight")):
+            continue         # (a type without the spike branch reads zeros where Fs'_1 would be)
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
     with torch.no_grad():
         assert not torch.equal(model(blur, spike), model(blur, torch.zeros_like(spike)))
 
@@ -271,7 +273,9 @@ def test_gated_spike_head_starts_at_the_gated_least_squares_map():
         sharp = np.clip(0.5 * blur + 0.04 * counts[:3] + 0.02 * np.roll(counts[1:], 1, axis=2)
                         + rng.normal(0, 0.01, blur.shape), 0, 1)
         acc.add(counts, blur, sharp)
-    coef, slope, threshold = acc.solve(), 1.7, -6.0
+    coef = acc.solve()
+    d = bl.luma(bl.lsq_restore(counts, blur, coef)) - bl.luma(blur)
+    slope, threshold = 20.0, float(np.median(np.log(bl.local_energy(d) + bl.GATE_EPS)))  # half open, half shut
     head = GatedSpikeHead(spike_channels=4, num_bins=k, head_channels=6)
     fs1, h = torch.randn(1, 1, 4, size, size), torch.randn(1, 6, 1, size, size)
     vox = torch.from_numpy(norm_lut(mean, std)[counts])[None, None]
@@ -284,13 +288,46 @@ def test_gated_spike_head_starts_at_the_gated_least_squares_map():
     expected = bl.luma(bl.gated_lsq_restore(counts, blur, coef, slope, threshold)) - bl.luma(blur)
     got = head(fs1, vox, h, blur_t)[0, 0, 0].detach().double().numpy()
     assert np.abs(got - expected).max() < 1e-5
-    d = bl.luma(bl.lsq_restore(counts, blur, coef)) - bl.luma(blur)
     g = bl.gate(d, slope, threshold)
     assert g.min() < 0.2 and g.max() > 0.8                   # the gate both opens and closes on this frame
     with torch.no_grad():                                    # VRT's features can open the gate wider
         head.gate_from_vrt.weight.fill_(0.05)
     wider = head(fs1, vox, h, blur_t)[0, 0, 0].detach().double().numpy()
     assert not np.allclose(wider, got)
+
+
+def test_the_motion_gate_scales_vrts_residual_and_the_spike_correction_together(clip):
+    """ResidualTemporalCrossAttnMotionGatedSpikeHead: gate shut -> the blur itself; gate open -> VRT's output
+    plus the spike correction, as the gated head without the VRT gate gives it."""
+    blur, spike = clip
+    motion, plain = fused("ResidualTemporalCrossAttnMotionGatedSpikeHead"), fused("ResidualTemporalCrossAttnGatedSpikeHead")
+    plain.load_state_dict(motion.state_dict())
+    head = motion.spike_head
+    with torch.no_grad():
+        head.from_voxels.weight.normal_(0, 0.1)                  # a correction that is not zero
+        head.gate_slope.fill_(0.0)
+        plain.load_state_dict(motion.state_dict())
+        out_open = motion(blur, spike)
+    with torch.no_grad():               # slope 0 and zero convolutions: gate = sigmoid(0) = 1/2 everywhere
+        vrt_only = plain.vrt.head_output(*_head_input(plain, blur, spike))
+        g, d = plain.spike_head.gate_and_correction(*_head_args(plain, blur, spike))
+        assert torch.allclose(g, torch.full_like(g, 0.5))
+        assert torch.allclose(out_open, blur + 0.5 * (vrt_only - blur + d), atol=1e-6)
+        head.gate_threshold.fill_(1e6)
+        head.gate_slope.fill_(1.0)                       # log(E) - 1e6: the gate shut everywhere
+        assert torch.allclose(motion(blur, spike), blur, atol=1e-6)
+
+
+def _head_args(model, blur, spike):
+    state, fr, fs = model.encode_scales(blur, spike)
+    fsa = [t(s) for t, s in zip(model.spike_tsa, fs)]
+    h = model.vrt.decode_head_input(state, fuse_features(fr, fsa, model.fuse))
+    return fsa[0], spike, h, state.x_lq
+
+
+def _head_input(model, blur, spike):
+    _, _, h, x_lq = _head_args(model, blur, spike)
+    return h, x_lq
 
 
 def test_fit_gate_recovers_a_known_gate():

@@ -35,6 +35,7 @@ VRT's layers are not touched.
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Sequence
 
 import torch
@@ -55,6 +56,10 @@ register_fuse_type("ResidualTemporalCrossAttn")(ResidualTemporalCrossAttnFuse)
 register_fuse_type("ResidualTemporalCrossAttnSpikeHead", head=SpikeHead)(ResidualTemporalCrossAttnFuse)
 register_fuse_type("ResidualTemporalCrossAttnFittedSpikeHead", head=FittedSpikeHead)(ResidualTemporalCrossAttnFuse)
 register_fuse_type("ResidualTemporalCrossAttnGatedSpikeHead", head=GatedSpikeHead)(ResidualTemporalCrossAttnFuse)
+register_fuse_type("ResidualTemporalCrossAttnEnergyGatedSpikeHead",
+                   head=partial(GatedSpikeHead, gate_from_features=False))(ResidualTemporalCrossAttnFuse)
+register_fuse_type("ResidualTemporalCrossAttnMotionGatedSpikeHead",
+                   head=partial(GatedSpikeHead, gates_vrt=True))(ResidualTemporalCrossAttnFuse)
 register_fuse_type("TemporalCrossAttnSpikeHead", head=SpikeHead)(TemporalCrossAttnFuse)
 
 
@@ -155,6 +160,9 @@ class SpikeVRT(nn.Module):
         if self.spike_head is None:
             return self.vrt.decode(state, ff)
         h = self.vrt.decode_head_input(state, ff)
+        if getattr(self.spike_head, "gates_vrt", False):   # the spikes' motion gate on VRT's residual as well
+            return self.spike_head.gated_restoration(fs1, spike_vox, h, state.x_lq,
+                                                     self.vrt.head_output(h, state.x_lq) - state.x_lq)
         correction = self.spike_head(fs1, spike_vox, h, state.x_lq)  # luma: added to all of RGB
         return self.vrt.head_output(h, state.x_lq) + correction
 

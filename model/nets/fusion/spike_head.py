@@ -106,6 +106,11 @@ class FittedSpikeHead(SpikeHead):
         self.register_buffer("input_mean", torch.zeros(num_bins + 3))
         self.register_buffer("input_scale", torch.ones(num_bins + 3))
 
+    def fitted_parameters(self) -> list[nn.Parameter]:
+        """The parameters ``fit_start`` sets (TRAIN.OPTIM.FITTED_HEAD_LR_SCALE applies to them): the count and
+        blur taps and the bias."""
+        return [self.from_counts.weight, self.from_blur.weight, self.from_spike_features.bias]
+
     def counts(self, spike_vox: torch.Tensor) -> torch.Tensor:
         """The stored counts ``[..., K, H, W]`` of normalised voxels (the Dataset's normalisation undone)."""
         mean, std = self.voxel_norm[0], self.voxel_norm[1]
@@ -224,35 +229,64 @@ class GatedSpikeHead(FittedSpikeHead):
     so at step 0 the head is exactly that non-learned map. Training then moves the map, the gate's scalars
     and the convolutions that let VRT's features h and the spike branch's Fs'_1 open or close the gate.
 
-    Args: as ``SpikeHead``.
+    Args: as ``SpikeHead``, and
+        gate_from_features: False leaves out the two gate convolutions (the gate reads the correction's energy
+            alone; ``FUSE.TYPE: ResidualTemporalCrossAttnEnergyGatedSpikeHead``).
+        gates_vrt: the gate also scales VRT's own residual (``FUSE.TYPE:
+            ResidualTemporalCrossAttnMotionGatedSpikeHead``): ``recon = blur + gate * (conv_last(h) + d)``, so
+            where the spikes see no motion the output is the blur, which there is already sharp. The model
+            calls ``gated_restoration`` instead of adding ``forward``'s correction to VRT's output.
     """
 
-    def __init__(self, spike_channels: int, num_bins: int, head_channels: int):
+    def __init__(self, spike_channels: int, num_bins: int, head_channels: int, gate_from_features: bool = True,
+                 gates_vrt: bool = False):
         super().__init__(spike_channels, num_bins, head_channels)
-        self.gate_from_vrt = nn.Conv2d(head_channels, 1, 3, padding=1, bias=False)
-        self.gate_from_spike_features = nn.Conv2d(spike_channels, 1, 3, padding=1, bias=False)
-        for conv in (self.gate_from_vrt, self.gate_from_spike_features):
-            nn.init.zeros_(conv.weight)
+        self.gates_vrt = gates_vrt
+        self.gate_from_vrt = self.gate_from_spike_features = None
+        if gate_from_features:
+            self.gate_from_vrt = nn.Conv2d(head_channels, 1, 3, padding=1, bias=False)
+            self.gate_from_spike_features = nn.Conv2d(spike_channels, 1, 3, padding=1, bias=False)
+            for conv in (self.gate_from_vrt, self.gate_from_spike_features):
+                nn.init.zeros_(conv.weight)
         # (slope 1, not 0: at 0 the threshold would get no gradient until the slope moved, and the slope none
         # while the correction is zero; fit_start sets both)
         self.gate_slope = nn.Parameter(torch.ones(()))
         self.gate_threshold = nn.Parameter(torch.zeros(()))
         self.register_buffer("gate_box", torch.tensor(GATE_BOX))
 
+    def fitted_parameters(self) -> list[nn.Parameter]:
+        """As ``FittedSpikeHead``'s, and the gate's slope and threshold."""
+        return [*super().fitted_parameters(), self.gate_slope, self.gate_threshold]
+
     def gate(self, d: torch.Tensor, fs1: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """The gate ``[N, 1, H, W]`` on the correction ``d [N, 1, H, W]``; ``fs1 [N, C, H, W]``, ``h [N, C_h, H, W]``."""
         box = int(self.gate_box)
         energy = F.avg_pool2d(d.detach().square(), box, stride=1, padding=box // 2, count_include_pad=False)
         logit = self.gate_slope * (torch.log(energy + GATE_EPS) - self.gate_threshold)
-        return torch.sigmoid(logit + self.gate_from_vrt(h) + self.gate_from_spike_features(fs1))
+        if self.gate_from_vrt is not None:
+            logit = logit + self.gate_from_vrt(h) + self.gate_from_spike_features(fs1)
+        return torch.sigmoid(logit)
+
+    def gate_and_correction(self, fs1: torch.Tensor, spike_vox: torch.Tensor, h: torch.Tensor,
+                            blur: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(gate, d)``, both ``[B, T, 1, H, W]``: the gate and the ungated correction ``FittedSpikeHead`` gives."""
+        d = super().forward(fs1, spike_vox, h, blur)
+        b, t, _, height, width = d.shape
+        flat = lambda x: x.reshape(b * t, -1, height, width)  # noqa: E731
+        return self.gate(flat(d), flat(fs1), flat(h.transpose(1, 2))).reshape(d.shape), d
 
     def forward(self, fs1: torch.Tensor, spike_vox: torch.Tensor, h: torch.Tensor,
                 blur: torch.Tensor | None = None) -> torch.Tensor:
         """As ``FittedSpikeHead.forward``: the gated correction ``[B, T, 1, H, W]``."""
-        d = super().forward(fs1, spike_vox, h, blur)
-        b, t, _, height, width = d.shape
-        flat = lambda x: x.reshape(b * t, -1, height, width)  # noqa: E731
-        return (self.gate(flat(d), flat(fs1), flat(h.transpose(1, 2))) * flat(d)).reshape(d.shape)
+        g, d = self.gate_and_correction(fs1, spike_vox, h, blur)
+        return g * d
+
+    def gated_restoration(self, fs1: torch.Tensor, spike_vox: torch.Tensor, h: torch.Tensor, blur: torch.Tensor,
+                          vrt_residual: torch.Tensor) -> torch.Tensor:
+        """``blur + gate * (vrt_residual + d)`` ``[B, T, 3, H, W]`` (``gates_vrt``); ``vrt_residual [B, T, 3, H,
+        W]`` is VRT's output minus its input, ``conv_last(h)``."""
+        g, d = self.gate_and_correction(fs1, spike_vox, h, blur)
+        return blur + g * (vrt_residual + d)
 
     def fit_start(self, train_ds: SpikeDeblurDataset, say: Callable[[str], None]) -> None:
         """Start at the gated least-squares map of the training split (``spikeprep.lsq.fit_gated_lsq``, with
