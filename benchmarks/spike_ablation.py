@@ -51,6 +51,11 @@ LITERAL = "TemporalCrossAttn"
 # config overrides a row may give (both arms): DATA.* keys, TRAIN.OPTIM.LR, TRAIN.SCHED.WARMUP_STEPS, and
 # preset_width (a tiny-topology VRT config with that many channels)
 SHARED_KEYS = ("CROP_SIZE", "CLIP_LEN", "K", "LR", "WARMUP_STEPS", "preset_width")
+# config overrides of the spike arm alone (its base arm is the row's shared one): MODEL.SPIKE_BRANCH,
+# DATA.TOTALS_ONLY, TRAIN.OPTIM.FITTED_HEAD_LR_SCALE
+SPIKE_KEYS = ("SPIKE_BRANCH", "TOTALS_ONLY", "FITTED_HEAD_LR_SCALE")
+GATED = "ResidualTemporalCrossAttnGatedSpikeHead"
+MOTION_GATED = "ResidualTemporalCrossAttnMotionGatedSpikeHead"
 REFERENCES = ("cnn", "cnn_blur", "encoder_head")
 
 
@@ -63,6 +68,7 @@ class Row:
     fuse: str = HEAD
     shared: dict = field(default_factory=dict)  # config overrides both arms get (own base arm)
     reference: str | None = None             # benchmarks/references.py model instead of SpikeVRT
+    spike: dict = field(default_factory=dict)   # config overrides of the spike arm alone (SPIKE_KEYS)
 
 
 ROWS = [
@@ -91,6 +97,23 @@ ROWS = [
     Row("spike_head_32ch", "spike head on a 32-channel VRT (tiny topology; both arms)",
         shared={"preset_width": 32}),
     Row("spike_head_k_32", "spike head; K = 32 bins (store re-ingested; both arms)", shared={"K": 32}),
+    # issue 29: the gate, and what the spikes' timing and the original's branch add (trained, not perturbed)
+    Row("gated", "the fitted head behind a per-pixel gate from the correction's local energy, h and Fs'_1, started "
+        "at the gated least-squares map over the counts' 3x3 neighbourhood (ResidualTemporalCrossAttnGatedSpikeHead)",
+        GATED),
+    Row("gated_energy_only", "gated, the gate from the correction's energy alone (no convolutions of h and Fs'_1; "
+        "ResidualTemporalCrossAttnEnergyGatedSpikeHead)", "ResidualTemporalCrossAttnEnergyGatedSpikeHead"),
+    Row("gated_slow_fit", "gated; the parameters its start sets learn at 0.05 x LR (TRAIN.OPTIM.FITTED_HEAD_LR_SCALE)",
+        GATED, spike={"FITTED_HEAD_LR_SCALE": 0.05}),
+    Row("motion_gated", "gated, and the gate scales VRT's residual too: blur + gate * (conv_last(h) + d) "
+        "(ResidualTemporalCrossAttnMotionGatedSpikeHead)", MOTION_GATED),
+    Row("motion_gated_no_branch", "motion_gated without the original's spike branch (MODEL.SPIKE_BRANCH false: no "
+        "SpikeEncoder3D, TSA or fusion; the head reads zeros for Fs'_1)", MOTION_GATED, spike={"SPIKE_BRANCH": False}),
+    Row("motion_gated_totals_only", "motion_gated trained and tested on totals-only voxels (DATA.TOTALS_ONLY: each "
+        "pixel's K bins replaced by their mean, the spike total kept, its timing gone)", MOTION_GATED,
+        spike={"TOTALS_ONLY": True}),
+    Row("gated_no_branch", "gated without the original's spike branch (MODEL.SPIKE_BRANCH false)", GATED,
+        spike={"SPIKE_BRANCH": False}),
     # what is learnable in the same steps without VRT
     Row("cnn", "reference: 4-layer CNN (32 ch, 3x3) on blur + voxels, residual on the blur, no VRT",
         reference="cnn"),
@@ -200,12 +223,16 @@ def prepare_store(work: Path, k: int) -> Path:
     return store
 
 
-def row_config(fuse: str, shared: dict, *, root: Path, mean: float, std: float, work: Path) -> dict:
+def row_config(fuse: str, shared: dict, *, root: Path, mean: float, std: float, work: Path,
+               spike: dict | None = None) -> dict:
     """The demo config (configs/deblur/demo_tiny.yaml) as a mapping, with MODEL.FUSE.TYPE ``fuse``, the config
-    overrides ``shared``, the store ``root`` and its stats; a ``preset_width`` VRT config goes under ``work``."""
-    unknown = sorted(set(shared) - set(SHARED_KEYS))
+    overrides ``shared`` and ``spike``, the store ``root`` and its stats; a ``preset_width`` VRT config goes
+    under ``work``."""
+    spike = spike or {}
+    unknown = sorted(set(shared) - set(SHARED_KEYS)) + sorted(set(spike) - set(SPIKE_KEYS))
     if unknown:
-        raise ValueError(f"config overrides {unknown} are not among {SHARED_KEYS}")
+        raise ValueError(f"config overrides {unknown} are not among {SHARED_KEYS} (both arms) or {SPIKE_KEYS} "
+                         "(the spike arm)")
     raw = yaml.safe_load((REPO / "configs/deblur/demo_tiny.yaml").read_text())
     raw["DATA"].update(ROOT=str(root), K=shared.get("K", 16), NORM={"MEAN": mean, "STD": std})
     for key in ("CROP_SIZE", "CLIP_LEN"):
@@ -223,17 +250,23 @@ def row_config(fuse: str, shared: dict, *, root: Path, mean: float, std: float, 
         raw["TRAIN"]["OPTIM"]["LR"] = shared["LR"]
     if "WARMUP_STEPS" in shared:
         raw["TRAIN"]["SCHED"]["WARMUP_STEPS"] = shared["WARMUP_STEPS"]
+    if "SPIKE_BRANCH" in spike:
+        raw["MODEL"]["SPIKE_BRANCH"] = spike["SPIKE_BRANCH"]
+    if "TOTALS_ONLY" in spike:
+        raw["DATA"]["TOTALS_ONLY"] = spike["TOTALS_ONLY"]
+    if "FITTED_HEAD_LR_SCALE" in spike:
+        raw["TRAIN"]["OPTIM"]["FITTED_HEAD_LR_SCALE"] = spike["FITTED_HEAD_LR_SCALE"]
     raw["LOG"]["SAVE_DIR"] = str(work / "outputs")
     return raw
 
 
-def write_config(work: Path, name: str, fuse: str, shared: dict) -> Path:
+def write_config(work: Path, name: str, fuse: str, shared: dict, spike: dict | None = None) -> Path:
     """``row_config`` on its store (made first at the row's K) as ``work/configs/{name}.yaml``."""
     from spikeprep.store import read_store_info
 
     store = prepare_store(work, shared.get("K", 16))
     stats = read_store_info(store).stats
-    raw = row_config(fuse, shared, root=store, mean=stats.mean, std=stats.std, work=work)
+    raw = row_config(fuse, shared, root=store, mean=stats.mean, std=stats.std, work=work, spike=spike)
     path = work / "configs" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -257,7 +290,7 @@ def plan(rows: list[Row], work: Path, steps: int) -> list[tuple[str, list[str]]]
         if base not in runs:
             cfg = write_config(work, base, HEAD, row.shared)
             runs[base] = me + ["--run", base, "--config", str(cfg), "--steps", str(steps), "--no-spike"]
-        cfg = write_config(work, row.name, row.fuse, row.shared)
+        cfg = write_config(work, row.name, row.fuse, row.shared, row.spike)
         cmd = me + ["--run", row.name, "--config", str(cfg), "--steps", str(steps)]
         if row.reference:
             cmd += ["--reference", row.reference]
@@ -297,9 +330,12 @@ def table(rows: list[Row], work: Path, steps: int) -> str:
     def f(v, signed=False):
         return "-" if v is None else (f"{v:+.2f}" if signed else f"{v:.2f}")
 
+    def f4(v):
+        return "-" if v is None else f"{v:.4f}"
+
     head = ["row", "what it changes", "PSNR-Y spike", "PSNR-Y base", "spike - base", "boundary spike - base",
-            "dB from the spikes", "boundary dB from the spikes", "PSNR-Y other clip", "PSNR-Y reversed",
-            "RMS dL/dFf_1..4", "RMS Fr_1 / Fs'_1"]
+            "SSIM spike", "SSIM base", "SSIM-Y spike", "static PSNR-Y spike", "static PSNR-Y base",
+            "count-zero sensitivity", "PSNR-Y other clip", "PSNR-Y reversed", "RMS dL/dFf_1..4", "RMS Fr_1 / Fs'_1"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         s, b = report(row.name), report(base_name(row))
@@ -311,9 +347,11 @@ def table(rows: list[Row], work: Path, steps: int) -> str:
         rel = s.reliance
         grads = " / ".join(f"{extra[k]:.1e}" for k in sorted(extra) if k.startswith("grad_ff")) or "-"
         feats = f"{extra['rms_fr1']:.2g} / {extra['rms_fsp1']:.2g}" if "rms_fr1" in extra else "-"
+        static = lambda r: r.static.psnr_y if r.static else None  # noqa: E731
         cells = [row.name, row.what, f(s.overall.psnr_y), f(b.overall.psnr_y),
                  f(s.overall.psnr_y - b.overall.psnr_y, True), f(s.boundary.psnr_y - b.boundary.psnr_y, True),
-                 f(s.db_from_spikes(), True), f(s.db_from_spikes(region="boundary"), True),
+                 f4(s.overall.ssim), f4(b.overall.ssim), f4(s.overall.ssim_y), f(static(s)), f(static(b)),
+                 f(s.db_from_spikes(), True),
                  f(rel.other_clip.overall.psnr_y if rel and rel.other_clip else None),
                  f(rel.reversed.overall.psnr_y if rel else None), grads, feats]
         lines.append("| " + " | ".join(cells) + " |")

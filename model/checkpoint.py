@@ -34,7 +34,7 @@ import torch
 
 from model.nets.integrate_vrt import SpikeVRT, build_model
 from schemas.atomic import atomic_path, remove_stale_temps
-from schemas.config import Config, DataConfig, parse_config
+from schemas.config import Config, DataConfig, ModelConfig, parse_config
 from schemas.val_report import Arm
 from spikeprep.errors import InputError
 
@@ -162,11 +162,13 @@ def check_compatible(ckpt: Mapping[str, Any], path: str | os.PathLike, *, use_sp
     stored = ckpt["config"]
     mine = cfg.model_dump(mode="json")
     diffs = []
+    # (a key the checkpoint's config lacks was added later: the checkpoint trained with its default)
+    added_later = {("DATA", "TOTALS_ONLY"): DataConfig, ("MODEL", "SPIKE_BRANCH"): ModelConfig}
     for section, keys in (("MODEL", None), ("DATA", ("K", "NORM", "TOTALS_ONLY"))):
         a, b = stored.get(section, {}), mine.get(section, {})
         for key in keys or sorted(set(a) | set(b)):
-            if section == "DATA" and key == "TOTALS_ONLY":
-                a = {**a, key: a.get(key, DataConfig.model_fields[key].default)}
+            if (section, key) in added_later:
+                a = {**a, key: a.get(key, added_later[section, key].model_fields[key].default)}
             if a.get(key) != b.get(key):
                 diffs.append(f"{section}.{key}: checkpoint {a.get(key)!r}, config {b.get(key)!r}")
     if diffs:

@@ -126,6 +126,11 @@ class ModelConfig(_Section):
     LAYERS: int = Field(4, gt=0)
     SPIKE_TSA: HeadsConfig = HeadsConfig()
     FUSE: FuseConfig = FuseConfig()
+    # False cuts the original's spike branch out of the spike arm: no SpikeEncoder3D, temporal self-attention
+    # or fusion (Ff_i = Fr_i), and the spike head reads zeros where Fs'_1 would be; the voxels reach the output
+    # through the head alone. spike - no-branch at equal steps is what the branch adds (issue 29). Needs a
+    # FUSE.TYPE with a spike head.
+    SPIKE_BRANCH: bool = True
 
     @field_validator("CHANNELS_PER_SCALE")
     @classmethod

@@ -19,15 +19,12 @@ FuseRole = Literal["original", "departure", "ablation"]
 class FuseTypeInfo:
     """One ``MODEL.FUSE.TYPE`` value. ``fitted``: its spike head starts at a least-squares map fitted with the
     counts (the trainer fits it before step 0), so with every count zero its output is far from the blur by
-    construction and its count-zero sensitivity is no measure of what the spikes are worth. ``branch``: the
-    model builds the original's spike branch (SpikeEncoder3D and the temporal self-attention, whose Fs'_i
-    feed the fusion and the head); a type without it reads the voxels through its spike head alone."""
+    construction and its count-zero sensitivity is no measure of what the spikes are worth."""
 
     name: str
     summary: str
     role: FuseRole
     fitted: bool = False
-    branch: bool = True
 
 
 FUSE_TYPE_INFO: dict[str, FuseTypeInfo] = {info.name: info for info in (
@@ -48,9 +45,6 @@ FUSE_TYPE_INFO: dict[str, FuseTypeInfo] = {info.name: info for info in (
                  "the output is the blur", "departure", fitted=True),
     FuseTypeInfo("ResidualTemporalCrossAttnEnergyGatedSpikeHead", "the gated spike head whose gate reads the "
                  "correction's local energy alone (no convolutions of h and Fs'_1)", "ablation", fitted=True),
-    FuseTypeInfo("GatedSpikeHeadNoBranch", "the gated spike head with the original's spike branch cut out: no "
-                 "SpikeEncoder3D, temporal self-attention or fusion, the head reads zeros for Fs'_1 (spike - "
-                 "no-branch measures what the branch adds)", "ablation", fitted=True, branch=False),
     FuseTypeInfo("TemporalCrossAttnSpikeHead", "the literal fusion plus the spike head", "ablation"),
     FuseTypeInfo("SpikeHeadOnly", "the spike head alone, no fusion at the four scales (Ff_i = Fr_i)",
                  "ablation"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import spike_ablation as ablation  # noqa: E402
-from model.nets.fusion.spike_head import FittedSpikeHead, SpikeHead  # noqa: E402
+from model.nets.fusion.spike_head import FittedSpikeHead, GatedSpikeHead, SpikeHead  # noqa: E402
 from model.nets.integrate_vrt import SpikeVRT  # noqa: E402
 from model.nets.registry import fuse_type  # noqa: E402
 from schemas.config import parse_config  # noqa: E402
@@ -30,8 +31,12 @@ _RUN_FORWARD: set = set()      # one forward pass per distinct model (rows that 
 @pytest.mark.parametrize("row", ablation.ROWS, ids=lambda r: r.name)
 def test_every_ablation_row_builds_through_the_product(row, tmp_path):
     cfg = parse_config(ablation.row_config(row.fuse, row.shared, root=tmp_path / "store", mean=0.5, std=0.8,
-                                           work=tmp_path))
+                                           work=tmp_path, spike=row.spike))
     assert cfg.MODEL.FUSE.TYPE == row.fuse
+    for key, value in row.spike.items():       # the spike arm's own overrides too
+        got = {"SPIKE_BRANCH": cfg.MODEL.SPIKE_BRANCH, "TOTALS_ONLY": cfg.DATA.TOTALS_ONLY,
+               "FITTED_HEAD_LR_SCALE": cfg.TRAIN.OPTIM.FITTED_HEAD_LR_SCALE}[key]
+        assert got == value
     for key, value in row.shared.items():      # each override reached the config the trainer reads
         got = {"LR": cfg.TRAIN.OPTIM.LR, "WARMUP_STEPS": cfg.TRAIN.SCHED.WARMUP_STEPS, "K": cfg.DATA.K,
                "CROP_SIZE": cfg.DATA.CROP_SIZE, "CLIP_LEN": cfg.DATA.CLIP_LEN,
@@ -47,14 +52,15 @@ def test_every_ablation_row_builds_through_the_product(row, tmp_path):
     if row.reference is None:
         assert isinstance(spike, SpikeVRT) and spike.fuse_type == row.fuse
         registered = fuse_type(row.fuse)
-        assert all(isinstance(f, type(spike.fuse[0])) for f in spike.fuse)
+        assert not cfg.MODEL.SPIKE_BRANCH or all(isinstance(f, type(spike.fuse[0])) for f in spike.fuse)
         if registered.head is None:
             assert spike.spike_head is None
         else:
-            assert type(spike.spike_head) is registered.head
+            assert type(spike.spike_head) is _head_class(registered.head)
+        assert hasattr(spike, "spike_encoder") == cfg.MODEL.SPIKE_BRANCH
         base = build(cfg, False)
         assert isinstance(base, SpikeVRT) and not base.use_spike and not base.spike_parameters()
-    model_key = (row.fuse, row.reference, k, tuple(cfg.MODEL.CHANNELS_PER_SCALE))
+    model_key = (row.fuse, row.reference, k, tuple(cfg.MODEL.CHANNELS_PER_SCALE), cfg.MODEL.SPIKE_BRANCH)
     if model_key not in _RUN_FORWARD:
         _RUN_FORWARD.add(model_key)
         with torch.no_grad():
@@ -65,9 +71,14 @@ def test_the_ablation_covers_every_registered_fuse_type():
     assert {r.fuse for r in ablation.ROWS if r.reference is None} == set(FUSE_TYPES)
 
 
+def _head_class(head):
+    """The class a registered head builds (a ``functools.partial`` of a head class fixes its options)."""
+    return head.func if isinstance(head, partial) else head
+
+
 def test_registered_heads_are_the_spike_heads():
-    heads = {fuse_type(n).head for n in FUSE_TYPES} - {None}
-    assert heads == {SpikeHead, FittedSpikeHead}
+    heads = {_head_class(fuse_type(n).head) for n in FUSE_TYPES} - {None}
+    assert heads == {SpikeHead, FittedSpikeHead, GatedSpikeHead}
 
 
 def _product_names(tree: ast.Module) -> set[str]:

@@ -155,14 +155,16 @@ def test_padded_and_tiled_inference_of_the_fused_model():
 # (the fitted head is zero, hence plain VRT, until the trainer starts it at the least-squares map)
 RESIDUAL_TYPES = ["ResidualTemporalCrossAttn", "ResidualTemporalCrossAttnSpikeHead",
                   "ResidualTemporalCrossAttnFittedSpikeHead", "ResidualTemporalCrossAttnGatedSpikeHead",
-                  "ResidualTemporalCrossAttnEnergyGatedSpikeHead", "GatedSpikeHeadNoBranch"]
-PLAIN_VRT_AT_INIT = [*RESIDUAL_TYPES, "SpikeHeadOnly"]      # (SpikeHeadOnly: no fusion, a zero head)
+                  "ResidualTemporalCrossAttnEnergyGatedSpikeHead", "ResidualTemporalCrossAttnMotionGatedSpikeHead"]
+# (SpikeHeadOnly: no fusion, a zero head; the motion gate shuts VRT's residual too until fitted: the blur)
+PLAIN_VRT_AT_INIT = [*(t for t in RESIDUAL_TYPES if "MotionGated" not in t), "SpikeHeadOnly"]
 
 
-def fused(fuse_type: str, seed: int = 10) -> SpikeVRT:
+def fused(fuse_type: str, seed: int = 10, spike_branch: bool = True) -> SpikeVRT:
     torch.manual_seed(seed)
     vrt = vrt_tiny()
-    return SpikeVRT(vrt, num_bins=K, channels_per_scale=vrt.feature_dims(), fuse_type=fuse_type)
+    return SpikeVRT(vrt, num_bins=K, channels_per_scale=vrt.feature_dims(), fuse_type=fuse_type,
+                    spike_branch=spike_branch)
 
 
 @pytest.mark.parametrize("fuse_type", PLAIN_VRT_AT_INIT)
@@ -183,11 +185,13 @@ def test_the_literal_fusion_is_not_neutral_at_initialisation(clip):
         assert not torch.allclose(model(blur, spike), model.vrt(blur), atol=1e-3)
 
 
-@pytest.mark.parametrize("fuse_type", RESIDUAL_TYPES)
-def test_residual_fusions_learn_from_the_spikes(clip, fuse_type):
+@pytest.mark.parametrize("fuse_type,spike_branch", [*((t, True) for t in RESIDUAL_TYPES),
+                                                    ("ResidualTemporalCrossAttnMotionGatedSpikeHead", False)])
+def test_residual_fusions_learn_from_the_spikes(clip, fuse_type, spike_branch):
     """Zero-initialised outputs are not dead ends: after one step every spike parameter gets a gradient and
-    the output depends on the voxels."""
-    model = fused(fuse_type, seed=11)
+    the output depends on the voxels (MODEL.SPIKE_BRANCH false: through the head alone, no branch built)."""
+    model = fused(fuse_type, seed=11, spike_branch=spike_branch)
+    assert hasattr(model, "spike_encoder") == spike_branch
     blur, spike = clip
     target = torch.rand_like(blur)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)

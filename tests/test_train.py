@@ -155,15 +155,23 @@ def test_resume_continues_exactly(runs, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("fuse", ["ResidualTemporalCrossAttn", "ResidualTemporalCrossAttnSpikeHead",
-                                  "ResidualTemporalCrossAttnFittedSpikeHead",
-                                  "ResidualTemporalCrossAttnGatedSpikeHead", "GatedSpikeHeadNoBranch"])
-def test_every_fuse_type_trains_saves_and_resumes(train_store, tmp_path, fuse):
-    """(TemporalCrossAttn is the `runs` fixture's type.) Resume is bit for bit; the report measures reliance."""
+@pytest.mark.parametrize("fuse,branch", [("ResidualTemporalCrossAttn", True),
+                                         ("ResidualTemporalCrossAttnSpikeHead", True),
+                                         ("ResidualTemporalCrossAttnFittedSpikeHead", True),
+                                         ("ResidualTemporalCrossAttnGatedSpikeHead", True),
+                                         ("ResidualTemporalCrossAttnMotionGatedSpikeHead", True),
+                                         ("ResidualTemporalCrossAttnMotionGatedSpikeHead", False)])
+def test_every_fuse_type_trains_saves_and_resumes(train_store, tmp_path, fuse, branch):
+    """(TemporalCrossAttn is the `runs` fixture's type.) Resume is bit for bit; the report measures reliance.
+    ``branch`` False: MODEL.SPIKE_BRANCH false, the spike arm without the original's spike branch."""
     from model.nets.registry import fuse_type
     from schemas.fuse_types import FUSE_TYPE_INFO
 
     config = write_config(tmp_path, train_store, fuse=fuse)
+    if not branch:
+        raw = yaml.safe_load(config.read_text())
+        raw["MODEL"]["SPIKE_BRANCH"] = False
+        config.write_text(yaml.safe_dump(raw))
     whole = main(options(config, exp="whole", val_every=STEPS))
     # the reliance probes change nothing in training: only the uninterrupted run pays for them
     main(options(config, exp="cut", stop_at=2, val_every=STEPS, reliance=False))
@@ -175,7 +183,7 @@ def test_every_fuse_type_trains_saves_and_resumes(train_store, tmp_path, fuse):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     info = FUSE_TYPE_INFO[fuse]
     assert any(k.startswith("spike_head.") for k in a["model"]) == (fuse_type(fuse).head is not None)
-    assert any(k.startswith("spike_encoder.") for k in a["model"]) == info.branch    # no-branch: cut out
+    assert any(k.startswith("spike_encoder.") for k in a["model"]) == branch    # no-branch: cut out
     if info.fitted:           # started at the training split's least-squares map, kept through the resume
         from spikeprep.baselines import grid_scale, replicate
         from spikeprep.spike_deblur_dataset import SpikeDeblurDataset

@@ -23,8 +23,13 @@ importing it fails if one is missing:
   Not plain VRT at initialisation.
 - ``ResidualTemporalCrossAttnGatedSpikeHead``: the fitted head behind a per-pixel gate (``GatedSpikeHead``),
   started at the gated least-squares map: spikes act where things move, still areas stay VRT's.
-- ``GatedSpikeHeadNoBranch``: the gated head with the original's spike branch cut out (no SpikeEncoder3D,
-  temporal self-attention or fusion; the head reads zeros for Fs'_1): spike - no-branch is what the branch adds.
+- ``ResidualTemporalCrossAttnMotionGatedSpikeHead``: the gated head whose gate also scales VRT's residual:
+  where the spikes see no motion the output is the blur.
+- ``ResidualTemporalCrossAttnEnergyGatedSpikeHead``: ablation, the gate from the correction's energy alone.
+
+``spike_branch=False`` (MODEL.SPIKE_BRANCH) cuts the original's spike branch out of any type with a spike head:
+no SpikeEncoder3D, temporal self-attention or fusion, and the head reads zeros for Fs'_1 (spike - no-branch
+measures what the branch adds).
 - ``TemporalCrossAttnSpikeHead``, ``SpikeHeadOnly``: ablation variants (the literal fusion with the spike
   head; the spike head with no fusion at the four scales). benchmarks/RESULTS.md, "Spike ablation",
   measures every type.
@@ -74,8 +79,6 @@ class NoFusion(nn.Module):
         return fr
 
 
-register_fuse_type("GatedSpikeHeadNoBranch", head=GatedSpikeHead)(NoFusion)
-
 
 check_registered()
 
@@ -101,20 +104,26 @@ class SpikeVRT(nn.Module):
         tsa_heads, fuse_heads: MODEL.SPIKE_TSA.HEADS and MODEL.FUSE.HEADS (4 in the original).
         use_spike: False builds the spike-free arm (no spike modules; spike_vox is ignored).
         fuse_type: MODEL.FUSE.TYPE, a name of ``schemas.fuse_types.FUSE_TYPES``.
+        spike_branch: MODEL.SPIKE_BRANCH; False builds no SpikeEncoder3D, temporal self-attention or fusion
+            (Ff_i = Fr_i) and feeds the spike head zeros for Fs'_1 (a type with a spike head only).
     """
 
     def __init__(self, vrt: VRT, *, num_bins: int, channels_per_scale: Sequence[int], tsa_heads: int = 4,
-                 fuse_heads: int = 4, use_spike: bool = True, fuse_type: str = "TemporalCrossAttn"):
+                 fuse_heads: int = 4, use_spike: bool = True, fuse_type: str = "TemporalCrossAttn",
+                 spike_branch: bool = True):
         super().__init__()
         registered = registered_fuse_type(fuse_type)      # ValueError naming the choices
+        if not spike_branch and registered.head is None:
+            raise ValueError(f"MODEL.SPIKE_BRANCH: false leaves MODEL.FUSE.TYPE {fuse_type!r} no way to read the "
+                             "spikes (it has no spike head); set SPIKE_BRANCH: true or a type with a spike head")
         self.vrt = vrt
         self.use_spike = use_spike
         self.num_bins = num_bins
         self.fuse_type = fuse_type
         self.spike_head: SpikeHead | None = None
         geometry = vrt_geometry(vrt)
-        # the original's spike branch: a type without it (FuseTypeInfo.branch) reads the voxels in its head only
-        self.branch = use_spike and registered.info.branch
+        # the original's spike branch; without it (MODEL.SPIKE_BRANCH false) the voxels reach the head only
+        self.branch = use_spike and spike_branch
         if self.branch:
             self.spike_encoder = SpikeEncoder3D(num_bins=num_bins, channels_per_scale=list(channels_per_scale),
                                                 geometry=geometry)
@@ -195,7 +204,7 @@ def build_model(cfg, use_spike: bool = True) -> SpikeVRT:
                          f"set MODEL.LAYERS: {len(vrt.feature_dims())}")
     return SpikeVRT(vrt, num_bins=cfg.DATA.K, channels_per_scale=m.CHANNELS_PER_SCALE,
                     tsa_heads=m.SPIKE_TSA.HEADS, fuse_heads=m.FUSE.HEADS, use_spike=use_spike,
-                    fuse_type=m.FUSE.TYPE)
+                    fuse_type=m.FUSE.TYPE, spike_branch=m.SPIKE_BRANCH)
 
 
 def _inputs(model: SpikeVRT, blur: Tensor, spike_vox: Tensor | None) -> list[Tensor]:
