@@ -154,7 +154,7 @@ def test_tfi_uses_the_interval_that_spans_the_centre():
 # ---- scored like validation, the report, the command ---------------------------------------------------
 def test_baselines_are_scored_like_validation(train_store):
     report = score_baselines(train_store, "val", clip_len=3)
-    assert [r.name for r in report.rows] == ["blur", "tfp_2", "tfp_4", "tfi", "lsq"]
+    assert [r.name for r in report.rows] == ["blur", "tfp_2", "tfp_4", "tfi", "lsq", "lsq_gated"]
     tfi = report.row("tfi")
     assert tfi.overall is None and "n_ticks 16 > K 8" in tfi.note
     assert report.frames == 6 and report.fit_frames == 12
@@ -176,6 +176,8 @@ def test_baselines_are_scored_like_validation(train_store):
     assert report.static_fraction == 0.5 and all(r.static is not None for r in report.rows if r.overall)
     assert report.row("blur").boundary.psnr_y == pytest.approx(np.mean(b_psnr), abs=1e-9)
     assert report.row("lsq").boundary.psnr_y > report.row("blur").boundary.psnr_y
+    # the gated map (the shipped head's start) leaves still areas closer to the blur than the plain map does
+    assert report.row("lsq_gated").static.psnr_y > report.row("lsq").static.psnr_y
 
 
 def test_baselines_command_writes_a_versioned_report(train_store, tmp_path):

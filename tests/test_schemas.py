@@ -36,7 +36,7 @@ def test_baseline_config_is_the_original_document_section_7():
     assert cfg.MODEL.CHANNELS_PER_SCALE == [96, 96, 96, 96] and cfg.MODEL.LAYERS == 4
     assert cfg.MODEL.SPIKE_TSA.HEADS == 4 and cfg.MODEL.FUSE.HEADS == 4
     # the one measured departure (DESIGN section 9.6): the original's "TemporalCrossAttn" ignores its spikes
-    assert cfg.MODEL.FUSE.TYPE == "ResidualTemporalCrossAttnFittedSpikeHead"
+    assert cfg.MODEL.FUSE.TYPE == "ResidualTemporalCrossAttnMotionGatedSpikeHead"
     assert (cfg.TRAIN.BATCH_SIZE, cfg.TRAIN.EPOCHS, cfg.TRAIN.OPTIM.LR) == (8, 80, 2e-4)
     assert cfg.TRAIN.SCHED.WARMUP_STEPS == 5000
     assert cfg.LOG.TENSORBOARD is True and cfg.LOG.SAVE_DIR == "outputs"
