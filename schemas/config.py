@@ -155,9 +155,9 @@ class ModelConfig(_Section):
 class OptimConfig(_Section):
     """``TRAIN.OPTIM``: AdamW learning rate; ``FITTED_HEAD_LR_SCALE``: the learning rate of the parameters a
     fitted spike head's start sets (its least-squares taps and bias, a gated head's gate scalars) as a
-    fraction of LR. They start at an optimum of the training split, and at the full LR Adam's first steps
-    move them away from it faster than the rest of the model can use (benchmarks/RESULTS.md, "Spike arm: gated
-    head"). 1 trains them like every other parameter."""
+    fraction of LR, since they start at an optimum of the training split. 1 (the default) trains them like every
+    other parameter; at 0.05 the gated head gained 0.1 to 0.3 dB on two stores, too little to ship
+    (benchmarks/RESULTS.md, "Spike arm: gated heads")."""
 
     LR: float = Field(2e-4, gt=0)
     FITTED_HEAD_LR_SCALE: float = Field(1.0, gt=0, le=1)

@@ -223,7 +223,7 @@ class GatedSpikeHead(FittedSpikeHead):
 
     Why: the fitted head applies one linear map everywhere, so on still areas it adds the counts' quantisation
     noise to a blur frame that was already right: grain, and on a store with little motion a spike arm below
-    plain VRT (benchmarks/RESULTS.md, "Spike arm: gated head"). ``fit_start`` starts it at the gated
+    plain VRT (benchmarks/RESULTS.md, "Spike arm: gated heads"). ``fit_start`` starts it at the gated
     least-squares map of the training split (``spikeprep.lsq.fit_gated_lsq``): the map over the counts' 3x3
     neighbourhood, and the gate's slope and threshold fitted to it; the two gate convolutions start at zero,
     so at step 0 the head is exactly that non-learned map. Training then moves the map, the gate's scalars
