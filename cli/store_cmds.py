@@ -53,6 +53,10 @@ Examples:
 @click.option("--exposure-s", "exposure_s", type=click.FloatRange(min=0, min_open=True),
               help="exposure time in seconds of exposure.csv tables that give frame start times only "
               "(header frame_idx,t_start): t1 = t_start + this")
+@click.option("--rgb-scale", "rgb_scale", type=click.IntRange(min=1, max=16),
+              help="RGB frames resampled by a registration (spike meta.json's rgb_homography, or RGB of another "
+              "size than the spike grid times an integer): the stored RGB grid is the spike grid times this "
+              "[the registration's scale, rounded]")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="sequences ingested in parallel")
 @click.option("--copy", "copy_images", is_flag=True, help="copy PNGs instead of hard-linking them")
@@ -68,8 +72,8 @@ Examples:
 @click.option("--progress/--no-progress", default=True)
 @click.option("-v", "--verbose", is_flag=True, help="log every dropped frame")
 def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rate_hz, frames_per_file,
-               exposure_start, exposure_stop, exposure_length, exposure_s, workers, copy_images, log_dir, write_config,
-               force, show, progress, verbose):
+               exposure_start, exposure_stop, exposure_length, exposure_s, rgb_scale, workers, copy_images, log_dir,
+               write_config, force, show, progress, verbose):
     """Turn raw sequences into a store: Zarr voxel counts, manifest.parquet, dataset.json (with stats)."""
     _setup_logging(verbose)
     cfg = load_config(config) if config else None
@@ -86,7 +90,7 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
     options = IngestOptions(num_bins=num_bins or (cfg.DATA.K if cfg else IngestOptions.num_bins),
                             crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else IngestOptions.crop_size),
                             layout=layout, copy_images=copy_images, preset_overrides=overrides,
-                            exposure_s=exposure_s)
+                            exposure_s=exposure_s, rgb_scale=rgb_scale)
     result = ingest(raw, out, options, workers=workers, log_dir=log_dir or out / ALIGN_LOG_DIRNAME, progress=progress,
                     force=force)
     click.echo(f"wrote {out}: {len(result.rows)} frames, {result.n_ok} ok, {result.n_dropped} dropped; "
@@ -97,6 +101,8 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
     if result.kept_audit is not None:
         click.echo(result.kept_audit.summary(out))
     for note in result.clock_notes:      # `audit --fix`'s clock maps: every rerun keeps them (or says why not)
+        click.echo(note)
+    for note in result.registration_notes:   # RGB frames resampled onto the spike grid: how, and what was assumed
         click.echo(note)
     drops = crop_drops(result.rows, options.crop_size)
     if drops is not None:

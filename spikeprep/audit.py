@@ -40,7 +40,7 @@ from schemas.sequence_record import SEQUENCE_RECORD_FILENAME, read_sequence_reco
 from schemas.store import DATASET_FILENAME, VOX_ARRAY, VOX_DIRNAME, StoreInfo
 from spikeprep.errors import InputError, SampleError
 from spikeprep.images import LUMA_601, read_rgb
-from spikeprep.spike_source import SpikeSource
+from spikeprep.spike_source import SpikeSource, stored_source
 from spikeprep.stats import FrameKey, check_std, stats_from_records
 from spikeprep.store import (read_frame, read_manifest_rows, read_store_info, store_lock,
                              write_manifest, write_store_info)
@@ -268,7 +268,7 @@ def audit_sequence(root: Path, key: str, info: StoreInfo, rows: list[ManifestRow
                    options: AuditOptions) -> tuple[list[ManifestRow], list[dict]]:
     """Audit one sequence's rows (judged copies returned) and its curves."""
     seq = info.sequences[key]
-    source = SpikeSource(Path(seq.spike_dir), seq.spike_meta)
+    source = stored_source(seq)
     out, curves = [], []
     for row in rows:
         if row.dropped_by_audit:  # a previous audit's verdict: judge again

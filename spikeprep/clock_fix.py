@@ -56,7 +56,7 @@ from spikeprep.audit import MISMATCH, UNDETERMINED, AuditOptions, LumaCorrelator
     top_middle
 from spikeprep.errors import InputError
 from spikeprep.ingest import PENDING_FIX, build_store, check_replaceable, store_specs
-from spikeprep.spike_source import SpikeSource
+from spikeprep.spike_source import SpikeSource, stored_source
 from spikeprep.store import read_manifest_rows, read_store_info, store_lock
 from spikeprep.windows import tick_position
 
@@ -126,7 +126,7 @@ class _TickFrames:
         m = source.meta
         self.source, self.frame_idx, self.start_s, self.hi = source, frame_idx, start_s, hi
         self.chunk = max(1, MAX_SCAN_BYTES // (2 * 4 * m.height * m.width))   # two readers per scan
-        self.first, self.data = lo, np.zeros((0, m.height, m.width), np.int64)
+        self.first, self.data = lo, np.zeros((0, *source.grid), np.int64)
 
     def __getitem__(self, tick: int) -> np.ndarray:
         if not self.first <= tick < self.first + len(self.data):
@@ -159,7 +159,7 @@ def scan_curve(source: SpikeSource, frame: FrameWindow, scale: tuple[int, int], 
     correlate = LumaCorrelator(frame.luma, scale)
     enter = _TickFrames(source, frame.frame_idx, start_s, first + lo, end + hi)
     leave = _TickFrames(source, frame.frame_idx, start_s, first + lo, end + hi)
-    counts = np.zeros((source.meta.height, source.meta.width), np.int64)
+    counts = np.zeros(source.grid, np.int64)
     for tick in range(first + lo, end + lo):
         counts += enter[tick]
     for d in range(lo, hi + 1):
@@ -370,7 +370,7 @@ def fix_store(root: Path, options: ClockFixOptions = ClockFixOptions(), progress
             seq_rows = sorted(by_seq.get(key, []), key=lambda r: r.frame_idx)
             frames = sequence_frames(root, seq_rows, (seq.H, seq.W))
             scanned += len(frames)
-            estimate = estimate_clock(SpikeSource(Path(seq.spike_dir), seq.spike_meta), frames, seq.scale, info.K,
+            estimate = estimate_clock(stored_source(seq), frames, seq.scale, info.K,
                                       options)
             digest = recorded_digest([r.frame_idx for r in seq_rows], [r.t0_recorded for r in seq_rows],
                                      [r.t1_recorded for r in seq_rows])
