@@ -279,7 +279,8 @@ def fix_table(report) -> list[str]:
     """``audit --fix``'s lines: per sequence the fitted map (offset in s and ticks, drift, residual, frames used
     of those located and of all) or why it was left unfixed; then what the rebuild did."""
     width = max([len("sequence")] + [len(r.split) + 1 + len(r.seq) for r in report.records]) + 2
-    out = [f"clock fix ({report.frames_scanned} frames scanned in {report.seconds:.1f} s; t_spike = (1 + drift) * "
+    out = registration_fix_table(report.registrations, width)
+    out += [f"clock fix ({report.frames_scanned} frames scanned in {report.seconds:.1f} s; t_spike = (1 + drift) * "
            "t_recorded + offset):",
            f"{'sequence':<{width}}{'verdict':>8}{'offset s':>13}{'ticks':>9}{'drift ppm':>11}{'residual':>10}"
            f"{'used/located/frames':>21}"]
@@ -299,6 +300,25 @@ def fix_table(report) -> list[str]:
     return out
 
 
+def registration_fix_table(records, width: int) -> list[str]:
+    """``audit --fix``'s registration lines (estimated before the clock): per sequence the verdict, the residual
+    misregistration it measured at the frame corners, how far the frames' own estimates spread, frames used."""
+    if not records:
+        return []
+
+    def num(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    out = ["registration fix (estimated before the clock; residual: largest corner displacement, RGB px):",
+           f"{'sequence':<{width}}{'verdict':>8}{'residual px':>13}{'spread px':>11}{'used/frames':>13}"]
+    for r in records:
+        out.append(f"{r.split + '/' + r.seq:<{width}}{r.verdict:>8}{num(r.residual_px):>13}{num(r.spread_px):>11}"
+                   f"{f'{len(r.frames_used)}/{r.frames_total}':>13}")
+        if r.reason:
+            out.append(f"  left as it was ({r.reason_code}): {r.reason}")
+    return out
+
+
 def audit_table(report, options: AuditOptions) -> list[str]:
     """The audit table (one row per sequence, then the totals) and its legend, as lines."""
     lines_of = [(f"{s['split']}/{s['seq']}", s) for s in report.summary()] + [("total", report.totals())]
@@ -307,18 +327,23 @@ def audit_table(report, options: AuditOptions) -> list[str]:
     def line(name: str, values: list[str], offset: str) -> str:
         return f"{name:<{width}}" + "".join(f"{v:>{len(c) + 2}}" for c, v in zip(AUDIT_COLUMNS, values)) + f"  {offset}"
 
-    out = [line("sequence", list(AUDIT_COLUMNS), "median offset")]
+    out = [line("sequence", list(AUDIT_COLUMNS), "median offset   registration")]
     for i, (name, s) in enumerate(lines_of):
         if i == len(lines_of) - 1:
             out.append("-" * len(out[0]))
         off = "-" if s["median_offset_ticks"] is None else f"{s['median_offset_ticks']:+.1f} ticks"
+        reg = getattr(report, "registration", {}).get(name)
+        if reg is not None:
+            off = f"{off:<16}" + (f"{reg.residual_px:.2f} px" if reg.trusted else f"not measured ({reg.reason_code})")
         out.append(line(name, [str(s[k]) for k in ("frames", "ok", "dropped", ALIGNED, MISALIGNED, MISMATCH,
                                                    UNDETERMINED)], off))
     out += ["kept / dropped: frames training uses / skips (ingest's drops included); the content check's verdicts:",
             "  aligned: the spikes match the blur best within half a voxel bin of the recorded window (kept)",
             "  misaligned: they match best elsewhere, the offset away (dropped; median offset: the shift to apply)",
             f"  mismatch: peak correlation below {options.min_corr}: the spikes show another scene (dropped)",
-            "  undetermined: no single peak (static or flat scene): kept, but nothing was checked"]
+            "  undetermined: no single peak (static or flat scene): kept, but nothing was checked",
+            "registration: residual misregistration of the RGB frames against the spikes, at the frame corners "
+            "(store RGB px; `audit --fix` removes it, from RAW)"]
     return out
 
 

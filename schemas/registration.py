@@ -14,9 +14,11 @@ rectangle of spike pixels that the RGB frame covers, so both cameras see every s
 stored cropped, never resampled.
 
 ``RegistrationFix`` (``DATA_ROOT/audit/registration/<split>/<seq>.json``): what ``audit --fix`` measured and
-decided for one sequence, like ``schemas.clock_fix``. ``fixed``: ingest resamples with ``homography`` (every
-later rerun too); ``unfixed``: the estimate could not be trusted (``reason_code`` and ``reason``) and the
-sequence keeps the registration it had. ``given_homography`` is the meta.json homography (None: none given)
+decided for one sequence, like ``schemas.clock_fix``. ``fixed``: the measured residual was removed, ingest
+resamples with ``homography`` (every later rerun too); ``aligned``: the residual is below the fix's threshold and
+nothing changed; ``unfixed``: the estimate could not be trusted (``reason_code`` and ``reason``) and the
+sequence keeps the registration it had. ``homography`` is what ingest applies (for ``aligned`` and ``unfixed``
+records: an earlier fix kept, or None: the meta.json's or the assumed registration, as before). ``given_homography`` is the meta.json homography (None: none given)
 the fix was estimated on top of; an edited meta.json drops the fix.
 """
 from __future__ import annotations
@@ -35,7 +37,7 @@ from schemas.record import Record
 REGISTRATION_VERSION = 1
 REGISTRATION_FIX_VERSION = 1
 REGISTRATION_DIRNAME = "registration"      # under DATA_ROOT/audit/
-FIXED, UNFIXED = "fixed", "unfixed"
+FIXED, UNFIXED, ALIGNED = "fixed", "unfixed", "aligned"
 RegistrationSource = Literal["meta", "assumed_scale", "audit_fix"]
 # Why a sequence's registration was left as it was (``RegistrationFix.reason_code``)
 UnfixedCode = Literal["no_frames", "too_few_frames", "flat_scene", "frames_disagree"]
@@ -114,7 +116,7 @@ class RegistrationFix(Record):
     version: Literal[1] = REGISTRATION_FIX_VERSION
     split: str
     seq: str
-    verdict: Literal["fixed", "unfixed"]
+    verdict: Literal["fixed", "unfixed", "aligned"]
     reason_code: UnfixedCode | None
     reason: str | None
     homography: tuple[float, float, float, float, float, float, float, float, float] | None
@@ -137,9 +139,9 @@ class RegistrationFix(Record):
         if (self.verdict == UNFIXED) != (self.reason is not None) or (self.reason is None) != (self.reason_code is None):
             raise ValueError(f"a {self.verdict} registration fix " + (
                 "needs the reason (and its code) it was left unfixed" if self.verdict == UNFIXED else "has no reason"))
-        if self.verdict == FIXED:
-            if self.homography is None:
-                raise ValueError("a fixed registration fix needs its homography")
+        if self.verdict == FIXED and self.homography is None:
+            raise ValueError("a fixed registration fix needs its homography")
+        if self.homography is not None:
             problem = homography_problem(self.homography)
             if problem:
                 raise ValueError(f"homography {problem}")

@@ -23,6 +23,14 @@ Estimate, per sequence
        over a short sequence it is poorly determined (2000 ppm over 500 ticks moves a window by one tick), and
        what matters, the windows, the residual already judges.
 
+Registration first (``spikeprep.registration``)
+    A misregistered sequence's shift curves peak at the wrong shifts (moving edges sit elsewhere), so each
+    sequence's registration is estimated first, on the recorded windows (the spike sum over the whole window
+    barely moves with a clock error, and ``estimate_sequence`` removes the part that moves with the image's
+    motion); the clock is then estimated on the blur luma registered in memory, and the registration again on
+    the clock's windows. It is kept as a ``schemas.registration`` record under ``DATA_ROOT/audit/registration/``:
+    ingest resamples a fixed sequence's RGB frames from RAW with the refined homography.
+
 Apply
     The fix of each sequence is written as a ``schemas.clock_fix`` record under ``DATA_ROOT/audit/clock/``;
     then the store is rebuilt through ingest's own code (``spikeprep.ingest.build_store``): ingest maps a
@@ -34,28 +42,38 @@ Apply
 Kill-safety: under the store lock; before the rebuild, ``dataset.json`` is moved to
 ``audit/clock/fix_pending.json`` (the store is incomplete until the rebuild writes it again, last), so a
 killed run leaves a store that looks incomplete and that a rerun (of ``audit --fix``, or of ingest) completes
-byte-identical to an uninterrupted run: the estimate reads only the raw spikes, the blur PNGs and the recorded
-windows, which the fix never changes.
+byte-identical to an uninterrupted run. Registration fixes rewrite the store's blur PNGs, so a rerun that finds
+``fix_pending.json`` does not estimate again: it completes the rebuild from the records written (all of them
+are written before ``dataset.json`` is moved aside); a rerun killed before that estimates again from an
+unchanged store.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from schemas.atomic import atomic_write_text, remove_stale_temps
-from schemas.clock_fix import FIXED, UNFIXED, ClockFix, clock_fix_path, recorded_digest, write_clock_fix
+from schemas.clock_fix import (FIXED, UNFIXED, ClockFix, clock_fix_path, read_clock_fix, recorded_digest,
+                               write_clock_fix)
 from schemas.manifest import ManifestRow
+from schemas.registration import (ALIGNED as REG_ALIGNED, FIXED as REG_FIXED, UNFIXED as REG_UNFIXED,
+                                  RegistrationFix, flat, read_registration_fix, registration_fix_path,
+                                  write_registration_fix)
+from schemas.store import SequenceInfo
 from schemas.store import DATASET_FILENAME, StoreInfo
 from spikeprep.audit import MISMATCH, UNDETERMINED, AuditOptions, LumaCorrelator, blur_luma, judge, shift_curve, \
     top_middle
 from spikeprep.errors import InputError
 from spikeprep.ingest import PENDING_FIX, build_store, check_replaceable, store_specs
+from spikeprep.registration import (FrameEstimate, RegistrationOptions, SequenceEstimate, estimate_frame,
+                                    estimate_sequence, scale_homography, store_to_spike, upsampled_intensity,
+                                    warp_luma)
 from spikeprep.spike_source import SpikeSource, stored_source
 from spikeprep.store import read_manifest_rows, read_store_info, store_lock
 from spikeprep.windows import tick_position
@@ -307,13 +325,67 @@ def clock_record(split: str, seq: str, estimate: ClockEstimate, rate_hz: float, 
 # ---- the whole store ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FixReport:
-    """Result of ``fix_store``: one record per sequence (in key order), what the rebuild said about each fix
-    (``IngestResult.clock_notes``), the time taken and the frames scanned."""
+    """Result of ``fix_store``: one clock and one registration record per sequence (in key order), what the
+    rebuild said about each fix (``IngestResult.clock_notes`` and ``registration_notes``), the time taken and
+    the frames scanned."""
 
     records: list[ClockFix]
     notes: list[str]
     seconds: float
     frames_scanned: int
+    registrations: list[RegistrationFix] = field(default_factory=list)
+
+
+# ---- registration (before the clock) -----------------------------------------------------------------
+def estimate_registration(source: SpikeSource, frames: list[FrameWindow], hw: tuple[int, int],
+                          options: RegistrationOptions) -> SequenceEstimate:
+    """The sequence's residual misregistration on the windows of ``frames`` (at most ``options.max_frames``,
+    evenly spaced): the raw spikes of each window (two halves, for the motion between them) against its
+    blur luma."""
+    chosen = frames if len(frames) <= options.max_frames else \
+        [frames[int(round(i))] for i in np.linspace(0, len(frames) - 1, options.max_frames)]
+    estimates: list[FrameEstimate] = []
+    for f in chosen:
+        try:
+            wc = source.window(f.t0, f.t1, 2, frame_idx=f.frame_idx)
+        except InputError:
+            continue
+        if wc.covered is False or wc.n_ticks == 0:
+            continue
+        halves = (upsampled_intensity(wc.counts[0], hw), upsampled_intensity(wc.counts[1], hw))
+        estimates.append(estimate_frame(upsampled_intensity(wc.counts, hw), f.luma, options, f.frame_idx, halves))
+    return estimate_sequence(estimates, hw, options)
+
+
+def current_registration(seq: SequenceInfo) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(H, A, from_fix)``: the spike -> raw RGB homography a sequence was stored with, the map from its stored
+    RGB pixels to spike pixels, and whether ``H`` came from an earlier ``audit --fix``."""
+    reg = seq.registration
+    if reg is not None:
+        return reg.matrix, store_to_spike(reg.scale, reg.spike_crop), reg.source == "audit_fix"
+    h = scale_homography(*seq.scale)          # stored pixel for pixel: the integer scale
+    return h, np.linalg.inv(h), False
+
+
+def registration_record(split: str, name: str, seq: SequenceInfo, estimate: SequenceEstimate,
+                        options: RegistrationOptions) -> RegistrationFix:
+    """The ``RegistrationFix`` of one estimate: ``fixed`` with the refined homography (the stored one composed
+    with the measured residual), ``aligned`` below ``aligned_px``, or ``unfixed``; the latter two keep an earlier
+    fix's homography."""
+    h, a, from_fix = current_registration(seq)
+    keep = flat(h) if from_fix else None
+    given = seq.spike_meta.rgb_homography
+    common = dict(split=split, seq=name, given_homography=None if given is None else flat(np.asarray(given)),
+                  raw_size=seq.registration.raw_size if seq.registration is not None else (seq.H, seq.W),
+                  residual_px=estimate.residual_px, spread_px=estimate.spread_px,
+                  frames_total=len(estimate.frames), frames_used=estimate.used)
+    if not estimate.trusted:
+        return RegistrationFix(verdict=REG_UNFIXED, reason_code=estimate.reason_code, reason=estimate.reason,
+                               homography=keep, **common)
+    if estimate.residual_px <= options.aligned_px:
+        return RegistrationFix(verdict=REG_ALIGNED, reason_code=None, reason=None, homography=keep, **common)
+    refined = h @ a @ estimate.matrix @ np.linalg.inv(a)
+    return RegistrationFix(verdict=REG_FIXED, reason_code=None, reason=None, homography=flat(refined), **common)
 
 
 def _store_info_for_fix(root: Path) -> StoreInfo:
@@ -360,24 +432,46 @@ def fix_store(root: Path, options: ClockFixOptions = ClockFixOptions(), progress
         read_store_info(root)          # not a store (or an interrupted ingest): its error, before any file is made
     with store_lock(root, "audit --fix"):
         info = _store_info_for_fix(root)
+        resumed = (root / PENDING_FIX).is_file()     # records complete, the rebuild interrupted: finish it
         rows = read_manifest_rows(root)
         by_seq: dict[str, list[ManifestRow]] = {}
         for r in rows:
             by_seq.setdefault(f"{r.split}/{r.seq}", []).append(r)
-        records, scanned = [], 0
-        for key in tqdm(sorted(info.sequences), desc="clock fix", unit="seq", disable=not progress):
+        records, registrations, scanned = [], [], 0
+        reg_options = options.audit.registration
+        for key in tqdm(sorted(info.sequences), desc="registration and clock fix", unit="seq",
+                        disable=not progress):
+            split, name = key.split("/", 1)
+            if resumed:
+                record, registration = _written_records(root, split, name)
+                records.append(record)
+                registrations.append(registration)
+                continue
             seq = info.sequences[key]
             seq_rows = sorted(by_seq.get(key, []), key=lambda r: r.frame_idx)
             frames = sequence_frames(root, seq_rows, (seq.H, seq.W))
             scanned += len(frames)
-            estimate = estimate_clock(stored_source(seq), frames, seq.scale, info.K,
-                                      options)
+            source = stored_source(seq)
+            hw = (seq.H, seq.W)
+            # registration first: a spatial error must never read as a clock error
+            first = estimate_registration(source, frames, hw, reg_options)
+            timing = frames
+            if first.trusted and first.residual_px > reg_options.timing_px:
+                timing = [replace(f, luma=warp_luma(f.luma, first.matrix)) for f in frames]
+            estimate = estimate_clock(source, timing, seq.scale, info.K, options)
             digest = recorded_digest([r.frame_idx for r in seq_rows], [r.t0_recorded for r in seq_rows],
                                      [r.t1_recorded for r in seq_rows])
-            split, name = key.split("/", 1)
             record = clock_record(split, name, estimate, seq.rate_hz, digest)
+            second = first
+            if record.verdict == FIXED:     # again, on the windows the clock fix gives
+                mapped = [replace(f, t0=float(record.map_times(f.t0)), t1=float(record.map_times(f.t1)))
+                          for f in frames]
+                second = estimate_registration(source, mapped, hw, reg_options)
+            registration = registration_record(split, name, seq, second, reg_options)
             write_clock_fix(clock_fix_path(root, split, name), record)
+            write_registration_fix(registration_fix_path(root, split, name), registration)
             records.append(record)
+            registrations.append(registration)
 
         raw, ingest_options, specs = store_specs(info)
         for spec in specs:
@@ -388,4 +482,16 @@ def fix_store(root: Path, options: ClockFixOptions = ClockFixOptions(), progress
             atomic_write_text(pending, info.to_json())
             (root / DATASET_FILENAME).unlink()
         result = build_store(raw, root, specs, ingest_options, workers=workers, log_dir=None, progress=progress)
-    return FixReport(records, result.clock_notes, time.perf_counter() - started, scanned)
+    return FixReport(records, result.clock_notes + result.registration_notes, time.perf_counter() - started,
+                     scanned, registrations)
+
+
+def _written_records(root: Path, split: str, name: str) -> tuple[ClockFix, RegistrationFix]:
+    """The records an interrupted ``audit --fix`` wrote for ``split/name`` before it moved dataset.json aside."""
+    paths = clock_fix_path(root, split, name), registration_fix_path(root, split, name)
+    try:
+        return read_clock_fix(paths[0]), read_registration_fix(paths[1])
+    except ValueError as err:
+        raise InputError(root / PENDING_FIX, f"an interrupted audit --fix left no readable record of {split}/{name} "
+                         f"({str(err)[:200]})", fix="re-run `spikeprep ingest RAW --out DATA_ROOT`, then "
+                         "`spikeprep audit DATA_ROOT --fix`") from None

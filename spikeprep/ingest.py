@@ -49,7 +49,7 @@ from tqdm import tqdm
 from schemas.atomic import atomic_write_text, remove_stale_temps
 from schemas.clock_fix import FIXED, ClockFix, clock_fix_path, read_clock_fix, recorded_digest
 from schemas.config import DEFAULT_CROP_SIZE, DEFAULT_NUM_BINS
-from schemas.registration import (FIXED as REG_FIXED, Registration, RegistrationFix, flat,
+from schemas.registration import (Registration, RegistrationFix, flat,
                                   read_registration_fix, registration_fix_path)
 from schemas.manifest import (MANIFEST_FILENAME, STATUS_DROPPED, STATUS_OK, Drop, DropCode, ManifestRow,
                               name_problem)
@@ -708,7 +708,7 @@ def registration_fix_for(out: Path, spec: SequenceSpec) -> tuple[RegistrationFix
         record = read_registration_fix(path)
     except ValueError as err:
         return None, f"{spec.key}: registration fix dropped: {err}"
-    if record.verdict != REG_FIXED:
+    if record.homography is None:
         return None, None
     given = spec.spike_meta.rgb_homography
     given = None if given is None else flat(np.asarray(given, np.float64))
@@ -717,7 +717,7 @@ def registration_fix_for(out: Path, spec: SequenceSpec) -> tuple[RegistrationFix
         return None, (f"{spec.key}: registration fix dropped: spike/meta.json's rgb_homography or the RGB frames' "
                       f"size changed since `spikeprep audit --fix` estimated it ({path}); run "
                       f"`spikeprep audit {out} --fix` again")
-    return record, f"{spec.key}: registration fix kept (residual it removed {record.residual_px:.2f} px; {path})"
+    return record, f"{spec.key}: registration fix kept ({path})"
 
 
 def registration_note(key: str, info: SequenceInfo) -> str | None:
