@@ -71,7 +71,7 @@ from spikeprep.audit import MISMATCH, UNDETERMINED, AuditOptions, LumaCorrelator
     top_middle
 from spikeprep.errors import InputError
 from spikeprep.ingest import PENDING_FIX, build_store, check_replaceable, store_specs
-from spikeprep.registration import (FrameEstimate, RegistrationOptions, SequenceEstimate, estimate_frame,
+from spikeprep.registration import (FrameEstimate, RegistrationOptions, SequenceEstimate, corner_error, estimate_frame,
                                     estimate_sequence, scale_homography, store_to_spike, upsampled_intensity,
                                     warp_luma)
 from spikeprep.spike_source import SpikeSource, stored_source
@@ -357,6 +357,44 @@ def estimate_registration(source: SpikeSource, frames: list[FrameWindow], hw: tu
     return estimate_sequence(estimates, hw, options)
 
 
+MAX_ROUNDS = 3      # registration and clock estimated in turn at most this many times
+
+
+def _mapped(frames: list[FrameWindow], estimate: ClockEstimate) -> list[FrameWindow]:
+    """``frames`` on the windows a clock estimate's fitted line gives (fixed or not), or as they are."""
+    if estimate.offset_s is None or estimate.drift is None:
+        return frames
+    a, b = 1.0 + estimate.drift, estimate.offset_s
+    return [replace(f, t0=a * f.t0 + b, t1=a * f.t1 + b) for f in frames]
+
+
+def estimate_both(source: SpikeSource, frames: list[FrameWindow], hw: tuple[int, int], scale: tuple[int, int],
+                  num_bins: int, options: ClockFixOptions) -> tuple[ClockEstimate, SequenceEstimate]:
+    """A sequence's clock and registration, registration first: the registration on the recorded windows; then
+    in turn (at most ``MAX_ROUNDS`` times) the clock on the luma registered in memory (when the registration is
+    trusted and above ``timing_px``) and the registration again on the windows the clock's line gives (even a
+    line not yet trusted: a large clock error makes the first registration's frames disagree, a misregistration
+    makes the first clock fit jitter), until the clock is fixed and the registration stops moving. The final
+    registration is the one on the final windows (the fixed clock's, else the recorded ones)."""
+    reg_options = options.audit.registration
+    registration = estimate_registration(source, frames, hw, reg_options)
+    estimate = None
+    for _ in range(MAX_ROUNDS):
+        timing = frames
+        if registration.trusted and registration.residual_px > reg_options.timing_px:
+            timing = [replace(f, luma=warp_luma(f.luma, registration.matrix)) for f in frames]
+        estimate = estimate_clock(source, timing, scale, num_bins, options)
+        again = estimate_registration(source, _mapped(frames, estimate), hw, reg_options)
+        settled = (registration.trusted and again.trusted
+                   and corner_error(np.linalg.inv(registration.matrix) @ again.matrix, hw) <= reg_options.aligned_px)
+        registration = again
+        if estimate.offset_s is None or (estimate.verdict == FIXED and settled):
+            break
+    if estimate.verdict != FIXED:            # the clock stays as recorded: so do the registration's windows
+        registration = estimate_registration(source, frames, hw, reg_options)
+    return estimate, registration
+
+
 def current_registration(seq: SequenceInfo) -> tuple[np.ndarray, np.ndarray, bool]:
     """``(H, A, from_fix)``: the spike -> raw RGB homography a sequence was stored with, the map from its stored
     RGB pixels to spike pixels, and whether ``H`` came from an earlier ``audit --fix``."""
@@ -453,20 +491,10 @@ def fix_store(root: Path, options: ClockFixOptions = ClockFixOptions(), progress
             scanned += len(frames)
             source = stored_source(seq)
             hw = (seq.H, seq.W)
-            # registration first: a spatial error must never read as a clock error
-            first = estimate_registration(source, frames, hw, reg_options)
-            timing = frames
-            if first.trusted and first.residual_px > reg_options.timing_px:
-                timing = [replace(f, luma=warp_luma(f.luma, first.matrix)) for f in frames]
-            estimate = estimate_clock(source, timing, seq.scale, info.K, options)
+            estimate, second = estimate_both(source, frames, hw, seq.scale, info.K, options)
             digest = recorded_digest([r.frame_idx for r in seq_rows], [r.t0_recorded for r in seq_rows],
                                      [r.t1_recorded for r in seq_rows])
             record = clock_record(split, name, estimate, seq.rate_hz, digest)
-            second = first
-            if record.verdict == FIXED:     # again, on the windows the clock fix gives
-                mapped = [replace(f, t0=float(record.map_times(f.t0)), t1=float(record.map_times(f.t1)))
-                          for f in frames]
-                second = estimate_registration(source, mapped, hw, reg_options)
             registration = registration_record(split, name, seq, second, reg_options)
             write_clock_fix(clock_fix_path(root, split, name), record)
             write_registration_fix(registration_fix_path(root, split, name), registration)
