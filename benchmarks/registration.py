@@ -1,0 +1,125 @@
+"""Registration benchmark (issue 30): what a misregistered RGB camera costs the least-squares baseline and the
+audit, and what ``audit --fix`` gives back, with and without a clock error.
+
+    .venv/bin/python benchmarks/registration.py                 # demo preset 96x128, seed 53 (the issue's store)
+    .venv/bin/python benchmarks/registration.py --seed 7 --no-write
+
+Stores (``spikeprep synth --preset demo``, 96x128, 2 + 1 sequences x 12 frames, 64-tick exposures, K = 32):
+``unwarped``; ``warped``: every sequence's RGB camera sees the spike camera's view through the issue's affine
+(0.7 degrees, 1.5 % scale, a (2.6, -1.8) px shift about the frame's centre; ``synth``'s ``rgb_homography``: blur
+and sharp frames alike, as a beam splitter does); ``warped + clock``: the same, its exposure tables also on
+another clock (offset within one frame period, +-1000 ppm, drawn per sequence). Each is ingested and audited
+(``--crop 64``); the warped ones again after ``audit --fix``. Per store: the audit's aligned / misaligned frames
+(of 36), the registration it measures (largest corner residual over the sequences, RGB px), the clock fix's
+largest |offset| (ticks), and the least-squares baseline's PSNR-Y on the val split (``spikeprep baselines``:
+fitted on train). The fixed store keeps the part of the spike grid both cameras see, so its PSNR is over a few
+fewer pixels, and its ground truth is the resampled sharp frame. Writes the table, the command and the machine
+to benchmarks/RESULTS.md under "## Registration".
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from _common import cpu_description, load_average, write_section  # noqa: E402
+from model.baseline_scores import score_baselines  # noqa: E402
+from spikeprep.audit import ALIGNED, MISALIGNED, AuditOptions, audit  # noqa: E402
+from spikeprep.clock_fix import fix_store  # noqa: E402
+from spikeprep.ingest import IngestOptions, ingest  # noqa: E402
+from spikeprep.synth import SynthConfig, sequence_names, synthesize  # noqa: E402
+
+SECTION = "## Registration"
+ANGLE_DEG, ZOOM, SHIFT = 0.7, 1.015, (2.6, -1.8)
+
+
+def issue_affine(h: int, w: int) -> tuple[float, ...]:
+    """The issue's beam-splitter affine about the frame's centre (spike and RGB grids equal: 96x128)."""
+    a = math.radians(ANGLE_DEG)
+    lin = ZOOM * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    c = np.array([(w - 1) / 2, (h - 1) / 2])
+    m = np.eye(3)
+    m[:2, :2] = lin
+    m[:2, 2] = c - lin @ c + np.array(SHIFT)
+    return tuple(float(v) for v in m.ravel())
+
+
+def measure(name: str, store: Path, options: AuditOptions, fix: bool) -> dict:
+    fixed = fix_store(store, progress=False) if fix else None
+    report = audit(store, options, progress=False)
+    totals = report.totals()
+    residuals = [e.residual_px for e in report.registration.values() if e.trusted]
+    lsq = score_baselines(store, "val").row("lsq").overall
+    return dict(name=name, aligned=totals[ALIGNED], misaligned=totals[MISALIGNED], frames=totals["frames"],
+                reg=max(residuals) if residuals else None,
+                clock=None if fixed is None else max(abs(r.offset_ticks or 0.0) for r in fixed.records),
+                reg_fixed=None if fixed is None else sum(r.verdict == "fixed" for r in fixed.registrations),
+                psnr_y=lsq.psnr_y)
+
+
+def run(seed: int, tmp: Path) -> list[dict]:
+    base = dict(height=96, width=128, seed=seed)
+    cfg = SynthConfig.from_preset("demo", **base)
+    warp = {name: issue_affine(96, 128) for _, name in sequence_names(cfg)}
+    trees = {"unwarped": base, "warped": dict(base, rgb_homography=warp),
+             "warped + clock": dict(base, rgb_homography=warp, clock_offset_ticks=80.0, clock_drift_ppm=1000.0)}
+    options = AuditOptions(crop_size=64)
+    rows = []
+    for name, overrides in trees.items():
+        raw = synthesize(tmp / name.replace(" ", "") / "raw", SynthConfig.from_preset("demo", **overrides),
+                         progress=False)
+        store = tmp / name.replace(" ", "") / "store"
+        ingest(raw, store, IngestOptions(crop_size=64), log_dir=None, progress=False)
+        rows.append(measure(name, store, options, fix=False))
+        if name != "unwarped":
+            rows.append(measure(name + ", audit --fix", store, options, fix=True))
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    lines = ["| store | aligned / misaligned (of frames) | registration residual (px) | clock fix max offset (ticks) "
+             "| registrations fixed | lsq PSNR-Y (dB) |", "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['aligned']} / {r['misaligned']} (of {r['frames']}) | {num(r['reg'], '.2f')} "
+                     f"| {num(r['clock'], '.2f')} | {num(r['reg_fixed'], 'd')} | {num(r['psnr_y'], '.2f')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=53)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = run(args.seed, Path(tmp))
+    text = table(rows)
+    print(text)
+    seconds = time.perf_counter() - started
+    if not args.no_write:
+        command = "benchmarks/registration.py " + shlex.join(sys.argv[1:])
+        body = (f"{SECTION}\n\n`{command.strip()}` ({seconds:.0f} s; {cpu_description()}, {load_average()}, "
+                f"Python {platform.python_version()}).\n\n"
+                f"`spikeprep synth --preset demo` at 96x128, seed {args.seed}; warped: the RGB camera sees the spike "
+                f"camera's view through a {ANGLE_DEG} degree, {ZOOM - 1:.1%} scale, {SHIFT} px affine (blur and sharp "
+                "frames); + clock: exposure tables on another clock (offset within a frame period, +-1000 ppm). "
+                "Audit `--crop 64`; lsq: the least-squares baseline on val, fitted on train.\n\n" + text + "\n")
+        write_section(ROOT / "benchmarks" / "RESULTS.md", SECTION, body)
+
+
+if __name__ == "__main__":
+    main()
