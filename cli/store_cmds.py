@@ -327,23 +327,38 @@ def audit_table(report, options: AuditOptions) -> list[str]:
     def line(name: str, values: list[str], offset: str) -> str:
         return f"{name:<{width}}" + "".join(f"{v:>{len(c) + 2}}" for c, v in zip(AUDIT_COLUMNS, values)) + f"  {offset}"
 
-    out = [line("sequence", list(AUDIT_COLUMNS), "median offset   registration")]
+    out = [line("sequence", list(AUDIT_COLUMNS), "median offset")]
     for i, (name, s) in enumerate(lines_of):
         if i == len(lines_of) - 1:
             out.append("-" * len(out[0]))
         off = "-" if s["median_offset_ticks"] is None else f"{s['median_offset_ticks']:+.1f} ticks"
-        reg = getattr(report, "registration", {}).get(name)
-        if reg is not None:
-            off = f"{off:<16}" + (f"{reg.residual_px:.2f} px" if reg.trusted else f"not measured ({reg.reason_code})")
         out.append(line(name, [str(s[k]) for k in ("frames", "ok", "dropped", ALIGNED, MISALIGNED, MISMATCH,
                                                    UNDETERMINED)], off))
     out += ["kept / dropped: frames training uses / skips (ingest's drops included); the content check's verdicts:",
             "  aligned: the spikes match the blur best within half a voxel bin of the recorded window (kept)",
             "  misaligned: they match best elsewhere, the offset away (dropped; median offset: the shift to apply)",
             f"  mismatch: peak correlation below {options.min_corr}: the spikes show another scene (dropped)",
-            "  undetermined: no single peak (static or flat scene): kept, but nothing was checked",
-            "registration: residual misregistration of the RGB frames against the spikes, at the frame corners "
-            "(store RGB px; `audit --fix` removes it, from RAW)"]
+            "  undetermined: no single peak (static or flat scene): kept, but nothing was checked"]
+    return out + registration_lines(report, options, width)
+
+
+def registration_lines(report, options: AuditOptions, width: int) -> list[str]:
+    """The audit's registration per sequence: the residual misregistration of the RGB frames against the
+    spikes at the frame corners (RGB px), or why it was not measured; a note where it exceeds half a pixel."""
+    measured = getattr(report, "registration", {})
+    if not measured:
+        return []
+    out = ["registration (residual misregistration of the RGB frames against the spikes, largest displacement of the "
+           "frame corners, store RGB px):"]
+    for name, est in sorted(measured.items()):
+        if not est.trusted:
+            out.append(f"  {name:<{width}}not measured ({est.reason_code}): {est.reason}")
+            continue
+        note = ""
+        if est.residual_px >= 0.5:
+            note = ("  misregistered: its frames were timed on the registered luma; `spikeprep audit DATA_ROOT --fix` "
+                    "resamples them from RAW")
+        out.append(f"  {name:<{width}}{est.residual_px:.2f} px over {len(est.used)} frames{note}")
     return out
 
 

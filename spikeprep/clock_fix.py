@@ -378,6 +378,8 @@ def estimate_both(source: SpikeSource, frames: list[FrameWindow], hw: tuple[int,
     registration is the one on the final windows (the fixed clock's, else the recorded ones)."""
     reg_options = options.audit.registration
     registration = estimate_registration(source, frames, hw, reg_options)
+    if registration.reason_code == "frames_disagree" and frames:
+        registration = _registration_by_shift(source, frames, hw, options) or registration
     estimate = None
     for _ in range(MAX_ROUNDS):
         timing = frames
@@ -393,6 +395,26 @@ def estimate_both(source: SpikeSource, frames: list[FrameWindow], hw: tuple[int,
     if estimate.verdict != FIXED:            # the clock stays as recorded: so do the registration's windows
         registration = estimate_registration(source, frames, hw, reg_options)
     return estimate, registration
+
+
+SHIFT_CANDIDATES = 17     # offsets tried across the clock scan's reach when the frames' registrations disagree
+
+
+def _registration_by_shift(source: SpikeSource, frames: list[FrameWindow], hw: tuple[int, int],
+                           options: ClockFixOptions) -> SequenceEstimate | None:
+    """A clock error of many ticks moves each frame's picture by its own motion, so the frames' registrations
+    disagree. A misregistration is the same in every frame, so the registration is sought on windows shifted by
+    ``SHIFT_CANDIDATES`` offsets across the clock scan's reach: the trusted estimate whose frames agree best
+    (least spread), or None. Only the registration is kept; the clock is then estimated on its own."""
+    rate = source.meta.rate_hz
+    reach = scan_reach(frames, rate, options)
+    best = None
+    for d in np.linspace(-reach, reach, SHIFT_CANDIDATES):
+        moved = [replace(f, t0=f.t0 + d / rate, t1=f.t1 + d / rate) for f in frames]
+        found = estimate_registration(source, moved, hw, options.audit.registration)
+        if found.trusted and (best is None or found.spread_px < best.spread_px):
+            best = found
+    return best
 
 
 def current_registration(seq: SequenceInfo) -> tuple[np.ndarray, np.ndarray, bool]:

@@ -288,7 +288,7 @@ def test_a_flat_scene_is_left_unfixed_with_its_reason(synth_tree, tmp_path):
     assert "Traceback" not in res.output, res.output
     record = read_registration_fix(registration_fix_path(store, "train", "seq_000"))
     assert record.verdict == UNFIXED and record.reason_code == "flat_scene" and record.homography is None
-    assert "left as it was (flat_scene)" in res.output
+    assert "left as it was (flat_scene)" in res.output and "not measured (flat_scene)" in res.output
     assert read_store_info(store).sequences["train/seq_000"].registration == before
 
 
