@@ -366,3 +366,40 @@ def test_svrt_gopro_sharp_frame_warped_by_a_known_homography_is_found_from_its_s
     true_residual = np.linalg.inv(m) @ warp @ m                                  # store px -> store px
     assert corner_error(true_residual, (360, 640)) > 3
     assert corner_error(np.linalg.inv(true_residual @ own.matrix) @ found.matrix, (360, 640)) < 0.3
+
+
+# ---- synth's rig options --------------------------------------------------------------------------------
+def test_synth_rig_truth_registers_the_warped_frames_back_onto_the_render(synth_tree, tmp_path):
+    """The same scene with and without the rig's warp: the spikes are the same, the truth is in synth.json (and
+    in meta.json only when asked), and ingesting the warped frames with the true homography gives back the
+    unwarped render (area-reduced to the spike grid, on the kept spike pixels)."""
+    plain = synth_tree(**dict(WARPED, train_seqs=1, frames=4, rgb_size=None, rgb_warp=(0.0, 0.0, 0.0)))
+    warped = synth_tree(**dict(WARPED, train_seqs=1, frames=4, rgb_homography_in_meta=True))
+    info = json.loads((warped / "synth.json").read_text())
+    entry = info["sequences"][0]
+    assert entry["rgb_size"] == [100, 125] and len(entry["rgb_homography"]) == 9
+    assert "rgb_homography" not in json.loads((plain / "synth.json").read_text())["sequences"][0]
+    seq = "train/seq_000"
+    assert (plain / seq / "spike/stream.dat").read_bytes() == (warped / seq / "spike/stream.dat").read_bytes()
+    assert read_rgb(warped / seq / "blur/000000.png").shape == (3, 100, 125)
+    store = tmp_path / "store"
+    ingest(warped, store, OPTS, log_dir=None, progress=False)
+    y0, x0, h, w = read_store_info(store).sequences[seq].registration.spike_crop
+    for i in range(4):
+        stored = read_rgb(store / seq / f"blur/{i:06d}.png").transpose(1, 2, 0)
+        reduced = cv2.resize(stored, (w, h), interpolation=cv2.INTER_AREA)
+        render = read_rgb(plain / seq / f"blur/{i:06d}.png").transpose(1, 2, 0)[y0:y0 + h, x0:x0 + w]
+        assert psnr(reduced, render) > 30, psnr(reduced, render)
+
+
+def test_synth_cli_rig_registration_options(tmp_path):
+    res = CliRunner().invoke(main, ["synth", str(tmp_path / "raw"), "--preset", "tiny", "--frames", "2",
+                                    "--rgb-size", "100", "133", "--rgb-warp", "2", "0.5", "0.01", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    info = json.loads((tmp_path / "raw" / "synth.json").read_text())
+    assert info["config"]["rgb_size"] == [100, 133] and info["config"]["rgb_warp"] == [2.0, 0.5, 0.01]
+    h = np.array(info["sequences"][0]["rgb_homography"]).reshape(3, 3)
+    assert corner_error(np.linalg.inv(scale_homography(100 / 48, 133 / 64)) @ h, (48, 64)) > 0.1
+    bad = CliRunner().invoke(main, ["synth", str(tmp_path / "bad"), "--preset", "tiny", "--rgb-warp", "1", "1", "0.7",
+                                    "--no-progress"])
+    assert bad.exit_code == 2 and "rgb_warp" in bad.output
