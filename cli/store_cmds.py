@@ -212,7 +212,7 @@ Examples:
   spikeprep audit data/store
   spikeprep audit data/store --overlays 20 --crop 256 --max-shift 16
   spikeprep audit data/store --show 50 --curves outputs/failing_curves.png
-  spikeprep audit data/store --fix          # fit each sequence's clock map, rebuild, then audit
+  spikeprep audit data/store --fix          # fit each sequence's registration and clock map, rebuild, then audit
 """)
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--crop", "crop_size", type=click.IntRange(min=1),
@@ -230,9 +230,10 @@ Examples:
               help="write the failing frames' correlation curves here [DATA_ROOT/audit/failing_curves.png]")
 @click.option("--show", default=20, show_default=True, type=click.IntRange(min=0),
               help="failing frames listed one per line (the rest: manifest.parquet)")
-@click.option("--fix", is_flag=True, help="first estimate each sequence's clock map (t_spike = (1 + drift) * "
-              "t_recorded + offset) from where the spikes match the blur, keep it in DATA_ROOT/audit/clock/, and "
-              "voxelize the fixed sequences again from RAW; then audit")
+@click.option("--fix", is_flag=True, help="first estimate each sequence's registration (the RGB frames against "
+              "the spikes) and clock map (t_spike = (1 + drift) * t_recorded + offset) from where the spikes match "
+              "the blur, keep them in DATA_ROOT/audit/registration/ and audit/clock/, and rebuild the fixed "
+              "sequences from RAW; then audit")
 @click.option("--max-residual", default=ClockFixOptions.max_residual_ticks, show_default=True, type=float,
               help="--fix: a fit whose RMS residual exceeds this many ticks leaves its sequence unfixed")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),

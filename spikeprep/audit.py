@@ -12,6 +12,11 @@ of ~1e-3 moves the maximum by a tick or two; benchmarks/audit_precision.py measu
 ``undetermined``: reported, never counted as a pass or a failure. A peak correlation below
 ``min_corr`` means the spikes do not show this frame at all (``mismatch``).
 
+Registration (``measure_registration``): per sequence, the residual misregistration of the stored RGB frames
+against the spikes (``spikeprep.registration``), in the manifest's ``audit_registration_px`` and the overlays'
+labels; a sequence misregistered by more than ``timing_px`` is timed on its blur luma registered in memory, so
+a spatial error is never read as an exposure misalignment (``audit --fix`` removes it from RAW).
+
 Failing frames (``misaligned``, ``mismatch``, or a structural problem) become ``status = dropped`` with
 the reason (prose) and its code (``reason_code``) in the manifest, so training never sees them; stats are
 recomputed over the kept training frames. The audit's codes start with ``audit_`` (``AUDIT_CODES``), so a

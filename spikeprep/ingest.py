@@ -26,6 +26,12 @@ Clock fixes: a sequence with a fixed ``audit/clock/<split>/<seq>.json`` (``spike
 its recorded windows mapped onto the spike clock (the map is part of its fingerprint; the rows keep the
 recorded windows as ``t0_recorded``/``t1_recorded``), so every rerun keeps the fix; a fix fitted to another
 ``exposure.csv`` than the current one is dropped, and ``IngestResult.clock_notes`` says which.
+
+Registration (``spikeprep.registration``, DESIGN section 3): RGB frames that are not the spike grid times an
+integer per axis, or whose spike ``meta.json`` gives ``rgb_homography``, or whose sequence has a fixed
+``audit/registration/<split>/<seq>.json``, are resampled onto the (cropped) spike grid times an integer scale
+and written as the store's own PNGs; the registration is part of the fingerprint and of the sequence's
+``dataset.json`` entry, and ``IngestResult.registration_notes`` says what was done (and what was assumed).
 """
 from __future__ import annotations
 
