@@ -15,6 +15,7 @@ from schemas.manifest import CROP_CODES, MANIFEST_FILENAME, STATUS_OK, ManifestR
 from spikeprep.audit import (ALIGNED, AUDIT_DIRNAME, MISALIGNED, MISMATCH, UNDETERMINED, AuditOptions, audit,
                              crop_drops)
 from spikeprep.clock_fix import ClockFixOptions, fix_store
+from spikeprep.registration import RegistrationOptions
 from spikeprep.ingest import ALIGN_LOG_DIRNAME, IngestOptions, ingest
 from spikeprep.raw_layout import PRESETS, preset_overrides
 from spikeprep.stats import write_config_norm
@@ -234,19 +235,23 @@ Examples:
               "the spikes) and clock map (t_spike = (1 + drift) * t_recorded + offset) from where the spikes match "
               "the blur, keep them in DATA_ROOT/audit/registration/ and audit/clock/, and rebuild the fixed "
               "sequences from RAW; then audit")
+@click.option("--registration-model", type=click.Choice(["affine", "homography"]), default="affine", show_default=True,
+              help="the transform the audit measures between the RGB frames and the spikes (a beam splitter's small "
+              "homography is nearly affine; homography: 8 parameters, for larger perspective)")
 @click.option("--max-residual", default=ClockFixOptions.max_residual_ticks, show_default=True, type=float,
               help="--fix: a fit whose RMS residual exceeds this many ticks leaves its sequence unfixed")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="--fix: sequences rebuilt in parallel")
 @click.option("--progress/--no-progress", default=True)
 def audit_cmd(root, crop_size, config, max_shift_ticks, min_corr, overlays, seed, curves_png, show, fix,
-              max_residual, workers, progress):
+              registration_model, max_residual, workers, progress):
     """Check exposure alignment of spikes and blur frames; drop failing frames; exit 1 if any frame fails."""
     if curves_png is not None:
         refuse_output_in_store(curves_png, "--curves", own=Path(root) / AUDIT_DIRNAME)
     cfg = load_config(config) if config else None
     options = AuditOptions(max_shift_ticks=max_shift_ticks, min_corr=min_corr,
-                           crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else AuditOptions.crop_size))
+                           crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else AuditOptions.crop_size),
+                           registration=RegistrationOptions(model=registration_model))
     if fix:
         fixed = fix_store(root, ClockFixOptions(max_residual_ticks=max_residual, audit=options), progress=progress,
                           workers=workers)

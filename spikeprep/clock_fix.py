@@ -397,7 +397,8 @@ def estimate_both(source: SpikeSource, frames: list[FrameWindow], hw: tuple[int,
     return estimate, registration
 
 
-SHIFT_CANDIDATES = 17     # offsets tried across the clock scan's reach when the frames' registrations disagree
+SHIFT_CANDIDATES = 13     # offsets tried across the clock scan's reach when the frames' registrations disagree
+SHIFT_FRAMES = 8          # frames (evenly spaced) each offset is tried on: the search only picks the offset
 
 
 def _registration_by_shift(source: SpikeSource, frames: list[FrameWindow], hw: tuple[int, int],
@@ -408,10 +409,11 @@ def _registration_by_shift(source: SpikeSource, frames: list[FrameWindow], hw: t
     (least spread), or None. Only the registration is kept; the clock is then estimated on its own."""
     rate = source.meta.rate_hz
     reach = scan_reach(frames, rate, options)
+    search = replace(options.audit.registration, max_frames=min(SHIFT_FRAMES, options.audit.registration.max_frames))
     best = None
     for d in np.linspace(-reach, reach, SHIFT_CANDIDATES):
         moved = [replace(f, t0=f.t0 + d / rate, t1=f.t1 + d / rate) for f in frames]
-        found = estimate_registration(source, moved, hw, options.audit.registration)
+        found = estimate_registration(source, moved, hw, search)
         if found.trusted and (best is None or found.spread_px < best.spread_px):
             best = found
     return best
@@ -502,6 +504,9 @@ def fix_store(root: Path, options: ClockFixOptions = ClockFixOptions(), progress
         for key in tqdm(sorted(info.sequences), desc="registration and clock fix", unit="seq",
                         disable=not progress):
             split, name = key.split("/", 1)
+            for path in (clock_fix_path(root, split, name), registration_fix_path(root, split, name)):
+                for stale in remove_stale_temps(path):        # a killed fix's half-written record
+                    log.info("removed %s, left by an interrupted audit --fix", stale)
             if resumed:
                 record, registration = _written_records(root, split, name)
                 records.append(record)
