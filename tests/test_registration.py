@@ -190,7 +190,8 @@ def motion_blurred(scene: np.ndarray, length: float, angle: float) -> np.ndarray
 @given(data=st.data(), model=st.sampled_from(["affine", "homography"]), blur=st.sampled_from([0.0, 6.0]))
 def test_the_estimate_recovers_small_warps_within_0_3_px(scene, data, model, blur):
     """Spikes (Poisson counts of 32 ticks) and a blur frame of the same exposure (motion blurred alike) seen
-    through a known warp: the per-frame estimate and the sequence's robust one find it at the corners."""
+    through a known warp: each frame's estimate finds it within half a pixel at the corners, the sequence's
+    robust one (4 frames) within 0.3 px."""
     hw = scene.shape
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
     frames, true = [], small_warp(data, model, hw)
@@ -201,8 +202,8 @@ def test_the_estimate_recovers_small_warps_within_0_3_px(scene, data, model, blu
                                    | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)   # luma(R u) = scene(u)
         luma = np.round(luma * 255) / 255
         frames.append(estimate_frame(spikes, luma, RegistrationOptions(model=model), i))
-    for f in frames:
-        assert f.problem is None and corner_error(np.linalg.inv(true) @ f.matrix, hw) <= 0.3
+    for f in frames:       # one frame: within half a pixel (RESULTS.md "Registration": worst 0.51 px at 16 px of blur)
+        assert f.problem is None and corner_error(np.linalg.inv(true) @ f.matrix, hw) <= 0.5
     seq = estimate_sequence(frames, hw, RegistrationOptions(model=model))
     assert seq.trusted and corner_error(np.linalg.inv(true) @ seq.matrix, hw) <= 0.3
     assert seq.residual_px == pytest.approx(corner_error(true, hw), abs=0.3)
