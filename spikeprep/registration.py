@@ -95,13 +95,18 @@ def valid_spike_crop(m_full: np.ndarray, spike_hw: tuple[int, int], scale: int, 
     pixels all lie inside the raw frame (each pixel's whole footprint), ``m_full`` mapping the uncropped store
     grid to raw pixels; None when no spike pixel is covered."""
     hs, ws = spike_hw
-    v, u = np.mgrid[0:hs * scale, 0:ws * scale]
+    # the raw frame's pixels a homography keeps form a convex region, so a block of scale x scale stored pixels
+    # lies inside it when its four corner pixels do: the mask is evaluated at the blocks' first and last
+    # columns and rows only (memory O(spike pixels), not O(stored pixels))
+    cols = np.stack([np.arange(ws) * scale, np.arange(ws) * scale + scale - 1], axis=1).ravel()
+    rows = np.stack([np.arange(hs) * scale, np.arange(hs) * scale + scale - 1], axis=1).ravel()
+    v, u = np.meshgrid(rows, cols, indexing="ij")
     xy = apply(m_full, np.c_[u.ravel(), v.ravel()].astype(np.float64))
     half = linear_scale(m_full) / 2
     rh, rw = raw_hw
     inside = ((xy[:, 0] >= half - 0.5 - tolerance) & (xy[:, 0] <= rw - 0.5 - half + tolerance)
               & (xy[:, 1] >= half - 0.5 - tolerance) & (xy[:, 1] <= rh - 0.5 - half + tolerance))
-    ok = inside.reshape(hs, scale, ws, scale).all(axis=(1, 3))
+    ok = inside.reshape(hs, 2, ws, 2).all(axis=(1, 3))
     y0, y1, x0, x1 = 0, hs, 0, ws
     while y1 > y0 and x1 > x0:
         sub = ok[y0:y1, x0:x1]

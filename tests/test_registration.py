@@ -426,3 +426,25 @@ def test_cli_fix_with_the_homography_model_recovers_a_perspective_rig(synth_tree
     assert "Traceback" not in res.output and "registration fix (estimated before the clock" in res.output, res.output
     assert stored_error(store, raw, "train/seq_000") < 0.3
     assert "train/seq_000" in res.output and " px over " in res.output
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data(), scale=st.integers(1, 3), ratio=st.floats(1.0, 3.5))
+def test_the_kept_spike_pixels_are_all_seen_by_the_rgb_camera(data, scale, ratio):
+    """Every stored pixel of the cropped grid lies, with its whole footprint, inside the raw RGB frame, and a
+    small warp costs only a few spike pixels at the edges."""
+    from spikeprep.registration import linear_scale, valid_spike_crop
+
+    hs, ws = 24, 32
+    raw = (int(round(hs * ratio)), int(round(ws * ratio)))
+    h = small_warp(data, "homography", raw) @ scale_homography(raw[0] / hs, raw[1] / ws)
+    crop = valid_spike_crop(h @ store_to_spike(scale, (0, 0, hs, ws)), (hs, ws), scale, raw)
+    assert crop is not None
+    y0, x0, ch, cw = crop
+    m = h @ store_to_spike(scale, crop)
+    v, u = np.mgrid[0:ch * scale, 0:cw * scale]
+    xy = cv2.perspectiveTransform(np.c_[u.ravel(), v.ravel()].astype(np.float64)[None], m)[0]
+    half = linear_scale(m) / 2 - 1e-3
+    assert xy[:, 0].min() >= half - 0.5 and xy[:, 0].max() <= raw[1] - 0.5 - half
+    assert xy[:, 1].min() >= half - 0.5 and xy[:, 1].max() <= raw[0] - 0.5 - half
+    assert ch >= hs - 6 and cw >= ws - 6                    # a few pixels of a small warp's edges, no more
