@@ -15,6 +15,7 @@ from schemas.manifest import CROP_CODES, MANIFEST_FILENAME, STATUS_OK, ManifestR
 from spikeprep.audit import (ALIGNED, AUDIT_DIRNAME, MISALIGNED, MISMATCH, UNDETERMINED, AuditOptions, audit,
                              crop_drops)
 from spikeprep.clock_fix import ClockFixOptions, fix_store
+from spikeprep.registration import RegistrationOptions
 from spikeprep.ingest import ALIGN_LOG_DIRNAME, IngestOptions, ingest
 from spikeprep.raw_layout import PRESETS, preset_overrides
 from spikeprep.stats import write_config_norm
@@ -53,6 +54,10 @@ Examples:
 @click.option("--exposure-s", "exposure_s", type=click.FloatRange(min=0, min_open=True),
               help="exposure time in seconds of exposure.csv tables that give frame start times only "
               "(header frame_idx,t_start): t1 = t_start + this")
+@click.option("--rgb-scale", "rgb_scale", type=click.IntRange(min=1, max=16),
+              help="RGB frames resampled by a registration (spike meta.json's rgb_homography, or RGB of another "
+              "size than the spike grid times an integer): the stored RGB grid is the spike grid times this "
+              "[the registration's scale, rounded]")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="sequences ingested in parallel")
 @click.option("--copy", "copy_images", is_flag=True, help="copy PNGs instead of hard-linking them")
@@ -68,8 +73,8 @@ Examples:
 @click.option("--progress/--no-progress", default=True)
 @click.option("-v", "--verbose", is_flag=True, help="log every dropped frame")
 def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rate_hz, frames_per_file,
-               exposure_start, exposure_stop, exposure_length, exposure_s, workers, copy_images, log_dir, write_config,
-               force, show, progress, verbose):
+               exposure_start, exposure_stop, exposure_length, exposure_s, rgb_scale, workers, copy_images, log_dir,
+               write_config, force, show, progress, verbose):
     """Turn raw sequences into a store: Zarr voxel counts, manifest.parquet, dataset.json (with stats)."""
     _setup_logging(verbose)
     cfg = load_config(config) if config else None
@@ -86,7 +91,7 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
     options = IngestOptions(num_bins=num_bins or (cfg.DATA.K if cfg else IngestOptions.num_bins),
                             crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else IngestOptions.crop_size),
                             layout=layout, copy_images=copy_images, preset_overrides=overrides,
-                            exposure_s=exposure_s)
+                            exposure_s=exposure_s, rgb_scale=rgb_scale)
     result = ingest(raw, out, options, workers=workers, log_dir=log_dir or out / ALIGN_LOG_DIRNAME, progress=progress,
                     force=force)
     click.echo(f"wrote {out}: {len(result.rows)} frames, {result.n_ok} ok, {result.n_dropped} dropped; "
@@ -97,6 +102,8 @@ def ingest_cmd(raw, out, config, num_bins, crop_size, layout, height, width, rat
     if result.kept_audit is not None:
         click.echo(result.kept_audit.summary(out))
     for note in result.clock_notes:      # `audit --fix`'s clock maps: every rerun keeps them (or says why not)
+        click.echo(note)
+    for note in result.registration_notes:   # RGB frames resampled onto the spike grid: how, and what was assumed
         click.echo(note)
     drops = crop_drops(result.rows, options.crop_size)
     if drops is not None:
@@ -206,7 +213,7 @@ Examples:
   spikeprep audit data/store
   spikeprep audit data/store --overlays 20 --crop 256 --max-shift 16
   spikeprep audit data/store --show 50 --curves outputs/failing_curves.png
-  spikeprep audit data/store --fix          # fit each sequence's clock map, rebuild, then audit
+  spikeprep audit data/store --fix          # fit each sequence's registration and clock map, rebuild, then audit
 """)
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--crop", "crop_size", type=click.IntRange(min=1),
@@ -224,22 +231,27 @@ Examples:
               help="write the failing frames' correlation curves here [DATA_ROOT/audit/failing_curves.png]")
 @click.option("--show", default=20, show_default=True, type=click.IntRange(min=0),
               help="failing frames listed one per line (the rest: manifest.parquet)")
-@click.option("--fix", is_flag=True, help="first estimate each sequence's clock map (t_spike = (1 + drift) * "
-              "t_recorded + offset) from where the spikes match the blur, keep it in DATA_ROOT/audit/clock/, and "
-              "voxelize the fixed sequences again from RAW; then audit")
+@click.option("--fix", is_flag=True, help="first estimate each sequence's registration (the RGB frames against "
+              "the spikes) and clock map (t_spike = (1 + drift) * t_recorded + offset) from where the spikes match "
+              "the blur, keep them in DATA_ROOT/audit/registration/ and audit/clock/, and rebuild the fixed "
+              "sequences from RAW; then audit")
+@click.option("--registration-model", type=click.Choice(["affine", "homography"]), default="affine", show_default=True,
+              help="the transform the audit measures between the RGB frames and the spikes (a beam splitter's small "
+              "homography is nearly affine; homography: 8 parameters, for larger perspective)")
 @click.option("--max-residual", default=ClockFixOptions.max_residual_ticks, show_default=True, type=float,
               help="--fix: a fit whose RMS residual exceeds this many ticks leaves its sequence unfixed")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="--fix: sequences rebuilt in parallel")
 @click.option("--progress/--no-progress", default=True)
 def audit_cmd(root, crop_size, config, max_shift_ticks, min_corr, overlays, seed, curves_png, show, fix,
-              max_residual, workers, progress):
+              registration_model, max_residual, workers, progress):
     """Check exposure alignment of spikes and blur frames; drop failing frames; exit 1 if any frame fails."""
     if curves_png is not None:
         refuse_output_in_store(curves_png, "--curves", own=Path(root) / AUDIT_DIRNAME)
     cfg = load_config(config) if config else None
     options = AuditOptions(max_shift_ticks=max_shift_ticks, min_corr=min_corr,
-                           crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else AuditOptions.crop_size))
+                           crop_size=crop_size or (cfg.DATA.CROP_SIZE if cfg else AuditOptions.crop_size),
+                           registration=RegistrationOptions(model=registration_model))
     if fix:
         fixed = fix_store(root, ClockFixOptions(max_residual_ticks=max_residual, audit=options), progress=progress,
                           workers=workers)
@@ -273,7 +285,8 @@ def fix_table(report) -> list[str]:
     """``audit --fix``'s lines: per sequence the fitted map (offset in s and ticks, drift, residual, frames used
     of those located and of all) or why it was left unfixed; then what the rebuild did."""
     width = max([len("sequence")] + [len(r.split) + 1 + len(r.seq) for r in report.records]) + 2
-    out = [f"clock fix ({report.frames_scanned} frames scanned in {report.seconds:.1f} s; t_spike = (1 + drift) * "
+    out = registration_fix_table(report.registrations, width)
+    out += [f"clock fix ({report.frames_scanned} frames scanned in {report.seconds:.1f} s; t_spike = (1 + drift) * "
            "t_recorded + offset):",
            f"{'sequence':<{width}}{'verdict':>8}{'offset s':>13}{'ticks':>9}{'drift ppm':>11}{'residual':>10}"
            f"{'used/located/frames':>21}"]
@@ -290,6 +303,25 @@ def fix_table(report) -> list[str]:
     out += [f"  {note}" for note in report.notes]
     out.append("residual: RMS of the located shifts about the fitted line (ticks); the fixed windows are the "
                "manifest's t0/t1, the recorded ones its t0_recorded/t1_recorded")
+    return out
+
+
+def registration_fix_table(records, width: int) -> list[str]:
+    """``audit --fix``'s registration lines (estimated before the clock): per sequence the verdict, the residual
+    misregistration it measured at the frame corners, how far the frames' own estimates spread, frames used."""
+    if not records:
+        return []
+
+    def num(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    out = ["registration fix (estimated before the clock; residual: largest corner displacement, RGB px):",
+           f"{'sequence':<{width}}{'verdict':>8}{'residual px':>13}{'spread px':>11}{'used/frames':>13}"]
+    for r in records:
+        out.append(f"{r.split + '/' + r.seq:<{width}}{r.verdict:>8}{num(r.residual_px):>13}{num(r.spread_px):>11}"
+                   f"{f'{len(r.frames_used)}/{r.frames_total}':>13}")
+        if r.reason:
+            out.append(f"  left as it was ({r.reason_code}): {r.reason}")
     return out
 
 
@@ -313,6 +345,26 @@ def audit_table(report, options: AuditOptions) -> list[str]:
             "  misaligned: they match best elsewhere, the offset away (dropped; median offset: the shift to apply)",
             f"  mismatch: peak correlation below {options.min_corr}: the spikes show another scene (dropped)",
             "  undetermined: no single peak (static or flat scene): kept, but nothing was checked"]
+    return out + registration_lines(report, options, width)
+
+
+def registration_lines(report, options: AuditOptions, width: int) -> list[str]:
+    """The audit's registration per sequence: the residual misregistration of the RGB frames against the
+    spikes at the frame corners (RGB px), or why it was not measured; a note where it exceeds half a pixel."""
+    measured = getattr(report, "registration", {})
+    if not measured:
+        return []
+    out = ["registration (residual misregistration of the RGB frames against the spikes, largest displacement of the "
+           "frame corners, store RGB px):"]
+    for name, est in sorted(measured.items()):
+        if not est.trusted:
+            out.append(f"  {name:<{width}}not measured ({est.reason_code}): {est.reason}")
+            continue
+        note = ""
+        if est.residual_px >= 0.5:
+            note = ("  misregistered: its frames were timed on the registered luma; `spikeprep audit DATA_ROOT --fix` "
+                    "resamples them from RAW")
+        out.append(f"  {name:<{width}}{est.residual_px:.2f} px over {len(est.used)} frames{note}")
     return out
 
 

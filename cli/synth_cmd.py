@@ -18,6 +18,7 @@ Examples:
   spikeprep synth data/raw --layout per-frame-dat --margin-ticks 20 --misalign seq_001:3 --overwrite
   spikeprep synth data/rig --preset rig              # a hybrid rig: tables on another clock, val unpaired
   spikeprep synth data/rig --preset tiny --frames 24 --clock seq_000:41:1000 --unpaired val
+  spikeprep synth data/rig --preset rig --rgb-size 150 190 --rgb-warp 3 0.8 0.015   # cameras not lined up
 
 \b
 Writes OUT/{train,val}/seq_NNN/{blur,sharp}/NNNNNN.png, exposure.csv (frame_idx,t0,t1),
@@ -108,6 +109,14 @@ def _option_name(field: str) -> str:
                    "(instead of a draw; repeatable). The truth of every sequence goes in synth.json")
 @click.option("--unpaired", "unpaired_splits", multiple=True, type=click.Choice(["train", "val"]),
               help="write this split without sharp frames, as a rig records it (repeatable) [rig: val]")
+@click.option("--rgb-size", type=(int, int), metavar="H W",
+              help="write the RGB frames at H x W: the same field of view as the spike camera at another resolution "
+                   "(any ratio); with --rgb-warp, a rig whose cameras do not line up (truth in synth.json)")
+@click.option("--rgb-warp", type=(float, float, float), metavar="SHIFT_PX DEG SCALE",
+              help="each sequence's RGB view is warped about its centre by a shift, rotation and relative scale "
+                   "error drawn within these (e.g. 3 1 0.015)")
+@click.option("--rgb-homography-in-meta", is_flag=True, default=None,
+              help="write each sequence's true homography into spike/meta.json (a calibrated rig)")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="sequences rendered in parallel processes (output identical for any value)")
 @click.option("--overwrite", is_flag=True, help="replace an earlier synth output in OUT")

@@ -18,8 +18,9 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.fields import FieldInfo
 
-MANIFEST_VERSION = 3   # 2: the paired column (sharp is null for unpaired frames); t0_recorded, t1_recorded
-                       # (the exposure table's windows; audit --fix). 3: reason_code (DropCode)
+MANIFEST_VERSION = 4   # 2: the paired column (sharp is null for unpaired frames); t0_recorded, t1_recorded
+                       # (the exposure table's windows; audit --fix). 3: reason_code (DropCode). 4: rgb_homography
+                       # (the registration ingest resampled with), audit_registration_px
 MANIFEST_FILENAME = "manifest.parquet"
 VERSION_KEY = b"spikeprep.manifest_version"
 
@@ -157,6 +158,14 @@ class ManifestRow(BaseModel):
                                    "(spikeprep audit)")] = None
     audit_verdict: Annotated[AuditVerdict | None, Column(pa.string(), None, "aligned | misaligned | mismatch | "
                              "undetermined (spikeprep audit)")] = None
+    audit_registration_px: Annotated[float | None, Column(pa.float64(), "px", "the sequence's residual "
+                                     "misregistration of the RGB frames against the spikes, at the frame corners "
+                                     "(largest corner displacement, store RGB pixels; spikeprep audit); null when "
+                                     "it could not be measured")] = None
+    rgb_homography: Annotated[list[float] | None, Column(pa.list_(pa.float64()), None, "the registration ingest "
+                              "resampled the RGB frames with: 3x3 homography, row-major, spike pixel -> raw RGB "
+                              "pixel (schemas/registration.py); null when the RGB frames are the spike grid times "
+                              "an integer, pixel for pixel")] = None
     vox_checksum: Annotated[str | None, Column(pa.string(), None, "sha256 of the frame's stored counts (dtype, "
                             "shape, bytes)")]
 

@@ -1,10 +1,11 @@
 """``spike/meta.json``: how a sequence's raw spike data is stored (DESIGN section 4).
 
 One record per sequence, next to the spike files. Frozen and validated: a reader never guesses a
-missing field. Version 2 (version 1 is version 2 without ``axes`` and ``head_columns``, and still reads)::
+missing field. Version 3 (version 2 is version 3 without ``rgb_homography``, version 1 is version 2 without
+``axes`` and ``head_columns``; both still read)::
 
     {
-      "version": 2,
+      "version": 3,
       "format": "dat",                 # dat | npy-binary | npz-binary | npy-events | npz-events
       "layout": "stream",              # stream: one continuous file; per-frame: one file per blur frame
       "height": 250, "width": 400,     # spike sensor resolution (rows, columns)
@@ -14,8 +15,16 @@ missing field. Version 2 (version 1 is version 2 without ``axes`` and ``head_col
       "stream_file": "stream.dat",     # stream layout: the file holding the stream
       "file_start_s": {"000000": 0.0}, # binary per-frame: time of each file's frame 0, by file stem
       "axes": "NHW",                   # npy/npz-binary only: axis order of the stored array, NHW or HWN
-      "head_columns": 16               # dat only: extra columns at the end of every stored row, dropped
+      "head_columns": 16,              # dat only: extra columns at the end of every stored row, dropped
+      "rgb_homography": [[2.9, 0.01, 3.2], [-0.01, 2.9, -1.5], [0, 0, 1]]   # spike px -> RGB px (optional)
     }
+
+``rgb_homography`` (version 3, optional): the 3x3 homography from spike pixel coordinates ``(x, y)`` to the RGB
+frames' pixel coordinates (pixel centres at integer coordinates in both images), for a rig whose two cameras
+do not see the same pixels (a beam splitter: a few pixels of shift, a fraction of a degree, a percent of
+scale; resolutions of any ratio). Ingest resamples the RGB frames onto the spike grid with it
+(``schemas.registration``); without it, RGB frames that are not the spike grid times an integer are assumed
+to see the same field of view.
 
 ``axes`` (default ``NHW``): ``[N, H, W]`` (spike frame, row, column) or ``[H, W, N]`` (frames last, as the
 SpikingSIM sample of a real recording is stored). ``head_columns`` (default none): each stored row holds
@@ -36,10 +45,13 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from schemas.record import Record
+from schemas.registration import homography_problem
 
-SPIKE_META_VERSION = 2
+SPIKE_META_VERSION = 3
 #: fields a version-1 record cannot hold
 _SINCE_V2 = ("axes", "head_columns")
+#: fields a version-1 or version-2 record cannot hold
+_SINCE_V3 = ("rgb_homography",)
 SPIKE_META_FILENAME = "meta.json"
 
 SpikeFormat = Literal["dat", "npy-binary", "npz-binary", "npy-events", "npz-events"]
@@ -60,7 +72,7 @@ MAX_RATE_HZ = 1e9
 class SpikeMeta(Record):
     """Validated content of ``spike/meta.json`` (see the module docstring for the fields)."""
 
-    version: Literal[1, 2] = SPIKE_META_VERSION
+    version: Literal[1, 2, 3] = SPIKE_META_VERSION
     format: SpikeFormat
     layout: Literal["stream", "per-frame"]
     height: int = Field(gt=0)
@@ -72,6 +84,7 @@ class SpikeMeta(Record):
     file_start_s: dict[str, float] | None = None
     axes: Literal["NHW", "HWN"] | None = None
     head_columns: int | None = Field(default=None, gt=0)
+    rgb_homography: list[list[float]] | None = None
 
     @property
     def is_events(self) -> bool:
@@ -97,7 +110,7 @@ class SpikeMeta(Record):
     @classmethod
     def _version_not_bool(cls, value):
         if isinstance(value, bool):  # True == 1 would otherwise pass as version 1
-            raise ValueError("version must be the integer 1 or 2")
+            raise ValueError("version must be the integer 1, 2 or 3")
         return value
 
     @field_validator("stream_file")
@@ -124,11 +137,26 @@ class SpikeMeta(Record):
             raise ValueError(f"must be at most {MAX_RATE_HZ:g} (spike frames per second; cameras run at 20-40 kHz)")
         return value
 
+    @field_validator("rgb_homography")
+    @classmethod
+    def _homography(cls, value):
+        if value is None:
+            return value
+        if len(value) != 3 or any(len(row) != 3 for row in value):
+            raise ValueError("must be 3 rows of 3 numbers (spike px -> RGB px)")
+        problem = homography_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _layout_fields(self) -> "SpikeMeta":
         for name in _SINCE_V2:
             if self.version == 1 and getattr(self, name) is not None:
                 raise ValueError(f"'{name}' needs version 2 (set \"version\": 2)")
+        for name in _SINCE_V3:
+            if self.version < 3 and getattr(self, name) is not None:
+                raise ValueError(f"'{name}' needs version 3 (set \"version\": 3)")
         if self.axes is not None and self.format not in ("npy-binary", "npz-binary"):
             raise ValueError(f"'axes' is the axis order of a binary array (npy-binary, npz-binary), "
                              f"not of format {self.format!r}; remove it")

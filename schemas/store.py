@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 
 from schemas.manifest import name_problem
 from schemas.record import Record
+from schemas.registration import Registration
 from schemas.spike_meta import SpikeMeta
 
 # 2: every chunk carries a crc32c and every chunk is stored; 3: spike_vox.zarr and rgb.zarr are groups whose
@@ -110,6 +111,14 @@ class SequenceInfo(Record):
     spike_dir: str                        # raw spike directory (absolute), reopened by the audit
     spike_meta: SpikeMeta                 # how those spikes are stored (presets have no meta.json)
     checksum: str                         # sha256 over the sequence's per-frame voxel checksums
+    # None: the RGB frames are the spike grid times ``scale``, pixel for pixel; else what ingest resampled them
+    # with, and the spike pixels it kept (Hs, Ws are the kept grid's)
+    registration: Registration | None = None
+
+    @property
+    def spike_crop(self) -> tuple[int, int, int, int] | None:
+        """(y0, x0, height, width) of the sensor's pixels the store keeps; None: all of them."""
+        return None if self.registration is None else self.registration.spike_crop
 
 
 class StoreInfo(Record):

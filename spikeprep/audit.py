@@ -12,6 +12,11 @@ of ~1e-3 moves the maximum by a tick or two; benchmarks/audit_precision.py measu
 ``undetermined``: reported, never counted as a pass or a failure. A peak correlation below
 ``min_corr`` means the spikes do not show this frame at all (``mismatch``).
 
+Registration (``measure_registration``): per sequence, the residual misregistration of the stored RGB frames
+against the spikes (``spikeprep.registration``), in the manifest's ``audit_registration_px`` and the overlays'
+labels; a sequence misregistered by more than ``timing_px`` is timed on its blur luma registered in memory, so
+a spatial error is never read as an exposure misalignment (``audit --fix`` removes it from RAW).
+
 Failing frames (``misaligned``, ``mismatch``, or a structural problem) become ``status = dropped`` with
 the reason (prose) and its code (``reason_code``) in the manifest, so training never sees them; stats are
 recomputed over the kept training frames. The audit's codes start with ``audit_`` (``AUDIT_CODES``), so a
@@ -23,7 +28,7 @@ import io
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_args
 
@@ -40,7 +45,9 @@ from schemas.sequence_record import SEQUENCE_RECORD_FILENAME, read_sequence_reco
 from schemas.store import DATASET_FILENAME, VOX_ARRAY, VOX_DIRNAME, StoreInfo
 from spikeprep.errors import InputError, SampleError
 from spikeprep.images import LUMA_601, read_rgb
-from spikeprep.spike_source import SpikeSource
+from spikeprep.registration import (FrameEstimate, RegistrationOptions, SequenceEstimate, estimate_frame,
+                                    estimate_sequence, upsampled_intensity, warp_luma)
+from spikeprep.spike_source import SpikeSource, stored_source
 from spikeprep.stats import FrameKey, check_std, stats_from_records
 from spikeprep.store import (read_frame, read_manifest_rows, read_store_info, store_lock,
                              write_manifest, write_store_info)
@@ -66,7 +73,8 @@ class AuditOptions:
     half a tick) by more than ``vertex_sigmas`` standard errors, or zero shift must lie below the top
     ``zero_fraction`` of the range (``significant_peak``);
     min_corr: a peak correlation below this is a content mismatch;
-    crop_size: training frames need a short side of at least this.
+    crop_size: training frames need a short side of at least this;
+    registration: how the sequence's registration is measured (``spikeprep.registration``).
     """
 
     max_shift_ticks: int | None = None
@@ -78,6 +86,7 @@ class AuditOptions:
     zero_fraction: float = 0.15
     min_corr: float = 0.3
     crop_size: int = DEFAULT_CROP_SIZE
+    registration: RegistrationOptions = field(default_factory=RegistrationOptions)
 
 
 # ---- the content check -------------------------------------------------------------------------------
@@ -261,14 +270,52 @@ def _structural_problem(root: Path, row: ManifestRow, options: AuditOptions) -> 
     return None
 
 
-NOT_JUDGED = dict(audit_corr=None, audit_best_offset_ticks=None, audit_best_offset_s=None, audit_verdict=None)
+NOT_JUDGED = dict(audit_corr=None, audit_best_offset_ticks=None, audit_best_offset_s=None, audit_verdict=None,
+                  audit_registration_px=None)
+
+
+def evenly(items: list, n: int) -> list:
+    """At most ``n`` of ``items``, evenly spaced (first and last included)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[int(round(i))] for i in np.linspace(0, len(items) - 1, n)]
+
+
+def measure_registration(root: Path, key: str, info: StoreInfo, rows: list[ManifestRow],
+                         options: RegistrationOptions) -> SequenceEstimate:
+    """The sequence's residual misregistration as stored: per frame (at most ``options.max_frames``, evenly
+    spaced, among the stored frames), the stored counts summed over the window against the blur PNG's luma
+    (``spikeprep.registration.estimate_frame``), then one robust transform (``estimate_sequence``)."""
+    seq = info.sequences[key]
+    hw = (seq.H, seq.W)
+    stored = [r for r in rows if r.vox_index is not None and (r.status == STATUS_OK or r.dropped_by_audit)]
+    estimates: list[FrameEstimate] = []
+    for r in evenly(stored, options.max_frames):
+        try:
+            luma = blur_luma(root / r.blur)
+            counts = read_frame(root / r.split / r.seq / VOX_DIRNAME / VOX_ARRAY, r.vox_index)
+        except (InputError, SampleError, OSError):
+            continue
+        if luma.shape != hw:
+            continue
+        half = counts.shape[0] // 2
+        halves = ((upsampled_intensity(counts[:half], hw), upsampled_intensity(counts[half:], hw))
+                  if half else None)
+        estimates.append(estimate_frame(upsampled_intensity(counts, hw), luma, options, r.frame_idx, halves))
+    return estimate_sequence(estimates, hw, options)
 
 
 def audit_sequence(root: Path, key: str, info: StoreInfo, rows: list[ManifestRow],
-                   options: AuditOptions) -> tuple[list[ManifestRow], list[dict]]:
-    """Audit one sequence's rows (judged copies returned) and its curves."""
+                   options: AuditOptions) -> tuple[list[ManifestRow], list[dict], SequenceEstimate]:
+    """Audit one sequence's rows (judged copies returned), its curves and its measured registration. A
+    sequence measured misregistered (a trusted estimate above ``timing_px``) is timed on its blur luma
+    registered in memory, so a spatial error never reads as an exposure misalignment."""
     seq = info.sequences[key]
-    source = SpikeSource(Path(seq.spike_dir), seq.spike_meta)
+    source = stored_source(seq)
+    registration = measure_registration(root, key, info, rows, options.registration)
+    register = (registration.matrix if registration.trusted
+                and registration.residual_px > options.registration.timing_px else None)
+    reg_px = registration.residual_px if registration.trusted else None
     out, curves = [], []
     for row in rows:
         if row.dropped_by_audit:  # a previous audit's verdict: judge again
@@ -290,6 +337,9 @@ def audit_sequence(root: Path, key: str, info: StoreInfo, rows: list[ManifestRow
         if problem is not None:
             out.append(row.dropped(problem))
             continue
+        row = row.model_copy(update=dict(audit_registration_px=reg_px))
+        if register is not None:
+            luma = warp_luma(luma, register)
         shifts, corr = shift_curve(source, row.t0, row.t1, row.frame_idx, luma, seq.scale, max_shift)
         verdict, best, zero = judge(shifts, corr, row.n_ticks, info.K, options)
         row = row.model_copy(update=dict(audit_corr=None if math.isnan(zero) else zero, audit_verdict=verdict,
@@ -305,7 +355,7 @@ def audit_sequence(root: Path, key: str, info: StoreInfo, rows: list[ManifestRow
                            shift_ticks=shifts.tolist(),
                            corr=[None if not np.isfinite(c) else float(c) for c in corr]))
         out.append(row)
-    return out, curves
+    return out, curves, registration
 
 
 def unaudited_note(root: Path, split: str) -> str | None:
@@ -331,7 +381,8 @@ def unaudited_note(root: Path, split: str) -> str | None:
 VERDICT_COLOURS = {ALIGNED: "#2ca02c", MISALIGNED: "#d62728", MISMATCH: "#9467bd", UNDETERMINED: "#7f7f7f"}
 DROPPED_COLOUR = "#ff7f0e"       # dropped before the content check (a structural problem): orange
 OVERLAY_MIN_WIDTH = 480           # small frames are enlarged (nearest, integer factor) so their label fits
-OVERLAY_PANELS = "blur | spike intensity | vox.sum(K) over blur"
+OVERLAY_PANELS = "blur | spike intensity | vox.sum(K) over blur | checkerboard spikes/blur"
+CHECKER_PX = 8                    # squares of the checkerboard panel (store RGB pixels)
 _OVERLAY_NAME = re.compile(r"^(\d{3}_[a-z]+_)?.+_\d{6}\.png$")   # what write_overlays writes (and wrote)
 
 
@@ -365,7 +416,21 @@ def overlay_image(root: Path, row: ManifestRow, info: StoreInfo) -> np.ndarray:
     heat = cv2.applyColorMap(inten, cv2.COLORMAP_INFERNO)
     gray = cv2.cvtColor(cv2.cvtColor(blur, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
     blend = cv2.addWeighted(gray, 0.5, heat, 0.5, 0)
-    return np.concatenate([blur, cv2.cvtColor(inten, cv2.COLOR_GRAY2BGR), blend], axis=1)
+    return np.concatenate([blur, cv2.cvtColor(inten, cv2.COLOR_GRAY2BGR), blend, checkerboard(gray, inten)], axis=1)
+
+
+def checkerboard(gray: np.ndarray, intensity: np.ndarray) -> np.ndarray:
+    """Squares of the blur (grey) and of the spike intensity (its contrast matched to the blur's): edges that
+    jump at the squares' borders show misregistration at a glance."""
+    g = gray[..., 0].astype(np.float64)
+    i = intensity.astype(np.float64)
+    matched = (i - i.mean()) / (i.std() or 1.0) * g.std() + g.mean()
+    y, x = np.indices(g.shape)
+    spikes = ((y // CHECKER_PX + x // CHECKER_PX) % 2).astype(bool)
+    out = np.where(spikes, np.clip(matched, 0, 255), g).round().astype(np.uint8)
+    board = cv2.cvtColor(out, cv2.COLOR_GRAY2BGR)
+    board[spikes, 2] = np.clip(board[spikes, 2].astype(np.int32) + 40, 0, 255)   # spike squares tinted red
+    return board
 
 
 def overlay_label(row: ManifestRow, curve: dict | None) -> list[str]:
@@ -385,6 +450,8 @@ def overlay_label(row: ManifestRow, curve: dict | None) -> list[str]:
                      + ("" if zero is None else f"; at 0: {zero:.3f}"))
     else:
         lines.append("no correlation curve")
+    reg = row.audit_registration_px
+    lines.append("registration residual: " + ("not measured" if reg is None else f"{reg:.2f} px at the corners"))
     lines.append(OVERLAY_PANELS)
     return lines
 
@@ -568,6 +635,7 @@ class AuditReport:
     curves: list[dict]
     overlays: list[Path]
     curves_png: Path | None = None
+    registration: dict[str, SequenceEstimate] = field(default_factory=dict)   # by "split/seq"
 
     @property
     def failed(self) -> list[ManifestRow]:
@@ -621,9 +689,9 @@ def _audit_store(root: Path, options: AuditOptions, overlays: int, seed: int, pr
     if unknown:
         raise InputError(root / DATASET_FILENAME, f"sequences {unknown[:5]} are in the manifest but not in "
                          "dataset.json (a damaged or mixed store)", fix="re-run `spikeprep ingest RAW --out DATA_ROOT`")
-    new_rows, curves = [], []
+    new_rows, curves, registration = [], [], {}
     for key in tqdm(sorted(by_seq), desc="audit", unit="seq", disable=not progress):
-        seq_rows, seq_curves = audit_sequence(root, key, info, by_seq[key], options)
+        seq_rows, seq_curves, registration[key] = audit_sequence(root, key, info, by_seq[key], options)
         new_rows += seq_rows
         curves += seq_curves
     order = {frame_key(r): i for i, r in enumerate(rows)}
@@ -658,4 +726,4 @@ def _audit_store(root: Path, options: AuditOptions, overlays: int, seed: int, pr
     default_png = root / AUDIT_DIRNAME / FAILING_CURVES_PNG
     default_png.unlink(missing_ok=True)        # a previous audit's: it would show failures fixed since
     png = write_failing_curves(curves_png or default_png, new_rows, curves, info.K)
-    return AuditReport(new_rows, curves, paths, png)
+    return AuditReport(new_rows, curves, paths, png, registration)

@@ -23,6 +23,14 @@ Estimate, per sequence
        over a short sequence it is poorly determined (2000 ppm over 500 ticks moves a window by one tick), and
        what matters, the windows, the residual already judges.
 
+Registration first (``spikeprep.registration``)
+    A misregistered sequence's shift curves peak at the wrong shifts (moving edges sit elsewhere), so each
+    sequence's registration is estimated first, on the recorded windows (the spike sum over the whole window
+    barely moves with a clock error, and ``estimate_sequence`` removes the part that moves with the image's
+    motion); the clock is then estimated on the blur luma registered in memory, and the registration again on
+    the clock's windows. It is kept as a ``schemas.registration`` record under ``DATA_ROOT/audit/registration/``:
+    ingest resamples a fixed sequence's RGB frames from RAW with the refined homography.
+
 Apply
     The fix of each sequence is written as a ``schemas.clock_fix`` record under ``DATA_ROOT/audit/clock/``;
     then the store is rebuilt through ingest's own code (``spikeprep.ingest.build_store``): ingest maps a
@@ -34,29 +42,39 @@ Apply
 Kill-safety: under the store lock; before the rebuild, ``dataset.json`` is moved to
 ``audit/clock/fix_pending.json`` (the store is incomplete until the rebuild writes it again, last), so a
 killed run leaves a store that looks incomplete and that a rerun (of ``audit --fix``, or of ingest) completes
-byte-identical to an uninterrupted run: the estimate reads only the raw spikes, the blur PNGs and the recorded
-windows, which the fix never changes.
+byte-identical to an uninterrupted run. Registration fixes rewrite the store's blur PNGs, so a rerun that finds
+``fix_pending.json`` does not estimate again: it completes the rebuild from the records written (all of them
+are written before ``dataset.json`` is moved aside); a rerun killed before that estimates again from an
+unchanged store.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from schemas.atomic import atomic_write_text, remove_stale_temps
-from schemas.clock_fix import FIXED, UNFIXED, ClockFix, clock_fix_path, recorded_digest, write_clock_fix
+from schemas.clock_fix import (FIXED, UNFIXED, ClockFix, clock_fix_path, read_clock_fix, recorded_digest,
+                               write_clock_fix)
 from schemas.manifest import ManifestRow
+from schemas.registration import (ALIGNED as REG_ALIGNED, FIXED as REG_FIXED, UNFIXED as REG_UNFIXED,
+                                  RegistrationFix, flat, read_registration_fix, registration_fix_path,
+                                  write_registration_fix)
+from schemas.store import SequenceInfo
 from schemas.store import DATASET_FILENAME, StoreInfo
 from spikeprep.audit import MISMATCH, UNDETERMINED, AuditOptions, LumaCorrelator, blur_luma, judge, shift_curve, \
     top_middle
 from spikeprep.errors import InputError
 from spikeprep.ingest import PENDING_FIX, build_store, check_replaceable, store_specs
-from spikeprep.spike_source import SpikeSource
+from spikeprep.registration import (FrameEstimate, RegistrationOptions, SequenceEstimate, corner_error, estimate_frame,
+                                    estimate_sequence, scale_homography, store_to_spike, upsampled_intensity,
+                                    warp_luma)
+from spikeprep.spike_source import SpikeSource, stored_source
 from spikeprep.store import read_manifest_rows, read_store_info, store_lock
 from spikeprep.windows import tick_position
 
@@ -126,7 +144,7 @@ class _TickFrames:
         m = source.meta
         self.source, self.frame_idx, self.start_s, self.hi = source, frame_idx, start_s, hi
         self.chunk = max(1, MAX_SCAN_BYTES // (2 * 4 * m.height * m.width))   # two readers per scan
-        self.first, self.data = lo, np.zeros((0, m.height, m.width), np.int64)
+        self.first, self.data = lo, np.zeros((0, *source.grid), np.int64)
 
     def __getitem__(self, tick: int) -> np.ndarray:
         if not self.first <= tick < self.first + len(self.data):
@@ -159,7 +177,7 @@ def scan_curve(source: SpikeSource, frame: FrameWindow, scale: tuple[int, int], 
     correlate = LumaCorrelator(frame.luma, scale)
     enter = _TickFrames(source, frame.frame_idx, start_s, first + lo, end + hi)
     leave = _TickFrames(source, frame.frame_idx, start_s, first + lo, end + hi)
-    counts = np.zeros((source.meta.height, source.meta.width), np.int64)
+    counts = np.zeros(source.grid, np.int64)
     for tick in range(first + lo, end + lo):
         counts += enter[tick]
     for d in range(lo, hi + 1):
@@ -307,13 +325,129 @@ def clock_record(split: str, seq: str, estimate: ClockEstimate, rate_hz: float, 
 # ---- the whole store ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FixReport:
-    """Result of ``fix_store``: one record per sequence (in key order), what the rebuild said about each fix
-    (``IngestResult.clock_notes``), the time taken and the frames scanned."""
+    """Result of ``fix_store``: one clock and one registration record per sequence (in key order), what the
+    rebuild said about each fix (``IngestResult.clock_notes`` and ``registration_notes``), the time taken and
+    the frames scanned."""
 
     records: list[ClockFix]
     notes: list[str]
     seconds: float
     frames_scanned: int
+    registrations: list[RegistrationFix] = field(default_factory=list)
+
+
+# ---- registration (before the clock) -----------------------------------------------------------------
+def estimate_registration(source: SpikeSource, frames: list[FrameWindow], hw: tuple[int, int],
+                          options: RegistrationOptions) -> SequenceEstimate:
+    """The sequence's residual misregistration on the windows of ``frames`` (at most ``options.max_frames``,
+    evenly spaced): the raw spikes of each window (two halves, for the motion between them) against its
+    blur luma."""
+    chosen = frames if len(frames) <= options.max_frames else \
+        [frames[int(round(i))] for i in np.linspace(0, len(frames) - 1, options.max_frames)]
+    estimates: list[FrameEstimate] = []
+    for f in chosen:
+        try:
+            wc = source.window(f.t0, f.t1, 2, frame_idx=f.frame_idx)
+        except InputError:
+            continue
+        if wc.covered is False or wc.n_ticks == 0:
+            continue
+        halves = (upsampled_intensity(wc.counts[0], hw), upsampled_intensity(wc.counts[1], hw))
+        estimates.append(estimate_frame(upsampled_intensity(wc.counts, hw), f.luma, options, f.frame_idx, halves))
+    return estimate_sequence(estimates, hw, options)
+
+
+MAX_ROUNDS = 3      # registration and clock estimated in turn at most this many times
+
+
+def _mapped(frames: list[FrameWindow], estimate: ClockEstimate) -> list[FrameWindow]:
+    """``frames`` on the windows a clock estimate's fitted line gives (fixed or not), or as they are."""
+    if estimate.offset_s is None or estimate.drift is None:
+        return frames
+    a, b = 1.0 + estimate.drift, estimate.offset_s
+    return [replace(f, t0=a * f.t0 + b, t1=a * f.t1 + b) for f in frames]
+
+
+def estimate_both(source: SpikeSource, frames: list[FrameWindow], hw: tuple[int, int], scale: tuple[int, int],
+                  num_bins: int, options: ClockFixOptions) -> tuple[ClockEstimate, SequenceEstimate]:
+    """A sequence's clock and registration, registration first: the registration on the recorded windows; then
+    in turn (at most ``MAX_ROUNDS`` times) the clock on the luma registered in memory (when the registration is
+    trusted and above ``timing_px``) and the registration again on the windows the clock's line gives (even a
+    line not yet trusted: a large clock error makes the first registration's frames disagree, a misregistration
+    makes the first clock fit jitter), until the clock is fixed and the registration stops moving. The final
+    registration is the one on the final windows (the fixed clock's, else the recorded ones)."""
+    reg_options = options.audit.registration
+    registration = estimate_registration(source, frames, hw, reg_options)
+    if registration.reason_code == "frames_disagree" and frames:
+        registration = _registration_by_shift(source, frames, hw, options) or registration
+    estimate = None
+    for _ in range(MAX_ROUNDS):
+        timing = frames
+        if registration.trusted and registration.residual_px > reg_options.timing_px:
+            timing = [replace(f, luma=warp_luma(f.luma, registration.matrix)) for f in frames]
+        estimate = estimate_clock(source, timing, scale, num_bins, options)
+        again = estimate_registration(source, _mapped(frames, estimate), hw, reg_options)
+        settled = (registration.trusted and again.trusted
+                   and corner_error(np.linalg.inv(registration.matrix) @ again.matrix, hw) <= reg_options.aligned_px)
+        registration = again
+        if estimate.offset_s is None or (estimate.verdict == FIXED and settled):
+            break
+    if estimate.verdict != FIXED:            # the clock stays as recorded: so do the registration's windows
+        registration = estimate_registration(source, frames, hw, reg_options)
+    return estimate, registration
+
+
+SHIFT_CANDIDATES = 13     # offsets tried across the clock scan's reach when the frames' registrations disagree
+SHIFT_FRAMES = 8          # frames (evenly spaced) each offset is tried on: the search only picks the offset
+
+
+def _registration_by_shift(source: SpikeSource, frames: list[FrameWindow], hw: tuple[int, int],
+                           options: ClockFixOptions) -> SequenceEstimate | None:
+    """A clock error of many ticks moves each frame's picture by its own motion, so the frames' registrations
+    disagree. A misregistration is the same in every frame, so the registration is sought on windows shifted by
+    ``SHIFT_CANDIDATES`` offsets across the clock scan's reach: the trusted estimate whose frames agree best
+    (least spread), or None. Only the registration is kept; the clock is then estimated on its own."""
+    rate = source.meta.rate_hz
+    reach = scan_reach(frames, rate, options)
+    search = replace(options.audit.registration, max_frames=min(SHIFT_FRAMES, options.audit.registration.max_frames))
+    best = None
+    for d in np.linspace(-reach, reach, SHIFT_CANDIDATES):
+        moved = [replace(f, t0=f.t0 + d / rate, t1=f.t1 + d / rate) for f in frames]
+        found = estimate_registration(source, moved, hw, search)
+        if found.trusted and (best is None or found.spread_px < best.spread_px):
+            best = found
+    return best
+
+
+def current_registration(seq: SequenceInfo) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(H, A, from_fix)``: the spike -> raw RGB homography a sequence was stored with, the map from its stored
+    RGB pixels to spike pixels, and whether ``H`` came from an earlier ``audit --fix``."""
+    reg = seq.registration
+    if reg is not None:
+        return reg.matrix, store_to_spike(reg.scale, reg.spike_crop), reg.source == "audit_fix"
+    h = scale_homography(*seq.scale)          # stored pixel for pixel: the integer scale
+    return h, np.linalg.inv(h), False
+
+
+def registration_record(split: str, name: str, seq: SequenceInfo, estimate: SequenceEstimate,
+                        options: RegistrationOptions) -> RegistrationFix:
+    """The ``RegistrationFix`` of one estimate: ``fixed`` with the refined homography (the stored one composed
+    with the measured residual), ``aligned`` below ``aligned_px``, or ``unfixed``; the latter two keep an earlier
+    fix's homography."""
+    h, a, from_fix = current_registration(seq)
+    keep = flat(h) if from_fix else None
+    given = seq.spike_meta.rgb_homography
+    common = dict(split=split, seq=name, given_homography=None if given is None else flat(np.asarray(given)),
+                  raw_size=seq.registration.raw_size if seq.registration is not None else (seq.H, seq.W),
+                  residual_px=estimate.residual_px, spread_px=estimate.spread_px,
+                  frames_total=len(estimate.frames), frames_used=estimate.used)
+    if not estimate.trusted:
+        return RegistrationFix(verdict=REG_UNFIXED, reason_code=estimate.reason_code, reason=estimate.reason,
+                               homography=keep, **common)
+    if estimate.residual_px <= options.aligned_px:
+        return RegistrationFix(verdict=REG_ALIGNED, reason_code=None, reason=None, homography=keep, **common)
+    refined = h @ a @ estimate.matrix @ np.linalg.inv(a)
+    return RegistrationFix(verdict=REG_FIXED, reason_code=None, reason=None, homography=flat(refined), **common)
 
 
 def _store_info_for_fix(root: Path) -> StoreInfo:
@@ -360,24 +494,39 @@ def fix_store(root: Path, options: ClockFixOptions = ClockFixOptions(), progress
         read_store_info(root)          # not a store (or an interrupted ingest): its error, before any file is made
     with store_lock(root, "audit --fix"):
         info = _store_info_for_fix(root)
+        resumed = (root / PENDING_FIX).is_file()     # records complete, the rebuild interrupted: finish it
         rows = read_manifest_rows(root)
         by_seq: dict[str, list[ManifestRow]] = {}
         for r in rows:
             by_seq.setdefault(f"{r.split}/{r.seq}", []).append(r)
-        records, scanned = [], 0
-        for key in tqdm(sorted(info.sequences), desc="clock fix", unit="seq", disable=not progress):
+        records, registrations, scanned = [], [], 0
+        reg_options = options.audit.registration
+        for key in tqdm(sorted(info.sequences), desc="registration and clock fix", unit="seq",
+                        disable=not progress):
+            split, name = key.split("/", 1)
+            for path in (clock_fix_path(root, split, name), registration_fix_path(root, split, name)):
+                for stale in remove_stale_temps(path):        # a killed fix's half-written record
+                    log.info("removed %s, left by an interrupted audit --fix", stale)
+            if resumed:
+                record, registration = _written_records(root, split, name)
+                records.append(record)
+                registrations.append(registration)
+                continue
             seq = info.sequences[key]
             seq_rows = sorted(by_seq.get(key, []), key=lambda r: r.frame_idx)
             frames = sequence_frames(root, seq_rows, (seq.H, seq.W))
             scanned += len(frames)
-            estimate = estimate_clock(SpikeSource(Path(seq.spike_dir), seq.spike_meta), frames, seq.scale, info.K,
-                                      options)
+            source = stored_source(seq)
+            hw = (seq.H, seq.W)
+            estimate, second = estimate_both(source, frames, hw, seq.scale, info.K, options)
             digest = recorded_digest([r.frame_idx for r in seq_rows], [r.t0_recorded for r in seq_rows],
                                      [r.t1_recorded for r in seq_rows])
-            split, name = key.split("/", 1)
             record = clock_record(split, name, estimate, seq.rate_hz, digest)
+            registration = registration_record(split, name, seq, second, reg_options)
             write_clock_fix(clock_fix_path(root, split, name), record)
+            write_registration_fix(registration_fix_path(root, split, name), registration)
             records.append(record)
+            registrations.append(registration)
 
         raw, ingest_options, specs = store_specs(info)
         for spec in specs:
@@ -388,4 +537,16 @@ def fix_store(root: Path, options: ClockFixOptions = ClockFixOptions(), progress
             atomic_write_text(pending, info.to_json())
             (root / DATASET_FILENAME).unlink()
         result = build_store(raw, root, specs, ingest_options, workers=workers, log_dir=None, progress=progress)
-    return FixReport(records, result.clock_notes, time.perf_counter() - started, scanned)
+    return FixReport(records, result.clock_notes + result.registration_notes, time.perf_counter() - started,
+                     scanned, registrations)
+
+
+def _written_records(root: Path, split: str, name: str) -> tuple[ClockFix, RegistrationFix]:
+    """The records an interrupted ``audit --fix`` wrote for ``split/name`` before it moved dataset.json aside."""
+    paths = clock_fix_path(root, split, name), registration_fix_path(root, split, name)
+    try:
+        return read_clock_fix(paths[0]), read_registration_fix(paths[1])
+    except ValueError as err:
+        raise InputError(root / PENDING_FIX, f"an interrupted audit --fix left no readable record of {split}/{name} "
+                         f"({str(err)[:200]})", fix="re-run `spikeprep ingest RAW --out DATA_ROOT`, then "
+                         "`spikeprep audit DATA_ROOT --fix`") from None

@@ -26,6 +26,12 @@ Clock fixes: a sequence with a fixed ``audit/clock/<split>/<seq>.json`` (``spike
 its recorded windows mapped onto the spike clock (the map is part of its fingerprint; the rows keep the
 recorded windows as ``t0_recorded``/``t1_recorded``), so every rerun keeps the fix; a fix fitted to another
 ``exposure.csv`` than the current one is dropped, and ``IngestResult.clock_notes`` says which.
+
+Registration (``spikeprep.registration``, DESIGN section 3): RGB frames that are not the spike grid times an
+integer per axis, or whose spike ``meta.json`` gives ``rgb_homography``, or whose sequence has a fixed
+``audit/registration/<split>/<seq>.json``, are resampled onto the (cropped) spike grid times an integer scale
+and written as the store's own PNGs; the registration is part of the fingerprint and of the sequence's
+``dataset.json`` entry, and ``IngestResult.registration_notes`` says what was done (and what was assumed).
 """
 from __future__ import annotations
 
@@ -49,6 +55,8 @@ from tqdm import tqdm
 from schemas.atomic import atomic_write_text, remove_stale_temps
 from schemas.clock_fix import FIXED, ClockFix, clock_fix_path, read_clock_fix, recorded_digest
 from schemas.config import DEFAULT_CROP_SIZE, DEFAULT_NUM_BINS
+from schemas.registration import (Registration, RegistrationFix, flat,
+                                  read_registration_fix, registration_fix_path)
 from schemas.manifest import (MANIFEST_FILENAME, STATUS_DROPPED, STATUS_OK, Drop, DropCode, ManifestRow,
                               name_problem)
 from schemas.sequence_record import (SEQUENCE_RECORD_FILENAME, SequenceRecord, read_sequence_record,
@@ -56,7 +64,8 @@ from schemas.sequence_record import (SEQUENCE_RECORD_FILENAME, SequenceRecord, r
 from schemas.store import (DATASET_FILENAME, RGB_DIRNAME, STORE_VERSION, VOX_DIRNAME, NormStats, SequenceInfo,
                            StoreInfo)
 from spikeprep.errors import InputError, disk_full_error, is_disk_full
-from spikeprep.images import read_rgb
+from spikeprep.images import read_rgb, write_rgb
+from spikeprep.registration import plan_registration, resample_rgb, store_matrix
 from spikeprep.raw_layout import SequenceSpec, discover
 from spikeprep.spike_source import SpikeSource, WindowCounts
 from spikeprep.stats import FrameKey, check_std, count_histogram, stats_from_records
@@ -67,8 +76,8 @@ from spikeprep.store import (counts_checksum, create_rgb_arrays, create_vox_grou
 log = logging.getLogger("spikeprep.ingest")
 # Bump when what a sequence build writes changes: old builds then no longer match and are rebuilt. It salts
 # the fingerprint; the format of the sequence record itself has its own version (schemas.sequence_record).
-SEQ_BUILD_VERSION = 6  # 5: manifest version 2 (paired; t0_recorded, t1_recorded); 6: manifest version 3
-                       # (reason_code): a rerun rebuilds older sequences
+SEQ_BUILD_VERSION = 7  # 5: manifest version 2 (paired; t0_recorded, t1_recorded); 6: manifest version 3
+                       # (reason_code); 7: manifest version 4 (registration): a rerun rebuilds older sequences
 
 
 @dataclass(frozen=True)
@@ -81,10 +90,13 @@ class IngestOptions:
     copy_images: bool = False
     preset_overrides: dict = field(default_factory=dict)
     exposure_s: float | None = None     # exposure time of exposure.csv tables that give start times only
+    rgb_scale: int | None = None        # registered sequences: the stored RGB grid is the spike grid times this
 
     def __post_init__(self):
         if self.num_bins < 1 or self.crop_size < 1:
             raise ValueError("num_bins and crop_size must be positive")
+        if self.rgb_scale is not None and not (isinstance(self.rgb_scale, int) and 1 <= self.rgb_scale <= 16):
+            raise ValueError(f"rgb_scale must be an integer from 1 to 16, got {self.rgb_scale!r}")
         if self.exposure_s is not None and not (math.isfinite(self.exposure_s) and self.exposure_s > 0):
             raise ValueError(f"exposure_s must be a positive number of seconds, got {self.exposure_s!r}")
 
@@ -164,13 +176,16 @@ def log_unpaired(spec: SequenceSpec) -> None:
 
 
 # ---- one sequence ----------------------------------------------------------------------------------
-def sequence_fingerprint(spec: SequenceSpec, options: IngestOptions, clock: ClockFix | None = None) -> str:
-    """sha256 over the options, the sequence's inputs (names, sizes, mtimes, windows, meta) and the clock fix
-    that maps its windows (``audit --fix``), if any."""
+def sequence_fingerprint(spec: SequenceSpec, options: IngestOptions, clock: ClockFix | None = None,
+                         registration: Registration | None = None) -> str:
+    """sha256 over the options, the sequence's inputs (names, sizes, mtimes, windows, meta), the clock fix
+    that maps its windows (``audit --fix``), if any, and the registration its RGB frames are resampled with."""
     h = hashlib.sha256(f"spikeprep-seq-record-{SEQ_BUILD_VERSION}".encode())
     h.update(json.dumps(asdict(options), sort_keys=True, default=str).encode())
     if clock is not None:
         h.update(b"clock-fix:" + clock.model_dump_json().encode())
+    if registration is not None:
+        h.update(b"registration:" + registration.model_dump_json().encode())
     h.update(spec.spike_meta.to_json().encode())
     h.update(spec.exposure.frame_idx.tobytes() + spec.exposure.t0.tobytes() + spec.exposure.t1.tobytes())
     files = [*spec.blur.values(), *spec.sharp.values()]
@@ -198,7 +213,7 @@ def _link_or_copy(src: Path, dst: Path, copy: bool) -> None:
 
 
 def _voxelize_and_decode(spec: SequenceSpec, source: SpikeSource, num_bins: int, idx: int, t0: float, t1: float,
-                         rgb: tuple[int, int]) -> tuple[Drop | None, WindowCounts | None, dict | None]:
+                         rgb: tuple[int, int], resample=None) -> tuple[Drop | None, WindowCounts | None, dict | None]:
     """One frame that passed the structural checks: (why it is dropped, or None; its window's counts (None
     when the spikes cannot be read); its decoded blur and sharp images (no sharp when unpaired; None unless
     it is kept))."""
@@ -213,38 +228,54 @@ def _voxelize_and_decode(spec: SequenceSpec, source: SpikeSource, num_bins: int,
     try:
         images = {kind: read_rgb(getattr(spec, kind)[idx], rgb, expected="its header says")
                   for kind in ("blur", "sharp") if idx in getattr(spec, kind)}
+        if resample is not None:
+            images = {kind: resample(image) for kind, image in images.items()}
     except InputError as err:
         return Drop(DropCode.UNREADABLE_IMAGE, str(err)), wc, None
     return None, wc, images
 
 
 def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtype: np.dtype,
-                    fingerprint: str, clock: ClockFix | None = None) -> SequenceRecord:
+                    fingerprint: str, clock: ClockFix | None = None,
+                    registration: Registration | None = None) -> SequenceRecord:
     """Build one sequence into ``work``; returns its record (rows, histograms, info, ``fingerprint``). With a
-    fixed ``clock``, its windows are the recorded ones mapped onto the spike clock (the rows keep both).
+    fixed ``clock``, its windows are the recorded ones mapped onto the spike clock (the rows keep both). With a
+    ``registration``, the RGB frames are resampled onto the (cropped) spike grid times its scale, written as
+    PNGs of their own, and the spike counts of the cropped pixels are stored.
 
     Rows of ``spike_vox.zarr`` and ``rgb.zarr`` are written as frames pass every check, so memory
     holds one frame at a time; the arrays start at one row per exposure window and are trimmed to the
     rows written (rows never written hold no chunks).
     """
-    source = SpikeSource(spec.spike_dir, spec.spike_meta)
+    source = SpikeSource(spec.spike_dir, spec.spike_meta,
+                         crop=registration.spike_crop if registration is not None else None)
     meta = spec.spike_meta
+    spike_hw = source.grid
     recorded = spec.exposure
     if clock is not None:
         spec = replace(spec, exposure=replace(recorded, t0=clock.map_times(recorded.t0),
                                               t1=clock.map_times(recorded.t1)))
     window_problems = spec.exposure.problems()
-    grid: dict = {}
+    grid: dict = {} if registration is None else {"rgb": tuple(registration.raw_size)}
     rows, hists = [], {}
     image_problems = {int(i): _frame_image_problem(spec, int(i), grid) for i in spec.exposure.frame_idx}
-    rgb = grid.get("rgb")
+    raw_hw = rgb = grid.get("rgb")
     scale = _scale(rgb, (meta.height, meta.width)) if rgb else None
+    resample = None
+    if registration is not None and rgb:
+        s = registration.scale
+        rgb, scale = (spike_hw[0] * s, spike_hw[1] * s), (s, s)
+        to_raw = store_matrix(registration)
+
+        def resample(image: np.ndarray) -> np.ndarray:      # [3, H, W] raw -> [3, h, w] on the store's grid
+            out = resample_rgb(np.ascontiguousarray(image.transpose(1, 2, 0)), to_raw, rgb)
+            return np.ascontiguousarray(out.transpose(2, 0, 1))
     for blur_idx in sorted(set(spec.blur) - set(spec.exposure.frame_idx.tolist())):
         log.warning("%s: blur frame %06d has no row in exposure.csv; not ingested", spec.key, blur_idx)
     log_unpaired(spec)
 
     n_max = len(spec.exposure)
-    vox = create_vox_group(work / VOX_DIRNAME, n_max, options.num_bins, meta.height, meta.width,
+    vox = create_vox_group(work / VOX_DIRNAME, n_max, options.num_bins, *spike_hw,
                            dtype, attributes={"K": options.num_bins, "seq": spec.key})
     frames = create_rgb_arrays(work / RGB_DIRNAME, n_max, *rgb, attributes={"seq": spec.key}) if rgb else None
     n_rows = 0
@@ -261,7 +292,7 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
             drop = Drop(DropCode.SHORT_SIDE_BELOW_CROP, f"short side {min(rgb)} < crop size {options.crop_size}")
         wc = images = vox_index = checksum = None
         if drop is None:       # a frame already dropped is never voxelized (its grid may be absurd)
-            drop, wc, images = _voxelize_and_decode(spec, source, options.num_bins, idx, t0, t1, rgb)
+            drop, wc, images = _voxelize_and_decode(spec, source, options.num_bins, idx, t0, t1, raw_hw, resample)
         if drop is None:
             if int(wc.counts.max(initial=0)) > np.iinfo(dtype).max:
                 raise _Overflow(int(wc.counts.max()))
@@ -270,6 +301,9 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
             vox[n_rows] = stored
             for kind, image in images.items():
                 frames[kind][n_rows] = image
+                if registration is not None:      # the store's PNGs show what the store holds: the resampled frame
+                    (work / kind).mkdir(exist_ok=True)
+                    write_rgb(work / kind / f"{idx:06d}.png", np.ascontiguousarray(image.transpose(1, 2, 0)))
             hists[idx] = count_histogram(stored).tolist()
             for name, value in (("frame_idx", idx), ("t0", t0), ("t1", t1)):
                 frame_coords[name].append(value)
@@ -277,12 +311,12 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
         rows.append(ManifestRow(
             split=spec.split, seq=spec.name, frame_idx=idx, t0=t0, t1=t1, t0_recorded=t0_rec, t1_recorded=t1_rec,
             n_ticks=wc.n_ticks if wc is not None else 0, event_count=wc.event_count if wc is not None else 0,
-            H=rgb[0] if rgb else 0, W=rgb[1] if rgb else 0, Hs=meta.height, Ws=meta.width,
+            H=rgb[0] if rgb else 0, W=rgb[1] if rgb else 0, Hs=spike_hw[0], Ws=spike_hw[1],
             blur=f"{spec.split}/{spec.name}/blur/{idx:06d}.png",
             sharp=f"{spec.split}/{spec.name}/sharp/{idx:06d}.png" if paired else None, paired=paired,
             spike_source=str(wc.source if wc is not None else spec.spike_dir), vox_index=vox_index,
             status=STATUS_DROPPED if drop else STATUS_OK, reason=drop and drop.text, reason_code=drop and drop.code,
-            vox_checksum=checksum))
+            vox_checksum=checksum, rgb_homography=None if registration is None else list(registration.homography)))
         if drop:
             log.info("%s frame %06d dropped (%s): %s", spec.key, idx, drop.code, drop.text)
 
@@ -295,13 +329,21 @@ def _build_sequence(spec: SequenceSpec, options: IngestOptions, work: Path, dtyp
     for kind, files in (("blur", spec.blur), ("sharp", spec.sharp)):
         (work / kind).mkdir(exist_ok=True)
         for idx, src in files.items():
-            _link_or_copy(src, work / kind / f"{idx:06d}.png", options.copy_images)
+            dst = work / kind / f"{idx:06d}.png"
+            if registration is None:
+                _link_or_copy(src, dst, options.copy_images)
+            elif not dst.exists() and resample is not None:    # a frame not stored: resampled when readable
+                try:
+                    image = resample(read_rgb(src, raw_hw))
+                except InputError:
+                    continue                                  # its row says why it was dropped
+                write_rgb(dst, np.ascontiguousarray(image.transpose(1, 2, 0)))
 
     info = SequenceInfo(split=spec.split, n_frames=n_rows, H=rgb[0] if rgb else 1,
-                        W=rgb[1] if rgb else 1, Hs=meta.height, Ws=meta.width,
+                        W=rgb[1] if rgb else 1, Hs=spike_hw[0], Ws=spike_hw[1],
                         scale=scale or (1, 1), dtype=dtype.name, rate_hz=meta.rate_hz,
                         spike_dir=str(spec.spike_dir.resolve()), spike_meta=meta,
-                        checksum=sequence_checksum([r.vox_checksum for r in rows]))
+                        checksum=sequence_checksum([r.vox_checksum for r in rows]), registration=registration)
     return SequenceRecord(fingerprint=fingerprint, rows=rows, histograms=hists, info=info)
 
 
@@ -372,18 +414,47 @@ def reusable_record(path: Path, fingerprint: str) -> SequenceRecord | None:
 
 
 def ingest_sequence(spec: SequenceSpec, options: IngestOptions, out: Path, force: bool = False,
-                    clock: ClockFix | None = None) -> SequenceRecord:
+                    clock: ClockFix | None = None, registration_fix: RegistrationFix | None = None) -> SequenceRecord:
     """Build (or reuse, when its fingerprint matches and not ``force``) one sequence of the store, its windows
-    mapped by the fixed ``clock`` when given; returns its record."""
-    return _build_or_reuse(spec, options, out, force, clock)[0]
+    mapped by the fixed ``clock`` when given, its RGB frames registered by ``registration_fix`` when given
+    (else by what ``plan_registration`` finds); returns its record."""
+    return _build_or_reuse(spec, options, out, force, clock, registration_fix)[0]
+
+
+def raw_rgb_size(spec: SequenceSpec) -> tuple[tuple[int, int], Path] | None:
+    """(H, W) of the sequence's RGB frames from the first readable blur PNG header of its exposure table, and
+    that file; None when none is readable (every frame is then dropped for its own reason)."""
+    for idx in spec.exposure.frame_idx.tolist():
+        path = spec.blur.get(int(idx))
+        if path is None:
+            continue
+        try:
+            return png_size(path), path
+        except InputError:
+            continue
+    return None
+
+
+def sequence_registration(spec: SequenceSpec, options: IngestOptions,
+                          fix: RegistrationFix | None = None) -> Registration | None:
+    """The registration ingest resamples ``spec``'s RGB frames with (``spikeprep.registration.
+    plan_registration``), None when they are stored pixel for pixel; ``InputError`` naming a blur frame when
+    they cannot show the spike camera's field of view."""
+    found = raw_rgb_size(spec)
+    if found is None:
+        return None
+    raw_hw, path = found
+    return plan_registration(spec.spike_meta, raw_hw, path, fix, options.rgb_scale)
 
 
 def _build_or_reuse(spec: SequenceSpec, options: IngestOptions, out: Path, force: bool,
-                    clock: ClockFix | None = None) -> tuple[SequenceRecord, bool]:
+                    clock: ClockFix | None = None,
+                    registration_fix: RegistrationFix | None = None) -> tuple[SequenceRecord, bool]:
     """``ingest_sequence``, and whether the sequence was reused as built (True) or (re)built now."""
     final = out / spec.split / spec.name
     check_replaceable(final)
-    fingerprint = sequence_fingerprint(spec, options, clock)
+    registration = sequence_registration(spec, options, registration_fix)
+    fingerprint = sequence_fingerprint(spec, options, clock, registration)
     record = None if force else reusable_record(final / SEQUENCE_RECORD_FILENAME, fingerprint)
     if record is not None:
         return record, True
@@ -393,7 +464,7 @@ def _build_or_reuse(spec: SequenceSpec, options: IngestOptions, out: Path, force
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
             try:
-                record = _build_sequence(spec, options, work, dtype, fingerprint, clock)
+                record = _build_sequence(spec, options, work, dtype, fingerprint, clock, registration)
                 break
             except _Overflow as err:
                 if dtype == np.uint16:
@@ -421,7 +492,7 @@ def _ingest_sequence_task(args) -> tuple[SequenceRecord, bool]:
 
 # ---- the audit's verdicts across a rerun -----------------------------------------------------------------
 AUDIT_COLUMNS = ("status", "reason", "reason_code", "audit_corr", "audit_best_offset_ticks", "audit_best_offset_s",
-                 "audit_verdict")
+                 "audit_verdict", "audit_registration_px")
 
 
 @dataclass(frozen=True)
@@ -498,6 +569,7 @@ class IngestResult:
     align_log: Path | None
     kept_audit: KeptAudit | None = None     # a rerun on an audited store: the verdicts kept (None: no audit)
     clock_notes: list[str] = field(default_factory=list)   # one line per sequence with a clock fix record
+    registration_notes: list[str] = field(default_factory=list)   # fixes kept or dropped; RGB frames resampled
 
     @property
     def n_ok(self) -> int:
@@ -590,6 +662,7 @@ def ingest(raw: Path, out: Path, options: IngestOptions = IngestOptions(), worke
                                  fix="rename the folder in RAW")
         check_frame_memory(spec, options.num_bins)
         warn_links_outside(raw, spec)
+        sequence_registration(spec, options, registration_fix_for(out, spec)[0])   # refuse a wrong field of view now
     if out.exists():          # before anything is written: nothing of the user's may be replaced
         check_store_files(out)
         for spec in specs:
@@ -630,15 +703,56 @@ def clock_for(out: Path, spec: SequenceSpec) -> tuple[ClockFix | None, str | Non
                     f"{record.drift_ppm:+.0f} ppm; {path})")
 
 
+def registration_fix_for(out: Path, spec: SequenceSpec) -> tuple[RegistrationFix | None, str | None]:
+    """The fixed registration a store keeps for ``spec`` (``audit --fix``'s record), and a line saying what
+    became of it: kept, or dropped because the spike meta.json's ``rgb_homography`` or the RGB frames' size
+    changed since it was estimated (or the record is unreadable). ``(None, None)`` without a fixed record."""
+    path = registration_fix_path(out, spec.split, spec.name)
+    if not path.is_file():
+        return None, None
+    try:
+        record = read_registration_fix(path)
+    except ValueError as err:
+        return None, f"{spec.key}: registration fix dropped: {err}"
+    if record.homography is None:
+        return None, None
+    given = spec.spike_meta.rgb_homography
+    given = None if given is None else flat(np.asarray(given, np.float64))
+    found = raw_rgb_size(spec)
+    if given != record.given_homography or (found is not None and tuple(found[0]) != tuple(record.raw_size)):
+        return None, (f"{spec.key}: registration fix dropped: spike/meta.json's rgb_homography or the RGB frames' "
+                      f"size changed since `spikeprep audit --fix` estimated it ({path}); run "
+                      f"`spikeprep audit {out} --fix` again")
+    return record, f"{spec.key}: registration fix kept ({path})"
+
+
+def registration_note(key: str, info: SequenceInfo) -> str | None:
+    """What ingest did with a sequence's RGB frames when it resampled them (None when stored pixel for pixel):
+    the CLI prints it, so an assumed field of view is never silent."""
+    reg = info.registration
+    if reg is None:
+        return None
+    y0, x0, h, w = reg.spike_crop
+    meta = info.spike_meta
+    how = {"meta": "the rgb_homography of spike/meta.json", "audit_fix": "the registration `audit --fix` estimated",
+           "assumed_scale": (f"an assumed same field of view (a pure scale {reg.raw_size[0] / meta.height:.4g} x "
+                             f"{reg.raw_size[1] / meta.width:.4g}; if the cameras see different fields, give "
+                             "rgb_homography in spike/meta.json)")}[reg.source]
+    crop = "" if (h, w) == (meta.height, meta.width) else f", spike pixels [{y0}:{y0 + h}, {x0}:{x0 + w}] kept"
+    return (f"{key}: RGB {reg.raw_size[0]}x{reg.raw_size[1]} resampled onto the spike grid {h}x{w} x {reg.scale} "
+            f"= {info.H}x{info.W} by {how}{crop}")
+
+
 def store_specs(info: StoreInfo) -> tuple[Path, IngestOptions, list[SequenceSpec]]:
     """The raw tree, ingest options and sequences a store was built from (its ``dataset.json``), to rebuild
     it; ``InputError`` when one of its sequences is no longer in the raw tree."""
     raw = Path(info.raw_root)
     given = info.ingest_options
     extra = {k: v for k, v in given.items() if k not in ("crop_size", "copy_images", "exposure_s")}
+    extra.pop("rgb_scale", None)
     options = IngestOptions(num_bins=info.K, layout=info.layout, crop_size=int(given["crop_size"]),
                             copy_images=bool(given["copy_images"]), preset_overrides=extra,
-                            exposure_s=given.get("exposure_s"))
+                            exposure_s=given.get("exposure_s"), rgb_scale=given.get("rgb_scale"))
     found = {spec.key: spec for spec in discover(raw, options.layout, exposure_s=options.exposure_s,
                                                  **options.preset_overrides)}
     missing = sorted(set(info.sequences) - set(found))
@@ -661,7 +775,8 @@ def build_store(raw: Path, out: Path, specs: list[SequenceSpec], options: Ingest
     (out / DATASET_FILENAME).unlink(missing_ok=True)  # the store is incomplete until the end
 
     clocks = [clock_for(out, spec) for spec in specs]
-    tasks = [(spec, options, out, force, clock) for spec, (clock, _) in zip(specs, clocks)]
+    registrations = [registration_fix_for(out, spec) for spec in specs]
+    tasks = [(spec, options, out, force, clock, reg) for spec, (clock, _), (reg, _) in zip(specs, clocks, registrations)]
     bar = tqdm(total=len(tasks), desc="ingest", unit="seq", disable=not progress)
     built: list[tuple[SequenceRecord, bool]] = []
     if workers > 1 and len(tasks) > 1:
@@ -692,6 +807,7 @@ def build_store(raw: Path, out: Path, specs: list[SequenceSpec], options: Ingest
         K=options.num_bins, raw_root=str(raw.resolve()), layout=options.layout,
         ingest_options={"crop_size": options.crop_size, "copy_images": options.copy_images,
                         **({"exposure_s": options.exposure_s} if options.exposure_s is not None else {}),
+                        **({"rgb_scale": options.rgb_scale} if options.rgb_scale is not None else {}),
                         **{k: v for k, v in options.preset_overrides.items()}},
         sequences={spec.key: rec.info for spec, rec in zip(specs, records)},
         stats=stats)
@@ -705,4 +821,6 @@ def build_store(raw: Path, out: Path, specs: list[SequenceSpec], options: Ingest
         raise disk_full_error(err, out, "every sequence is built, but the store stays incomplete (no "
                               "dataset.json)", DISK_FULL_FIX) from None
     (out / PENDING_FIX).unlink(missing_ok=True)   # an interrupted audit --fix's state: this build completed it
-    return IngestResult(out, rows, stats, align_log, kept_audit, [note for _, note in clocks if note])
+    notes = [note for _, note in registrations if note]
+    notes += [n for n in (registration_note(spec.key, rec.info) for spec, rec in zip(specs, records)) if n]
+    return IngestResult(out, rows, stats, align_log, kept_audit, [note for _, note in clocks if note], notes)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from schemas.spike_meta import SpikeMeta
+from schemas.store import SequenceInfo
 from spikeprep.errors import InputError
 from spikeprep.formats.arrays import binary_array_num_frames, read_binary_array
 from spikeprep.formats.dat import open_dat
@@ -44,14 +45,35 @@ class WindowCounts:
 class SpikeSource:
     """Raw spikes of one sequence (the ``spike/`` directory of the native layout, DESIGN section 4)."""
 
-    def __init__(self, spike_dir: str | Path, meta: SpikeMeta | None = None):
+    def __init__(self, spike_dir: str | Path, meta: SpikeMeta | None = None,
+                 crop: tuple[int, int, int, int] | None = None):
+        """``crop`` ``(y0, x0, height, width)``: the spike pixels kept (a registered sequence keeps the part of
+        the sensor the RGB camera sees, ``schemas.registration``); counts are of those pixels only."""
         self.spike_dir = Path(spike_dir)
         self.meta = meta if meta is not None else read_spike_meta(self.spike_dir)
+        full = (0, 0, self.meta.height, self.meta.width)
+        self.crop = None if crop is None or tuple(crop) == full else tuple(int(v) for v in crop)
+        if self.crop is not None:
+            y0, x0, h, w = self.crop
+            if y0 < 0 or x0 < 0 or h < 1 or w < 1 or y0 + h > self.meta.height or x0 + w > self.meta.width:
+                raise ValueError(f"crop {crop} lies outside the {self.meta.height}x{self.meta.width} spike grid")
         if self.meta.layout == "stream":
             self.stream_path = self.spike_dir / self.meta.stream_file
             if not self.stream_path.is_file():
                 raise InputError(self.stream_path, "spike stream file named in meta.json not found",
                                  fix="put the stream file there or correct 'stream_file' in meta.json")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(height, width) of the counts ``window`` returns: the crop's, or the sensor's."""
+        return (self.crop[2], self.crop[3]) if self.crop is not None else (self.meta.height, self.meta.width)
+
+    def _cropped(self, wc: WindowCounts) -> WindowCounts:
+        if self.crop is None:
+            return wc
+        y0, x0, h, w = self.crop
+        counts = np.ascontiguousarray(wc.counts[:, y0:y0 + h, x0:x0 + w])
+        return WindowCounts(counts, wc.n_ticks, int(counts.sum(dtype=np.int64)), wc.covered, wc.source)
 
     # ---- file access (lazy, cached per process: workers open their own) ---------------------------
     def frame_file(self, frame_idx: int) -> Path:
@@ -129,6 +151,9 @@ class SpikeSource:
 
         ``frame_idx`` selects the file in the per-frame layout (required there, ignored for a stream).
         """
+        return self._cropped(self._window(t0, t1, num_bins, frame_idx))
+
+    def _window(self, t0: float, t1: float, num_bins: int, frame_idx: int | None = None) -> WindowCounts:
         m = self.meta
         path, data, start_s = self._data_of(frame_idx)
         if m.is_events:
@@ -155,3 +180,9 @@ class SpikeSource:
                       else data[lo:hi])
             counts = voxelize_binary_ticks(frames, lo, u0, u1, num_bins)
         return WindowCounts(counts, hi - lo, int(counts.sum(dtype=np.int64)), covered, path)
+
+
+def stored_source(seq: SequenceInfo) -> SpikeSource:
+    """The raw spikes of a store's sequence, cropped to the spike pixels the store keeps (its registration):
+    the counts of a window have the stored grid (Hs, Ws)."""
+    return SpikeSource(Path(seq.spike_dir), seq.spike_meta, crop=seq.spike_crop)

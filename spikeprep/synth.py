@@ -29,6 +29,13 @@ rotation, slight scaling) inside the view. One sub-frame is rendered per spike t
   stream then extends at least one frame period (plus the largest shift the clocks make) past the first and
   last windows, so a fix can scan that far. ``unpaired_splits`` are written without sharp frames, as a rig
   records them (no ``sharp/`` folder).
+* A rig's two images (``rgb_size``, ``rgb_warp``, ``rgb_homography``, ``rgb_homography_in_meta``): the RGB
+  camera sees the spike camera's view through a homography ``H`` (spike pixel -> written RGB pixel): the same
+  field of view at ``rgb_size`` (any ratio to the spike grid), then a small warp about the frame's centre
+  (a shift, a rotation and a scale error drawn per sequence within ``rgb_warp``, or ``H`` given per sequence
+  in ``rgb_homography``). The blur and sharp frames are rendered as before and resampled through ``H``
+  (``spikeprep.registration.resample_rgb``, area-aware when shrinking); ``H`` and the size are the sequence's
+  truth in ``synth.json``, and in its ``meta.json`` only with ``rgb_homography_in_meta``.
 
 Reproducibility: every random choice of a sequence comes from a ``numpy`` generator seeded by
 ``(seed, sha256(sequence name))``, so sequences render independently (in parallel or not) and the
@@ -115,6 +122,16 @@ class SynthConfig(Record):
     jitter_ticks: float = Field(0.0, ge=0, description="standard deviation of the Gaussian timing jitter of each "
                                 "recorded window (ticks; the window moves as a whole)")
     unpaired_splits: tuple[str, ...] = Field((), description="splits written without sharp frames (no sharp/)")
+    rgb_size: tuple[int, int] | None = Field(None, description="(height, width) of the written RGB frames: the "
+                                             "same field of view at another resolution (None: height x width)")
+    rgb_warp: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="largest (shift in RGB px, "
+                                                 "rotation in degrees, relative scale error) between the two "
+                                                 "cameras' views: each sequence draws its own uniformly")
+    rgb_homography: dict[str, tuple[float, ...]] = Field(default_factory=dict, description="{sequence: 9 numbers}: "
+                                                         "that sequence's spike px -> RGB px homography instead of a "
+                                                         "draw")
+    rgb_homography_in_meta: bool = Field(False, description="write each sequence's homography into its "
+                                         "spike/meta.json (rgb_homography), as a calibrated rig would")
 
     @field_validator("rate_hz", "start_s", "threshold", "gamma", "motion_px", "clock_offset_ticks",
                      "clock_drift_ppm", "jitter_ticks")
@@ -142,7 +159,17 @@ class SynthConfig(Record):
         if self.train_seqs + self.val_seqs < 1:
             raise ValueError("no sequences: train_seqs + val_seqs must be at least 1")
         names = [name for _, name in sequence_names(self)]
-        for what, given in (("misalign", self.misalign), ("clock", self.clock)):
+        if self.rgb_size is not None and min(self.rgb_size) < 8:
+            raise ValueError(f"rgb_size {self.rgb_size} must be at least 8 x 8")
+        if any(not (math.isfinite(v) and v >= 0) for v in self.rgb_warp) or self.rgb_warp[2] >= 0.5:
+            raise ValueError(f"rgb_warp {self.rgb_warp} must be finite, non-negative, the scale error below 0.5")
+        for name, values in self.rgb_homography.items():
+            from schemas.registration import homography_problem
+            problem = homography_problem(values) if len(values) == 9 else "must be 9 numbers"
+            if problem:
+                raise ValueError(f"rgb_homography of {name} {problem}")
+        for what, given in (("misalign", self.misalign), ("clock", self.clock), ("rgb_homography",
+                                                                                 self.rgb_homography)):
             unknown = sorted(set(given) - set(names))
             if unknown:
                 raise ValueError(f"{what} names unknown sequence(s) {unknown}; this configuration has "
@@ -155,6 +182,11 @@ class SynthConfig(Record):
         if bad:
             raise ValueError(f"unpaired_splits {bad} are not splits synth writes ({', '.join(SPLITS)})")
         return self
+
+    @property
+    def has_registration(self) -> bool:
+        """Whether the RGB frames are not the rendered grid pixel for pixel (another size, or a warp)."""
+        return bool(self.rgb_size is not None or any(self.rgb_warp) or self.rgb_homography)
 
     @property
     def has_clocks(self) -> bool:
@@ -401,6 +433,30 @@ def clock_truth(cfg: SynthConfig, index: int) -> tuple[float, float, np.ndarray]
     return offset, drift, jitter
 
 
+def registration_truth(cfg: SynthConfig, index: int) -> np.ndarray:
+    """Sequence ``index``'s homography from spike pixels to the written RGB frame's pixels: given in
+    ``cfg.rgb_homography`` or the same field of view at ``rgb_size`` followed by a warp about the frame's centre
+    drawn within ``rgb_warp`` (from its own stream of the sequence's seed: the scene does not change with it)."""
+    from spikeprep.registration import scale_homography
+
+    _, name = sequence_names(cfg)[index]
+    if name in cfg.rgb_homography:
+        h = np.asarray(cfg.rgb_homography[name], np.float64).reshape(3, 3)
+        return h / h[2, 2]
+    rh, rw = cfg.rgb_size or (cfg.height, cfg.width)
+    base = scale_homography(rh / cfg.spike_height, rw / cfg.spike_width)
+    rng = np.random.default_rng(sequence_seed(cfg.seed, name).spawn(5)[4])
+    shift_max, deg_max, scale_max = cfg.rgb_warp
+    angle = math.radians(float(rng.uniform(-deg_max, deg_max)))
+    zoom = 1.0 + float(rng.uniform(-scale_max, scale_max))
+    shift = rng.uniform(-1.0, 1.0, 2) * shift_max / math.sqrt(2)
+    cx, cy = (rw - 1) / 2, (rh - 1) / 2
+    warp = np.eye(3)
+    warp[:2, :2] = zoom * np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    warp[:2, 2] = np.array([cx, cy]) - warp[:2, :2] @ np.array([cx, cy]) + shift
+    return warp @ base
+
+
 def make_plan(cfg: SynthConfig, index: int) -> SequencePlan:
     """Draw the scene, the photographs and both trajectories of sequence ``index`` (deterministic)."""
     split, name = sequence_names(cfg)[index]
@@ -515,11 +571,14 @@ class _Spikes:
         return bits.reshape(-1, self.h, self.w).astype(bool)
 
 
-def _write_spikes(cfg: SynthConfig, spike_dir: Path, spikes: _Spikes) -> SpikeMeta:
-    """Write the spike files and ``meta.json``; returns the meta record."""
+def _write_spikes(cfg: SynthConfig, spike_dir: Path, spikes: _Spikes,
+                  homography: np.ndarray | None = None) -> SpikeMeta:
+    """Write the spike files and ``meta.json`` (with ``rgb_homography`` when given); returns the meta record."""
     spike_dir.mkdir()
     common = dict(format=cfg.spike_format, height=cfg.spike_height, width=cfg.spike_width,
                   rate_hz=cfg.rate_hz, flipud=cfg.spike_format == "dat")
+    if homography is not None:
+        common["rgb_homography"] = [[float(v) for v in row] for row in homography]
     T, chunk = cfg.n_ticks, 256
     if cfg.layout == "per-frame-dat":
         meta_args = dict(common, layout="per-frame", file_start_s={})
@@ -571,6 +630,17 @@ def render_sequence(cfg: SynthConfig, index: int, seq_dir: Path,
     spikes = _Spikes(T, cfg.spike_height, cfg.spike_width)
     total = np.zeros((cfg.height, cfg.width, 3), dtype=np.float64)
     sharp = None
+    write_frame = lambda path, intensity: write_rgb(path, encode_frame(intensity, cfg.gamma))   # noqa: E731
+    if cfg.has_registration:
+        from spikeprep.registration import resample_rgb, store_to_spike
+
+        truth = registration_truth(cfg, index)
+        rgb_hw = cfg.rgb_size or (cfg.height, cfg.width)
+        # written RGB pixel -> rendered pixel: the rendered grid is the spike grid times spike_scale
+        to_rendered = np.linalg.inv(truth @ store_to_spike(s, (0, 0, cfg.spike_height, cfg.spike_width)))
+
+        def write_frame(path, intensity):
+            write_rgb(path, encode_frame(resample_rgb(intensity, to_rendered, rgb_hw), cfg.gamma))
 
     for j in range(T):
         sub = plan.render(j)
@@ -587,16 +657,18 @@ def render_sequence(cfg: SynthConfig, index: int, seq_dir: Path,
             continue
         np.add(total, sub, out=total)
         if j == starts[i] + E // 2:
-            sharp = encode_frame(sub, cfg.gamma)
+            sharp = sub.copy()
         if j == starts[i] + E - 1:
-            write_rgb(seq_dir / "blur" / f"{i:06d}.png", encode_frame(total / E, cfg.gamma))
+            write_frame(seq_dir / "blur" / f"{i:06d}.png", total / E)
             if paired:
-                write_rgb(seq_dir / "sharp" / f"{i:06d}.png", sharp)
+                write_frame(seq_dir / "sharp" / f"{i:06d}.png", sharp)
             total[...] = 0.0
             if progress is not None:
                 progress(1)
 
-    meta = _write_spikes(cfg, seq_dir / "spike", spikes)
+    homography = registration_truth(cfg, index) if cfg.has_registration else None
+    meta = _write_spikes(cfg, seq_dir / "spike", spikes,
+                         homography if cfg.rgb_homography_in_meta else None)
     d = plan.shift_ticks
     t0 = meta.frame_time(cfg.start_s, starts + (d - 0.5))
     t1 = meta.frame_time(cfg.start_s, starts + (d + E - 0.5))
@@ -610,6 +682,9 @@ def render_sequence(cfg: SynthConfig, index: int, seq_dir: Path,
                      jitter_ticks=cfg.jitter_ticks, jitter_rms_ticks=float(np.sqrt(np.mean(jitter ** 2))))
     if cfg.unpaired_splits:
         entry["paired"] = paired
+    if homography is not None:
+        entry.update(rgb_homography=[round(float(v), 12) for v in homography.ravel()],
+                     rgb_size=list(cfg.rgb_size or (cfg.height, cfg.width)))
     write_exposure_csv(seq_dir / "exposure.csv", np.arange(cfg.frames), t0, t1)
     return entry
 

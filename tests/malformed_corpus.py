@@ -367,7 +367,13 @@ _meta_case("head-columns-on-npy", _meta(META_V2_BINARY, head_columns=16), ("'hea
 _meta_case("head-columns-not-whole-bytes", _meta(META_DAT_STREAM, version=2, height=1, width=8, head_columns=3),
            ("height*(width + head_columns) = 11", "multiple of 8"))
 _meta_case("head-columns-version-1", _meta(META_DAT_STREAM, head_columns=16), ("'head_columns' needs version 2",))
-_meta_case("version-3", _meta(META_DAT_STREAM, version=3), ("version",))
+_meta_case("version-4", _meta(META_DAT_STREAM, version=4), ("version",))
+_meta_case("rgb-homography-version-2", _meta(META_DAT_STREAM, version=2, rgb_homography=[[2, 0, 0], [0, 2, 0], [0, 0, 1]]),
+           ("'rgb_homography' needs version 3",))
+_meta_case("rgb-homography-mirror", _meta(META_DAT_STREAM, version=3, rgb_homography=[[-2, 0, 0], [0, 2, 0], [0, 0, 1]]),
+           ("rgb_homography", "orientation"))
+_meta_case("rgb-homography-2x3", _meta(META_DAT_STREAM, version=3, rgb_homography=[[2, 0, 0], [0, 2, 0]]),
+           ("rgb_homography", "3 rows of 3"))
 _meta_case("version-bool", _meta(META_DAT_STREAM, version=True), ("version",))
 _meta_case("dat-hw-not-multiple-of-8", _meta(META_DAT_STREAM, height=5, width=5), ("multiple of 8",))
 _meta_case("stream-with-file_start_s", _meta(META_DAT_STREAM, file_start_s={"000000": 0.0}), ("file_start_s",))

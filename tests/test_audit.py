@@ -93,9 +93,9 @@ def test_curves_and_overlays_are_written(audited):
         rank, verdict, split, seq_a, seq_b, frame = path.stem.split("_")
         row = next(r for r in report.rows if (r.split, r.seq, r.frame_idx) == (split, f"{seq_a}_{seq_b}", int(frame)))
         assert verdict == row.audit_verdict
-        # the panels, enlarged 2x (3 x 80 px < 480 px), under a banner holding the label
+        # the panels, enlarged 2x (4 x 80 px < 480 px), under a banner holding the label
         panels = cv2.resize(audit_mod.overlay_image(root, row, info), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-        assert img.shape[1] == 2 * 3 * 80 and img.shape[0] > 2 * 64
+        assert img.shape[1] == 2 * 4 * 80 and img.shape[0] > 2 * 64
         assert np.array_equal(img[-2 * 64:], panels)
         banner = img[:-2 * 64]
         assert (banner > 100).any(), "the label is drawn"

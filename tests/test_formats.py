@@ -453,7 +453,7 @@ def test_meta_round_trip(meta, as_dir):
         back = read_spike_meta(d if as_dir else path)
         assert back == meta
         assert path.read_text() == back.to_json()  # stable bytes
-        assert json.loads(path.read_text())["version"] == SPIKE_META_VERSION == 2
+        assert json.loads(path.read_text())["version"] == SPIKE_META_VERSION == 3
 
 
 def test_meta_reads_minimal_handwritten_record(tmp_path):

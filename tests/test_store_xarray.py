@@ -151,7 +151,7 @@ def test_verify_finds_a_coordinate_that_disagrees_with_the_manifest(store, tmp_p
 
 # ---- the manifest's units ------------------------------------------------------------------------------
 NUMERIC = {"frame_idx", "t0", "t1", "t0_recorded", "t1_recorded", "n_ticks", "event_count", "H", "W", "Hs", "Ws", "vox_index", "audit_corr",
-           "audit_best_offset_ticks", "audit_best_offset_s"}
+           "audit_best_offset_ticks", "audit_best_offset_s", "audit_registration_px"}
 
 
 def test_manifest_fields_carry_units_and_descriptions(store):
