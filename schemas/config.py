@@ -18,7 +18,7 @@ from typing import Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from schemas.fuse_types import FUSE_TYPES
+from schemas.fuse_types import FUSE_TYPES, HEAD_FUSE_TYPES
 from schemas.record import Record
 from schemas.validation import describe_validation_error
 
@@ -145,6 +145,10 @@ class ModelConfig(_Section):
         if len(channels) != self.LAYERS:
             raise ValueError(f"CHANNELS_PER_SCALE has {len(channels)} entries but LAYERS is {self.LAYERS}: give "
                              "one channel count per scale")
+        if not self.SPIKE_BRANCH and self.FUSE.TYPE not in HEAD_FUSE_TYPES:
+            raise ValueError(f"SPIKE_BRANCH is false, which leaves FUSE.TYPE {self.FUSE.TYPE!r} (no spike head) no way "
+                             f"to read the spikes: set SPIKE_BRANCH: true, or a type with a spike head "
+                             f"({', '.join(HEAD_FUSE_TYPES)})")
         for key, heads in (("SPIKE_TSA.HEADS", self.SPIKE_TSA.HEADS), ("FUSE.HEADS", self.FUSE.HEADS)):
             if any(c % heads for c in channels):
                 raise ValueError(f"{key} is {heads}, which does not divide every entry of CHANNELS_PER_SCALE "

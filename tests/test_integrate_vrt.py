@@ -185,8 +185,10 @@ def test_the_literal_fusion_is_not_neutral_at_initialisation(clip):
         assert not torch.allclose(model(blur, spike), model.vrt(blur), atol=1e-3)
 
 
-@pytest.mark.parametrize("fuse_type,spike_branch", [*((t, True) for t in RESIDUAL_TYPES),
-                                                    ("ResidualTemporalCrossAttnMotionGatedSpikeHead", False)])
+# (the motion gate is shut until fit_start sets it, so from a zero head nothing upstream of it learns: the
+# trainer always starts it fitted; tests/test_train.py trains it)
+@pytest.mark.parametrize("fuse_type,spike_branch", [*((t, True) for t in RESIDUAL_TYPES if "MotionGated" not in t),
+                                                    ("ResidualTemporalCrossAttnGatedSpikeHead", False)])
 def test_residual_fusions_learn_from_the_spikes(clip, fuse_type, spike_branch):
     """Zero-initialised outputs are not dead ends: after one step every spike parameter gets a gradient and
     the output depends on the voxels (MODEL.SPIKE_BRANCH false: through the head alone, no branch built)."""

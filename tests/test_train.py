@@ -203,6 +203,7 @@ def test_every_fuse_type_trains_saves_and_resumes(train_store, tmp_path, fuse, b
     assert report.fuse_type == fuse and report.fitted_head == info.fitted and report.static is not None
     raw = yaml.safe_load(config.read_text())
     raw["MODEL"]["FUSE"]["TYPE"] = "TemporalCrossAttn"
+    raw["MODEL"]["SPIKE_BRANCH"] = True
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump(raw))
     with pytest.raises(InputError, match="FUSE"):

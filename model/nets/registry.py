@@ -49,6 +49,10 @@ def register_fuse_type(name: str, *, head: Callable[[int, int, int], nn.Module] 
 def check_registered() -> None:
     """Raise ``ImportError`` if a name of ``schemas.fuse_types`` has no registered implementation."""
     missing = [n for n in FUSE_TYPES if n not in _REGISTRY]
+    disagree = [n for n, t in _REGISTRY.items() if (t.head is not None) != t.info.head]
+    if disagree:
+        raise ImportError(f"MODEL.FUSE.TYPE {disagree}: schemas/fuse_types.py's `head` disagrees with the spike head "
+                          "registered in model/nets/integrate_vrt.py")
     if missing:
         raise ImportError(f"MODEL.FUSE.TYPE {missing} listed in schemas/fuse_types.py but not registered in "
                           "model/nets/integrate_vrt.py")
