@@ -2,6 +2,8 @@
 of the VRT backbone from a spikeprep checkpoint (--init-from, --freeze-vrt-steps), on the tiny store, on CPU."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -149,3 +151,28 @@ def test_dry_runs_show_the_aux_term_and_the_base_arm_says_it_ignores_it(train_st
     main(options(config, dry_run=True, use_spike=False))
     base = capsys.readouterr().out
     assert "TRAIN.AUX_SPIKE_RECON_WEIGHT 0.1 is ignored by the spike-free arm" in base and "aux spike luma" not in base
+
+
+@pytest.mark.slow          # the ablation's runs validate with the reliance probes (minutes on 2 shared cores)
+def test_the_ablation_runs_a_warm_started_row_from_its_base_checkpoint(train_store, tmp_path):
+    """benchmarks/spike_ablation.py's runs of an init_from_base row, 2 + 1 steps: the base keeps its checkpoint at
+    step 1 and trains on to 2 (resumed); the spike arm starts its VRT from that checkpoint."""
+    import argparse
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import spike_ablation as ablation
+
+    config = write_config(tmp_path, train_store, fuse=MOTION_GATED)
+    out = tmp_path / "outputs"
+    common = dict(config=config, device="cpu", reference=None, init_from=None, freeze_vrt_steps=0, keep_at=None)
+    assert ablation.run_one(argparse.Namespace(**{**common, "run": "base_x2", "steps": 2, "no_spike": True,
+                                                  "keep_at": 1})) == 0
+    kept = ablation.kept_checkpoint(out, "base_x2", 1)
+    assert load_checkpoint(kept)["step"] == 1 and load_checkpoint(out / "ckpts" / "base_x2" / "last.pth")["step"] == 2
+    assert ablation.run_one(argparse.Namespace(**{**common, "run": "warm", "steps": 1, "no_spike": False,
+                                                  "init_from": kept, "freeze_vrt_steps": 1})) == 0
+    warm = load_checkpoint(out / "ckpts" / "warm" / "last.pth")
+    base = load_checkpoint(kept)["model"]
+    assert all(torch.equal(warm["model"][k], base[k]) for k in base if k.startswith("vrt."))   # frozen its 1 step
+    assert (out / "metrics" / "ablation_warm.json").exists()
