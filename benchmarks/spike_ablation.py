@@ -20,6 +20,11 @@ dLoss/dFf_i on one training clip after training) with the RMS of Fr_1 and Fs'_1 
 Every row is configuration: a ``MODEL.FUSE.TYPE`` (the registered fusion types and heads,
 ``schemas/fuse_types.py``; the ablation's own variants are registered there too), config overrides both arms
 share, or a reference model trained in the spike arm's place (``model.train.main``'s ``model_builder``).
+A row with ``init_from_base`` warm-starts the spike arm from a plain-VRT run (``train --init-from`` with
+``--freeze-vrt-steps``, issue 29): its base arm trains 2 x steps, its checkpoint at ``steps`` is kept, the
+spike arm starts its VRT backbone there and trains ``steps`` more (the backbone frozen for the first
+``WARM_FREEZE_FRACTION`` of them). The row compares the warm spike arm with the base it started from trained
+to the same 2 x steps (one run: stopped at ``steps``, then resumed, which is bit for bit an uninterrupted run).
 Every SpikeVRT row is built by the product's ``build_model``; nothing here patches the product. Rows of the
 earlier table that patched it at run time are gone from the script; RESULTS.md says where their numbers
 came from.
@@ -30,10 +35,11 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -52,8 +58,11 @@ LITERAL = "TemporalCrossAttn"
 # preset_width (a tiny-topology VRT config with that many channels)
 SHARED_KEYS = ("CROP_SIZE", "CLIP_LEN", "K", "LR", "WARMUP_STEPS", "preset_width")
 # config overrides of the spike arm alone (its base arm is the row's shared one): MODEL.SPIKE_BRANCH,
-# DATA.TOTALS_ONLY, TRAIN.OPTIM.FITTED_HEAD_LR_SCALE
-SPIKE_KEYS = ("SPIKE_BRANCH", "TOTALS_ONLY", "FITTED_HEAD_LR_SCALE")
+# DATA.TOTALS_ONLY, TRAIN.OPTIM.FITTED_HEAD_LR_SCALE, TRAIN.AUX_SPIKE_RECON_WEIGHT
+SPIKE_KEYS = ("SPIKE_BRANCH", "TOTALS_ONLY", "FITTED_HEAD_LR_SCALE", "AUX_SPIKE_RECON_WEIGHT")
+# an init_from_base row's spike arm keeps its VRT backbone fixed for this fraction of its steps (fusion and
+# head alone first, then everything)
+WARM_FREEZE_FRACTION = 1 / 3
 GATED = "ResidualTemporalCrossAttnGatedSpikeHead"
 MOTION_GATED = "ResidualTemporalCrossAttnMotionGatedSpikeHead"
 REFERENCES = ("cnn", "cnn_blur", "encoder_head")
@@ -69,6 +78,7 @@ class Row:
     shared: dict = field(default_factory=dict)  # config overrides both arms get (own base arm)
     reference: str | None = None             # benchmarks/references.py model instead of SpikeVRT
     spike: dict = field(default_factory=dict)   # config overrides of the spike arm alone (SPIKE_KEYS)
+    init_from_base: bool = False             # warm start from the base arm's VRT (module docstring)
 
 
 ROWS = [
@@ -114,6 +124,13 @@ ROWS = [
         spike={"TOTALS_ONLY": True}),
     Row("gated_no_branch", "gated without the original's spike branch (MODEL.SPIKE_BRANCH false)", GATED,
         spike={"SPIKE_BRANCH": False}),
+    # issue 29: making the original's branch carry weight
+    Row("motion_gated_aux_recon", "motion_gated; the spike branch also learns the sharp luma from Fs'_1 (conv3x3), "
+        "0.1 x its Charbonnier added to the loss (TRAIN.AUX_SPIKE_RECON_WEIGHT, SpkDeblurNet's target)", MOTION_GATED,
+        spike={"AUX_SPIKE_RECON_WEIGHT": 0.1}),
+    Row("motion_gated_warm", "motion_gated warm-started from the base arm's VRT at `steps` (train --init-from), the "
+        "backbone frozen for the first third of its `steps` steps; vs that base trained on to 2 x steps",
+        MOTION_GATED, init_from_base=True),
     # what is learnable in the same steps without VRT
     Row("cnn", "reference: 4-layer CNN (32 ch, 3x3) on blur + voxels, residual on the blur, no VRT",
         reference="cnn"),
@@ -187,8 +204,15 @@ def run_one(args) -> int:
     t0 = time.time()
     opts = TrainOptions(config=args.config, use_spike=not args.no_spike, exp=args.run, max_steps=args.steps,
                         val_every=args.steps, visual_every=args.steps, workers=0, perceptual=False,
-                        progress=False, device=args.device, reliance=True,
+                        progress=False, device=args.device, reliance=True, init_from=args.init_from,
+                        freeze_vrt_steps=args.freeze_vrt_steps,
                         start_over=True)      # a run without its ablation JSON (killed) is trained afresh
+    if args.keep_at:                          # a warm start's source: stop, keep that checkpoint, go on
+        if main(replace(opts, stop_at=args.keep_at), model_builder=model_builder(args.reference, built)).interrupted:
+            return 130
+        ckpts = Path(load_config(args.config).LOG.SAVE_DIR) / "ckpts" / args.run
+        shutil.copyfile(ckpts / "last.pth", kept_checkpoint(ckpts.parents[1], args.run, args.keep_at))
+        opts = replace(opts, resume=True, start_over=False)
     if main(opts, model_builder=model_builder(args.reference, built)).interrupted:
         return 130                            # no ablation JSON: the table's next run trains it afresh
     extra = dict(seconds=time.time() - t0)
@@ -256,6 +280,8 @@ def row_config(fuse: str, shared: dict, *, root: Path, mean: float, std: float, 
         raw["DATA"]["TOTALS_ONLY"] = spike["TOTALS_ONLY"]
     if "FITTED_HEAD_LR_SCALE" in spike:
         raw["TRAIN"]["OPTIM"]["FITTED_HEAD_LR_SCALE"] = spike["FITTED_HEAD_LR_SCALE"]
+    if "AUX_SPIKE_RECON_WEIGHT" in spike:
+        raw["TRAIN"]["AUX_SPIKE_RECON_WEIGHT"] = spike["AUX_SPIKE_RECON_WEIGHT"]
     raw["LOG"]["SAVE_DIR"] = str(work / "outputs")
     return raw
 
@@ -274,47 +300,88 @@ def write_config(work: Path, name: str, fuse: str, shared: dict, spike: dict | N
 
 
 def base_name(row: Row) -> str:
-    if not row.shared:
-        return "base"
-    return "base_" + "_".join(f"{k}-{v if not isinstance(v, tuple) else '+'.join(v)}"
-                              for k, v in sorted(row.shared.items()))
+    """The row's base arm: one per set of shared overrides; a warm-started row's base trains 2 x steps."""
+    name = "base" if not row.shared else "base_" + "_".join(
+        f"{k}-{v if not isinstance(v, tuple) else '+'.join(v)}" for k, v in sorted(row.shared.items()))
+    return name + "_x2" if row.init_from_base else name
 
 
-def plan(rows: list[Row], work: Path, steps: int) -> list[tuple[str, list[str]]]:
-    """(run name, command) for every run the rows need, bases once each."""
-    runs: dict[str, list[str]] = {}
+def base_steps(row: Row, steps: int) -> int:
+    """The steps of the row's base arm (what the table reads its report at)."""
+    return 2 * steps if row.init_from_base else steps
+
+
+def kept_checkpoint(outputs: Path, run: str, step: int) -> Path:
+    """Where a warm start's source run keeps its checkpoint at ``step`` (``--keep-at``)."""
+    return outputs / "ckpts" / run / f"step_{step}.pth"
+
+
+def row_runs(row: Row, steps: int, work: Path, config_for) -> list[tuple[str, list[str], tuple[str, ...]]]:
+    """(run name, command, runs it needs first) of the row's base arm and its spike arm;
+    ``config_for(name, fuse, shared, spike)`` writes a run's config and returns its path."""
     me = [sys.executable, str(Path(__file__).resolve())]
+    base = base_name(row)
+    base_cmd = me + ["--run", base, "--config", str(config_for(base, HEAD, row.shared, None)),
+                     "--steps", str(base_steps(row, steps)), "--no-spike"]
+    cmd = me + ["--run", row.name, "--config", str(config_for(row.name, row.fuse, row.shared, row.spike)),
+                "--steps", str(steps)]
+    needs: tuple[str, ...] = ()
+    if row.init_from_base:
+        base_cmd += ["--keep-at", str(steps)]
+        cmd += ["--init-from", str(kept_checkpoint(work / "outputs", base, steps)),
+                "--freeze-vrt-steps", str(int(steps * WARM_FREEZE_FRACTION))]
+        needs = (base,)
+    if row.reference:
+        cmd += ["--reference", row.reference]
+    return [(base, base_cmd, ()), (row.name, cmd, needs)]
+
+
+def plan(rows: list[Row], work: Path, steps: int) -> list[tuple[str, list[str], tuple[str, ...]]]:
+    """(run name, command, runs it needs first) for every run the rows need, bases once each."""
+    runs: dict[str, tuple[str, list[str], tuple[str, ...]]] = {}
+    config_for = lambda name, fuse, shared, spike: write_config(work, name, fuse, shared, spike)  # noqa: E731
     # rows that change a shared setting need their own (often slower) base arm: run them last
     for row in sorted(rows, key=lambda r: bool(r.shared)):
-        base = base_name(row)
-        if base not in runs:
-            cfg = write_config(work, base, HEAD, row.shared)
-            runs[base] = me + ["--run", base, "--config", str(cfg), "--steps", str(steps), "--no-spike"]
-        cfg = write_config(work, row.name, row.fuse, row.shared, row.spike)
-        cmd = me + ["--run", row.name, "--config", str(cfg), "--steps", str(steps)]
-        if row.reference:
-            cmd += ["--reference", row.reference]
-        runs[row.name] = cmd
-    return list(runs.items())
+        for name, cmd, needs in row_runs(row, steps, work, config_for):
+            runs.setdefault(name, (name, cmd, needs))
+    return list(runs.values())
 
 
-def execute(runs: list[tuple[str, list[str]]], work: Path, parallel: int) -> None:
-    """Run what has no result yet, ``parallel`` processes at a time (one torch thread each)."""
-    todo = [(n, c) for n, c in runs if not (work / "outputs" / "metrics" / f"ablation_{n}.json").exists()]
+def execute(runs: list[tuple[str, list[str], tuple[str, ...]]], work: Path, parallel: int) -> None:
+    """Run what has no result yet, ``parallel`` processes at a time (one torch thread each); a run that needs
+    another waits for its result (and is skipped, said, if that run failed)."""
+    done = lambda n: (work / "outputs" / "metrics" / f"ablation_{n}.json").exists()  # noqa: E731
+    todo = [(n, c, needs) for n, c, needs in runs if not done(n)]
     active: list[tuple[str, subprocess.Popen]] = []
+    failed: set[str] = set()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     (work / "logs").mkdir(parents=True, exist_ok=True)
     while todo or active:
-        while todo and len(active) < parallel:
-            name, cmd = todo.pop(0)
+        for entry in [e for e in todo if failed & set(e[2])]:
+            todo.remove(entry)
+            failed.add(entry[0])
+            print(f"[{time.strftime('%H:%M:%S')}] {entry[0]}: skipped, {sorted(failed & set(entry[2]))} failed",
+                  flush=True)
+        while len(active) < parallel:
+            ready = next((e for e in todo if all(done(n) for n in e[2])), None)
+            if ready is None:
+                break
+            todo.remove(ready)
+            name, cmd, _ = ready
             print(f"[{time.strftime('%H:%M:%S')}] start {name}: " + " ".join(shlex.quote(c) for c in cmd), flush=True)
             active.append((name, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=(work / "logs" / f"{name}.log").open("w"),
                                                   stderr=subprocess.STDOUT)))
+        if todo and not active:          # what is left needs runs that ended without a result
+            for name, _, needs in todo:
+                print(f"[{time.strftime('%H:%M:%S')}] {name}: skipped, {list(needs)} left no result", flush=True)
+            return
         time.sleep(5)
         for name, proc in list(active):
             if proc.poll() is not None:
                 active.remove((name, proc))
                 status = "done" if proc.returncode == 0 else f"FAILED ({proc.returncode}), see {work}/logs/{name}.log"
+                if proc.returncode != 0:
+                    failed.add(name)
                 print(f"[{time.strftime('%H:%M:%S')}] {name}: {status}", flush=True)
 
 
@@ -323,8 +390,8 @@ def table(rows: list[Row], work: Path, steps: int) -> str:
 
     metrics = work / "outputs" / "metrics"
 
-    def report(name):
-        p = metrics / f"val_{name}_{steps}.json"
+    def report(name, at=steps):
+        p = metrics / f"val_{name}_{at}.json"
         return read_val_report(p) if p.exists() else None
 
     def f(v, signed=False):
@@ -338,7 +405,7 @@ def table(rows: list[Row], work: Path, steps: int) -> str:
             "count-zero sensitivity", "PSNR-Y other clip", "PSNR-Y reversed", "RMS dL/dFf_1..4", "RMS Fr_1 / Fs'_1"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        s, b = report(row.name), report(base_name(row))
+        s, b = report(row.name), report(base_name(row), base_steps(row, steps))
         extra_p = metrics / f"ablation_{row.name}.json"
         extra = json.loads(extra_p.read_text()) if extra_p.exists() else {}
         if s is None or b is None:
@@ -392,6 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-spike", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--reference", choices=REFERENCES, help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    ap.add_argument("--keep-at", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--init-from", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--freeze-vrt-steps", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.run:
         return run_one(args)

@@ -35,6 +35,7 @@ Examples:
   spikeprep train --config CFG --exp spike --resume
   spikeprep train --config CFG --exp spike --start-over     # the old run goes to outputs/superseded/
   spikeprep train --config CFG --dry-run
+  spikeprep train --config CFG --exp warm --init-from outputs/ckpts/base/last.pth --freeze-vrt-steps 100
   spikeprep train --config CFG --exp s --max-steps 300 --val-every 100 --visual-every 300 --workers 0
   torchrun --nproc_per_node 4 --no-python spikeprep train --config CFG --exp spike
 """)
@@ -67,6 +68,13 @@ Examples:
 @click.option("--freeze-flow-steps", type=click.IntRange(min=0), default=DEFAULT["freeze_flow_steps"],
               show_default=True,
               help="keep SpyNet and the deformable offsets fixed for the first N steps (VRT's recipe)")
+@click.option("--freeze-vrt-steps", type=click.IntRange(min=0), default=DEFAULT["freeze_vrt_steps"],
+              show_default=True,
+              help="keep the VRT backbone fixed for the first N steps: the spike branch, fusion and head train alone "
+                   "first (spike arm; with --init-from, how released VRT weights are fine-tuned)")
+@click.option("--init-from", "init_from", type=click.Path(dir_okay=False, path_type=Path),
+              help="start the VRT backbone from a spikeprep checkpoint of either arm (e.g. a --no-spike run's "
+                   "last.pth on the same store); a new run only, not with --resume or --vrt-weights")
 @click.option("--no-vgg", "no_vgg", is_flag=True,
               help="train without the 0.1 x VGG19 perceptual term (e.g. no VGG19 weights on this machine)")
 @click.option("--vrt-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -79,8 +87,8 @@ Examples:
               help="validate the spike arm also with count-zero voxels, another clip's voxels and reversed bins "
                    "(sensitivity diagnostics; count-zero sensitivity = true - count-zero; 4x the validation time)")
 def train_cmd(config, no_spike, exp, resume, start_over, dry_run, max_steps, val_every, visual_every, visual_frames, log_every,
-              workers, device, amp, stop_at, freeze_flow_steps, no_vgg, vrt_weights, val_tile, no_progress,
-              reliance):
+              workers, device, amp, stop_at, freeze_flow_steps, freeze_vrt_steps, init_from, no_vgg, vrt_weights,
+              val_tile, no_progress, reliance):
     """Train VRT fused with the spike branch, or plain VRT with --no-spike.
 
     Writes outputs/ckpts/{exp}/{best,last}.pth, outputs/metrics/val_{exp}_{step}.json, TensorBoard logs and
@@ -98,7 +106,7 @@ def train_cmd(config, no_spike, exp, resume, start_over, dry_run, max_steps, val
                         visual_frames=visual_frames, log_every=log_every, workers=workers, device=device, amp=amp,
                         stop_at=stop_at, freeze_flow_steps=freeze_flow_steps, perceptual=not no_vgg,
                         vrt_weights=vrt_weights, val_tile=tuple(val_tile), progress=not no_progress,
-                        reliance=reliance)
+                        reliance=reliance, init_from=init_from, freeze_vrt_steps=freeze_vrt_steps)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         result = main(opts)

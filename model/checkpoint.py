@@ -190,5 +190,32 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike = "<c
     return model
 
 
+def load_vrt_backbone(model: SpikeVRT, path: str | os.PathLike, cfg: Config) -> dict:
+    """``--init-from``: load the VRT backbone (``vrt.*``) of the training checkpoint ``path`` (either arm)
+    strictly into ``model.vrt``; the rest of ``model`` keeps its initialisation. Returns the checkpoint.
+
+    Raises:
+        InputError: the file is missing or damaged (``load_checkpoint``), its MODEL.VRT_CFG is not ``cfg``'s,
+            or its ``vrt.*`` tensors do not fit ``model.vrt`` (names or shapes).
+    """
+    ckpt = load_checkpoint(path)
+    fix = (f"pass a checkpoint trained with MODEL.VRT_CFG {cfg.MODEL.VRT_CFG!r} (e.g. `spikeprep train --no-spike` "
+           "with this config on the same store), or train this run from scratch")
+    stored = ckpt["config"].get("MODEL", {}).get("VRT_CFG")
+    if stored != cfg.MODEL.VRT_CFG:
+        raise InputError(path, f"its VRT is MODEL.VRT_CFG {stored!r}, this config's is {cfg.MODEL.VRT_CFG!r}",
+                         fix=fix)
+    weights = {k[len("vrt."):]: v for k, v in ckpt["model"].items() if k.startswith("vrt.")}
+    expected = model.vrt.state_dict()
+    missing, unexpected = _key_diff(expected, weights)
+    shapes = [f"{k} {tuple(weights[k].shape)} (needs {tuple(v.shape)})" for k, v in expected.items()
+              if k in weights and weights[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise InputError(path, f"its VRT weights do not fit this config's VRT: missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]}, other shapes {shapes[:3]}", fix=fix)
+    model.vrt.load_state_dict(weights, strict=True)
+    return ckpt
+
+
 def _key_diff(expected: Mapping[str, Any], given: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     return sorted(set(expected) - set(given)), sorted(set(given) - set(expected))

@@ -56,7 +56,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from model.checkpoint import arm_name, non_finite_tensors, remove_stale_checkpoint_temps, save_checkpoint
+from model.checkpoint import (arm_name, load_vrt_backbone, non_finite_tensors, remove_stale_checkpoint_temps,
+                              save_checkpoint)
 from model.distributed import (DistSetup, barrier, check_replicas_equal, setup_distributed, teardown_distributed,
                                wrap_model)
 from model.nets.integrate_vrt import SpikeVRT, build_model
@@ -73,7 +74,7 @@ from model.train_log import (TrainLog, capture_spikeprep_logging, log_hparams_en
                              log_train_step, log_triptychs, log_validation, run_hparams, write_run_log)
 from model.train_options import TrainOptions, resume_command
 from model.train_state import TrainState, read_resume_checkpoint
-from model.train_step import FlowFreeze, TrainingDiverged, train_step
+from model.train_step import ParameterFreeze, TrainingDiverged, forward_loss, train_step
 from schemas.config import (CROP_MULTIPLE, Config, ConfigError, crop_size_problem, crop_size_rule, load_config,
                             nearest_valid_crop, read_config_text)
 from schemas.val_report import val_report_path, write_val_report
@@ -138,6 +139,7 @@ def main(opts: TrainOptions, model_builder: Callable[[Config, bool], nn.Module] 
     cfg = load_config(opts.config)
     config_text = read_config_text(opts.config)
     _check_crop_size(cfg, opts.config)
+    _check_start_options(opts)
     exp = opts.exp_name
     outputs = Path(cfg.LOG.SAVE_DIR)
     refuse_output_in_store(outputs, f"LOG.SAVE_DIR of {opts.config}")
@@ -174,13 +176,17 @@ def main(opts: TrainOptions, model_builder: Callable[[Config, bool], nn.Module] 
         ckpt = read_resume_checkpoint(ckpt_dir / "last.pth", use_spike=opts.use_spike, cfg=cfg) \
             if opts.resume else None
         if ckpt is None:
-            _warm_start(raw_model, opts.vrt_weights, data.train_ds, log.info)
+            _warm_start(raw_model, opts, cfg, data.train_ds, log.info)
         raw_model.to(setup.device)
         model = wrap_model(raw_model, setup)
 
         # -- optimiser, schedule, AMP, loss; the resumed state ----------------------------------------------
         state = _new_state(raw_model, cfg, config_text, opts, setup, data.max_steps)
-        loss_fn = _loss_fn(opts.perceptual, setup.device)
+        aux_weight = cfg.TRAIN.AUX_SPIKE_RECON_WEIGHT
+        if aux_weight > 0 and not opts.use_spike:
+            log.info(f"note: TRAIN.AUX_SPIKE_RECON_WEIGHT {aux_weight} is ignored by the spike-free arm (it trains "
+                     "the spike branch, which this arm does not have)")
+        loss_fn = _loss_fn(opts.perceptual, setup.device, aux_weight if opts.use_spike else 0.0)
         if ckpt is not None:
             state.load_state_dict(ckpt)
             log.info(f"resumed {exp} from {ckpt_dir / 'last.pth'} at step {state.step} (epoch {state.epoch}, "
@@ -233,9 +239,32 @@ def _check_crop_size(cfg: Config, path: Path) -> None:
                           f"{CROP_MULTIPLE})")
 
 
-def _warm_start(model: SpikeVRT, vrt_weights: Path | None, train_ds: SpikeDeblurDataset, say) -> None:
-    """A run that does not resume: official VRT weights into the backbone (``--vrt-weights``), and a fitted
-    spike head started at the training split's least-squares map."""
+def _check_start_options(opts: TrainOptions) -> None:
+    """Options that contradict each other, refused before anything is read or written."""
+    if opts.init_from is not None and opts.resume:
+        raise InputError(opts.init_from, "--init-from starts a new run, but --resume continues one (its weights "
+                         "come from its last.pth)", fix="drop --init-from to resume, or drop --resume (and pass "
+                         "--start-over or another --exp) to start a new run from this checkpoint")
+    if opts.init_from is not None and opts.vrt_weights is not None:
+        raise InputError(opts.init_from, "--init-from and --vrt-weights both set the VRT backbone",
+                         fix="pass one of them")
+    if opts.freeze_vrt_steps > 0 and not opts.use_spike:
+        raise InputError(None, f"--freeze-vrt-steps {opts.freeze_vrt_steps} with --no-spike would freeze every "
+                         "parameter of plain VRT", fix="drop --freeze-vrt-steps for the spike-free arm")
+
+
+def _warm_start(model: SpikeVRT, opts: TrainOptions, cfg: Config, train_ds: SpikeDeblurDataset, say) -> None:
+    """A run that does not resume: official VRT weights (``--vrt-weights``) or a spikeprep checkpoint's
+    (``--init-from``) into the backbone, then a fitted spike head started at the training split's
+    least-squares map."""
+    vrt_weights = opts.vrt_weights
+    if opts.init_from is not None:
+        source = load_vrt_backbone(model, opts.init_from, cfg)
+        say(f"--init-from: the VRT backbone starts from {opts.init_from} (the {source['arm']!r} arm of "
+            f"{source['exp']!r} at step {source['step']}); the rest of the model starts as usual")
+        root = source["config"].get("DATA", {}).get("ROOT")
+        if root != cfg.DATA.ROOT:
+            say(f"note: {opts.init_from} trained on DATA.ROOT {root}, this run trains on {cfg.DATA.ROOT}")
     if vrt_weights is not None:
         try:
             model.load_official_vrt(vrt_weights)
@@ -272,15 +301,18 @@ def _new_state(model: SpikeVRT, cfg: Config, config_text: str, opts: TrainOption
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, max_steps))
     scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.amp)
     schedule = dict(max_steps=max_steps, val_every=opts.val_every, visual_every=opts.visual_every,
-                    freeze_flow_steps=opts.freeze_flow_steps, perceptual=opts.perceptual)
+                    freeze_flow_steps=opts.freeze_flow_steps, perceptual=opts.perceptual,
+                    freeze_vrt_steps=opts.freeze_vrt_steps,
+                    init_from=None if opts.init_from is None else str(opts.init_from))
     return TrainState(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, device=setup.device,
                       arm=arm_name(opts.use_spike), exp=opts.exp_name, config=cfg, config_text=config_text,
                       schedule=schedule)
 
 
-def _loss_fn(perceptual: bool, device: torch.device) -> DeblurLoss:
+def _loss_fn(perceptual: bool, device: torch.device, aux_spike_recon_weight: float = 0.0) -> DeblurLoss:
     try:
-        return DeblurLoss(perceptual_weight=0.1 if perceptual else 0.0).to(device)
+        return DeblurLoss(perceptual_weight=0.1 if perceptual else 0.0,
+                          aux_spike_recon_weight=aux_spike_recon_weight).to(device)
     except VGGWeightsUnavailable as err:
         raise SpikeprepError(f"{err}. To train without the perceptual term on purpose, pass --no-vgg") from err
 
@@ -365,7 +397,8 @@ def _train_loop(run: _Run, state: TrainState, *, resumed: bool) -> TrainResult:
     log.start_progress(state.step, data.max_steps)
     state.model.train()
     counts = _BatchCounts(run.cfg.DATA.ROOT, min(data.steps_per_epoch, MAX_SKIPPED_BATCHES_IN_A_ROW))
-    freeze = FlowFreeze(state.model, opts.freeze_flow_steps, ddp=setup.ddp)
+    freeze = ParameterFreeze(state.model, ddp=setup.ddp, flow_steps=opts.freeze_flow_steps,
+                             vrt_steps=opts.freeze_vrt_steps)
     saved_step = state.step if resumed else None    # the step last.pth holds
     interrupted = False
     signals = StopOnSignals(announce=setup.master)
@@ -525,15 +558,14 @@ def _dry_run(raw_model: SpikeVRT, model, loader: DataLoader, loss_fn, setup: Dis
     for i, r in enumerate(fr):
         s = tuple(fs[i].shape) if fs is not None else "-"
         say(f"{i + 1:5d} | {str(tuple(r.shape)):28s} | {s}")
-    with torch.autocast(setup.device.type, dtype=torch.float16, enabled=setup.amp):
-        recon = model(blur, spike)
-    loss, terms = loss_fn(recon.float(), sharp)
+    loss, terms = forward_loss(model, loss_fn, blur, sharp, spike, setup)
     loss.backward()
     n_vrt = sum(p.numel() for p in raw_model.vrt.parameters())
     n_spike = sum(p.numel() for p in raw_model.spike_parameters())
     with_grad = sum(p.grad is not None for p in raw_model.parameters())
     say(f"parameters: VRT {n_vrt:,}; spike branch (encoder + temporal SA + fusion) {n_spike:,}; "
         f"total {n_vrt + n_spike:,}")
-    say(f"loss {terms['total']:.5f} (Charbonnier {terms['charbonnier']:.5f}, perceptual {terms['perceptual']}); "
+    aux = f", aux spike luma {terms['aux_spike_recon']:.5f}" if "aux_spike_recon" in terms else ""
+    say(f"loss {terms['total']:.5f} (Charbonnier {terms['charbonnier']:.5f}, perceptual {terms['perceptual']}{aux}); "
         f"{with_grad} of {sum(1 for _ in raw_model.parameters())} parameter tensors got gradients; nothing written")
     return TrainResult(exp=exp, step=0, losses=[terms["total"]])

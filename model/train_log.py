@@ -327,7 +327,9 @@ def run_hparams(cfg: Config, opts: TrainOptions, max_steps: int) -> dict[str, st
             # on/off as text: torch's hparams summary would store a bool as the number 1 or 0
             "DATA.TOTALS_ONLY": "on" if cfg.DATA.TOTALS_ONLY else "off",
             "spike": "on" if opts.use_spike else "off", "perceptual": "on" if opts.perceptual else "off",
-            "freeze_flow_steps": opts.freeze_flow_steps}
+            "freeze_flow_steps": opts.freeze_flow_steps, "freeze_vrt_steps": opts.freeze_vrt_steps,
+            "init_from": str(opts.init_from or "-"),
+            "TRAIN.AUX_SPIKE_RECON_WEIGHT": cfg.TRAIN.AUX_SPIKE_RECON_WEIGHT if opts.use_spike else 0.0}
 
 
 def log_hparams_start(writer, hparams: dict) -> None:

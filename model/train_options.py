@@ -22,6 +22,9 @@ class TrainOptions:
     steps (VRT's recipe; 0 keeps the original's). perceptual: False drops the VGG term (only on request:
     without VGG19 weights training stops and says so). vrt_weights: official VRT weights as a warm start.
     reliance: every validation of the spike arm also scores it with altered voxels (DESIGN section 8).
+    init_from: a spikeprep checkpoint (either arm) whose VRT backbone (``vrt.*``) starts this run (a run from
+    scratch only; the rest starts as usual). freeze_vrt_steps: the backbone gets no update in the first N
+    steps, so the spike branch, fusion and head train alone first (the spike arm only).
     resume: continue the experiment from its last.pth; start_over: move the experiment's outputs aside
     (``model.experiment.move_aside``) and start from step 0. Without either, an experiment that has outputs
     is refused.
@@ -48,6 +51,8 @@ class TrainOptions:
     val_tile: tuple[int, int] = (256, 256)
     progress: bool = True
     reliance: bool = True
+    init_from: Path | None = None
+    freeze_vrt_steps: int = 0
 
     @property
     def exp_name(self) -> str:
@@ -59,7 +64,8 @@ class TrainOptions:
 
 _RESUME_FLAGS = {"max_steps": "--max-steps", "val_every": "--val-every", "visual_every": "--visual-every",
                  "visual_frames": "--visual-frames", "log_every": "--log-every", "workers": "--workers",
-                 "device": "--device", "stop_at": "--stop-at", "freeze_flow_steps": "--freeze-flow-steps"}
+                 "device": "--device", "stop_at": "--stop-at", "freeze_flow_steps": "--freeze-flow-steps",
+                 "freeze_vrt_steps": "--freeze-vrt-steps"}
 
 
 def resume_command(opts: TrainOptions, world: int = 1) -> str:

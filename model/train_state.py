@@ -82,4 +82,10 @@ def read_resume_checkpoint(path: str | os.PathLike, *, use_spike: bool, cfg: Con
         raise InputError(path, f"the checkpoint trained with TRAIN.OPTIM.FITTED_HEAD_LR_SCALE {stored}, the config "
                          f"says {cfg.TRAIN.OPTIM.FITTED_HEAD_LR_SCALE}",
                          fix=f"resume with FITTED_HEAD_LR_SCALE: {stored}, or start a new run")
+    # above 0 the model holds the auxiliary luma head (a checkpoint from before the field: 0, no head)
+    stored = ckpt["config"].get("TRAIN", {}).get("AUX_SPIKE_RECON_WEIGHT", 0.0)
+    if (stored > 0) != (cfg.TRAIN.AUX_SPIKE_RECON_WEIGHT > 0):
+        raise InputError(path, f"the checkpoint trained with TRAIN.AUX_SPIKE_RECON_WEIGHT {stored}, the config says "
+                         f"{cfg.TRAIN.AUX_SPIKE_RECON_WEIGHT}: the auxiliary luma head exists in one model only",
+                         fix=f"resume with AUX_SPIKE_RECON_WEIGHT: {stored}, or start a new run")
     return ckpt

@@ -174,12 +174,20 @@ class SchedConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """``TRAIN``: batch size per process, epochs, optimiser and schedule."""
+    """``TRAIN``: batch size per process, epochs, optimiser and schedule.
+
+    ``AUX_SPIKE_RECON_WEIGHT`` (issue 29, a named departure from the original's losses): above 0 the spike
+    arm's branch also learns, through a conv3x3 from Fs'_1, to reconstruct the sharp frame's Rec.601 luma
+    (what SpkDeblurNet trains its spike branch to do), and the loss adds this weight x Charbonnier of it. The
+    conv is part of the model (saved, resumed), built only above 0; 0 (the default) is the original's loss.
+    Needs MODEL.SPIKE_BRANCH; the spike-free arm ignores it.
+    """
 
     BATCH_SIZE: int = Field(8, gt=0)
     EPOCHS: int = Field(80, gt=0)
     OPTIM: OptimConfig = OptimConfig()
     SCHED: SchedConfig = SchedConfig()
+    AUX_SPIKE_RECON_WEIGHT: float = Field(0.0, ge=0, allow_inf_nan=False)
 
 
 class LogConfig(_Section):
@@ -197,6 +205,14 @@ class Config(_Section):
     MODEL: ModelConfig
     TRAIN: TrainConfig = TrainConfig()
     LOG: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def _aux_target_has_a_branch(self) -> "Config":
+        if self.TRAIN.AUX_SPIKE_RECON_WEIGHT > 0 and not self.MODEL.SPIKE_BRANCH:
+            raise ValueError("TRAIN.AUX_SPIKE_RECON_WEIGHT is above 0, but MODEL.SPIKE_BRANCH is false: the auxiliary "
+                             "luma target trains the spike branch, which this config does not build; set "
+                             "AUX_SPIKE_RECON_WEIGHT: 0 or SPIKE_BRANCH: true")
+        return self
 
 
 class ConfigError(ValueError):

@@ -35,7 +35,8 @@ def test_every_ablation_row_builds_through_the_product(row, tmp_path):
     assert cfg.MODEL.FUSE.TYPE == row.fuse
     for key, value in row.spike.items():       # the spike arm's own overrides too
         got = {"SPIKE_BRANCH": cfg.MODEL.SPIKE_BRANCH, "TOTALS_ONLY": cfg.DATA.TOTALS_ONLY,
-               "FITTED_HEAD_LR_SCALE": cfg.TRAIN.OPTIM.FITTED_HEAD_LR_SCALE}[key]
+               "FITTED_HEAD_LR_SCALE": cfg.TRAIN.OPTIM.FITTED_HEAD_LR_SCALE,
+               "AUX_SPIKE_RECON_WEIGHT": cfg.TRAIN.AUX_SPIKE_RECON_WEIGHT}[key]
         assert got == value
     for key, value in row.shared.items():      # each override reached the config the trainer reads
         got = {"LR": cfg.TRAIN.OPTIM.LR, "WARMUP_STEPS": cfg.TRAIN.SCHED.WARMUP_STEPS, "K": cfg.DATA.K,
@@ -58,13 +59,33 @@ def test_every_ablation_row_builds_through_the_product(row, tmp_path):
         else:
             assert type(spike.spike_head) is _head_class(registered.head)
         assert hasattr(spike, "spike_encoder") == cfg.MODEL.SPIKE_BRANCH
+        assert (spike.aux_luma is not None) == (cfg.TRAIN.AUX_SPIKE_RECON_WEIGHT > 0)
         base = build(cfg, False)
         assert isinstance(base, SpikeVRT) and not base.use_spike and not base.spike_parameters()
-    model_key = (row.fuse, row.reference, k, tuple(cfg.MODEL.CHANNELS_PER_SCALE), cfg.MODEL.SPIKE_BRANCH)
+    model_key = (row.fuse, row.reference, k, tuple(cfg.MODEL.CHANNELS_PER_SCALE), cfg.MODEL.SPIKE_BRANCH,
+                 cfg.TRAIN.AUX_SPIKE_RECON_WEIGHT > 0)
     if model_key not in _RUN_FORWARD:
         _RUN_FORWARD.add(model_key)
         with torch.no_grad():
             assert spike(blur, vox).shape == blur.shape
+
+
+def test_a_warm_started_row_runs_its_base_first_and_compares_at_equal_total_steps(tmp_path):
+    """The base arm trains 2 x steps and keeps its checkpoint at ``steps``; the spike arm needs it, starts its VRT
+    there (--init-from) with the backbone frozen for a third of its steps; the table reads the base at 2 x steps."""
+    row = ablation.ROW_BY_NAME["motion_gated_warm"]
+    configs = []
+    runs = ablation.row_runs(row, 30, tmp_path, lambda name, *a: configs.append((name, *a)) or tmp_path / name)
+    (base, base_cmd, base_needs), (spike, cmd, needs) = runs
+    assert base == "base_x2" and base_needs == () and spike == row.name and needs == (base,)
+    assert base_cmd[base_cmd.index("--steps") + 1] == "60" and base_cmd[base_cmd.index("--keep-at") + 1] == "30"
+    assert "--no-spike" in base_cmd and cmd[cmd.index("--steps") + 1] == "30"
+    assert Path(cmd[cmd.index("--init-from") + 1]) == ablation.kept_checkpoint(tmp_path / "outputs", base, 30)
+    assert cmd[cmd.index("--freeze-vrt-steps") + 1] == "10"
+    assert ablation.base_steps(row, 30) == 60 and configs[1][1] == row.fuse
+    plain = ablation.ROW_BY_NAME["motion_gated"]
+    assert ablation.base_name(plain) == "base" and ablation.base_steps(plain, 30) == 30
+    assert all("--init-from" not in c for _, c, _ in ablation.row_runs(plain, 30, tmp_path, lambda *a: tmp_path))
 
 
 def test_the_ablation_covers_every_registered_fuse_type():

@@ -14,7 +14,7 @@ from model.losses.deblur_loss import DeblurLoss
 from model.train import lr_factor
 from model.train_options import TrainOptions, resume_command
 from model.train_state import TrainState, read_resume_checkpoint
-from model.train_step import FlowFreeze, TrainingDiverged, train_step
+from model.train_step import ParameterFreeze, TrainingDiverged, train_step
 from schemas.config import parse_config
 from spikeprep.errors import InputError
 
@@ -61,8 +61,8 @@ def _batch(i: int):
     return blur, (blur * 0.5).clamp(0, 1), None
 
 
-def _steps(state: TrainState, first: int, last: int, freeze: FlowFreeze | None = None) -> list[float]:
-    freeze = freeze or FlowFreeze(state.model, 0, ddp=False)
+def _steps(state: TrainState, first: int, last: int, freeze: ParameterFreeze | None = None) -> list[float]:
+    freeze = freeze or ParameterFreeze(state.model, flow_steps=0, ddp=False)
     losses = []
     for i in range(first, last):
         terms, stop = train_step(state, state.model, DeblurLoss(perceptual_weight=0.0), *_batch(i), setup=CPU,
@@ -123,7 +123,7 @@ def test_a_non_finite_loss_updates_nothing():
     blur, sharp, _ = _batch(0)
     with pytest.raises(TrainingDiverged, match="at step 1.*spikeprep stats /nowhere/store"):
         train_step(state, state.model, DeblurLoss(perceptual_weight=0.0), blur, sharp * float("nan"), None,
-                   setup=CPU, freeze=FlowFreeze(state.model, 0, ddp=False), stop_requested=False)
+                   setup=CPU, freeze=ParameterFreeze(state.model, flow_steps=0, ddp=False), stop_requested=False)
     assert state.step == 0 and all(torch.equal(before[k], v) for k, v in state.model.state_dict().items())
 
 
@@ -131,7 +131,7 @@ def test_a_non_finite_loss_updates_nothing():
 def test_flow_freeze_keeps_the_flow_parameters_for_n_steps_both_ways(ddp):
     """Without DDP requires_grad is flipped; under DDP (faked: the same module) the gradients are dropped."""
     state = _state(seed=6)
-    freeze = FlowFreeze(state.model, 2, ddp=ddp)
+    freeze = ParameterFreeze(state.model, flow_steps=2, ddp=ddp)
     assert freeze.params == [state.model.spynet.weight, state.model.spynet.bias]
     start = state.model.spynet.weight.detach().clone()
     body = state.model.body.weight.detach().clone()
@@ -140,7 +140,7 @@ def test_flow_freeze_keeps_the_flow_parameters_for_n_steps_both_ways(ddp):
     assert state.model.spynet.weight.requires_grad == ddp              # DDP's set of parameters stays fixed
     _steps(state, 2, 3, freeze)
     assert state.model.spynet.weight.requires_grad and not torch.equal(state.model.spynet.weight, start)
-    assert FlowFreeze(state.model, 0, ddp=ddp).params == []
+    assert ParameterFreeze(state.model, flow_steps=0, ddp=ddp).params == []
 
 
 def test_dist_setup_of_a_single_process(monkeypatch):

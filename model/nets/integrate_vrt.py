@@ -106,11 +106,14 @@ class SpikeVRT(nn.Module):
         fuse_type: MODEL.FUSE.TYPE, a name of ``schemas.fuse_types.FUSE_TYPES``.
         spike_branch: MODEL.SPIKE_BRANCH; False builds no SpikeEncoder3D, temporal self-attention or fusion
             (Ff_i = Fr_i) and feeds the spike head zeros for Fs'_1 (a type with a spike head only).
+        aux_spike_recon: build ``aux_luma``, a conv3x3 from Fs'_1 to one channel that predicts the sharp frame's
+            Rec.601 luma (TRAIN.AUX_SPIKE_RECON_WEIGHT > 0; ``forward(..., with_aux=True)`` returns it). Needs
+            the spike branch; the spike-free arm builds nothing for it.
     """
 
     def __init__(self, vrt: VRT, *, num_bins: int, channels_per_scale: Sequence[int], tsa_heads: int = 4,
                  fuse_heads: int = 4, use_spike: bool = True, fuse_type: str = "TemporalCrossAttn",
-                 spike_branch: bool = True):
+                 spike_branch: bool = True, aux_spike_recon: bool = False):
         super().__init__()
         registered = registered_fuse_type(fuse_type)      # ValueError naming the choices
         if not spike_branch and registered.head is None:
@@ -133,6 +136,14 @@ class SpikeVRT(nn.Module):
             if registered.head is not None:
                 c1 = geometry[0].channels
                 self.spike_head = registered.head(c1, num_bins, c1)
+        self.aux_luma: nn.Conv2d | None = None
+        if use_spike and aux_spike_recon:
+            if not self.branch:
+                raise ValueError("the auxiliary luma target (TRAIN.AUX_SPIKE_RECON_WEIGHT > 0) trains the spike "
+                                 "branch, which MODEL.SPIKE_BRANCH: false does not build")
+            # SpkDeblurNet's spike-branch target: the sharp luma from Fs'_1 alone (default init: it must carry
+            # a gradient into the branch from step 0, and it never touches the restored frame)
+            self.aux_luma = nn.Conv2d(geometry[0].channels, 1, 3, padding=1)
 
     def encode_scales(self, blur: Tensor, spike_vox: Tensor | None):
         """(VRT encoder state, Fr list, Fs list or None): for --dry-run reports and tests."""
@@ -150,16 +161,30 @@ class SpikeVRT(nn.Module):
             raise ValueError(f"spike_vox is {tuple(spike_vox.shape)}, expected {(b, t, self.num_bins, h, w)}")
         return spike_vox
 
-    def forward(self, blur: Tensor, spike_vox: Tensor | None = None) -> Tensor:
+    def forward(self, blur: Tensor, spike_vox: Tensor | None = None, *,
+                with_aux: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Deblur a clip: ``blur [B, T, 3, H, W]`` and ``spike_vox [B, T, K, H, W]`` -> ``[B, T, 3, H, W]``.
 
         K is ``num_bins``; H and W must be what VRT accepts (multiples of 8, at least 64; any size through
         :func:`tiled_inference` or ``model.nets.vrt_tiling.padded_forward``). The spike-free arm ignores
-        ``spike_vox`` (it may be None) and returns plain VRT's output.
+        ``spike_vox`` (it may be None) and returns plain VRT's output. ``with_aux`` (the training step, when
+        TRAIN.AUX_SPIKE_RECON_WEIGHT > 0; a keyword, so DDP's wrapper passes it on) returns ``(recon,
+        aux_luma [B, T, 1, H, W])``, the auxiliary head's sharp-luma prediction from Fs'_1.
         """
+        if with_aux and self.aux_luma is None:
+            raise ValueError("with_aux=True needs the auxiliary luma head (aux_spike_recon=True)")
         state, fr, fs = self.encode_scales(blur, spike_vox)
         if not self.use_spike:
             return self.vrt.decode(state)
+        recon, fs1 = self._restore(state, fr, fs, spike_vox)
+        if not with_aux:
+            return recon
+        b, t, c, h, w = fs1.shape
+        return recon, self.aux_luma(fs1.reshape(b * t, c, h, w)).reshape(b, t, 1, h, w)
+
+    def _restore(self, state, fr: list[Tensor], fs: list[Tensor] | None,
+                 spike_vox: Tensor) -> tuple[Tensor, Tensor]:
+        """The spike arm's restoration and the Fs'_1 it read (zeros without the branch)."""
         if self.branch:
             fs_attended = [t(s) for t, s in zip(self.spike_tsa, fs)]
             ff = fuse_features(fr, fs_attended, self.fuse)
@@ -167,13 +192,13 @@ class SpikeVRT(nn.Module):
         else:                            # no branch: Ff_i = Fr_i, and the head reads zeros where Fs'_1 would be
             ff, fs1 = list(fr), torch.zeros_like(fr[0])
         if self.spike_head is None:
-            return self.vrt.decode(state, ff)
+            return self.vrt.decode(state, ff), fs1
         h = self.vrt.decode_head_input(state, ff)
         if getattr(self.spike_head, "gates_vrt", False):   # the spikes' motion gate on VRT's residual as well
             return self.spike_head.gated_restoration(fs1, spike_vox, h, state.x_lq,
-                                                     self.vrt.head_output(h, state.x_lq) - state.x_lq)
+                                                     self.vrt.head_output(h, state.x_lq) - state.x_lq), fs1
         correction = self.spike_head(fs1, spike_vox, h, state.x_lq)  # luma: added to all of RGB
-        return self.vrt.head_output(h, state.x_lq) + correction
+        return self.vrt.head_output(h, state.x_lq) + correction, fs1
 
     def spike_parameters(self) -> list[nn.Parameter]:
         """Parameters of the spike branch and the fusion (empty for the spike-free arm)."""
@@ -182,7 +207,9 @@ class SpikeVRT(nn.Module):
         head = [] if self.spike_head is None else list(self.spike_head.parameters())
         if not self.branch:
             return head
-        return [*self.spike_encoder.parameters(), *self.spike_tsa.parameters(), *self.fuse.parameters(), *head]
+        aux = [] if self.aux_luma is None else list(self.aux_luma.parameters())
+        return [*self.spike_encoder.parameters(), *self.spike_tsa.parameters(), *self.fuse.parameters(), *head,
+                *aux]
 
     def load_official_vrt(self, path: str | os.PathLike) -> "SpikeVRT":
         """Strictly load official VRT weights into the backbone; the spike branch keeps its init."""
@@ -204,7 +231,8 @@ def build_model(cfg, use_spike: bool = True) -> SpikeVRT:
                          f"set MODEL.LAYERS: {len(vrt.feature_dims())}")
     return SpikeVRT(vrt, num_bins=cfg.DATA.K, channels_per_scale=m.CHANNELS_PER_SCALE,
                     tsa_heads=m.SPIKE_TSA.HEADS, fuse_heads=m.FUSE.HEADS, use_spike=use_spike,
-                    fuse_type=m.FUSE.TYPE, spike_branch=m.SPIKE_BRANCH)
+                    fuse_type=m.FUSE.TYPE, spike_branch=m.SPIKE_BRANCH,
+                    aux_spike_recon=use_spike and cfg.TRAIN.AUX_SPIKE_RECON_WEIGHT > 0)
 
 
 def _inputs(model: SpikeVRT, blur: Tensor, spike_vox: Tensor | None) -> list[Tensor]:
