@@ -243,18 +243,11 @@ def test_fix_refuses_a_folder_that_is_not_a_store(tmp_path):
 
 
 # ---- kill-safety --------------------------------------------------------------------------------------
-def test_fix_killed_anywhere_is_completed_byte_identical_by_a_rerun(fixed_store, tmp_path):
-    """SIGKILL while records are written, after dataset.json is moved aside, while a sequence is rebuilt: the
-    store never looks complete with half a fix, and a rerun ends byte-identical to an uninterrupted run."""
-    _, before, after = fixed_store
-    clean = tree_digest(after)
+def fix_killed_at_each(before: Path, tmp_path: Path, signs: dict):
+    """For each ``(what, seen)`` of ``signs``: copy the store ``before``, run ``fix_store`` on the copy in a
+    subprocess and SIGKILL it as soon as ``seen(copy)`` holds; yield ``(what, copy, killed)`` (killed False
+    when the fix finished first). The caller checks the copy, then completes it with a rerun."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    signs = {
-        "a clock record is written": lambda s: any((s / "audit" / "clock").rglob("seq_*.json")),
-        "dataset.json is moved aside": lambda s: (s / "audit" / "clock" / "fix_pending.json").exists(),
-        "a sequence is being rebuilt": lambda s: any(p.name.endswith(".partial") for p in s.glob("*/.*")),
-    }
-    landed = []
     for k, (what, seen) in enumerate(signs.items()):
         store = shutil.copytree(before, tmp_path / f"store{k}")
         code = f"from spikeprep.clock_fix import fix_store; fix_store({str(store)!r}, progress=False)"
@@ -266,7 +259,22 @@ def test_fix_killed_anywhere_is_completed_byte_identical_by_a_rerun(fixed_store,
                 break
             time.sleep(0.001)
         proc.wait()
-        if proc.returncode == -signal.SIGKILL:
+        yield what, store, proc.returncode == -signal.SIGKILL
+
+
+def test_fix_killed_anywhere_is_completed_byte_identical_by_a_rerun(fixed_store, tmp_path):
+    """SIGKILL while records are written, after dataset.json is moved aside, while a sequence is rebuilt: the
+    store never looks complete with half a fix, and a rerun ends byte-identical to an uninterrupted run."""
+    _, before, after = fixed_store
+    clean = tree_digest(after)
+    signs = {
+        "a clock record is written": lambda s: any((s / "audit" / "clock").rglob("seq_*.json")),
+        "dataset.json is moved aside": lambda s: (s / "audit" / "clock" / "fix_pending.json").exists(),
+        "a sequence is being rebuilt": lambda s: any(p.name.endswith(".partial") for p in s.glob("*/.*")),
+    }
+    landed = []
+    for what, store, killed in fix_killed_at_each(before, tmp_path, signs):
+        if killed:
             landed.append(what)
             if what != "a clock record is written":
                 assert not (store / "dataset.json").exists()                    # incomplete, and it says so

@@ -2,15 +2,9 @@
 size, measured by the audit, fixed by ``audit --fix`` (before the clock, kill-safe), and the synthetic rig."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -36,6 +30,7 @@ from spikeprep.registration import (FrameEstimate, RegistrationOptions, corner_e
                                     upsampled_intensity)
 from spikeprep.spike_source import SpikeSource
 from spikeprep.store import read_frame, read_manifest_rows, read_store_info
+from test_clock_fix import fix_killed_at_each, tree_digest
 from spikeprep.synth import load_photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,11 +40,6 @@ OPTS = IngestOptions(num_bins=16, crop_size=32)
 # camera's view through a small affine (up to 2.5 px, 0.8 degrees, 1.5 %) at a non-integer resolution
 WARPED = dict(height=64, width=80, frames=24, exposure_ticks=32, gap_ticks=8, motion_px=4.0, val_seqs=0,
               train_seqs=2, rgb_size=(100, 125), rgb_warp=(2.5, 0.8, 0.015))
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def truth(raw: Path, name: str) -> np.ndarray:
@@ -311,25 +301,14 @@ def test_fix_killed_anywhere_is_completed_byte_identical_by_a_rerun(warped_store
     rebuilt (its PNGs resampled): a rerun ends byte-identical to an uninterrupted fix."""
     _, before, after, _ = warped_store
     clean = tree_digest(after)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     signs = {
         "a registration record is written": lambda s: any((s / "audit" / "registration").rglob("seq_*.json")),
         "dataset.json is moved aside": lambda s: (s / "audit" / "clock" / "fix_pending.json").exists(),
         "a sequence is being rebuilt": lambda s: any(p.name.endswith(".partial") for p in s.glob("*/.*")),
     }
     landed = []
-    for k, (what, seen) in enumerate(signs.items()):
-        store = shutil.copytree(before, tmp_path / f"store{k}")
-        code = f"from spikeprep.clock_fix import fix_store; fix_store({str(store)!r}, progress=False)"
-        proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            if seen(store):
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.001)
-        proc.wait()
-        if proc.returncode == -signal.SIGKILL:
+    for what, store, killed in fix_killed_at_each(before, tmp_path, signs):
+        if killed:
             landed.append(what)
             if what != "a registration record is written":
                 assert not (store / "dataset.json").exists()
